@@ -1,0 +1,253 @@
+"""The Sluice configuration schema: the one conversion path from YAML to typed settings.
+
+Every section forbids unknown keys and checks ranges, so a typo stops
+start-up with the file and line (``core.yaml_source``) instead of being
+ignored. Policy parameters are plain mappings here and are validated by the
+policy registry against each plugin's own schema, with the same file/line
+reporting (``LoadedConfig.source``).
+
+Durations carry their unit in the key (``_ms``, ``_s``); sizes in bytes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from core.yaml_source import SourceMap, load_yaml, load_yaml_text, validate
+
+MetricsFormat = Literal["auto", "vllm", "sglang", "llamacpp", "tgi", "none"]
+ProxiedPath = Literal["/v1/chat/completions", "/v1/completions", "/v1/embeddings"]
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ListenConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+
+
+class TimeoutsConfig(StrictModel):
+    """Upstream timeouts. There is deliberately no total: a healthy stream may run for hours."""
+
+    connect_ms: float = Field(2_000, gt=0)
+    first_byte_ms: float = Field(120_000, gt=0, description="request sent -> first response byte")
+    idle_ms: float = Field(60_000, gt=0, description="longest gap between two stream chunks")
+
+
+class RetriesConfig(StrictModel):
+    """Retries happen only before the first byte reaches the client."""
+
+    max_per_request: int = Field(2, ge=0, le=2)
+    budget_ratio: float = Field(0.1, ge=0.0, le=0.1, description="retries / requests over the window")
+    budget_window_s: float = Field(10.0, gt=0)
+    budget_min_retries: int = Field(3, ge=0, description="retries always allowed per window at low volume")
+    on_status: tuple[int, ...] = (429, 502, 503)
+
+    @field_validator("on_status")
+    @classmethod
+    def _statuses(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        for status in value:
+            if not 400 <= status <= 599:
+                raise ValueError(f"{status} is not an HTTP error status")
+        return value
+
+
+class HealthConfig(StrictModel):
+    interval_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(2.0, gt=0)
+    path: str = "/health"
+    unhealthy_after: int = Field(2, ge=1, description="consecutive failed checks before DOWN")
+    healthy_after: int = Field(1, ge=1, description="consecutive passed checks before READY")
+
+
+class CircuitBreakerConfig(StrictModel):
+    """Passive ejection. Counts connect errors and 5xx answers only, never slowness."""
+
+    consecutive_failures: int = Field(5, ge=1)
+    open_s: float = Field(10.0, gt=0, description="time ejected before a half-open probe request")
+
+
+class LimitsConfig(StrictModel):
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_in_flight: int | None = Field(None, ge=1, description="whole-proxy cap on concurrent requests")
+
+
+class MetricsPollConfig(StrictModel):
+    """Polling of backends' engine metrics (vLLM, SGLang, llama.cpp, TGI)."""
+
+    interval_s: float = Field(1.0, gt=0)
+    timeout_s: float = Field(0.5, gt=0)
+    stale_after_s: float = Field(5.0, gt=0)
+
+
+class BackendConfig(StrictModel):
+    name: str
+    url: str
+    models: tuple[str, ...]
+    gpu: str = Field("unknown", description="GPU/profile label, e.g. h100, a100, l4")
+    weight: float = Field(1.0, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+    health_path: str | None = None
+    metrics_format: MetricsFormat = "auto"
+    metrics_path: str = "/metrics"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("must be letters, digits, '_', '.', '-' (it is used as a metric label)")
+        return value
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or any(not m for m in value):
+            raise ValueError("must list at least one non-empty model name")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        if parts.query or parts.fragment:
+            raise ValueError("must not have a query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("health_path", "metrics_path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError("must start with '/'")
+        return value
+
+
+class RouteMatch(StrictModel):
+    """All given conditions must hold. ``model`` is a shell-style glob; header names are case-insensitive."""
+
+    path: ProxiedPath | None = None
+    model: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    def matches(self, path: str, model: str, headers: Mapping[str, str]) -> bool:
+        if self.path is not None and self.path != path:
+            return False
+        if self.model is not None and not fnmatch.fnmatchcase(model, self.model):
+            return False
+        return all(headers.get(name) == value for name, value in self.headers.items())
+
+
+class SLOConfig(StrictModel):
+    ttft_ms: float | None = Field(None, gt=0)
+    tpot_ms: float | None = Field(None, gt=0)
+    e2e_ms: float | None = Field(None, gt=0)
+
+
+class PolicyConfig(StrictModel):
+    """A routing policy by registered name; ``params`` are checked by that policy's schema."""
+
+    name: str = "round_robin"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class RouteConfig(StrictModel):
+    name: str
+    match: RouteMatch = Field(default_factory=RouteMatch)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    slo: SLOConfig = Field(default_factory=SLOConfig)
+    priority: str = Field("standard", description="class of requests that don't name one")
+
+
+class PredictorsConfig(StrictModel):
+    output_length_model: str | None = Field(None, description="path; None = the bundled default model")
+    online_refinement: bool = True
+
+
+class SluiceConfig(StrictModel):
+    listen: ListenConfig = Field(default_factory=ListenConfig)
+    backends: tuple[BackendConfig, ...]
+    routes: tuple[RouteConfig, ...] = Field(default_factory=lambda: (RouteConfig(name="default"),))
+    priority_classes: tuple[str, ...] = Field(
+        ("critical", "standard", "sheddable"), min_length=1, description="most important first"
+    )
+    timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig)
+    retries: RetriesConfig = Field(default_factory=RetriesConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    circuit_breaker: CircuitBreakerConfig = Field(default_factory=CircuitBreakerConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    metrics_poll: MetricsPollConfig = Field(default_factory=MetricsPollConfig)
+    predictors: PredictorsConfig = Field(default_factory=PredictorsConfig)
+
+    @field_validator("backends")
+    @classmethod
+    def _some_backends(cls, value: tuple[BackendConfig, ...]) -> tuple[BackendConfig, ...]:
+        # A field validator (not min_length) so that one bad item is not also reported as "empty".
+        if not value:
+            raise ValueError("at least one backend is required")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> SluiceConfig:
+        names = [b.name for b in self.backends]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"backend names must be unique; repeated: {sorted(dup)}")
+        route_names = [r.name for r in self.routes]
+        dup = {n for n in route_names if route_names.count(n) > 1}
+        if dup:
+            raise ValueError(f"route names must be unique; repeated: {sorted(dup)}")
+        for route in self.routes:
+            if route.priority not in self.priority_classes:
+                known = list(self.priority_classes)
+                raise ValueError(f"route {route.name!r}: priority {route.priority!r} is not one of {known}")
+        return self
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """Every model some backend serves, in first-seen order."""
+        seen: dict[str, None] = {}
+        for backend in self.backends:
+            for model in backend.models:
+                seen.setdefault(model, None)
+        return tuple(seen)
+
+    def route_for(self, path: str, model: str, headers: Mapping[str, str]) -> RouteConfig:
+        """First route whose match holds; the built-in default route if none does."""
+        for route in self.routes:
+            if route.match.matches(path, model, headers):
+                return route
+        return _DEFAULT_ROUTE
+
+
+_DEFAULT_ROUTE = RouteConfig(name="default")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """A validated config plus where each of its values came from (for later plugin validation)."""
+
+    config: SluiceConfig
+    source: SourceMap
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Load and validate a Sluice config file; raises ``ConfigError`` naming file and line."""
+    data, source = load_yaml(path)
+    return LoadedConfig(validate(SluiceConfig, data, source), source)
+
+
+def load_config_text(text: str, path: str = "<string>") -> LoadedConfig:
+    data, source = load_yaml_text(text, path)
+    return LoadedConfig(validate(SluiceConfig, data, source), source)

@@ -1,0 +1,107 @@
+"""Build ``RequestFeatures`` from a parsed OpenAI request body.
+
+One pure function shared by the data plane (after it has parsed and
+validated the body) and the virtual-time simulator (which builds the same
+bodies from a workload), so both feed the predictors and policies identical
+features. Only the request itself is read: simulator ground-truth headers
+never reach this function.
+
+Cost is bounded for huge prompts: the last user message is truncated to
+``LAST_USER_TEXT_MAX_CHARS`` and prefix hashing stops after
+``PREFIX_MAX_CHUNKS`` chunks (64 KiB of prompt at the default chunk size).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from core.tokens import (
+    PREFIX_CHUNK_CHARS,
+    content_text,
+    estimate_tokens,
+    prefix_chunk_hashes,
+    render_chat_prompt,
+    render_completion_prompt,
+)
+from core.types import Endpoint, RequestFeatures
+
+LAST_USER_TEXT_MAX_CHARS = 2_000
+PREFIX_MAX_CHUNKS = 1_024
+
+
+def prompt_text(endpoint: Endpoint, body: Mapping[str, Any]) -> str:
+    """The text whose size and prefix identity the request is judged by."""
+    if endpoint is Endpoint.CHAT:
+        messages = body.get("messages")
+        return render_chat_prompt(messages) if isinstance(messages, list) else ""
+    if endpoint is Endpoint.COMPLETIONS:
+        return render_completion_prompt(body.get("prompt"))
+    return render_completion_prompt(body.get("input"))
+
+
+def requested_max_tokens(body: Mapping[str, Any]) -> int | None:
+    """``max_completion_tokens`` (newer chat API) or ``max_tokens``; None when absent or not an int."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _chat_stats(messages: Any) -> tuple[str, int, int]:
+    """(last user text, number of messages, number of user turns)."""
+    if not isinstance(messages, list):
+        return "", 0, 0
+    last_user = ""
+    user_turns = 0
+    for message in messages:
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            user_turns += 1
+            last_user = content_text(message.get("content"))
+    return last_user, len(messages), user_turns
+
+
+def _clip(text: str) -> str:
+    """Keep the head and the tail of long text: instructions sit at either end of pasted documents."""
+    if len(text) <= LAST_USER_TEXT_MAX_CHARS:
+        return text
+    half = LAST_USER_TEXT_MAX_CHARS // 2
+    return text[:half] + text[-half:]
+
+
+def build_features(
+    *,
+    request_id: str,
+    endpoint: Endpoint,
+    body: Mapping[str, Any],
+    route: str,
+    tenant: str,
+    priority: str,
+    arrival_s: float,
+    session_key: str | None = None,
+) -> RequestFeatures:
+    text = prompt_text(endpoint, body)
+    if endpoint is Endpoint.CHAT:
+        last_user, n_messages, n_user_turns = _chat_stats(body.get("messages"))
+    else:
+        last_user, n_messages, n_user_turns = text, 1, 1
+    model = body.get("model")
+    return RequestFeatures(
+        request_id=request_id,
+        endpoint=endpoint,
+        route=route,
+        model=model if isinstance(model, str) else "",
+        tenant=tenant,
+        priority=priority,
+        prompt_tokens=estimate_tokens(text),
+        prompt_chars=len(text),
+        prefix_hashes=prefix_chunk_hashes(text, PREFIX_CHUNK_CHARS, PREFIX_MAX_CHUNKS),
+        last_user_text=_clip(last_user),
+        n_messages=n_messages,
+        n_user_turns=n_user_turns,
+        max_tokens=requested_max_tokens(body),
+        stream=body.get("stream") is True,
+        arrival_s=arrival_s,
+        session_key=session_key,
+    )

@@ -1,0 +1,56 @@
+"""Interfaces between the layers: what the data plane and the simulator call.
+
+``RoutingPolicy`` is implemented in ``policies/``; ``Decider`` (admission +
+routing + learning hooks around one request) in ``decision/``. The proxy and
+the virtual-time fleet both hold a ``Decider`` and call the same methods in
+the same order, which is what makes simulated results speak for the proxy:
+
+1. ``admit(features, snapshot)`` -> ``Admit`` | ``Queue`` | ``Shed``
+2. (after any wait) ``route(features, snapshot)`` -> ``RoutingDecision``
+3. ``on_routed(features, decision, backend_id)`` once a backend is committed
+   (also after a retry moves the request to another backend)
+4. ``observe(outcome)`` when the request ends in any way
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Protocol
+
+from core.types import (
+    AdmissionDecision,
+    BackendId,
+    FleetSnapshot,
+    Outcome,
+    RequestFeatures,
+    RoutingDecision,
+    RoutingRequest,
+)
+
+
+class RoutingPolicy(Protocol):
+    """Ranks the backends that may serve a request. Pure apart from picker cursors.
+
+    Must not call ``time`` or the module-level ``random``: ``now_s`` and
+    ``rng`` are passed in. Returns an empty ``ranked`` with a ``reason``
+    rather than raising when nothing can serve the request.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    def route(
+        self, request: RoutingRequest, snapshot: FleetSnapshot, now_s: float, rng: random.Random
+    ) -> RoutingDecision: ...
+
+
+class Decider(Protocol):
+    def admit(self, features: RequestFeatures, snapshot: FleetSnapshot) -> AdmissionDecision: ...
+
+    def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision: ...
+
+    def on_routed(
+        self, features: RequestFeatures, decision: RoutingDecision, backend_id: BackendId
+    ) -> None: ...
+
+    def observe(self, outcome: Outcome) -> None: ...

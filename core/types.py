@@ -1,0 +1,253 @@
+"""Immutable value types shared by every layer of Sluice.
+
+These are contracts, not logic. The data plane (``router/``) builds a
+``RequestFeatures`` once per request from the parsed body and a
+``FleetSnapshot`` once per decision; everything downstream (predictors,
+policies, the virtual-time simulator) sees only these frozen objects, never
+HTTP. Keeping them small and frozen is what lets a decision be replayed in a
+unit test with an injected clock and RNG.
+
+Units are in the names: ``_ms``, ``_s``, ``_tokens``, ``_frac`` (0..1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+
+BackendId = str
+
+_EMPTY_INT_MAP: Mapping[str, int] = MappingProxyType({})
+_EMPTY_FLOAT_MAP: Mapping[str, float] = MappingProxyType({})
+_EMPTY_STR_MAP: Mapping[str, str] = MappingProxyType({})
+_EMPTY_SCORES: Mapping[str, Mapping[str, float]] = MappingProxyType({})
+
+
+class Endpoint(StrEnum):
+    """The OpenAI endpoints Sluice proxies."""
+
+    CHAT = "chat"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+
+
+class Health(StrEnum):
+    """Backend life cycle (after SMG's worker states).
+
+    ``PENDING``: configured, no health check has passed yet.
+    ``READY``: selectable. ``DRAINING``: finishing in-flight work, takes no new
+    requests. ``DOWN``: failed active checks or its circuit breaker is open.
+    """
+
+    PENDING = "pending"
+    READY = "ready"
+    DRAINING = "draining"
+    DOWN = "down"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFeatures:
+    """Everything a decision may know about one request, taken from the request only.
+
+    ``prompt_tokens`` is an estimate (``core.tokens.estimate_tokens``), not an
+    engine count. ``prefix_hashes`` are chained hashes of fixed-size character
+    chunks of the rendered prompt (``core.tokens.prefix_chunk_hashes``), so two
+    prompts share the first k hashes iff they share the first k chunks.
+    Simulator ground-truth headers (``x-sim-*``) are never copied here.
+    """
+
+    request_id: str
+    endpoint: Endpoint
+    route: str
+    model: str
+    tenant: str
+    priority: str
+    prompt_tokens: int
+    prompt_chars: int
+    prefix_hashes: tuple[int, ...]
+    last_user_text: str
+    n_messages: int
+    n_user_turns: int
+    max_tokens: int | None
+    stream: bool
+    arrival_s: float
+    session_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendView:
+    """One backend as seen at snapshot time.
+
+    Sluice's own accounting (``in_flight_*``, ``awaiting_first_byte``) is
+    always current. Engine-reported fields (``engine_*``, ``kv_usage_frac``,
+    ``prefix_hit_rate``) come from polling the backend's ``/metrics`` and may
+    be ``None`` (never scraped) or stale (``metrics_stale``); policies must fall
+    back to Sluice's own accounting in that case.
+    """
+
+    backend_id: BackendId
+    models: frozenset[str]
+    gpu_class: str
+    weight: float
+    max_concurrency: int | None
+    health: Health
+    in_flight_requests: int
+    awaiting_first_byte: int
+    in_flight_prompt_tokens: int
+    in_flight_predicted_decode_tokens: float
+    engine_running: int | None = None
+    engine_waiting: int | None = None
+    kv_usage_frac: float | None = None
+    prefix_hit_rate: float | None = None
+    kv_capacity_tokens: int | None = None
+    metrics_age_s: float | None = None
+    metrics_stale: bool = True
+    ewma_ttft_ms: float | None = None
+    ewma_tpot_ms: float | None = None
+
+    @property
+    def selectable(self) -> bool:
+        """Whether new requests may be sent here."""
+        return self.health is Health.READY
+
+
+@dataclass(frozen=True, slots=True)
+class FleetSnapshot:
+    """All backends at one instant; taken once per decision and never mutated."""
+
+    backends: tuple[BackendView, ...]
+    taken_at_s: float
+    version: int = 0
+
+    def by_id(self) -> dict[BackendId, BackendView]:
+        return {b.backend_id: b for b in self.backends}
+
+    def serving(self, model: str) -> tuple[BackendView, ...]:
+        """Selectable backends that serve ``model``."""
+        return tuple(b for b in self.backends if b.selectable and model in b.models)
+
+
+@dataclass(frozen=True, slots=True)
+class OutputLengthEstimate:
+    """Predicted output length quantiles in tokens; ``source`` says where it came from."""
+
+    p50_tokens: float
+    p90_tokens: float
+    source: str = "prior"
+
+
+@dataclass(frozen=True, slots=True)
+class BackendCostEstimate:
+    """Predicted cost of running one request on one backend."""
+
+    backend_id: BackendId
+    queue_wait_ms: float
+    prefill_ms: float
+    ttft_ms: float
+    tpot_ms: float
+    e2e_ms: float
+    cached_prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Predictions:
+    output_length: OutputLengthEstimate
+    per_backend: Mapping[BackendId, BackendCostEstimate] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingRequest:
+    """Input of a routing policy: the request, its prefix matches and predictions.
+
+    ``prefix_matched_tokens[b]`` is the estimated number of prompt tokens
+    already cached on backend ``b`` (from the prefix index); absent means 0.
+    """
+
+    features: RequestFeatures
+    prefix_matched_tokens: Mapping[BackendId, int] = field(default_factory=lambda: _EMPTY_INT_MAP)
+    predictions: Predictions | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """A ranked list of backends (first = chosen, rest = retry fallbacks) with its explanation.
+
+    ``ranked`` empty means nothing could serve the request; ``reason`` then says
+    why (e.g. every candidate filtered out) and the data plane answers 503.
+    ``scores[scorer][backend]`` holds each scorer's raw score in [0, 1];
+    ``removed[backend]`` names the filter that removed it.
+    """
+
+    ranked: tuple[BackendId, ...]
+    policy: str
+    scores: Mapping[str, Mapping[BackendId, float]] = field(default_factory=lambda: _EMPTY_SCORES)
+    removed: Mapping[BackendId, str] = field(default_factory=lambda: _EMPTY_STR_MAP)
+    predicted_ttft_ms: float | None = None
+    predicted_e2e_ms: float | None = None
+    reason: str | None = None
+
+    @property
+    def chosen(self) -> BackendId | None:
+        return self.ranked[0] if self.ranked else None
+
+
+class ShedReason(StrEnum):
+    """Why a request was refused; a low-cardinality metric label."""
+
+    SLO_INFEASIBLE = "slo_infeasible"
+    QUEUE_FULL = "queue_full"
+    QUEUE_TIMEOUT = "queue_timeout"
+    TENANT_BUDGET = "tenant_budget"
+    TENANT_CONCURRENCY = "tenant_concurrency"
+    KV_HEADROOM = "kv_headroom"
+    OVERLOAD = "overload"
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Queue:
+    """Wait in the proxy's waiting room until capacity frees or ``deadline_s`` passes."""
+
+    deadline_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Shed:
+    reason: ShedReason
+    retry_after_s: float
+
+
+AdmissionDecision = Admit | Queue | Shed
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What actually happened to one request; feeds online learning and metrics.
+
+    ``output_tokens`` comes from the final ``usage`` when the backend sent one,
+    else from the count of content chunks. ``ttft_ms`` is ``None`` when no first
+    byte arrived (error, cancellation before first byte).
+    """
+
+    request_id: str
+    backend_id: BackendId | None
+    route: str
+    model: str
+    tenant: str
+    status_code: int
+    prompt_tokens: int
+    output_tokens: int
+    cached_prompt_tokens: int | None
+    ttft_ms: float | None
+    e2e_ms: float
+    cancelled: bool = False
+    error_code: str | None = None
+    finished_at_s: float = 0.0
+    predicted_output_tokens: float | None = None
+    extra_scores: Mapping[str, float] = field(default_factory=lambda: _EMPTY_FLOAT_MAP)

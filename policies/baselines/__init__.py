@@ -1,0 +1,5 @@
+"""Baseline routing policies, by their config names (formulas in shared/reference/formulas.md)."""
+
+from policies.baselines import round_robin
+
+__all__ = ["round_robin"]
