@@ -114,6 +114,27 @@ class BackendView:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineMetrics:
+    """One scrape of a backend engine's own metrics, normalised across engines.
+
+    Produced by the per-engine adapters (vLLM ``vllm:*``, SGLang ``sglang:*``,
+    llama.cpp ``llamacpp:*``, TGI ``tgi_*``). A field an engine does not
+    export is ``None``. Prefix-cache counters are cumulative token counts as
+    the engine reports them; the collector turns deltas into a hit rate.
+    """
+
+    engine: str
+    scraped_at_s: float
+    running: int | None = None
+    waiting: int | None = None
+    kv_usage_frac: float | None = None
+    kv_capacity_tokens: int | None = None
+    prefix_cache_queries_tokens_total: float | None = None
+    prefix_cache_hits_tokens_total: float | None = None
+    preemptions_total: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class FleetSnapshot:
     """All backends at one instant; taken once per decision and never mutated."""
 
