@@ -40,6 +40,7 @@ from typing import ClassVar
 import orjson
 
 ERROR_CODE_HEADER = "x-sluice-error-code"
+SHED_REASON_HEADER = "x-sluice-shed-reason"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ class Rejected(SluiceError):
         headers = super().headers()
         # Retry-After is whole seconds (RFC 9110); never 0, so clients back off.
         headers["Retry-After"] = str(max(1, int(self.retry_after_s + 0.999)))
-        headers["x-sluice-shed-reason"] = self.reason
+        headers[SHED_REASON_HEADER] = self.reason
         return headers
 
 
