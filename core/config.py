@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.admission_config import AdmissionConfig, RouteAdmissionConfig, TenantsConfig
 from core.yaml_source import SourceMap, load_yaml, load_yaml_text, validate
 
 MetricsFormat = Literal["auto", "vllm", "sglang", "llamacpp", "tgi", "none"]
@@ -168,6 +169,7 @@ class RouteConfig(StrictModel):
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     slo: SLOConfig = Field(default_factory=SLOConfig)
     priority: str = Field("standard", description="class of requests that don't name one")
+    admission: RouteAdmissionConfig = Field(default_factory=RouteAdmissionConfig)
 
 
 class PredictorsConfig(StrictModel):
@@ -189,6 +191,8 @@ class SluiceConfig(StrictModel):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     metrics_poll: MetricsPollConfig = Field(default_factory=MetricsPollConfig)
     predictors: PredictorsConfig = Field(default_factory=PredictorsConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    tenants: TenantsConfig = Field(default_factory=TenantsConfig)
 
     @field_validator("backends")
     @classmethod
@@ -212,6 +216,14 @@ class SluiceConfig(StrictModel):
             if route.priority not in self.priority_classes:
                 known = list(self.priority_classes)
                 raise ValueError(f"route {route.name!r}: priority {route.priority!r} is not one of {known}")
+            for name in route.admission.queue_deadline_ms:
+                if name not in self.priority_classes:
+                    raise ValueError(f"route {route.name!r}: queue_deadline_ms names unknown class {name!r}")
+        claimed = [b.max_priority for b in (self.tenants.default, *self.tenants.budgets.values())]
+        claimed += [k.priority for k in self.tenants.api_keys.values()]
+        for claim in claimed:
+            if claim is not None and claim not in self.priority_classes:
+                raise ValueError(f"tenants: priority {claim!r} is not one of {list(self.priority_classes)}")
         return self
 
     @property

@@ -1,0 +1,200 @@
+"""Adaptive per-backend in-flight limits, fed with time to first token.
+
+Why at the proxy: an engine with continuous batching accepts everything and
+queues it internally, where nobody can reorder or shed it. Keeping each
+backend just below the concurrency at which its TTFT starts to inflate moves
+the excess into Sluice's waiting room, where priority and deadlines apply.
+
+Algorithms (formulas.md §5, Netflix/concurrency-limits):
+
+* ``Gradient2Limit``: ``long`` = EWMA of TTFT over ``long_window`` samples,
+  ``short`` = mean TTFT of the last window of ``short_window`` samples. If
+  ``long/short > 2`` the long average decays (x0.95) so a recovered backend is
+  not judged against a congested past. App-limited (in flight < limit/2):
+  unchanged. Otherwise ``gradient = clamp(tolerance * long / short, 0.5, 1)``,
+  ``new = limit * gradient + queue_size`` and
+  ``limit = clamp((1 - s) * limit + s * new, min, max)``.
+* ``VegasLimit``: ``queue = ceil(limit * (1 - noload / short))`` with
+  ``noload`` the lowest short-window TTFT seen (re-probed every
+  ``30 * limit`` samples); alpha = 3 log10 L, beta = 6 log10 L; grows by beta
+  when the queue is tiny, by log10 L below alpha, shrinks by log10 L above beta.
+* ``FixedLimit``: the backend's ``max_concurrency``.
+
+A *drop* (backend 429/503/timeout) multiplies the limit by 0.9 in every
+algorithm (AIMD backoff), because a refusal is a stronger overload signal than
+latency. Why TTFT and not end-to-end latency: E2E scales with output length,
+so long answers would look like congestion (formulas.md §5, LLM caveat).
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from typing import Protocol
+
+from core.admission_config import ConcurrencyLimitConfig
+
+_DROP_BACKOFF = 0.9
+_SHORT_WINDOW_SAMPLES = 10
+
+
+class LimitAlgorithm(Protocol):
+    @property
+    def limit(self) -> int: ...
+
+    def on_sample(self, ttft_ms: float, in_flight: int) -> None: ...
+
+    def on_drop(self) -> None: ...
+
+
+class FixedLimit:
+    __slots__ = ("_limit",)
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def on_sample(self, ttft_ms: float, in_flight: int) -> None:
+        return None
+
+    def on_drop(self) -> None:
+        return None
+
+
+class _Windowed(ABC):
+    """Shared window bookkeeping: collect ``short_window`` samples, then update once."""
+
+    def __init__(self, config: ConcurrencyLimitConfig, initial: int) -> None:
+        self._config = config
+        self._estimate = float(initial)
+        self._window_sum_ms = 0.0
+        self._window_n = 0
+        self._window_max_in_flight = 0
+
+    @property
+    def limit(self) -> int:
+        return max(self._config.min, min(self._config.max, int(self._estimate)))
+
+    def on_sample(self, ttft_ms: float, in_flight: int) -> None:
+        if not math.isfinite(ttft_ms) or ttft_ms < 0:
+            return
+        self._window_sum_ms += ttft_ms
+        self._window_n += 1
+        self._window_max_in_flight = max(self._window_max_in_flight, in_flight)
+        if self._window_n >= _SHORT_WINDOW_SAMPLES:
+            short_ms = max(self._window_sum_ms / self._window_n, 1e-3)
+            in_flight_max = self._window_max_in_flight
+            self._window_sum_ms = 0.0
+            self._window_n = 0
+            self._window_max_in_flight = 0
+            self._update(short_ms, in_flight_max)
+
+    def on_drop(self) -> None:
+        self._estimate = max(float(self._config.min), self._estimate * _DROP_BACKOFF)
+
+    @abstractmethod
+    def _update(self, short_ms: float, in_flight: int) -> None:
+        """Adjust ``self._estimate`` from one window's mean TTFT and its peak in-flight count."""
+
+
+class Gradient2Limit(_Windowed):
+    def __init__(self, config: ConcurrencyLimitConfig, initial: int) -> None:
+        super().__init__(config, initial)
+        self._long_ms: float | None = None
+        self._alpha = 2.0 / (config.long_window + 1)
+
+    def _update(self, short_ms: float, in_flight: int) -> None:
+        cfg = self._config
+        long_ms = (
+            short_ms if self._long_ms is None else self._long_ms + self._alpha * (short_ms - self._long_ms)
+        )
+        if long_ms / short_ms > 2.0:
+            long_ms *= 0.95
+        self._long_ms = long_ms
+        if in_flight < self._estimate / 2:
+            return
+        gradient = max(0.5, min(1.0, cfg.rtt_tolerance * long_ms / short_ms))
+        new_limit = self._estimate * gradient + cfg.queue_size
+        smoothed = (1 - cfg.smoothing) * self._estimate + cfg.smoothing * new_limit
+        self._estimate = max(float(cfg.min), min(float(cfg.max), smoothed))
+
+
+class VegasLimit(_Windowed):
+    def __init__(self, config: ConcurrencyLimitConfig, initial: int) -> None:
+        super().__init__(config, initial)
+        self._noload_ms: float | None = None
+        self._windows_since_probe = 0
+
+    def _update(self, short_ms: float, in_flight: int) -> None:
+        cfg = self._config
+        self._windows_since_probe += 1
+        if self._noload_ms is None or short_ms < self._noload_ms:
+            self._noload_ms = short_ms
+        elif self._windows_since_probe * _SHORT_WINDOW_SAMPLES > 30 * self._estimate:
+            # Re-probe: forget the old minimum so a permanently slower backend is re-baselined.
+            self._noload_ms = short_ms
+            self._windows_since_probe = 0
+        if in_flight < self._estimate / 2:
+            return
+        log_limit = math.log10(max(self._estimate, 1.0))
+        queue = math.ceil(self._estimate * (1 - self._noload_ms / short_ms))
+        alpha, beta = 3 * log_limit, 6 * log_limit
+        if queue <= log_limit:
+            self._estimate += beta
+        elif queue < alpha:
+            self._estimate += log_limit
+        elif queue > beta:
+            self._estimate -= log_limit
+        self._estimate = max(float(cfg.min), min(float(cfg.max), self._estimate))
+
+
+class ConcurrencyLimits:
+    """One limiter per backend; ``None`` limit means unlimited (algorithm ``none``)."""
+
+    def __init__(self, config: ConcurrencyLimitConfig, backend_max: Iterable[tuple[str, int | None]]) -> None:
+        self._config = config
+        self._limiters: dict[str, LimitAlgorithm] = {}
+        for backend_id, max_concurrency in backend_max:
+            limiter = self._make(max_concurrency)
+            if limiter is not None:
+                self._limiters[backend_id] = limiter
+
+    def _make(self, max_concurrency: int | None) -> LimitAlgorithm | None:
+        cfg = self._config
+        if cfg.algorithm == "none":
+            return None
+        if cfg.algorithm == "fixed":
+            return FixedLimit(max_concurrency if max_concurrency is not None else cfg.initial)
+        initial = min(cfg.initial, max_concurrency) if max_concurrency is not None else cfg.initial
+        # A backend's configured max_concurrency is a hard ceiling for the adaptive limit too.
+        bounded = (
+            cfg
+            if max_concurrency is None
+            else cfg.model_copy(
+                update={"max": max(min(cfg.max, max_concurrency), 1), "min": min(cfg.min, max_concurrency)}
+            )
+        )
+        if cfg.algorithm == "vegas":
+            return VegasLimit(bounded, initial)
+        return Gradient2Limit(bounded, initial)
+
+    def limit(self, backend_id: str) -> int | None:
+        limiter = self._limiters.get(backend_id)
+        return limiter.limit if limiter is not None else None
+
+    def limits(self) -> dict[str, int]:
+        return {backend_id: limiter.limit for backend_id, limiter in self._limiters.items()}
+
+    def on_sample(self, backend_id: str, ttft_ms: float, in_flight: int) -> None:
+        limiter = self._limiters.get(backend_id)
+        if limiter is not None:
+            limiter.on_sample(ttft_ms, in_flight)
+
+    def on_drop(self, backend_id: str) -> None:
+        limiter = self._limiters.get(backend_id)
+        if limiter is not None:
+            limiter.on_drop()

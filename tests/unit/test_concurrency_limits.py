@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from core.admission_config import ConcurrencyLimitConfig
+from state.concurrency_limits import ConcurrencyLimits, Gradient2Limit, VegasLimit
+
+
+def feed(limiter: Gradient2Limit | VegasLimit, ttft_ms: float, n: int, saturate: bool = True) -> None:
+    for _ in range(n):
+        limiter.on_sample(ttft_ms, in_flight=limiter.limit if saturate else 0)
+
+
+def test_gradient2_grows_while_ttft_is_flat_and_shrinks_when_it_inflates() -> None:
+    cfg = ConcurrencyLimitConfig(initial=16, min=4, max=256)
+    limiter = Gradient2Limit(cfg, 16)
+    feed(limiter, 100.0, 400)
+    grown = limiter.limit
+    assert grown > 16
+    feed(limiter, 1000.0, 200)  # TTFT x10: congestion
+    assert limiter.limit < grown
+    assert limiter.limit >= cfg.min
+
+
+def test_gradient2_holds_when_app_limited() -> None:
+    limiter = Gradient2Limit(ConcurrencyLimitConfig(initial=32, min=4, max=256), 32)
+    feed(limiter, 100.0, 500, saturate=False)
+    assert limiter.limit == 32
+
+
+def test_vegas_grows_then_backs_off() -> None:
+    limiter = VegasLimit(ConcurrencyLimitConfig(algorithm="vegas", initial=16, min=4, max=256), 16)
+    feed(limiter, 100.0, 300)
+    grown = limiter.limit
+    assert grown > 16
+    feed(limiter, 400.0, 300)
+    assert limiter.limit < grown
+
+
+def test_drop_backs_off_multiplicatively_and_respects_min() -> None:
+    limiter = Gradient2Limit(ConcurrencyLimitConfig(initial=100, min=4, max=256), 100)
+    limiter.on_drop()
+    assert limiter.limit == 90
+    for _ in range(100):
+        limiter.on_drop()
+    assert limiter.limit == 4
+
+
+def test_garbage_samples_are_ignored() -> None:
+    limiter = Gradient2Limit(ConcurrencyLimitConfig(initial=16), 16)
+    for bad in (float("nan"), float("inf"), -5.0):
+        for _ in range(50):
+            limiter.on_sample(bad, 16)
+    assert limiter.limit == 16
+
+
+def test_backend_max_concurrency_caps_adaptive_and_fixed_limits() -> None:
+    limits = ConcurrencyLimits(ConcurrencyLimitConfig(initial=32), [("a", 8), ("b", None)])
+    assert limits.limits() == {"a": 8, "b": 32}
+    for _ in range(1000):
+        limits.on_sample("a", 50.0, 8)
+    assert limits.limit("a") == 8
+    fixed = ConcurrencyLimits(ConcurrencyLimitConfig(algorithm="fixed", initial=5), [("a", 3), ("b", None)])
+    assert fixed.limits() == {"a": 3, "b": 5}
+    none = ConcurrencyLimits(ConcurrencyLimitConfig(algorithm="none"), [("a", 3)])
+    assert none.limit("a") is None
