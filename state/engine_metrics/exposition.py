@@ -59,7 +59,7 @@ class Exposition:
 def parse_exposition(text: str, wanted: Container[str]) -> Exposition:
     """Parse the samples of ``text`` whose metric name is in ``wanted``; never raises."""
     out = Exposition()
-    for raw in text.splitlines():
+    for raw in text.split("\n"):  # not splitlines(): label values may hold \r, \x85, \u2028
         line = raw.strip()
         if not line or line[0] == "#":
             continue
