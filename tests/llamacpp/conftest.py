@@ -12,14 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from loadgen.llamacpp.gguf_model import build_model
 from loadgen.llamacpp.harness import LlamaCppServer, ServerSpec, start_servers
-
-MODEL_ALIAS = "tiny-llama"
-SLOTS = 4
-CTX_TOKENS = 8192  # 2,048 per slot
+from tests.llamacpp.helpers import CTX_TOKENS, MODEL_ALIAS, SLOTS, busy_slots, poll_until
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +40,11 @@ def llamacpp_servers(
     finally:
         for server in servers:
             server.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _servers_idle_before_each_test(llamacpp_servers: list[LlamaCppServer]) -> None:
+    """Each test starts only once both servers are idle, so one test's load never leaks into the next."""
+    async with aiohttp.ClientSession() as client:
+        for server in llamacpp_servers:
+            await poll_until(lambda s=server: busy_slots(client, s.url), lambda n: n == 0, "idle server")

@@ -13,6 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 T = TypeVar("T")
 POLL_INTERVAL_S = 0.02
+MODEL_ALIAS = "tiny-llama"
+SLOTS = 4
+CTX_TOKENS = 8192  # 2,048 tokens per slot
 
 
 def salt() -> str:

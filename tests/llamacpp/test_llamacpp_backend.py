@@ -7,7 +7,6 @@ from the server itself (``/slots``, ``/metrics``), with a deadline.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -16,8 +15,8 @@ import pytest
 from core.types import EngineMetrics
 from loadgen.llamacpp.harness import LlamaCppServer
 from state.engine_metrics import EngineMetricsCollector, ScrapeTarget
-from tests.llamacpp.conftest import SLOTS
 from tests.llamacpp.helpers import (
+    SLOTS,
     busy_slots,
     completion,
     open_stream,
@@ -160,15 +159,3 @@ async def test_client_disconnect_stops_generation_on_the_server(
     assert 10 <= generated < max_tokens // 2, generated
     assert first["llamacpp:requests_processing"] == 0
     assert all(not slot["is_processing"] for slot in await slots(session, base))
-
-
-@pytest.fixture(autouse=True)
-async def _servers_idle_between_tests(
-    llamacpp_servers: list[LlamaCppServer],
-) -> AsyncIterator[None]:
-    """Each test starts and ends with idle servers, so one test's load never leaks into another."""
-    yield
-    async with aiohttp.ClientSession() as client:
-        for server in llamacpp_servers:
-            with contextlib.suppress(AssertionError):
-                await poll_until(lambda s=server: busy_slots(client, s.url), lambda n: n == 0, "idle")
