@@ -90,6 +90,9 @@ class MetricsPollConfig(StrictModel):
     interval_s: float = Field(1.0, gt=0)
     timeout_s: float = Field(0.5, gt=0)
     stale_after_s: float = Field(5.0, gt=0)
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="a larger /metrics answer is abandoned and counts as stale"
+    )
 
 
 class BackendConfig(StrictModel):

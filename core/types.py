@@ -121,6 +121,9 @@ class EngineMetrics:
     llama.cpp ``llamacpp:*``, TGI ``tgi_*``). A field an engine does not
     export is ``None``. Prefix-cache counters are cumulative token counts as
     the engine reports them; the collector turns deltas into a hit rate.
+    ``prefix_hit_rate_frac`` is the engine's own recent hit rate for engines
+    that export only a gauge (SGLang ``cache_hit_rate``); counters win when both
+    exist (``state.engine_metrics.hit_rate``).
     """
 
     engine: str
@@ -132,6 +135,7 @@ class EngineMetrics:
     prefix_cache_queries_tokens_total: float | None = None
     prefix_cache_hits_tokens_total: float | None = None
     preemptions_total: float | None = None
+    prefix_hit_rate_frac: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

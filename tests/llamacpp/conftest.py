@@ -1,0 +1,50 @@
+"""Two real llama.cpp servers (xllamacpp) serving a locally built random-weight model.
+
+Session-scoped: the model is built once (~0.5 s) and both servers start
+together (~0.3 s) and are stopped by PID at the end. Tests share them, so each
+test salts its prompts (no accidental cache hits) and measures counter deltas.
+Server logs go to files under the session's temporary directory; a failing
+start quotes their tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from loadgen.llamacpp.gguf_model import build_model
+from loadgen.llamacpp.harness import LlamaCppServer, ServerSpec, start_servers
+from tests.llamacpp.helpers import CTX_TOKENS, MODEL_ALIAS, SLOTS, busy_slots, poll_until
+
+
+@pytest.fixture(scope="session")
+def llamacpp_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model(tmp_path_factory.mktemp("llamacpp-model") / "tiny.gguf", "tiny")
+
+
+@pytest.fixture(scope="session")
+def llamacpp_servers(
+    llamacpp_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[LlamaCppServer]]:
+    logs = tmp_path_factory.mktemp("llamacpp-logs")
+    specs = [
+        ServerSpec(llamacpp_model, logs / f"server-{name}.log", MODEL_ALIAS, SLOTS, CTX_TOKENS, threads=1)
+        for name in ("a", "b")
+    ]
+    servers = start_servers(specs, timeout_s=60.0)
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _servers_idle_before_each_test(llamacpp_servers: list[LlamaCppServer]) -> None:
+    """Each test starts only once both servers are idle, so one test's load never leaks into the next."""
+    async with aiohttp.ClientSession() as client:
+        for server in llamacpp_servers:
+            await poll_until(lambda s=server: busy_slots(client, s.url), lambda n: n == 0, "idle server")
