@@ -103,6 +103,17 @@ class RequestRecord:
         return cls(**values)
 
 
+@dataclass(frozen=True, slots=True)
+class BackendSample:
+    """One observation of a backend's state over time (from the simulated fleet or a metrics scrape)."""
+
+    t_s: float
+    backend: str
+    kv_usage_frac: float | None = None
+    running: int | None = None
+    waiting: int | None = None
+
+
 def write_records(path: Path, records: Iterable[RequestRecord]) -> None:
     """One JSON object per line, gzip-compressed when ``path`` ends in ``.gz``."""
     lines = b"".join(orjson.dumps(r.to_json()) + b"\n" for r in records)
