@@ -15,9 +15,12 @@ Arrivals, as ServeGen's generator does: in each window a client sends
 Each client is one tenant (``client-<id>``).
 
 Lengths: drawn per request from the client's latest length window by inverse
-CDF through the points (0, p0), (0.5, p50), (0.9, p90), (0.99, p99), (1, max),
-linear in between, where p0 is chosen so the distribution's mean equals the
-published mean (clamped to [1, p50]). Clients without length windows (the 55
+CDF through the points (0, p0), (0.5, p50), (0.9, p90), (0.99, p99), (1, max):
+linear below the median, geometric (log-linear) above it, because length tails
+are heavy and linear interpolation there would inflate the mean. p0 is chosen so
+the distribution's mean equals the published mean, clamped to [1, p50]; when
+the upper quantiles alone already exceed the mean (p0 clamps to 1) the sampled
+mean is somewhat higher than published. Clients without length windows (the 55
 largest, whose PMFs were not published) use the per-window median of the other
 clients' statistics.
 
@@ -29,6 +32,8 @@ span) or a comma-separated list of client ids.
 from __future__ import annotations
 
 import bisect
+import functools
+import math
 import random
 import statistics
 from collections import defaultdict
@@ -86,7 +91,7 @@ class ArrivalWindow:
 
 @dataclass(frozen=True, slots=True)
 class LengthSummary:
-    """Published quantiles of one length PMF, sampled by piecewise-linear inverse CDF."""
+    """Published quantiles of one length PMF, sampled by inverse CDF (see the module docstring)."""
 
     mean: float
     p50: float
@@ -94,19 +99,50 @@ class LengthSummary:
     p99: float
     max: float
 
+    def _points(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        upper = _log_mean(self.p50, self.p90) * 0.4 + _log_mean(self.p90, self.p99) * 0.09
+        upper += _log_mean(self.p99, self.max) * 0.01
+        # Mean of the lower half (linear from p0 to p50) is (p0 + p50) / 4 per unit of probability.
+        p0 = min(max(1.0, 4.0 * (self.mean - upper) - self.p50), self.p50)
+        return (0.0, 0.5, 0.9, 0.99, 1.0), (p0, self.p50, self.p90, self.p99, self.max)
+
     def sample(self, rng: random.Random) -> int:
-        rest = 0.25 * self.p50 + 0.2 * (self.p50 + self.p90) + 0.045 * (self.p90 + self.p99)
-        rest += 0.005 * (self.p99 + self.max)
-        p0 = min(max(1.0, 4.0 * (self.mean - rest)), self.p50)
-        xs = (0.0, 0.5, 0.9, 0.99, 1.0)
-        ys = (p0, self.p50, self.p90, self.p99, self.max)
+        xs, ys = self._points()
         u = rng.random()
         i = min(bisect.bisect_right(xs, u) - 1, len(xs) - 2)
-        value = ys[i] + (ys[i + 1] - ys[i]) * (u - xs[i]) / (xs[i + 1] - xs[i])
+        frac = (u - xs[i]) / (xs[i + 1] - xs[i])
+        low, high = ys[i], ys[i + 1]
+        if i == 0 or low <= 0 or high <= low:
+            value = low + (high - low) * frac
+        else:
+            value = low * (high / low) ** frac
         return max(1, round(value))
 
 
+def _log_mean(low: float, high: float) -> float:
+    """Mean of a log-linear (geometric) interpolation between two quantiles."""
+    if low <= 0 or high <= low:
+        return (low + high) / 2.0
+    return (high - low) / math.log(high / low)
+
+
 def read_arrivals(path: Path, model: str, start_s: float, end_s: float) -> list[ArrivalWindow]:
+    """Windows of ``model`` overlapping ``[start_s, end_s)``, time-sorted; memoised per file version."""
+    stat = path.stat() if path.is_file() else None
+    if stat is None:
+        return list(_read_arrivals(path, model, start_s, end_s))
+    return list(_cached_arrivals(str(path), stat.st_mtime_ns, stat.st_size, model, start_s, end_s))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_arrivals(
+    path: str, mtime_ns: int, size: int, model: str, start_s: float, end_s: float
+) -> tuple[ArrivalWindow, ...]:
+    # Parsing the 251k-row file takes about a second; a rate search rebuilds the workload many times.
+    return _read_arrivals(Path(path), model, start_s, end_s)
+
+
+def _read_arrivals(path: Path, model: str, start_s: float, end_s: float) -> tuple[ArrivalWindow, ...]:
     out: list[ArrivalWindow] = []
     for line_no, row in iter_csv(path, ARRIVAL_COLUMNS):
         if row["model"] != model:
@@ -125,7 +161,7 @@ def read_arrivals(path: Path, model: str, start_s: float, end_s: float) -> list[
             raise WorkloadError("iat_shape must be > 0 and rate_rps >= 0", path=str(path), row=line_no)
         out.append(ArrivalWindow(row["client_id"], window_s, rate, law, shape))
     out.sort(key=lambda w: (w.start_s, w.client_id))
-    return out
+    return tuple(out)
 
 
 class LengthTable:
