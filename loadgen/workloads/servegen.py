@@ -112,10 +112,8 @@ class LengthSummary:
         i = min(bisect.bisect_right(xs, u) - 1, len(xs) - 2)
         frac = (u - xs[i]) / (xs[i + 1] - xs[i])
         low, high = ys[i], ys[i + 1]
-        if i == 0 or low <= 0 or high <= low:
-            value = low + (high - low) * frac
-        else:
-            value = low * (high / low) ** frac
+        geometric = i > 0 and 0 < low < high
+        value = low * (high / low) ** frac if geometric else low + (high - low) * frac
         return max(1, round(value))
 
 

@@ -1,4 +1,4 @@
-"""Bad trace input: every failure names the file and the row, as a WorkloadError (and no traceback at the CLI)."""
+"""Bad trace input: each failure is a WorkloadError naming file and row (and no traceback at the CLI)."""
 
 from __future__ import annotations
 
@@ -103,9 +103,11 @@ def test_mooncake_block_count_must_match_input_length(tmp_path: Path) -> None:
 
 
 def test_sharegpt_error_surfaces_lazily_with_row(tmp_path: Path) -> None:
-    ok = '{"id": "a", "messages": [{"role": "user", "from": "human", "text": "hi", "n_tokens": 1, "n_chars": 2},'
-    ok += ' {"role": "assistant", "from": "gpt", "text": "yo", "n_tokens": 1, "n_chars": 2}]}\n'
-    bad = '{"id": "b", "messages": [{"role": "wizard", "from": "x", "text": "hi", "n_tokens": 1, "n_chars": 2}]}\n'
+    def msg(role: str) -> str:
+        return f'{{"role": "{role}", "from": "x", "text": "hi", "n_tokens": 1, "n_chars": 2}}'
+
+    ok = f'{{"id": "a", "messages": [{msg("user")}, {msg("assistant")}]}}\n'
+    bad = f'{{"id": "b", "messages": [{msg("wizard")}]}}\n'
     path = _gz(tmp_path / "s.jsonl.gz", ok + bad)
     with pytest.raises(WorkloadError, match=r"s\.jsonl\.gz:2: messages\[0\]: bad role 'wizard'"):
         _drain("sharegpt", trace=str(path))

@@ -50,10 +50,10 @@ def test_mooncake_text_shares_exactly_the_blocks_the_ids_share() -> None:
         text_blocks.append(blocks)
         assert len(blocks) == len(rows[req.request_id].hash_ids)
     id_ratio = _block_hit_ratio([rows[r.request_id].hash_ids for r in reqs])
-    # Text blocks are hashed by content here; a hit needs the same text at the same position after the same prefix.
+    # Text blocks keyed by content: a hit needs the same text at the same position after the same prefix.
     text_ids = {b: i for i, b in enumerate({b for blocks in text_blocks for b in blocks})}
     text_ratio = _block_hit_ratio([tuple(text_ids[b] for b in blocks) for blocks in text_blocks])
-    # Identical up to partial last blocks, which the ids count as a hit and text counts only if the cut matches.
+    # Equal up to partial last blocks: ids count them as hits, text only if the cut matches.
     assert text_ratio == pytest.approx(id_ratio, abs=0.02)
     assert id_ratio > 0.1
 

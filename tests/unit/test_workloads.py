@@ -154,7 +154,7 @@ def test_spike_is_spike_factor_times_base() -> None:
     reqs = list(build_workload("spike", {"seed": 2}, {"base_rps": "10"}).requests())
     before = sum(1 for r in reqs if r.arrival_s < 60) / 60
     during = sum(1 for r in reqs if 60 <= r.arrival_s < 90) / 30
-    after = sum(1 for r in reqs if 90 <= r.arrival_s) / 60
+    after = sum(1 for r in reqs if r.arrival_s >= 90) / 60
     assert during / before == pytest.approx(10, rel=0.2)
     assert after == pytest.approx(before, rel=0.25)
 
@@ -177,7 +177,7 @@ def test_shared_prefix_groups_share_exactly_their_system_prompt() -> None:
     assert len(reqs) == 12
     by_group: dict[str, set[str]] = {}
     for r in reqs:
-        system, question = r.body["messages"]
+        system, _question = r.body["messages"]
         by_group.setdefault(r.request_id.split("-")[1], set()).add(system["content"])
         assert estimate_tokens(prompt_text(r.endpoint, r.body)) == 512 + 32
     assert all(len(texts) == 1 for texts in by_group.values())
