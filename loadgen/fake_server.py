@@ -195,7 +195,8 @@ class FakeOpenAIServer:
                 await self.handler(request, reply)
                 if reply.aborted:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, RuntimeError):
+            # The client went away (uvloop raises RuntimeError on writes to a closed transport).
             pass
         finally:
             self._connections.discard(task)

@@ -18,6 +18,7 @@ class SteppedTimer:
     ``arm()`` then ``await read()`` lets a fake server wait until the client has
     looked at the clock after a write (i.e. processed that chunk) before it moves
     the clock again, so every timestamp the client records is known exactly.
+    One shared clock: exact only while one request at a time is being timed.
     """
 
     def __init__(self) -> None:
@@ -29,9 +30,10 @@ class SteppedTimer:
         return self.now
 
     async def sleep_until(self, t_s: float) -> None:
+        # Let tasks that are already runnable take their timestamps first, then jump.
+        await asyncio.sleep(0)
         if t_s > self.now:
             self.now = t_s
-        await asyncio.sleep(0)
 
     def arm(self, t_s: float) -> None:
         self.now = t_s
