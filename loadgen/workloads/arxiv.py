@@ -27,9 +27,9 @@ COLUMNS = ("num_prefill_tokens", "num_decode_tokens", "num_total_tokens", "pd_ra
 
 
 class ArxivParams(WorkloadParams):
-    trace: str | None = None
+    trace: str | None = Field(None, description="CSV file to read instead of the shared data copy")
     rate_rps: float = Field(1.0, gt=0)
-    burstiness: float = Field(1.0, gt=0)
+    burstiness: float = Field(1.0, gt=0, description="Gamma shape of gaps (1 = Poisson)")
     span_s: float = Field(600.0, gt=0, description="source seconds generated")
 
 

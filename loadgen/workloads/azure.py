@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import Field
+
 from loadgen.workloads.base import Draft, SourceContext, WorkloadParams, register
 from loadgen.workloads.errors import WorkloadError
 from loadgen.workloads.files import iter_csv, non_negative_int, parse_field
@@ -31,7 +33,7 @@ FILES = {
 
 
 class AzureParams(WorkloadParams):
-    trace: str | None = None
+    trace: str | None = Field(None, description="CSV file to read instead of the shared data copy")
 
 
 def _timestamp_s(value: str) -> float:

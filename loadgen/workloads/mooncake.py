@@ -59,7 +59,7 @@ class MooncakeRow:
 
 
 class MooncakeParams(WorkloadParams):
-    trace: str | None = None
+    trace: str | None = Field(None, description="JSONL file to read instead of the shared data copy")
     bucket_spread_s: float | None = Field(None, ge=0, description="spread each timestamp over this window")
 
 

@@ -76,8 +76,8 @@ class ServeGenParams(WorkloadParams):
     model: ServeGenModel = "m-large"
     clients: str = Field("all", description="all | top:N | comma-separated client ids")
     span_s: float = Field(3600.0, gt=0, description="source seconds generated from start_s")
-    arrival_trace: str | None = None
-    length_trace: str | None = None
+    arrival_trace: str | None = Field(None, description="client_arrival_windows CSV to read instead")
+    length_trace: str | None = Field(None, description="client_length_windows CSV to read instead")
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,7 @@ ROLES = {"user", "assistant", "system"}
 
 
 class ShareGPTParams(WorkloadParams):
-    trace: str | None = None
+    trace: str | None = Field(None, description="JSONL file to read instead of the shared data copy")
     session_rate_rps: float = Field(1.0, gt=0, description="new sessions per second")
     burstiness: float = Field(1.0, gt=0, description="Gamma shape of session gaps (1 = Poisson)")
     think_time_mean_s: float = Field(10.0, ge=0, description="mean user think time between turns")
@@ -93,13 +93,14 @@ def normalise(messages: list[tuple[str, str, int]]) -> list[tuple[str, str, int]
     return merged
 
 
-def session_turns(
-    conv_id: str, messages: list[tuple[str, str, int]], max_turns: int | None
-) -> list[tuple[list[Message], int, int]]:
+Turn = tuple[list[Message], int, int]
+
+
+def session_turns(conv_id: str, messages: list[tuple[str, str, int]], max_turns: int | None) -> list[Turn]:
     """``(prompt messages, true output tokens, prompt tokens)`` for every user→assistant pair."""
     history: list[Message] = []
     history_tokens = 0
-    turns: list[tuple[list[Message], int, int]] = []
+    turns: list[Turn] = []
     for i, (role, text, n_tokens) in enumerate(messages):
         if role == "assistant" and i > 0 and messages[i - 1][0] == "user":
             turns.append((list(history), max(1, n_tokens), history_tokens))
@@ -110,42 +111,47 @@ def session_turns(
     return turns
 
 
-def _generate(params: ShareGPTParams, ctx: SourceContext) -> Iterator[Draft]:
+def _sessions(params: ShareGPTParams, ctx: SourceContext) -> Iterator[tuple[str, list[Turn]]]:
+    """``(conversation id, turns)`` per usable chunk, in file order from ``skip_sessions``."""
     path = ctx.data_file(params.trace, FILE)
-    records = iter_jsonl(path, RECORD_KEYS)
-    session_rng = ctx.rng("sessions")
-    think_rng = ctx.rng("think")
+    for index, (line_no, obj) in enumerate(iter_jsonl(path, RECORD_KEYS)):
+        if index < params.skip_sessions:
+            continue
+        messages = _messages(obj, str(path), line_no)
+        turns = session_turns(str(obj["id"]), normalise(messages), params.max_turns)
+        if turns:
+            yield str(obj["id"]), turns
+
+
+def _generate(params: ShareGPTParams, ctx: SourceContext) -> Iterator[Draft]:
+    session_rng, think_rng = ctx.rng("sessions"), ctx.rng("think")
     rate_rps = params.session_rate_rps * ctx.options.rate_scale
     end_s = ctx.source_end_s
     pending: list[tuple[float, int, Draft]] = []
     order = count()
     next_start_s = gap_s(session_rng, rate_rps, params.burstiness)
-    for index, (line_no, obj) in enumerate(records):
-        if index < params.skip_sessions:
-            continue
-        conv_id = str(obj["id"])
-        turns = session_turns(conv_id, normalise(_messages(obj, str(path), line_no)), params.max_turns)
-        if not turns:
-            continue
-        start_s = next_start_s
-        next_start_s += gap_s(session_rng, rate_rps, params.burstiness)
-        while pending and pending[0][0] <= start_s:
+    try:
+        for conv_id, turns in _sessions(params, ctx):
+            start_s = next_start_s
+            next_start_s += gap_s(session_rng, rate_rps, params.burstiness)
+            while pending and pending[0][0] <= start_s:
+                yield heapq.heappop(pending)[2]
+            if end_s is not None and start_s > end_s:
+                break
+            session, t_s, parent = f"sharegpt-{conv_id}", start_s, None
+            for k, (prompt, output_tokens, prompt_tokens) in enumerate(turns):
+                mean_s = params.think_time_mean_s
+                think_s = think_rng.expovariate(1.0 / mean_s) if parent and mean_s else 0.0
+                t_s += think_s
+                key = f"{session}-t{k}"
+                draft = Draft(key, t_s, prompt, output_tokens, prompt_tokens, None, session, parent, think_s)
+                heapq.heappush(pending, (t_s, next(order), draft))
+                parent = key
+    except WorkloadError:
+        # Sessions already read are replayed even when a later line turns out to be corrupt.
+        while pending:
             yield heapq.heappop(pending)[2]
-        if end_s is not None and start_s > end_s:
-            break
-        session = f"sharegpt-{conv_id}"
-        t_s, parent = start_s, None
-        for k, (prompt, output_tokens, prompt_tokens) in enumerate(turns):
-            think_s = (
-                think_rng.expovariate(1.0 / params.think_time_mean_s)
-                if parent and params.think_time_mean_s
-                else 0.0
-            )
-            t_s += think_s
-            key = f"{session}-t{k}"
-            draft = Draft(key, t_s, prompt, output_tokens, prompt_tokens, None, session, parent, think_s)
-            heapq.heappush(pending, (t_s, next(order), draft))
-            parent = key
+        raise
     while pending:
         yield heapq.heappop(pending)[2]
 

@@ -117,7 +117,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nresults: {paths['results']}\nreport:  {paths['report']}")
     if result.partial_reason == "interrupted":
         return 130
-    return 2 if result.partial else 0
+    if result.partial_reason is not None:
+        return _error(f"stopped early, partial results written: {result.partial_reason}", 2)
+    return 0
 
 
 def _run_loop(

@@ -8,7 +8,9 @@ recorded TTFT/ITL/E2E are known to the microsecond without real sleeps.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +19,10 @@ from core.types import Endpoint
 from loadgen.client import ClientOptions, LoadClient, TargetUnreachable
 from loadgen.fake_server import FakeOpenAIServer, FakeRequest, Responder, chat_chunk, token_streamer
 from loadgen.records import Outcome
+from loadgen.replay import replay
+from loadgen.results import SLO
 from loadgen.workload import WorkloadRequest
+from loadgen.workloads import build_workload
 from tests.loadgen_support import SteppedTimer
 
 DEADLINE_S = 10.0
@@ -255,3 +260,22 @@ async def test_preflight_names_an_unreachable_url() -> None:
     client = LoadClient(ClientOptions(url + "/v1"))
     with pytest.raises(TargetUnreachable, match=f"cannot reach {url}/v1"):
         await client.preflight(timeout_s=2.0)
+
+
+async def test_replay_marks_a_mid_run_workload_error_partial(tmp_path: Path) -> None:
+    def msg(role: str) -> str:
+        return f'{{"role": "{role}", "from": "x", "text": "hi", "n_tokens": 2, "n_chars": 2}}'
+
+    good = "".join(f'{{"id": "c{i}", "messages": [{msg("user")}, {msg("assistant")}]}}\n' for i in range(3))
+    path = tmp_path / "chat.jsonl.gz"
+    with gzip.open(path, "wt") as handle:
+        handle.write(good + '{"id": "bad", "messages": 7}\n')
+    workload = build_workload("sharegpt", {"time_scale": 0.001}, {"trace": str(path)})
+    async with FakeOpenAIServer() as server:
+        result = await asyncio.wait_for(
+            replay(workload, ClientOptions(server.url), slo=SLO(ttft_ms=1e4)), DEADLINE_S
+        )
+    assert result.partial and result.partial_reason is not None
+    assert f"{path}:4: expected 'id' string and 'messages' list" in result.partial_reason
+    assert [r.outcome for r in result.records] == [Outcome.OK] * 3
+    assert result.document["partial"] is True and result.document["summary"]["completed"] == 3
