@@ -37,13 +37,14 @@ class ProgressBar:
         expected_s: float | None,
         stream: TextIO | None = None,
         interval_s: float = 0.5,
-        force: bool = False,
+        enabled: bool | None = None,
     ) -> None:
+        """``enabled=None`` draws only when the stream is a terminal."""
         self._counters = counters
         self._expected_s = expected_s
         self._stream = stream or sys.stderr
         self._interval_s = interval_s
-        self.enabled = force or self._stream.isatty()
+        self.enabled = self._stream.isatty() if enabled is None else enabled
         self._start = time.monotonic()
 
     def draw(self) -> None:

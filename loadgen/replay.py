@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -33,6 +34,21 @@ class ReplayResult:
     document: dict[str, Any]
     partial: bool
     partial_reason: str | None
+
+
+def raise_open_files_limit(wanted: int = 65_536) -> int:
+    """Lift the soft open-files limit towards the hard one: every open stream holds a socket.
+
+    Open-loop load against a slow target can hold thousands of streams; the common
+    default soft limit of 1,024 would turn them into ``connect_error`` records.
+    Returns the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 class _Guarded:
@@ -63,8 +79,8 @@ async def replay(
     await client.preflight()
     requests = _Guarded(workload.requests())
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    bar = ProgressBar(client.counters, workload.options.duration_s, force=bool(progress))
-    bar.enabled = bar.enabled if progress is None else progress
+    raise_open_files_limit()
+    bar = ProgressBar(client.counters, workload.options.duration_s, enabled=progress)
     bar_task = asyncio.create_task(bar.run())
     partial_reason: str | None = None
     try:
