@@ -79,9 +79,11 @@ def _error_code(body: bytes, response_headers: Mapping[str, str]) -> str | None:
     except orjson.JSONDecodeError:
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-        body_code = parsed["error"].get("code") or parsed["error"].get("type")
-        if body_code:
-            return str(body_code)
+        # OpenAI/vLLM/Sluice put a string in "code"; llama.cpp puts the HTTP status there and the kind in "type".
+        for key in ("code", "type"):
+            value = parsed["error"].get(key)
+            if isinstance(value, str) and value:
+                return value
     return code
 
 

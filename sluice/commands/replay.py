@@ -29,7 +29,7 @@ def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "replay",
         help="replay a workload against a URL in real time",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--url", help="base URL of an OpenAI-compatible server or of Sluice")
@@ -52,8 +52,12 @@ def add_parser(subparsers: Any) -> None:
         "--warmup-s", type=float, default=0.0, help="leave requests scheduled before this out"
     )
     progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None)
-    progress.add_argument("--no-progress", dest="progress", action="store_false")
+    progress.add_argument(
+        "--progress", dest="progress", action="store_true", default=None, help="progress bar on stderr"
+    )
+    progress.add_argument(
+        "--no-progress", dest="progress", action="store_false", help="default when not a tty"
+    )
     parser.add_argument(
         "--dry-run", action="store_true", help="generate the workload, print its shape, send nothing"
     )
