@@ -79,7 +79,7 @@ def _error_code(body: bytes, response_headers: Mapping[str, str]) -> str | None:
     except orjson.JSONDecodeError:
         parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
-        # OpenAI/vLLM/Sluice put a string in "code"; llama.cpp puts the HTTP status there and the kind in "type".
+        # OpenAI/vLLM/Sluice put a string in "code"; llama.cpp puts the status there, the kind in "type".
         for key in ("code", "type"):
             value = parsed["error"].get(key)
             if isinstance(value, str) and value:

@@ -127,15 +127,17 @@ async def test_honour_retry_after_waits_and_retries() -> None:
 
 async def test_503_and_other_statuses() -> None:
     async def handler(request: FakeRequest, reply: Responder) -> None:
-        status = 503 if request.headers[headers.REQUEST_ID] == "r0" else 400
-        await reply.json(
-            status, {"error": {"message": "x", "type": "t", "code": f"code{status}", "param": None}}
-        )
+        if request.headers[headers.REQUEST_ID] == "r0":
+            await reply.json(503, {"error": {"message": "x", "type": "t", "code": "no_healthy_backend"}})
+        else:  # llama.cpp's shape: the status in "code", the kind in "type"
+            await reply.json(
+                400, {"error": {"code": 400, "message": "x", "type": "exceed_context_size_error"}}
+            )
 
     client, _ = await run_client(handler, [req(0), req(1)], SteppedTimer())
     r0, r1 = client.records()
-    assert (r0.outcome, r0.status, r0.error) == (Outcome.UNAVAILABLE, 503, "code503")
-    assert (r1.outcome, r1.status, r1.error) == (Outcome.ERROR, 400, "code400")
+    assert (r0.outcome, r0.status, r0.error) == (Outcome.UNAVAILABLE, 503, "no_healthy_backend")
+    assert (r1.outcome, r1.status, r1.error) == (Outcome.ERROR, 400, "exceed_context_size_error")
 
 
 async def test_disconnect_mid_stream_keeps_partial_timing() -> None:
