@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -223,10 +224,14 @@ async def _read_request(reader: asyncio.StreamReader) -> FakeRequest | None:
 
 
 async def _main(port: int, itl_s: float, coalesce: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     async with FakeOpenAIServer(token_streamer(itl_s, coalesce), port=port) as server:
         sys.stdout.write(orjson.dumps({"port": server.port}).decode() + "\n")
         sys.stdout.flush()
-        await asyncio.Event().wait()
+        await stop.wait()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,12 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--itl-ms", type=float, default=0.0, help="gap between token chunks")
     parser.add_argument("--coalesce", action="store_true", help="write the whole stream at once")
     args = parser.parse_args(argv)
-    try:
-        import uvloop
+    import uvloop
 
-        uvloop.run(_main(args.port, args.itl_ms / 1000.0, args.coalesce))
-    except KeyboardInterrupt:
-        pass
+    uvloop.run(_main(args.port, args.itl_ms / 1000.0, args.coalesce))
 
 
 if __name__ == "__main__":
