@@ -12,7 +12,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("sluice.commands.check_config",)
+COMMANDS: tuple[str, ...] = (
+    "sluice.commands.check_config",
+    "sluice.commands.replay",
+    "sluice.commands.workloads",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
