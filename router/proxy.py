@@ -22,6 +22,7 @@ The body is sent as the client's bytes; headers minus hop-by-hop ones plus
 from __future__ import annotations
 
 import asyncio
+import io
 
 import aiohttp
 from aiohttp import web
@@ -35,6 +36,8 @@ from router.hop_headers import upstream_request_headers
 from router.relay import EVENT_STREAM, relay_body, relay_stream
 from router.watchdog import Watchdog
 from state.inflight import InFlightGuard
+
+LARGE_BODY_BYTES = 1 << 20
 
 
 async def forward(
@@ -78,7 +81,7 @@ async def _attempt(
     watchdog = Watchdog(asyncio.get_running_loop().time() + ctx.first_byte_s)
     try:
         try:
-            resp = await ctx.client().post(url, data=body, headers=upstream_headers)
+            resp = await ctx.client().post(url, data=_payload(body), headers=upstream_headers)
         except asyncio.CancelledError:
             if watchdog.expired():
                 ctx.metrics.upstream_errors.labels(backend_id, "timeout").inc()
@@ -130,6 +133,11 @@ async def _answer(
         return await relay_body(ctx, ex, guard, watchdog, resp)
     finally:
         resp.close()  # no-op for a connection already returned to the pool at end of body
+
+
+def _payload(body: bytes) -> bytes | io.BytesIO:
+    """Bodies over 1 MiB go as a stream: aiohttp writes raw bytes that large in one blocking call."""
+    return body if len(body) <= LARGE_BODY_BYTES else io.BytesIO(body)
 
 
 def _retry_granted(ctx: ProxyContext, ex: Exchange, has_next: bool) -> bool:

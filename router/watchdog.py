@@ -19,7 +19,7 @@ import asyncio
 
 
 class Watchdog:
-    __slots__ = ("_handle", "_loop", "_task", "deadline", "fired")
+    __slots__ = ("_armed_at", "_handle", "_loop", "_task", "deadline", "fired")
 
     def __init__(self, deadline: float) -> None:
         """``deadline`` is in ``loop.time()`` seconds."""
@@ -30,7 +30,12 @@ class Watchdog:
         self._task = task
         self.deadline = deadline
         self.fired = False
+        self._armed_at = deadline
         self._handle: asyncio.TimerHandle | None = self._loop.call_at(deadline, self._check)
+
+    def _arm(self) -> None:
+        self._armed_at = self.deadline
+        self._handle = self._loop.call_at(self.deadline, self._check)
 
     def _check(self) -> None:
         if self._loop.time() >= self.deadline:
@@ -38,11 +43,18 @@ class Watchdog:
             self.fired = True
             self._task.cancel()
         else:
-            self._handle = self._loop.call_at(self.deadline, self._check)
+            self._arm()
 
     def push(self, seconds: float) -> None:
-        """Move the deadline to ``seconds`` from now (after activity)."""
+        """Move the deadline to ``seconds`` from now (after activity).
+
+        Later deadlines only update a float; an earlier one (the switch from
+        the long first-byte timeout to the idle timeout) re-arms the timer.
+        """
         self.deadline = self._loop.time() + seconds
+        if self.deadline < self._armed_at and self._handle is not None:
+            self._handle.cancel()
+            self._arm()
 
     def stop(self) -> None:
         if self._handle is not None:

@@ -56,7 +56,7 @@ class FakeBackend:
         self.url = ""
 
     async def start(self) -> FakeBackend:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/{tail:.*}", self._serve)
@@ -95,7 +95,9 @@ class FakeBackend:
         return web.json_response({"status": "ok"}, status=self.health_status)
 
     async def _models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]})
+        return web.json_response(
+            {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
+        )
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
@@ -167,7 +169,9 @@ def _delta(text: str) -> dict:
 
 
 def _error(status: int) -> web.Response:
-    body = {"error": {"message": f"fake {status}", "type": "server_error", "code": str(status), "param": None}}
+    body = {
+        "error": {"message": f"fake {status}", "type": "server_error", "code": str(status), "param": None}
+    }
     headers = {"Retry-After": "1"} if status == 429 else None
     return web.json_response(body, status=status, headers=headers)
 
@@ -175,12 +179,29 @@ def _error(status: int) -> web.Response:
 def _completion(path: str, parsed: dict, name: str) -> dict:
     usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
     if path.endswith("/embeddings"):
-        return {"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
-                "model": parsed.get("model"), "usage": {"prompt_tokens": 7, "total_tokens": 7}}
+        return {
+            "object": "list",
+            "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+            "model": parsed.get("model"),
+            "usage": {"prompt_tokens": 7, "total_tokens": 7},
+        }
     if path.endswith("/completions") and not path.endswith("/chat/completions"):
         choice = {"index": 0, "text": "hi there", "finish_reason": "stop", "logprobs": None}
-        return {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": parsed.get("model"),
-                "choices": [choice], "usage": usage, "served_by": name}
+        return {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "model": parsed.get("model"),
+            "choices": [choice],
+            "usage": usage,
+            "served_by": name,
+        }
     message = {"role": "assistant", "content": f"hello from {name}"}
-    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": parsed.get("model"),
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage}
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": parsed.get("model"),
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": usage,
+    }

@@ -23,7 +23,11 @@ async def test_sync_client_chat_non_streaming(start_fleet: StartFleet) -> None:
             )
             completion = raw.parse()
             assert completion.usage is not None
-            return completion.choices[0].message.content or "", dict(raw.headers), completion.usage.total_tokens
+            return (
+                completion.choices[0].message.content or "",
+                dict(raw.headers),
+                completion.usage.total_tokens,
+            )
 
     content, headers, total = await asyncio.to_thread(call)
     assert content == f"hello from {headers['x-sluice-backend']}"
