@@ -12,7 +12,6 @@ import pytest
 from aiohttp import web
 
 import router
-
 from core.config import load_config_text
 from router.app import CONTEXT, HEALTH, build_app, start_server
 from router.context import ProxyContext

@@ -77,12 +77,12 @@ async def test_body_over_limit_declared_and_chunked(start_fleet: StartFleet) -> 
         for _ in range(100):
             yield b"x" * 1024
 
-    async with aiohttp.ClientSession() as session:
-        async with session.post(
-            proxy.url + CHAT, data=chunks(), headers={"Content-Type": "application/json"}
-        ) as r:
-            assert r.status == 413
-            assert r.headers["x-sluice-error-code"] == "request_too_large"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(proxy.url + CHAT, data=chunks(), headers={"Content-Type": "application/json"}) as r,
+    ):
+        assert r.status == 413
+        assert r.headers["x-sluice-error-code"] == "request_too_large"
     assert backends[0].requests == []
     await assert_no_leaks(proxy, backends)
 
@@ -91,7 +91,7 @@ async def test_multi_megabyte_body_under_limit_is_forwarded(start_fleet: StartFl
     proxy, backends = await start_fleet(1)
     content = "word " * 600_000  # 3 MB of prompt
     data = orjson.dumps({"model": "m1", "messages": [{"role": "user", "content": content}]})
-    status, body, _ = await _post(proxy.url + CHAT, io.BytesIO(data))
+    status, _, _ = await _post(proxy.url + CHAT, io.BytesIO(data))
     assert status == 200
     assert backends[0].requests[0].body == data
     await assert_no_leaks(proxy, backends)

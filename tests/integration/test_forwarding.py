@@ -22,12 +22,14 @@ async def test_body_bytes_and_custom_headers_forwarded_unchanged(start_fleet: St
         "Proxy-Authorization": "secret",
         "x-request-id": "client-id-123",
     }
-    async with aiohttp.ClientSession() as session:
-        async with session.post(proxy.url + "/v1/chat/completions", data=body, headers=headers) as resp:
-            assert resp.status == 200
-            assert resp.headers["x-request-id"] == "client-id-123"
-            assert resp.headers["x-sluice-backend"] == "b0"
-            await resp.read()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(proxy.url + "/v1/chat/completions", data=body, headers=headers) as resp,
+    ):
+        assert resp.status == 200
+        assert resp.headers["x-request-id"] == "client-id-123"
+        assert resp.headers["x-sluice-backend"] == "b0"
+        await resp.read()
     received = backends[0].requests[0]
     assert received.body == body
     assert received.headers["Authorization"] == "Bearer sk-abc"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import openai
+import pytest
 
 from tests.integration.conftest import StartFleet, assert_no_leaks
 
@@ -95,11 +96,8 @@ async def test_async_client_completions_and_embeddings(start_fleet: StartFleet) 
 async def test_openai_client_sees_openai_errors(start_fleet: StartFleet) -> None:
     proxy, backends = await start_fleet(1)
     async with openai.AsyncOpenAI(base_url=proxy.url + "/v1", api_key="k", max_retries=0) as client:
-        try:
+        with pytest.raises(openai.NotFoundError) as info:
             await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "x"}])
-        except openai.NotFoundError as exc:
-            assert exc.code == "model_not_found"
-            assert exc.response.headers["x-sluice-error-code"] == "model_not_found"
-        else:
-            raise AssertionError("unknown model must be a 404")
+    assert info.value.code == "model_not_found"
+    assert info.value.response.headers["x-sluice-error-code"] == "model_not_found"
     await assert_no_leaks(proxy, backends)
