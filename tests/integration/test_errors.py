@@ -148,6 +148,8 @@ async def test_first_byte_timeout_is_504_and_upstream_closed(start_fleet: StartF
     status, body, headers = await _post(proxy.url + CHAT, b'{"model": "m1", "messages": []}', hdrs)
     _assert_error(status, body, headers, 504, "upstream_timeout")
     await backends[0].wait_until(lambda: backends[0].cancelled == 1)
+    # Slowness is never a breaker failure: long generations are healthy.
+    assert proxy.ctx.fleet.backend("b0").breaker.consecutive_failures == 0
     await assert_no_leaks(proxy, backends)
 
 
