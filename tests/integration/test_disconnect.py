@@ -19,7 +19,7 @@ def _head(body: bytes, **extra: str) -> bytes:
 async def test_disconnect_while_waiting_for_first_byte_cancels_upstream(start_fleet: StartFleet) -> None:
     proxy, backends = await start_fleet(1)
     body = b'{"model": "m1", "messages": [], "stream": true}'
-    reader, writer = await rawhttp.connect(proxy.url)
+    _, writer = await rawhttp.connect(proxy.url)
     writer.write(_head(body, x_fake_mode="hold") + body)
     await writer.drain()
     await backends[0].wait_until(backends[0].received(1))  # request pinned before its first byte
@@ -53,7 +53,7 @@ async def test_disconnect_mid_stream_cancels_upstream(start_fleet: StartFleet) -
 
 async def test_disconnect_while_sending_body(start_fleet: StartFleet) -> None:
     proxy, backends = await start_fleet(1)
-    reader, writer = await rawhttp.connect(proxy.url)
+    _, writer = await rawhttp.connect(proxy.url)
     writer.write(_head(b"x" * 1000) + b'{"model": "m1"')  # 14 of the 1000 bytes announced
     await writer.drain()
     await rawhttp.close(writer)

@@ -14,6 +14,8 @@ import orjson
 from tests.fakes.backend import FakeBackend
 from tests.integration.conftest import StartFleet, assert_no_leaks, config_text
 
+ROOT = Path(__file__).resolve().parents[2]
+
 
 async def _get(url: str) -> tuple[int, dict]:
     async with aiohttp.ClientSession() as session, session.get(url) as resp:
@@ -76,7 +78,6 @@ async def test_serve_command_starts_logs_address_and_stops_on_sigterm(tmp_path: 
     try:
         config = tmp_path / "sluice.yaml"
         config.write_text(config_text([backend]))
-        root = Path(__file__).resolve().parents[2]
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -86,7 +87,7 @@ async def test_serve_command_starts_logs_address_and_stops_on_sigterm(tmp_path: 
             str(config),
             "--port",
             "0",
-            cwd=root,
+            cwd=ROOT,
             stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stderr is not None
@@ -117,7 +118,7 @@ async def test_serve_command_rejects_bad_config(tmp_path: Path) -> None:
         "serve",
         "--config",
         str(config),
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=ROOT,
         stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()
