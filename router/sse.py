@@ -2,7 +2,7 @@
 
 Streams are relayed as the bytes the backend sent. To learn token counts we
 only (a) count SSE event terminators in each chunk (``bytes.count`` in C, no
-copy) and (b) keep a reference to the last two chunks, and at the end parse
+copy) and (b) keep references to the last ~2 KiB of chunks, and at the end parse
 only the ``usage`` object found in that tail. The same tail search reads the
 ``usage`` of a non-streaming body.
 
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import orjson
 
 TAIL_MAX_BYTES = 8192
+TAIL_KEEP_BYTES = 2048
 _USAGE_KEY = b'"usage"'
 # One level of nesting covers ``prompt_tokens_details`` / ``completion_tokens_details``.
 _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')
@@ -77,27 +78,34 @@ def body_tail(body: bytes) -> bytes:
 
 
 class StreamTally:
-    """Counts events and keeps the last two chunks of a stream; ``feed`` is the per-chunk cost."""
+    """Counts events and keeps the last ``TAIL_KEEP_BYTES`` or so of a stream; ``feed`` is the per-chunk cost.
 
-    __slots__ = ("_last", "_previous", "events")
+    The tail is a short list of references to the last chunks (no copying
+    until ``summary``), trimmed from the front once the rest is long enough.
+    """
+
+    __slots__ = ("_kept_bytes", "_recent", "events")
 
     def __init__(self) -> None:
         self.events = 0
-        self._previous = b""
-        self._last = b""
+        self._recent: list[bytes] = []
+        self._kept_bytes = 0
 
     def feed(self, chunk: bytes) -> None:
         n = _terminators(chunk)
-        if chunk[:1] in (b"\n", b"\r"):  # rare: a terminator may straddle the chunk boundary
-            head, start = self._last[-3:], chunk[:3]
+        recent = self._recent
+        if chunk[:1] in (b"\n", b"\r") and recent:  # rare: a terminator may straddle the boundary
+            head, start = recent[-1][-3:], chunk[:3]
             n += _terminators(head + start) - _terminators(head) - _terminators(start)
         self.events += n
-        self._previous = self._last
-        self._last = chunk
+        recent.append(chunk)
+        self._kept_bytes += len(chunk)
+        while self._kept_bytes - len(recent[0]) >= TAIL_KEEP_BYTES:
+            self._kept_bytes -= len(recent.pop(0))
 
     def summary(self) -> tuple[Usage | None, int]:
         """(usage from the tail if sent, output tokens) once the stream has ended."""
-        tail = body_tail(self._previous + self._last)
+        tail = body_tail(b"".join(self._recent))
         usage = find_usage(tail)
         if usage is not None and usage.completion_tokens is not None:
             return usage, usage.completion_tokens
