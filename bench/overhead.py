@@ -48,7 +48,9 @@ CANNED = (
     '"choices":[{"index":0,"message":{"role":"assistant","content":"Hello"},"finish_reason":"stop"}],'
     '"usage":{"prompt_tokens":12,"completion_tokens":1,"total_tokens":13}}'
 )
-CHAT_BODY = '{"model":"fake-model","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":16}'
+CHAT_BODY = (
+    '{"model":"fake-model","messages":[{"role":"user","content":"Say hello in one word."}],"max_tokens":16}'
+)
 STREAM_BODY = (
     '{"model":"fake-stream","messages":[{"role":"user","content":"Count."}],"max_tokens":100,"stream":true}'
 )
@@ -77,7 +79,9 @@ def nginx_conf(prefix: Path, ports: list[int]) -> Path:
         for port in ports
     )
     conf = prefix / "nginx.conf"
-    temp = "".join(f"  {k}_temp_path {prefix}/{k}_temp;\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "".join(
+        f"  {k}_temp_path {prefix}/{k}_temp;\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     conf.write_text(
         f"""worker_processes 1;
 pid {prefix}/nginx.pid;
@@ -134,7 +138,18 @@ def parse_wrk(text: str) -> dict[str, Any]:
 
 
 def run_wrk(url: str, lua: Path, duration_s: int, connections: int, pid: int | None) -> dict[str, Any]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency", "--timeout", "10s", "-s", str(lua), url]
+    cmd = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{duration_s}s",
+        "--latency",
+        "--timeout",
+        "10s",
+        "-s",
+        str(lua),
+        url,
+    ]
     cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     cpu_after = cpu_seconds(pid) if pid else 0.0
@@ -148,15 +163,15 @@ def run_wrk(url: str, lua: Path, duration_s: int, connections: int, pid: int | N
 def lua_file(directory: Path, name: str, body: str) -> Path:
     path = directory / name
     path.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = '{body}'\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'wrk.method = "POST"\nwrk.body = \'{body}\'\nwrk.headers["Content-Type"] = "application/json"\n'
     )
     return path
 
 
 def git_rev() -> str:
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    rev = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
     return rev + ("-dirty" if dirty.strip() else "")
 
@@ -190,7 +205,15 @@ def start_fleet(procs: Processes, tmp: Path, chunks: int) -> tuple[list[int], li
         stop_signal=signal.SIGQUIT,
     )
     streamer = procs.start(
-        [sys.executable, str(ROOT / "bench" / "sse_streamer.py"), "--ports", "0", "0", "--chunks", str(chunks)],
+        [
+            sys.executable,
+            str(ROOT / "bench" / "sse_streamer.py"),
+            "--ports",
+            "0",
+            "0",
+            "--chunks",
+            str(chunks),
+        ],
         stdout=subprocess.PIPE,
     )
     assert streamer.stdout is not None
@@ -207,8 +230,18 @@ def start_fleet(procs: Processes, tmp: Path, chunks: int) -> tuple[list[int], li
     config.write_text(config_text)
     sluice_port = free_port()
     sluice = procs.start(
-        [sys.executable, "-m", "sluice", "serve", "--config", str(config), "--port", str(sluice_port),
-         "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "sluice",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(sluice_port),
+            "--log-level",
+            "WARNING",
+        ],
         cwd=ROOT,
     )
     for port in nginx_ports + stream_ports:
@@ -240,9 +273,7 @@ def measure(args: argparse.Namespace, tmp: Path, procs: Processes) -> dict[str, 
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    med = {
-        name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()
-    }
+    med = {name: {key: statistics.median(r[key] for r in rs) for key in rs[0]} for name, rs in runs.items()}
     summary: dict[str, Any] = {"median": med}
     for kind, target in (("chat", TARGET_US_PER_REQUEST), ("stream", TARGET_US_PER_STREAM)):
         direct, via = med[f"{kind}_direct"], med[f"{kind}_sluice"]
@@ -268,8 +299,9 @@ def print_table(summary: dict[str, Any]) -> None:
         s = summary[kind]
         verdict = "meets" if s["meets_target"] else "MISSES"
         print(
-            f"{kind}: Sluice/direct req/s x{s['rps_ratio_sluice_over_direct']:.2f}, p50 x{s['p50_ratio']:.2f}, "
-            f"p99 x{s['p99_ratio']:.2f}; {s['sluice_cpu_us']:.0f} us CPU per response "
+            f"{kind}: Sluice/direct req/s x{s['rps_ratio_sluice_over_direct']:.2f}, "
+            f"p50 x{s['p50_ratio']:.2f}, p99 x{s['p99_ratio']:.2f}; "
+            f"{s['sluice_cpu_us']:.0f} us CPU per response "
             f"({verdict} the {s['target_us']:.0f} us target); errors {s['errors']}"
         )
 
@@ -300,7 +332,11 @@ def main() -> int:
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "git_rev": git_rev(),
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "config": {
             "duration_s": args.duration,
             "warmup_s": args.warmup,

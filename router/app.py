@@ -5,16 +5,14 @@
 metrics and the handlers. ``cleanup_ctx`` creates the one upstream
 ``ClientSession`` (and closes it last) and runs the health checker.
 
-The upstream session is set up for a transparent proxy:
-``ClientTimeout(total=None, sock_connect=…)`` (aiohttp's default 300 s total
-would cut long streams; first-byte and idle timeouts are per attempt, see
-``router.watchdog``); no connection limit (concurrency is a policy
-decision); idle keep-alive connections dropped after ``UPSTREAM_KEEPALIVE_S``,
-below the 5 s uvicorn default that vLLM and SGLang use, so Sluice rarely
-reuses a connection the backend is closing; ``auto_decompress=False`` and no
-automatic ``Accept``/``Accept-Encoding``/``User-Agent``/``Content-Type``
-headers, so bytes and headers pass unchanged; no cookie jar, so one client's
-cookies never reach another.
+Proxied requests go through ``router.upstream.UpstreamPool`` (Sluice's own
+keep-alive HTTP/1.1 client: bytes and headers pass unchanged, no total
+timeout — first-byte and idle timeouts are per attempt, see
+``router.watchdog`` — no connection limit, idle connections dropped after
+``UPSTREAM_KEEPALIVE_S``, below the 5 s uvicorn default of vLLM and SGLang).
+The one ``aiohttp.ClientSession`` serves background work (health checks, and
+the engine-metrics collector): ``ClientTimeout(total=None, sock_connect=…)``
+and no cookie jar.
 
 ``start_server`` runs the app with ``handler_cancellation=True``: a client
 that disconnects cancels its handler, which is how an upstream request is
@@ -48,12 +46,12 @@ from router.handlers import (
     ready_handler,
 )
 from router.health import HealthChecker
+from router.upstream import UpstreamPool
 from state.fleet import FleetState
 
 CONTEXT = web.AppKey("sluice_context", ProxyContext)
 HEALTH = web.AppKey("sluice_health", HealthChecker)
 UPSTREAM_KEEPALIVE_S = 4.0
-_SKIPPED_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 log = logging.getLogger("sluice.router")
 
 
@@ -99,17 +97,17 @@ def _add_routes(app: web.Application, ctx: ProxyContext) -> None:
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
-    connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S)
+    ctx.pool = UpstreamPool(ctx.connect_s, UPSTREAM_KEEPALIVE_S)
     ctx.session = aiohttp.ClientSession(
-        connector=connector,
+        connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=ctx.connect_s),
-        auto_decompress=False,
-        skip_auto_headers=_SKIPPED_AUTO_HEADERS,
         cookie_jar=aiohttp.DummyCookieJar(),
     )
     try:
         yield
     finally:
+        ctx.pool.close()
+        ctx.pool = None
         await ctx.session.close()
         ctx.session = None
 

@@ -1,9 +1,9 @@
 """Everything a request handler needs, built once per app (no module globals, no singletons).
 
-The ``aiohttp.ClientSession`` is created in the app's ``cleanup_ctx`` (it
-needs the running loop) and stored here before the first request.
-Upstream URLs are parsed once per (backend, path): building a ``yarl.URL``
-from a string costs microseconds per request otherwise.
+The upstream connection pool (the request path) and the ``aiohttp.ClientSession``
+(health checks and other background polling) are created in the app's
+``cleanup_ctx`` (they need the running loop) and stored here before the first
+request. Backend URLs are parsed once into ``Origin``s.
 """
 
 from __future__ import annotations
@@ -19,7 +19,15 @@ from core.protocols import Decider
 from router.intake import RequestIds
 from router.metrics import SluiceMetrics
 from router.retry_budget import RetryBudget
+from router.upstream import Origin, UpstreamPool
 from state.fleet import FleetState
+
+
+def origin_of(url: str) -> Origin:
+    parsed = URL(url)
+    if parsed.host is None or parsed.port is None:
+        raise ValueError(f"backend URL {url!r} has no host")
+    return Origin(parsed.host, parsed.port, parsed.scheme == "https", parsed.path.rstrip("/"))
 
 
 @dataclass(slots=True)
@@ -32,13 +40,13 @@ class ProxyContext:
     retry_budget: RetryBudget
     request_ids: RequestIds = field(default_factory=RequestIds)
     session: aiohttp.ClientSession | None = None
+    pool: UpstreamPool | None = None
     known_models: frozenset[str] = frozenset()
     connect_s: float = 0.0
     first_byte_s: float = 0.0
     idle_s: float = 0.0
     retry_statuses: frozenset[int] = frozenset()
-    _urls: dict[tuple[str, str], URL] = field(default_factory=dict)
-    _backend_urls: dict[str, str] = field(default_factory=dict)
+    origins: dict[str, Origin] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -47,19 +55,17 @@ class ProxyContext:
         self.first_byte_s = cfg.timeouts.first_byte_ms / 1e3
         self.idle_s = cfg.timeouts.idle_ms / 1e3
         self.retry_statuses = frozenset(cfg.retries.on_status)
-        self._backend_urls = {b.name: b.url for b in cfg.backends}
-
-    def upstream_url(self, backend_id: str, path: str) -> URL:
-        key = (backend_id, path)
-        url = self._urls.get(key)
-        if url is None:
-            url = self._urls[key] = URL(self._backend_urls[backend_id] + path)
-        return url
+        self.origins = {b.name: origin_of(b.url) for b in cfg.backends}
 
     def client(self) -> aiohttp.ClientSession:
         if self.session is None:
-            raise RuntimeError("the upstream ClientSession is created at app start-up")
+            raise RuntimeError("the ClientSession is created at app start-up")
         return self.session
+
+    def upstream(self) -> UpstreamPool:
+        if self.pool is None:
+            raise RuntimeError("the upstream pool is created at app start-up")
+        return self.pool
 
 
 def build_context(config: SluiceConfig, fleet: FleetState, decider: Decider, clock: Clock) -> ProxyContext:

@@ -22,9 +22,7 @@ The body is sent as the client's bytes; headers minus hop-by-hop ones plus
 from __future__ import annotations
 
 import asyncio
-import io
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
@@ -34,10 +32,9 @@ from router.context import ProxyContext
 from router.exchange import Exchange
 from router.hop_headers import upstream_request_headers
 from router.relay import EVENT_STREAM, relay_body, relay_stream
+from router.upstream import ConnectFailed, UpstreamProtocolError, UpstreamResponse
 from router.watchdog import Watchdog
 from state.inflight import InFlightGuard
-
-LARGE_BODY_BYTES = 1 << 20
 
 
 async def forward(
@@ -77,11 +74,13 @@ async def _attempt(
 ) -> web.StreamResponse | str:
     """Relay this backend's answer, or return a retry reason (only when a retry was granted)."""
     backend_id = guard.backend_id
-    url = ctx.upstream_url(backend_id, request.path)
+    pool = ctx.upstream()
     watchdog = Watchdog(asyncio.get_running_loop().time() + ctx.first_byte_s)
     try:
         try:
-            resp = await ctx.client().post(url, data=_payload(body), headers=upstream_headers)
+            resp = await pool.request(
+                ctx.origins[backend_id], "POST", request.path, upstream_headers.items(), body
+            )
         except asyncio.CancelledError:
             if watchdog.expired():
                 ctx.metrics.upstream_errors.labels(backend_id, "timeout").inc()
@@ -89,13 +88,11 @@ async def _attempt(
                     f"backend {backend_id} did not answer within {ctx.first_byte_s:g} s"
                 ) from None
             raise
-        except aiohttp.ClientResponseError as exc:
+        except UpstreamProtocolError as exc:
             guard.failed()
             ctx.metrics.upstream_errors.labels(backend_id, "bad_response").inc()
-            raise BackendBadResponse(
-                f"backend {backend_id} sent an invalid HTTP response: {exc.message}"
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
+            raise BackendBadResponse(f"backend {backend_id} sent an invalid HTTP response: {exc}") from None
+        except (ConnectFailed, OSError) as exc:
             guard.failed()
             ctx.metrics.upstream_errors.labels(backend_id, "connect").inc()
             if _retry_granted(ctx, ex, has_next):
@@ -112,7 +109,7 @@ async def _answer(
     ex: Exchange,
     guard: InFlightGuard,
     watchdog: Watchdog,
-    resp: aiohttp.ClientResponse,
+    resp: UpstreamResponse,
     has_next: bool,
 ) -> web.StreamResponse | str:
     status = resp.status
@@ -132,12 +129,7 @@ async def _answer(
         guard.first_byte()
         return await relay_body(ctx, ex, guard, watchdog, resp)
     finally:
-        resp.close()  # no-op for a connection already returned to the pool at end of body
-
-
-def _payload(body: bytes) -> bytes | io.BytesIO:
-    """Bodies over 1 MiB go as a stream: aiohttp writes raw bytes that large in one blocking call."""
-    return body if len(body) <= LARGE_BODY_BYTES else io.BytesIO(body)
+        ctx.upstream().close_response(resp)  # back to the pool if read to the end, else aborted
 
 
 def _retry_granted(ctx: ProxyContext, ex: Exchange, has_next: bool) -> bool:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 from aiohttp import web
 
 from core.errors import (
@@ -32,6 +31,7 @@ from router.context import ProxyContext
 from router.exchange import Exchange
 from router.hop_headers import client_response_headers
 from router.sse import StreamTally, body_tail, find_usage
+from router.upstream import UpstreamClosed, UpstreamProtocolError, UpstreamResponse
 from router.watchdog import Watchdog
 from state.inflight import InFlightGuard
 
@@ -39,7 +39,7 @@ EVENT_STREAM = "text/event-stream"
 
 
 async def relay_body(
-    ctx: ProxyContext, ex: Exchange, guard: InFlightGuard, watchdog: Watchdog, resp: aiohttp.ClientResponse
+    ctx: ProxyContext, ex: Exchange, guard: InFlightGuard, watchdog: Watchdog, resp: UpstreamResponse
 ) -> web.Response:
     watchdog.push(ctx.idle_s)
     try:
@@ -51,7 +51,7 @@ async def relay_body(
                 f"backend {guard.backend_id} stalled for {ctx.idle_s:g} s while sending its response"
             ) from None
         raise
-    except (aiohttp.ClientError, OSError):
+    except (UpstreamClosed, UpstreamProtocolError):
         guard.failed()
         ctx.metrics.upstream_errors.labels(guard.backend_id, "bad_response").inc()
         raise BackendBadResponse(
@@ -75,7 +75,7 @@ async def relay_stream(
     ex: Exchange,
     guard: InFlightGuard,
     watchdog: Watchdog,
-    resp: aiohttp.ClientResponse,
+    resp: UpstreamResponse,
 ) -> web.StreamResponse:
     out = client_response_headers(resp.headers)
     out.update(ex.response_headers())
@@ -89,7 +89,7 @@ async def relay_stream(
         failure = await _pump(ctx, ex, guard, watchdog, resp, stream, tally)
     except asyncio.CancelledError:
         if not watchdog.expired():
-            resp.close()  # the client went away: drop the backend connection now
+            resp.abort()  # the client went away: drop the backend connection now
             ex.cancelled = True
             raise
         transport = request.transport
@@ -98,14 +98,14 @@ async def relay_stream(
         ctx.metrics.upstream_errors.labels(guard.backend_id, "timeout").inc()
         failure = BackendTimeout(f"backend {guard.backend_id} sent nothing for {ctx.idle_s:g} s mid-stream")
     except ConnectionError:
-        resp.close()
+        resp.abort()
         ex.cancelled = True
         return stream
     ex.last_byte_s = ctx.clock.now_s()
     ex.usage, ex.output_tokens = tally.summary()
     if failure is not None:
         ex.fail(failure)
-        resp.close()
+        resp.abort()
         return await _end_with_error(ex, stream, failure)
     try:
         await stream.write_eof()
@@ -119,7 +119,7 @@ async def _pump(
     ex: Exchange,
     guard: InFlightGuard,
     watchdog: Watchdog,
-    resp: aiohttp.ClientResponse,
+    resp: UpstreamResponse,
     stream: web.StreamResponse,
     tally: StreamTally,
 ) -> SluiceError | None:
@@ -127,12 +127,12 @@ async def _pump(
 
     A client write failure raises ``ConnectionError`` (aiohttp raises a
     ``ConnectionResetError`` subclass); an upstream read failure is returned.
+    Upstream errors are never ``ConnectionError``s, so the two cannot be confused.
     """
-    content = resp.content
     idle_s = ctx.idle_s
     try:
-        chunk = await content.readany()
-    except (aiohttp.ClientError, OSError):
+        chunk = await resp.readany()
+    except (UpstreamClosed, UpstreamProtocolError):
         return _mid_stream(ctx, guard)
     if not chunk:
         return None
@@ -143,8 +143,8 @@ async def _pump(
         await stream.write(chunk)
         watchdog.push(idle_s)
         try:
-            chunk = await content.readany()
-        except (aiohttp.ClientError, OSError):
+            chunk = await resp.readany()
+        except (UpstreamClosed, UpstreamProtocolError):
             return _mid_stream(ctx, guard)
     return None
 
@@ -169,10 +169,10 @@ async def _end_with_error(
 def _client_stalled(
     request: web.Request,
     ex: Exchange,
-    resp: aiohttp.ClientResponse,
+    resp: UpstreamResponse,
     stream: web.StreamResponse,
 ) -> web.StreamResponse:
-    resp.close()
+    resp.abort()
     ex.cancelled = True
     if request.transport is not None:
         request.transport.close()

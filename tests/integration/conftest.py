@@ -92,15 +92,13 @@ def _busy_in_router() -> list[str]:
 
 def _counts(proxy: Proxy, backends: list[FakeBackend]) -> dict[str, Any]:
     ctx = proxy.ctx
-    connector = ctx.client().connector
-    assert connector is not None
     views = ctx.fleet.snapshot().backends
     return {
         "total_in_flight": ctx.fleet.total_in_flight,
         "in_flight": sum(v.in_flight_requests for v in views),
         "awaiting_first_byte": sum(v.awaiting_first_byte for v in views),
         "in_flight_prompt_tokens": sum(v.in_flight_prompt_tokens for v in views),
-        "upstream_connections_in_use": len(connector._acquired),  # no public accessor
+        "upstream_connections_in_use": ctx.upstream().in_use,
         "backend_handlers_running": sum(b.in_progress for b in backends),
         "router_tasks": _busy_in_router(),
     }
