@@ -4,7 +4,8 @@ Removed in both directions: ``Connection`` and every header it names,
 ``Keep-Alive``, ``Proxy-Connection``, ``Proxy-Authenticate``,
 ``Proxy-Authorization``, ``TE``, ``Trailer``, ``Transfer-Encoding``,
 ``Upgrade``; plus ``Host`` and ``Content-Length``, which describe this hop's
-connection and body framing and are recomputed by the HTTP library. All other
+connection and body framing and are recomputed by the HTTP library; and, towards
+the backend, ``Expect`` (Sluice has already read the whole body). All other
 headers (custom ones, ``Authorization``, ``x-sim-*``) pass unchanged and in
 order, duplicates included; ``x-request-id`` is set to the request's id.
 """
@@ -30,7 +31,7 @@ _ALWAYS_DROPPED = frozenset(
         "content-length",
     }
 )
-_DROPPED_UPSTREAM = _ALWAYS_DROPPED | {headers.REQUEST_ID}
+_DROPPED_UPSTREAM = _ALWAYS_DROPPED | {headers.REQUEST_ID, "expect"}
 
 
 def _dropped(source: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str] | None:

@@ -86,3 +86,25 @@ async def test_sse_bytes_relayed_exactly(start_fleet: StartFleet) -> None:
             via_proxy = await resp.read()
     assert via_proxy == direct
     await assert_no_leaks(proxy, backends)
+
+
+async def test_chunked_upload_and_expect_continue(start_fleet: StartFleet) -> None:
+    proxy, backends = await start_fleet(1)
+    parts = [b'{"model": "m1", ', b'"messages": [], ', b'"extra": "chunked"}']
+
+    async def body():
+        for part in parts:
+            yield part
+
+    headers = {"Content-Type": "application/json", "Expect": "100-continue"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(proxy.url + "/v1/chat/completions", data=body(), headers=headers) as resp,
+    ):
+        assert resp.status == 200
+        await resp.read()
+    received = backends[0].requests[0]
+    assert received.body == b"".join(parts)
+    assert "Expect" not in received.headers
+    assert "Transfer-Encoding" not in received.headers
+    await assert_no_leaks(proxy, backends)
