@@ -14,6 +14,10 @@ utime + stime of its process from ``/proc/PID/stat`` over the measured window,
 divided by the responses completed: µs per request and per stream.
 Targets: <= 250 µs per request, <= 1,000 µs per 100-chunk stream.
 
+(c) TTFT added by Sluice: ``--ttft-samples`` sequential streams (concurrency 1)
+    timed from sending the request to the first body byte, direct vs through
+    Sluice, with an aiohttp client in this process (same client both ways).
+
 Prints a table with Sluice/direct ratios and writes ``--out`` (JSON with the
 command, configuration, git revision and figures). Needs ``nginx`` and
 ``wrk`` on PATH. Everything binds 127.0.0.1; every process is stopped by PID.
@@ -24,6 +28,7 @@ command, configuration, git revision and figures). Needs ``nginx`` and
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import platform
@@ -160,6 +165,35 @@ def run_wrk(url: str, lua: Path, duration_s: int, connections: int, pid: int | N
     return result
 
 
+async def _ttft_ms(url: str, samples: int) -> list[float]:
+    import aiohttp  # only this probe needs it
+
+    out = []
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession() as session:
+        for _ in range(samples):
+            start = time.perf_counter()
+            async with session.post(url, data=STREAM_BODY.encode(), headers=headers) as resp:
+                await resp.content.readany()
+                out.append((time.perf_counter() - start) * 1e3)
+                await resp.read()
+    return out
+
+
+def ttft_probe(direct_url: str, sluice_url: str, samples: int) -> dict[str, float]:
+    direct = asyncio.run(_ttft_ms(direct_url, samples))
+    via = asyncio.run(_ttft_ms(sluice_url, samples))
+    p50_direct, p50_via = statistics.median(direct), statistics.median(via)
+    return {
+        "samples": samples,
+        "direct_p50_ms": p50_direct,
+        "sluice_p50_ms": p50_via,
+        "added_p50_ms": p50_via - p50_direct,
+        "direct_p90_ms": statistics.quantiles(direct, n=10)[-1],
+        "sluice_p90_ms": statistics.quantiles(via, n=10)[-1],
+    }
+
+
 def lua_file(directory: Path, name: str, body: str) -> Path:
     path = directory / name
     path.write_text(
@@ -269,7 +303,8 @@ def measure(args: argparse.Namespace, tmp: Path, procs: Processes) -> dict[str, 
     for _ in range(args.runs):
         for name, (url, lua, pid) in cases.items():
             runs[name].append(run_wrk(url, lua, args.duration, args.connections, pid))
-    return {"runs": runs, "sluice_config": config_text}
+    ttft = ttft_probe(direct_stream, sluice + "/v1/chat/completions", args.ttft_samples)
+    return {"runs": runs, "ttft": ttft, "sluice_config": config_text}
 
 
 def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -304,6 +339,11 @@ def print_table(summary: dict[str, Any]) -> None:
             f"{s['sluice_cpu_us']:.0f} us CPU per response "
             f"({verdict} the {s['target_us']:.0f} us target); errors {s['errors']}"
         )
+    t = summary["ttft"]
+    print(
+        f"TTFT at concurrency 1 (p50): direct {t['direct_p50_ms']:.2f} ms, through Sluice "
+        f"{t['sluice_p50_ms']:.2f} ms (+{t['added_p50_ms']:.2f} ms)"
+    )
 
 
 def main() -> int:
@@ -313,6 +353,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="repeats; medians are reported")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--chunks", type=int, default=100, help="SSE events per stream")
+    parser.add_argument("--ttft-samples", type=int, default=300, help="sequential streams for the TTFT probe")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "overhead.json")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
@@ -326,6 +367,7 @@ def main() -> int:
     finally:
         procs.stop_all()
     summary = summarize(measured["runs"])
+    summary["ttft"] = measured["ttft"]
     print_table(summary)
     result = {
         "benchmark": "overhead",
@@ -343,6 +385,7 @@ def main() -> int:
             "runs": args.runs,
             "connections": args.connections,
             "sse_chunks": args.chunks,
+            "ttft_samples": args.ttft_samples,
             "load": "wrk -t1 --latency (latency = time to last byte)",
             "backends": "2 x nginx return 200 canned JSON (chat); 2 x raw-asyncio SSE streamer (stream)",
             "sluice_config": measured["sluice_config"],
