@@ -13,6 +13,7 @@ from aiohttp import web
 
 import router
 from core.config import load_config_text
+from core.protocols import Decider
 from router.app import CONTEXT, HEALTH, build_app, start_server
 from router.context import ProxyContext
 from tests.fakes.backend import FakeBackend
@@ -53,11 +54,15 @@ async def start_fleet() -> AsyncIterator[StartFleet]:
     started: list[Any] = []
 
     async def start(
-        n: int = 2, extra: str = "", models: tuple[str, ...] = ("m1",), dead_urls: tuple[str, ...] = ()
+        n: int = 2,
+        extra: str = "",
+        models: tuple[str, ...] = ("m1",),
+        dead_urls: tuple[str, ...] = (),
+        decider: Decider | None = None,
     ) -> tuple[Proxy, list[FakeBackend]]:
         backends = [await FakeBackend(f"b{i}", models).start() for i in range(n)]
         started.extend(backends)
-        app = build_app(load_config_text(config_text(backends, extra, dead_urls)))
+        app = build_app(load_config_text(config_text(backends, extra, dead_urls)), decider=decider)
         runner, host, port = await start_server(app, "127.0.0.1", 0, shutdown_grace_s=0.5)
         started.append(runner)
         async with asyncio.timeout(5):
