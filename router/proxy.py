@@ -79,7 +79,7 @@ async def _attempt(
     try:
         try:
             resp = await pool.request(
-                ctx.origins[backend_id], "POST", request.path, upstream_headers.items(), body
+                ctx.origins[backend_id], "POST", request.raw_path, upstream_headers.items(), body
             )
         except asyncio.CancelledError:
             if watchdog.expired():

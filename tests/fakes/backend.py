@@ -38,6 +38,7 @@ class Recorded:
     path: str
     headers: CIMultiDict[str]
     body: bytes
+    query: str = ""
 
 
 class FakeBackend:
@@ -101,7 +102,9 @@ class FakeBackend:
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
-        self.requests.append(Recorded(request.path, CIMultiDict(request.headers), body))
+        self.requests.append(
+            Recorded(request.path, CIMultiDict(request.headers), body, request.rel_url.raw_query_string)
+        )
         self.in_progress += 1
         self._notify()
         try:

@@ -24,7 +24,9 @@ async def test_body_bytes_and_custom_headers_forwarded_unchanged(start_fleet: St
     }
     async with (
         aiohttp.ClientSession() as session,
-        session.post(proxy.url + "/v1/chat/completions", data=body, headers=headers) as resp,
+        session.post(
+            proxy.url + "/v1/chat/completions?api-version=2024-06&x=a%26b", data=body, headers=headers
+        ) as resp,
     ):
         assert resp.status == 200
         assert resp.headers["x-request-id"] == "client-id-123"
@@ -32,6 +34,7 @@ async def test_body_bytes_and_custom_headers_forwarded_unchanged(start_fleet: St
         await resp.read()
     received = backends[0].requests[0]
     assert received.body == body
+    assert received.query == "api-version=2024-06&x=a%26b"
     assert received.headers["Authorization"] == "Bearer sk-abc"
     assert received.headers["X-Tenant-Custom"] == "team-a"
     assert received.headers["x-sim-output-tokens"] == "17"
