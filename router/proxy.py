@@ -123,13 +123,21 @@ async def _answer(
     try:
         if status in ctx.retry_statuses and _retry_granted(ctx, ex, has_next):
             return f"status_{status}"
-        if resp.content_type == EVENT_STREAM:
+        if _is_stream(resp, ex):
             return await relay_stream(ctx, request, ex, guard, watchdog, resp)
         ex.first_byte_s = ctx.clock.now_s()
         guard.first_byte()
         return await relay_body(ctx, ex, guard, watchdog, resp)
     finally:
         ctx.upstream().close_response(resp)  # back to the pool if read to the end, else aborted
+
+
+def _is_stream(resp: UpstreamResponse, ex: Exchange) -> bool:
+    """SSE, or any body of unknown length answering a streaming request: relay it chunk by chunk."""
+    if resp.content_type == EVENT_STREAM:
+        return True
+    asked = ex.features is not None and ex.features.stream
+    return asked and "Content-Length" not in resp.headers and resp.status < 300
 
 
 def _retry_granted(ctx: ProxyContext, ex: Exchange, has_next: bool) -> bool:

@@ -1,9 +1,10 @@
 """Relaying a backend's answer to the client, as the bytes the backend sent.
 
-Non-streamed answers (anything but ``text/event-stream``): the body is read
-whole and sent with the backend's status and headers (minus hop-by-hop ones)
-plus Sluice's headers. Streams: headers go to the client at once, then every
-chunk is written as soon as it is read — no buffering, no re-framing of
+Non-streamed answers: the body is read whole and sent with the backend's
+status and headers (minus hop-by-hop ones) plus Sluice's headers. Streams
+(``text/event-stream``, or a body of unknown length answering a request with
+``"stream": true``): headers go to the client at once, then every chunk is
+written as soon as it is read — no buffering, no re-framing of
 events. ``StreamTally`` only counts events and keeps the tail for ``usage``.
 
 Timeouts (``Watchdog``): ``first_byte_ms`` runs from sending the request to
