@@ -109,6 +109,16 @@ def _counts(proxy: Proxy, backends: list[FakeBackend]) -> dict[str, Any]:
     }
 
 
+async def wait_for(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll a condition that spans several objects until it holds; fail after the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        await asyncio.sleep(0.01)  # polling a condition with a deadline, not synchronisation
+
+
 async def assert_no_leaks(proxy: Proxy, backends: list[FakeBackend], timeout_s: float = 5.0) -> None:
     """Counters, upstream connections in use, backend handlers and router tasks all return to zero."""
     expected = {

@@ -7,7 +7,7 @@ import random
 
 import aiohttp
 
-from tests.integration.conftest import StartFleet, assert_no_leaks
+from tests.integration.conftest import StartFleet, assert_no_leaks, wait_for
 
 CHAT = "/v1/chat/completions"
 MODES = ["json", "stream", "close_mid_stream", "status:503", "status:500", "garbage", "refuse", "hold"]
@@ -29,26 +29,33 @@ async def _one(session: aiohttp.ClientSession, url: str, mode: str, rng: random.
 
 
 async def test_mixed_burst_with_cancellations_leaks_nothing(start_fleet: StartFleet) -> None:
-    proxy, backends = await start_fleet(3, extra="timeouts: {first_byte_ms: 2000}\n")
+    proxy, backends = await start_fleet(3, extra="timeouts: {first_byte_ms: 20000}\n")
     rng = random.Random(7)
+    modes = [rng.choice(MODES) for _ in range(150)]
+    n_hold = modes.count("hold")
+
+    def held() -> int:
+        return sum(r.headers.get("x-fake-mode") == "hold" for b in backends for r in b.requests)
+
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        tasks = [asyncio.create_task(_one(session, proxy.url, rng.choice(MODES), rng)) for _ in range(150)]
-        # Let every backend see some traffic, then cancel a third of the clients wherever they are.
-        await asyncio.gather(*(b.wait_until(lambda b=b: len(b.requests) >= 5) for b in backends))
-        for task in rng.sample(tasks, 50):
+        tasks = [asyncio.create_task(_one(session, proxy.url, mode, rng)) for mode in modes]
+        # Every "hold" request is pinned at a backend; cancel half of them and 40 other clients.
+        await wait_for(lambda: held() == n_hold, timeout_s=10)
+        hold_tasks = [t for t, m in zip(tasks, modes, strict=True) if m == "hold"]
+        others = [t for t, m in zip(tasks, modes, strict=True) if m != "hold"]
+        cancelled_holds = hold_tasks[: len(hold_tasks) // 2]
+        for task in cancelled_holds + rng.sample(others, 40):
             task.cancel()
+        await wait_for(lambda: sum(b.cancelled for b in backends) >= len(cancelled_holds))
         for b in backends:
-            b.release.set()  # "hold" requests still pending answer now
+            b.release.set()  # the remaining held requests answer now
         results = await asyncio.gather(*tasks, return_exceptions=True)
     statuses = [r for r in results if isinstance(r, int)]
-    assert statuses, results
     assert set(statuses) <= {200, 500, 502, 503}
+    assert statuses.count(200) > 20
+    # Every response that was not cancelled by its client ended cleanly, failed streams included.
     unexpected = [
         r for r in results if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)
     ]
-    # A client reading a stream that the proxy ended with an error event still gets a clean end.
-    assert not [r for r in unexpected if not isinstance(r, aiohttp.ClientError)], unexpected
+    assert not unexpected
     await assert_no_leaks(proxy, backends, timeout_s=10)
-    assert sum(b.cancelled for b in backends) > 0  # some cancellations reached the backends
-    text = proxy.ctx.metrics.render().decode()
-    assert "sluice_client_disconnects_total" in text
