@@ -13,7 +13,7 @@ never updates them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
@@ -113,27 +113,9 @@ class SluiceMetrics:
         )
         self._series: dict[LabelValues, RequestSeries] = {}
         self._route_queue: dict[str, HistogramChild] = {}
-        gauges = self._fleet_gauges()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(
-            LoopCollector(
-                [
-                    self.requests,
-                    self.ttft,
-                    self.itl,
-                    self.e2e,
-                    self.output_tokens,
-                    self.queue_time,
-                    self.upstream_errors,
-                    self.retries,
-                    self.retries_denied,
-                    self.shed,
-                    self.errors,
-                    self.client_disconnects,
-                    *gauges,
-                ]
-            )
-        )
+        owned = [m for m in vars(self).values() if isinstance(m, Counter | Histogram)]
+        self.registry.register(LoopCollector([*owned, *self._fleet_gauges()]))
         ProcessCollector(registry=self.registry)
 
     def series(self, route: str, model: str, backend: str) -> RequestSeries:
@@ -155,11 +137,14 @@ class SluiceMetrics:
     def _fleet_gauges(self) -> list[GaugeSource]:
         fleet = self._fleet
 
-        def per_backend(attr: str, scale: float = 1.0) -> Iterator[tuple[LabelValues, float]]:
-            for view in fleet.snapshot().backends:
-                value = getattr(view, attr)
-                if value is not None:
-                    yield (view.backend_id,), float(value) * scale
+        def per_backend(attr: str, scale: float) -> Callable[[], Iterator[tuple[LabelValues, float]]]:
+            def read() -> Iterator[tuple[LabelValues, float]]:
+                for view in fleet.snapshot().backends:
+                    value = getattr(view, attr)
+                    if value is not None:
+                        yield (view.backend_id,), float(value) * scale
+
+            return read
 
         def health() -> Iterator[tuple[LabelValues, float]]:
             for view in fleet.snapshot().backends:
@@ -170,54 +155,50 @@ class SluiceMetrics:
             for backend_id in fleet.backend_ids:
                 yield (backend_id,), float(fleet.backend(backend_id).breaker.consecutive_failures)
 
-        b = ("backend",)
-        return [
-            GaugeSource(
-                "sluice_in_flight_requests",
-                "Requests in flight per backend.",
-                b,
-                lambda: per_backend("in_flight_requests"),
-            ),
-            GaugeSource(
-                "sluice_awaiting_first_byte_requests",
-                "In-flight requests that have not received their first byte.",
-                b,
-                lambda: per_backend("awaiting_first_byte"),
-            ),
-            GaugeSource(
-                "sluice_in_flight_prompt_tokens",
-                "Estimated prompt tokens in flight per backend.",
-                b,
-                lambda: per_backend("in_flight_prompt_tokens"),
-            ),
+        gauges = [
+            GaugeSource(name, doc, ("backend",), per_backend(attr, scale))
+            for name, doc, attr, scale in _BACKEND_GAUGES
+        ]
+        gauges.append(
             GaugeSource(
                 "sluice_backend_health",
                 "1 for the backend's current health state.",
                 ("backend", "state"),
                 health,
-            ),
+            )
+        )
+        gauges.append(
             GaugeSource(
                 "sluice_backend_consecutive_failures",
                 "Circuit breaker's current failure run.",
-                b,
+                ("backend",),
                 breaker_failures,
-            ),
-            GaugeSource(
-                "sluice_backend_ewma_ttft_seconds",
-                "EWMA of streamed TTFT per backend.",
-                b,
-                lambda: per_backend("ewma_ttft_ms", 1e-3),
-            ),
-            GaugeSource(
-                "sluice_backend_ewma_tpot_seconds",
-                "EWMA of streamed time per output token.",
-                b,
-                lambda: per_backend("ewma_tpot_ms", 1e-3),
-            ),
-            GaugeSource(
-                "sluice_backend_engine_metrics_age_seconds",
-                "Age of the last engine metrics scrape.",
-                b,
-                lambda: per_backend("metrics_age_s"),
-            ),
-        ]
+            )
+        )
+        return gauges
+
+
+# (metric, help, BackendView attribute, scale to base units)
+_BACKEND_GAUGES = (
+    ("sluice_in_flight_requests", "Requests in flight per backend.", "in_flight_requests", 1.0),
+    (
+        "sluice_awaiting_first_byte_requests",
+        "In-flight requests that have not received their first byte.",
+        "awaiting_first_byte",
+        1.0,
+    ),
+    (
+        "sluice_in_flight_prompt_tokens",
+        "Estimated prompt tokens in flight per backend.",
+        "in_flight_prompt_tokens",
+        1.0,
+    ),
+    ("sluice_backend_ewma_ttft_seconds", "EWMA of streamed TTFT per backend.", "ewma_ttft_ms", 1e-3),
+    ("sluice_backend_ewma_tpot_seconds", "EWMA of streamed time per output token.", "ewma_tpot_ms", 1e-3),
+    (
+        "sluice_backend_engine_metrics_age_seconds",
+        "Age of the last engine metrics scrape.",
+        "metrics_age_s",
+        1.0,
+    ),
+)
