@@ -48,8 +48,8 @@ def parse_head(head: bytes) -> tuple[int, str, CIMultiDict[str]]:
     headers: CIMultiDict[str] = CIMultiDict()
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise UpstreamProtocolError(f"bad header line {line[:80]!r}")
+        if not sep or not name or name != name.strip() or b"\n" in line or b"\r" in line:
+            raise UpstreamProtocolError(f"bad header line {line[:80]!r}")  # incl. bare CR/LF smuggling
         headers.add(name.decode("latin-1"), value.strip().decode("utf-8", "surrogateescape"))
     reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
     return status, reason, headers

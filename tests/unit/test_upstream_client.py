@@ -106,7 +106,14 @@ def test_framing_rules() -> None:
 
 @pytest.mark.parametrize(
     "head",
-    [b"garbage", b"HTTP/1.1 abc OK", b"HTTP/1.1 999 X", b"ICY 200 OK", b"HTTP/1.1 200 OK\r\nno colon here"],
+    [
+        b"garbage",
+        b"HTTP/1.1 abc OK",
+        b"HTTP/1.1 999 X",
+        b"ICY 200 OK",
+        b"HTTP/1.1 200 OK\r\nno colon here",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\nX-Injected: 2",
+    ],
 )
 def test_bad_heads_rejected(head: bytes) -> None:
     with pytest.raises(UpstreamProtocolError):
