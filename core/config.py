@@ -36,6 +36,10 @@ class StrictModel(BaseModel):
 class ListenConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
+    access_log: bool = Field(False, description="one log line per request; off by default (it costs CPU)")
+    shutdown_grace_s: float = Field(
+        30.0, ge=0, description="on SIGINT/SIGTERM, how long in-flight requests may finish"
+    )
 
 
 class TimeoutsConfig(StrictModel):
@@ -82,6 +86,9 @@ class CircuitBreakerConfig(StrictModel):
 class LimitsConfig(StrictModel):
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     max_in_flight: int | None = Field(None, ge=1, description="whole-proxy cap on concurrent requests")
+    body_read_timeout_s: float = Field(
+        30.0, gt=0, description="longest time a client may take to send its request body"
+    )
 
 
 class MetricsPollConfig(StrictModel):

@@ -7,6 +7,7 @@
     │   ├── MalformedJSON                   400 invalid_json
     │   ├── UnsupportedMediaType            415 unsupported_media_type
     │   ├── BodyTooLarge                    413 request_too_large
+    │   ├── BodyReadTimeout                 408 request_timeout
     │   ├── MissingParameter                400 missing_required_parameter
     │   ├── InvalidParameter                400 invalid_value
     │   ├── ContextLengthExceeded           400 context_length_exceeded
@@ -90,6 +91,12 @@ class UnsupportedMediaType(InvalidRequest):
 
 class BodyTooLarge(InvalidRequest):
     spec = ErrorSpec(413, "invalid_request_error", "request_too_large")
+
+
+class BodyReadTimeout(InvalidRequest):
+    """The client did not finish sending its body in time (a stalled or trickling client)."""
+
+    spec = ErrorSpec(408, "invalid_request_error", "request_timeout")
 
 
 class MissingParameter(InvalidRequest):
@@ -184,6 +191,7 @@ ERROR_TABLE: dict[type[SluiceError], ErrorSpec] = {
         MalformedJSON,
         UnsupportedMediaType,
         BodyTooLarge,
+        BodyReadTimeout,
         MissingParameter,
         InvalidParameter,
         ContextLengthExceeded,

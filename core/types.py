@@ -203,6 +203,8 @@ class RoutingDecision:
     why (e.g. every candidate filtered out) and the data plane answers 503.
     ``scores[scorer][backend]`` holds each scorer's raw score in [0, 1];
     ``removed[backend]`` names the filter that removed it.
+    ``predicted_output_tokens`` (when the policy predicted it) is accounted as
+    in-flight decode work on the chosen backend and copied into the ``Outcome``.
     """
 
     ranked: tuple[BackendId, ...]
@@ -212,6 +214,7 @@ class RoutingDecision:
     predicted_ttft_ms: float | None = None
     predicted_e2e_ms: float | None = None
     reason: str | None = None
+    predicted_output_tokens: float | None = None
 
     @property
     def chosen(self) -> BackendId | None:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 COMMANDS: tuple[str, ...] = (
     "sluice.commands.check_config",
+    "sluice.commands.serve",
     "sluice.commands.replay",
     "sluice.commands.workloads",
 )

@@ -1,0 +1,204 @@
+"""Every ``sluice_*`` metric, and the per-request recording the proxy calls.
+
+Labels are bounded: ``route`` and ``backend`` are configured names, ``model``
+is a configured model (requests for unknown models are counted under
+``model="none"``), ``status_class`` is ``2xx``/``4xx``/``5xx`` or
+``cancelled`` (the client went away), and ``kind``/``reason``/``code``/
+``stage`` come from small fixed sets. docs/metrics.md lists them all.
+
+Per-fleet gauges (in flight, awaiting first byte, health, EWMAs, engine
+metrics age) are read from ``FleetState`` at scrape time, so the request path
+never updates them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+
+from core.types import Health
+from router.metric_types import (
+    Counter,
+    CounterChild,
+    GaugeSource,
+    Histogram,
+    HistogramChild,
+    LabelValues,
+    LoopCollector,
+)
+from state.fleet import FleetState
+
+NONE_LABEL = "none"
+CANCELLED = "cancelled"
+TTFT_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 60.0)
+ITL_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0)
+E2E_BUCKETS_S = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0)
+QUEUE_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0)
+_STATUS_CLASS = {1: "1xx", 2: "2xx", 3: "3xx", 4: "4xx", 5: "5xx"}
+
+
+def status_class(status: int) -> str:
+    return _STATUS_CLASS.get(status // 100, "5xx")
+
+
+class RequestSeries:
+    """The children one (route, model, backend) updates, resolved once and cached."""
+
+    __slots__ = ("_by_status", "_key", "_requests", "e2e", "itl", "output_tokens", "ttft")
+
+    def __init__(self, metrics: SluiceMetrics, route: str, model: str, backend: str) -> None:
+        key = (route, model, backend)
+        self._requests = metrics.requests
+        self._by_status: dict[str, CounterChild] = {}
+        self.ttft = metrics.ttft.labels(*key)
+        self.itl = metrics.itl.labels(*key)
+        self.e2e = metrics.e2e.labels(*key)
+        self.output_tokens = metrics.output_tokens.labels(*key)
+        self._key = key
+
+    def count(self, status_label: str) -> None:
+        child = self._by_status.get(status_label)
+        if child is None:
+            child = self._by_status[status_label] = self._requests.labels(*self._key, status_label)
+        child.inc()
+
+
+class SluiceMetrics:
+    def __init__(self, fleet: FleetState) -> None:
+        self._fleet = fleet
+        rmb = ("route", "model", "backend")
+        self.requests = Counter(
+            "sluice_requests_total", "Proxied requests by outcome.", (*rmb, "status_class")
+        )
+        self.ttft = Histogram(
+            "sluice_ttft_seconds",
+            "Time to first token (first body byte) of streamed responses.",
+            rmb,
+            TTFT_BUCKETS_S,
+        )
+        self.itl = Histogram(
+            "sluice_inter_token_latency_seconds",
+            "Mean gap between tokens of one streamed response (one sample per response).",
+            rmb,
+            ITL_BUCKETS_S,
+        )
+        self.e2e = Histogram(
+            "sluice_e2e_latency_seconds", "Request arrival to last byte sent.", rmb, E2E_BUCKETS_S
+        )
+        self.output_tokens = Counter(
+            "sluice_output_tokens_total", "Generated tokens (usage when sent, else counted events).", rmb
+        )
+        self.queue_time = Histogram(
+            "sluice_queue_time_seconds",
+            "Arrival to upstream dispatch: body read, admission wait and the routing decision.",
+            ("route",),
+            QUEUE_BUCKETS_S,
+        )
+        self.upstream_errors = Counter(
+            "sluice_upstream_errors_total", "Failed upstream attempts by kind.", ("backend", "kind")
+        )
+        self.retries = Counter(
+            "sluice_retries_total", "Retries to the next ranked backend.", ("route", "reason")
+        )
+        self.retries_denied = Counter(
+            "sluice_retries_denied_total", "Retryable failures not retried.", ("route", "reason")
+        )
+        self.shed = Counter(
+            "sluice_shed_total", "Requests refused with 429 by admission.", ("route", "reason")
+        )
+        self.errors = Counter("sluice_errors_total", "Error answers by Sluice error code.", ("code",))
+        self.client_disconnects = Counter(
+            "sluice_client_disconnects_total", "Clients that went away before the end.", ("stage",)
+        )
+        self._series: dict[LabelValues, RequestSeries] = {}
+        self._route_queue: dict[str, HistogramChild] = {}
+        self.registry = CollectorRegistry(auto_describe=False)
+        owned = [m for m in vars(self).values() if isinstance(m, Counter | Histogram)]
+        self.registry.register(LoopCollector([*owned, *self._fleet_gauges()]))
+        ProcessCollector(registry=self.registry)
+
+    def series(self, route: str, model: str, backend: str) -> RequestSeries:
+        key = (route, model, backend)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = RequestSeries(self, route, model, backend)
+        return series
+
+    def queue(self, route: str) -> HistogramChild:
+        child = self._route_queue.get(route)
+        if child is None:
+            child = self._route_queue[route] = self.queue_time.labels(route)
+        return child
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def _fleet_gauges(self) -> list[GaugeSource]:
+        fleet = self._fleet
+
+        def per_backend(attr: str, scale: float) -> Callable[[], Iterator[tuple[LabelValues, float]]]:
+            def read() -> Iterator[tuple[LabelValues, float]]:
+                for view in fleet.snapshot().backends:
+                    value = getattr(view, attr)
+                    if value is not None:
+                        yield (view.backend_id,), float(value) * scale
+
+            return read
+
+        def health() -> Iterator[tuple[LabelValues, float]]:
+            for view in fleet.snapshot().backends:
+                for state in Health:
+                    yield (view.backend_id, state.value), 1.0 if view.health is state else 0.0
+
+        def breaker_failures() -> Iterator[tuple[LabelValues, float]]:
+            for backend_id in fleet.backend_ids:
+                yield (backend_id,), float(fleet.backend(backend_id).breaker.consecutive_failures)
+
+        gauges = [
+            GaugeSource(name, doc, ("backend",), per_backend(attr, scale))
+            for name, doc, attr, scale in _BACKEND_GAUGES
+        ]
+        gauges.append(
+            GaugeSource(
+                "sluice_backend_health",
+                "1 for the backend's current health state.",
+                ("backend", "state"),
+                health,
+            )
+        )
+        gauges.append(
+            GaugeSource(
+                "sluice_backend_consecutive_failures",
+                "Circuit breaker's current failure run.",
+                ("backend",),
+                breaker_failures,
+            )
+        )
+        return gauges
+
+
+# (metric, help, BackendView attribute, scale to base units)
+_BACKEND_GAUGES = (
+    ("sluice_in_flight_requests", "Requests in flight per backend.", "in_flight_requests", 1.0),
+    (
+        "sluice_awaiting_first_byte_requests",
+        "In-flight requests that have not received their first byte.",
+        "awaiting_first_byte",
+        1.0,
+    ),
+    (
+        "sluice_in_flight_prompt_tokens",
+        "Estimated prompt tokens in flight per backend.",
+        "in_flight_prompt_tokens",
+        1.0,
+    ),
+    ("sluice_backend_ewma_ttft_seconds", "EWMA of streamed TTFT per backend.", "ewma_ttft_ms", 1e-3),
+    ("sluice_backend_ewma_tpot_seconds", "EWMA of streamed time per output token.", "ewma_tpot_ms", 1e-3),
+    (
+        "sluice_backend_engine_metrics_age_seconds",
+        "Age of the last engine metrics scrape.",
+        "metrics_age_s",
+        1.0,
+    ),
+)

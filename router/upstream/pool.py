@@ -1,0 +1,263 @@
+"""Keep-alive HTTP/1.1 connections to backends and the one call the proxy makes: ``request``.
+
+One request at a time per connection (no pipelining). A connection returns
+to its backend's idle stack when its response has been read to the end with
+keep-alive intact; otherwise it is closed. Idle connections older than
+``keepalive_s`` are closed instead of reused: below the 5 s keep-alive of
+uvicorn (vLLM, SGLang), so Sluice rarely writes to a connection the backend is
+closing. If a *reused* connection dies before the backend sent a single byte
+back, the request is sent once more on a fresh connection (that backend
+never saw it — nginx's rule for keep-alive races); a fresh connection is
+never retried here.
+
+``request`` sends the head and body in one write for small bodies, waits for
+the response head and returns an ``UpstreamResponse``; it raises
+``ConnectFailed`` (nothing was answered), ``UpstreamProtocolError`` (garbage)
+or propagates cancellation after aborting the connection, which is how a
+client disconnect or a timeout stops the backend at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from router.upstream.response import MAX_HEAD_BYTES, UpstreamProtocolError, UpstreamResponse, parse_head
+
+SINGLE_WRITE_MAX_BYTES = 256 * 1024
+MAX_IDLE_PER_BACKEND = 1024
+
+
+class ConnectFailed(Exception):
+    """No response byte arrived: refused, connect timeout, or the connection dropped first."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a backend lives: scheme, host, port, and the path prefix of its base URL."""
+
+    host: str
+    port: int
+    tls: bool
+    base_path: str
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, pool: UpstreamPool, key: Origin) -> None:
+        self._pool = pool
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.received_any = False
+        self._head = bytearray()
+        self._head_waiter: asyncio.Future[UpstreamResponse] | None = None
+        self._response: UpstreamResponse | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        response = self._response
+        if response is not None:
+            try:
+                response.feed(data)
+            except UpstreamProtocolError as exc:
+                response.fail(exc)
+                self.abort()
+            return
+        if self._head_waiter is None:
+            self.abort()  # bytes nobody asked for
+            return
+        self._head += data
+        try:
+            self._parse_head()
+        except UpstreamProtocolError as exc:
+            self._fail_head(exc)
+
+    def _parse_head(self) -> None:
+        while True:
+            end = self._head.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self._head) > MAX_HEAD_BYTES:
+                    raise UpstreamProtocolError("response head too large")
+                return
+            status, reason, headers = parse_head(bytes(self._head[:end]))
+            rest = bytes(self._head[end + 4 :])
+            self._head = bytearray(rest)
+            if 100 <= status < 200 and status != 101:
+                continue  # informational (100 Continue): the real head follows
+            assert self.transport is not None
+            response = UpstreamResponse(status, reason, headers, self.transport)
+            self._response = response
+            self._head = bytearray()
+            waiter, self._head_waiter = self._head_waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(response)
+            response.start(rest)
+            return
+
+    def _fail_head(self, exc: BaseException) -> None:
+        waiter, self._head_waiter = self._head_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._response is not None:
+            self._response.connection_lost()
+        if self._head_waiter is not None:
+            self._fail_head(ConnectFailed("the backend closed the connection without answering"))
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectFailed("connection lost while sending the request"))
+
+    def pause_writing(self) -> None:
+        self._drain_waiter = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        waiter, self._drain_waiter = self._drain_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- used by the pool --------------------------------------------------------------------
+
+    async def send(self, head: bytes, body: bytes) -> UpstreamResponse:
+        transport = self.transport
+        if transport is None or self.closed:
+            raise ConnectFailed("connection already closed")
+        self._response = None
+        self.received_any = False
+        waiter: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
+        self._head_waiter = waiter
+        if len(body) <= SINGLE_WRITE_MAX_BYTES:
+            transport.write(head + body)
+        else:
+            transport.write(head)
+            transport.write(body)
+        if self._drain_waiter is not None:
+            await self._drain_waiter
+        return await waiter
+
+    def release_response(self) -> None:
+        self._response = None
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per (host, port); everything runs on the event loop."""
+
+    def __init__(self, connect_timeout_s: float, keepalive_s: float) -> None:
+        self._connect_timeout_s = connect_timeout_s
+        self._keepalive_s = keepalive_s
+        self._idle: dict[Origin, list[UpstreamConnection]] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._owner: dict[UpstreamResponse, UpstreamConnection] = {}
+        self._closing = False
+
+    @property
+    def in_use(self) -> int:
+        """Connections currently carrying a request or an unread response."""
+        return len(self._owner)
+
+    async def request(
+        self, origin: Origin, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes
+    ) -> UpstreamResponse:
+        head = _request_head(method, origin.base_path + path, origin.host_header, headers, len(body))
+        conn, reused = await self._acquire(origin)
+        try:
+            response = await conn.send(head, body)
+        except ConnectFailed:
+            conn.abort()
+            if not reused or conn.received_any:
+                raise
+            conn, _ = await self._connect(origin)  # a stale keep-alive connection: once more, fresh
+            try:
+                response = await conn.send(head, body)
+            except BaseException:
+                conn.abort()
+                raise
+        except BaseException:
+            conn.abort()
+            raise
+        self._owner[response] = conn
+        return response
+
+    def close_response(self, response: UpstreamResponse) -> None:
+        """The relay is finished with ``response``: reuse its connection if complete, else abort it."""
+        conn = self._owner.pop(response, None)
+        if conn is None:
+            return
+        conn.release_response()
+        if not response.done or not response.keep_alive or conn.closed or self._closing:
+            conn.abort()
+            return
+        idle = self._idle.setdefault(conn.key, [])
+        if len(idle) >= MAX_IDLE_PER_BACKEND:
+            conn.abort()
+            return
+        conn.idle_since = asyncio.get_running_loop().time()
+        idle.append(conn)
+
+    async def _acquire(self, key: Origin) -> tuple[UpstreamConnection, bool]:
+        idle = self._idle.get(key)
+        if idle:
+            oldest_ok = asyncio.get_running_loop().time() - self._keepalive_s
+            while idle:
+                conn = idle.pop()
+                if not conn.closed and conn.idle_since >= oldest_ok:
+                    return conn, True
+                conn.abort()
+        return await self._connect(key)
+
+    async def _connect(self, key: Origin) -> tuple[UpstreamConnection, bool]:
+        loop = asyncio.get_running_loop()
+        tls = None
+        if key.tls:
+            if self._tls is None:
+                self._tls = ssl.create_default_context()
+            tls = self._tls
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                _, conn = await loop.create_connection(
+                    lambda: UpstreamConnection(self, key), key.host, key.port, ssl=tls
+                )
+        except TimeoutError:
+            raise ConnectFailed(f"connect timed out after {self._connect_timeout_s:g} s") from None
+        except OSError as exc:
+            raise ConnectFailed(exc.strerror or str(exc) or type(exc).__name__) from None
+        return conn, False
+
+    def close(self) -> None:
+        self._closing = True
+        for idle in self._idle.values():
+            for conn in idle:
+                conn.abort()
+        self._idle.clear()
+        for conn in self._owner.values():
+            conn.abort()
+        self._owner.clear()
+
+
+def _request_head(
+    method: str, target: str, host: str, headers: Iterable[tuple[str, str]], body_bytes: int
+) -> bytes:
+    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    lines.append(f"Content-Length: {body_bytes}\r\n\r\n")
+    return "".join(lines).encode("utf-8", "surrogateescape")

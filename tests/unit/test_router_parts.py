@@ -1,0 +1,183 @@
+"""Router parts: SSE tally and usage, hop-by-hop headers, retry budget, intake, watchdog, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from multidict import CIMultiDict
+
+from core.clock import ManualClock
+from core.errors import InvalidParameter, MalformedJSON, MissingParameter, UnknownModel, UnsupportedMediaType
+from router import intake
+from router.hop_headers import client_response_headers, upstream_request_headers
+from router.metric_types import Counter, Histogram, LoopCollector
+from router.retry_budget import RetryBudget
+from router.sse import StreamTally, find_usage
+from router.watchdog import Watchdog
+
+EVENT = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
+USAGE = (
+    b'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"total_tokens":13,'
+    b'"prompt_tokens_details":{"cached_tokens":5}}}\n\n'
+)
+
+
+def test_tally_counts_events_across_any_chunking() -> None:
+    stream = EVENT * 4 + b"data: [DONE]\n\n"
+    for size in (1, 2, 3, 7, 50, len(stream)):
+        tally = StreamTally()
+        for i in range(0, len(stream), size):
+            tally.feed(stream[i : i + size])
+        assert tally.events == 5, size
+        usage, tokens = tally.summary()
+        assert usage is None
+        assert tokens == 4
+
+
+def test_tally_counts_crlf_events_and_prefers_usage() -> None:
+    tally = StreamTally()
+    tally.feed(EVENT.replace(b"\n\n", b"\r\n\r\n") * 2)
+    assert tally.events == 2
+    tally.feed(EVENT + USAGE)
+    tally.feed(b"data: [DONE]\n\n")
+    usage, tokens = tally.summary()
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens) == (9, 4, 5)
+    assert tokens == 4
+
+
+def test_find_usage_in_bodies() -> None:
+    body = b'{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}'
+    usage = find_usage(body)
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.cached_prompt_tokens) == (3, 2, None)
+    assert find_usage(b'{"usage": null}') is None
+    assert find_usage(b'{"usage": {"prompt_tokens": "many"}}') is not None
+    assert find_usage(b'{"usage": {broken') is None
+    assert find_usage(b"no usage here") is None
+
+
+def test_hop_by_hop_headers_removed_both_ways() -> None:
+    source = CIMultiDict(
+        [
+            ("Host", "proxy"),
+            ("Connection", "keep-alive, X-Secret-Hop"),
+            ("X-Secret-Hop", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Transfer-Encoding", "chunked"),
+            ("Content-Length", "10"),
+            ("X-Custom", "a"),
+            ("X-Custom", "b"),
+            ("x-request-id", "old"),
+            ("Authorization", "Bearer k"),
+        ]
+    )
+    up = upstream_request_headers(source, "rid-1")
+    assert list(up.items()) == [
+        ("X-Custom", "a"),
+        ("X-Custom", "b"),
+        ("Authorization", "Bearer k"),
+        ("x-request-id", "rid-1"),
+    ]
+    down = client_response_headers(
+        CIMultiDict(
+            [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked"), ("x-request-id", "r")]
+        )
+    )
+    assert list(down.items()) == [("Content-Type", "text/event-stream"), ("x-request-id", "r")]
+
+
+def test_retry_budget_ratio_floor_and_window() -> None:
+    clock = ManualClock(0.0)
+    budget = RetryBudget(ratio=0.1, window_s=10.0, min_retries=2, clock=clock)
+    assert budget.try_spend()
+    assert budget.try_spend()
+    assert not budget.try_spend()  # floor of 2 used up at low volume
+    for _ in range(50):
+        budget.record_request()
+    assert budget.try_spend()  # 10% of 50 = 5 allowed: 3 more
+    assert budget.try_spend()
+    assert budget.try_spend()
+    assert not budget.try_spend()
+    assert budget.window_counts == (50, 5)
+    clock.advance(10.5)  # everything left the window
+    assert budget.window_counts == (0, 0)
+    assert budget.try_spend()
+
+
+def test_intake_checks() -> None:
+    intake.check_content_type(None)
+    intake.check_content_type("application/json; charset=utf-8")
+    intake.check_content_type("application/vnd.api+json")
+    with pytest.raises(UnsupportedMediaType):
+        intake.check_content_type("text/plain")
+    with pytest.raises(MalformedJSON, match="not valid JSON"):
+        intake.parse_json_object(b'{"a": ')
+    with pytest.raises(MissingParameter):
+        intake.requested_model({}, frozenset({"m"}))
+    with pytest.raises(UnknownModel) as info:
+        intake.requested_model({"model": "x" * 500}, frozenset({"m"}))
+    assert len(info.value.message) < 200  # client input is shortened in messages
+    with pytest.raises(InvalidParameter):
+        intake.priority_from("gold", "standard", ("critical", "standard"))
+    assert intake.priority_from(None, "standard", ("standard",)) == "standard"
+    assert intake.tenant_from(None) == "default"
+    assert intake.session_key_from(None, {"user": "u1"}) == "u1"
+    assert intake.session_key_from("s9", {"user": "u1"}) == "s9"
+    assert intake.valid_request_id("abc-1") == "abc-1"
+    assert intake.valid_request_id("has space") is None
+    ids = intake.RequestIds()
+    assert ids.next() != ids.next()
+
+
+async def test_watchdog_cancels_its_task_only_when_expired() -> None:
+    loop = asyncio.get_running_loop()
+
+    async def stalled() -> str:
+        watchdog = Watchdog(loop.time())  # already due
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "timeout" if watchdog.expired() else "cancelled"
+        return "unreachable"
+
+    assert await stalled() == "timeout"
+
+    started = asyncio.Event()
+
+    async def outside_cancel() -> None:
+        watchdog = Watchdog(loop.time() + 3600)
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            assert not watchdog.expired()
+            raise
+
+    task = asyncio.create_task(outside_cancel())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def test_loop_metrics_render() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    counter = Counter("t_total", "doc", ("a",))
+    hist = Histogram("t_seconds", "doc", ("a",), (0.1, 1.0))
+    counter.labels("x").inc(2)
+    child = hist.labels("x")
+    for value in (0.05, 0.1, 0.5, 5.0):
+        child.observe(value)
+    registry = CollectorRegistry()
+    registry.register(LoopCollector([counter, hist]))
+    text = generate_latest(registry).decode()
+    assert 't_total{a="x"} 2.0' in text
+    assert 't_seconds_bucket{a="x",le="0.1"} 2.0' in text
+    assert 't_seconds_bucket{a="x",le="1.0"} 3.0' in text
+    assert 't_seconds_bucket{a="x",le="+Inf"} 4.0' in text
+    assert 't_seconds_sum{a="x"} 5.65' in text
+    with pytest.raises(ValueError, match="expected labels"):
+        counter.labels("x", "y")

@@ -1,0 +1,242 @@
+"""Sluice's upstream HTTP/1.1 client: framing under any TCP split, keep-alive reuse, stale retry."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from router.upstream import ConnectFailed, Origin, UpstreamPool, UpstreamProtocolError, UpstreamResponse
+from router.upstream.response import UpstreamClosed, parse_head
+
+
+class _FakeTransport:
+    def __init__(self) -> None:
+        self.paused = False
+        self.aborted = False
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+def _response(raw_head: bytes) -> tuple[UpstreamResponse, _FakeTransport]:
+    status, reason, headers = parse_head(raw_head)
+    transport = _FakeTransport()
+    return UpstreamResponse(status, reason, headers, transport), transport  # type: ignore[arg-type]
+
+
+def _feed_split(response: UpstreamResponse, data: bytes, cuts: list[int]) -> None:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    for a, b in itertools.pairwise(points):
+        if b > a:
+            response.feed(data[a:b])
+
+
+def _drain(response: UpstreamResponse) -> bytes:
+    out = b""
+    while response._chunks:
+        out += response._chunks.popleft()
+    return out
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked"
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payloads=st.lists(st.binary(min_size=1, max_size=40), min_size=0, max_size=8),
+    cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+)
+def test_chunked_body_decoded_under_any_split(payloads: list[bytes], cuts: list[int]) -> None:
+    wire = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(p), p) for p in payloads) + b"0\r\nX-Trailer: t\r\n\r\n"
+    response, _ = _response(CHUNKED_HEAD)
+    _feed_split(response, wire, cuts)
+    assert response.done
+    assert response.keep_alive
+    assert _drain(response) == b"".join(payloads)
+
+
+@settings(max_examples=100, deadline=None)
+@given(body=st.binary(max_size=200), cuts=st.lists(st.integers(min_value=0, max_value=1000), max_size=8))
+def test_content_length_body_under_any_split(body: bytes, cuts: list[int]) -> None:
+    response, _ = _response(b"HTTP/1.1 200 OK\r\nContent-Length: %d" % len(body))
+    response.start(b"")
+    _feed_split(response, body, cuts)
+    assert response.done
+    assert _drain(response) == body
+
+
+def test_extra_bytes_after_body_forbid_reuse() -> None:
+    response, _ = _response(b"HTTP/1.1 200 OK\r\nContent-Length: 2")
+    response.feed(b"okHTTP/1.1 200 OK")
+    assert response.done
+    assert not response.keep_alive
+    assert _drain(response) == b"ok"
+
+
+def test_framing_rules() -> None:
+    no_body, _ = _response(b"HTTP/1.1 204 No Content")
+    no_body.start(b"")
+    assert no_body.done
+    closing, _ = _response(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1")
+    assert not closing.keep_alive
+    until_close, _ = _response(b"HTTP/1.1 200 OK")
+    until_close.feed(b"abc")
+    assert not until_close.done
+    until_close.connection_lost()
+    assert until_close.done
+    assert not until_close.keep_alive
+    cut, _ = _response(b"HTTP/1.1 200 OK\r\nContent-Length: 10")
+    cut.feed(b"abc")
+    cut.connection_lost()
+    with pytest.raises(UpstreamClosed):
+        asyncio.run(cut.read())
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"garbage",
+        b"HTTP/1.1 abc OK",
+        b"HTTP/1.1 999 X",
+        b"ICY 200 OK",
+        b"HTTP/1.1 200 OK\r\nno colon here",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\nX-Injected: 2",
+    ],
+)
+def test_bad_heads_rejected(head: bytes) -> None:
+    with pytest.raises(UpstreamProtocolError):
+        parse_head(head)
+
+
+def test_bad_chunk_size_and_content_length_rejected() -> None:
+    response, _ = _response(CHUNKED_HEAD)
+    with pytest.raises(UpstreamProtocolError):
+        response.feed(b"zz\r\n")
+    with pytest.raises(UpstreamProtocolError):
+        _response(b"HTTP/1.1 200 OK\r\nContent-Length: -1")
+
+
+def test_flow_control_pauses_and_resumes_reading() -> None:
+    response, transport = _response(b"HTTP/1.1 200 OK\r\nContent-Length: 400000")
+    response.feed(b"x" * 300_000)
+    assert transport.paused
+
+    async def read_some() -> None:
+        await response.readany()
+
+    asyncio.run(read_some())
+    assert not transport.paused
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio.Future[None] | object"]
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Callable[..., object]]:
+    servers: list[asyncio.Server] = []
+
+    async def start(handler: Handler) -> Origin:
+        srv = await asyncio.start_server(handler, "127.0.0.1", 0)  # type: ignore[arg-type]
+        servers.append(srv)
+        return Origin("127.0.0.1", srv.sockets[0].getsockname()[1], False, "/base")
+
+    yield start
+    for srv in servers:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":")[1])
+    return head, await reader.readexactly(length)
+
+
+async def test_keep_alive_reuse_and_request_bytes(server) -> None:
+    connections = 0
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                seen.append(await _read_request(reader))
+            except asyncio.IncompleteReadError:
+                break
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\nhello")
+            await writer.drain()
+        writer.close()
+
+    origin = await server(handler)
+    pool = UpstreamPool(connect_timeout_s=1.0, keepalive_s=60.0)
+    for i in range(3):
+        response = await pool.request(origin, "POST", "/v1/x", [("X-Custom", f"v{i}")], b'{"k": 1}')
+        assert response.status == 200
+        assert response.headers.getall("X-A") == ["1", "2"]
+        assert await response.read() == b"hello"
+        pool.close_response(response)
+    assert connections == 1
+    assert pool.in_use == 0
+    head, body = seen[2]
+    assert head.startswith(b"POST /base/v1/x HTTP/1.1\r\nHost: 127.0.0.1:")
+    assert b"\r\nX-Custom: v2\r\n" in head
+    assert body == b'{"k": 1}'
+    pool.close()
+
+
+async def test_stale_keep_alive_connection_is_retried_once_on_a_fresh_one(server) -> None:
+    served = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await _read_request(reader)
+        served += 1
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        # Keep-alive promised, but the server then waits for the next request and closes on it.
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+
+    origin = await server(handler)
+    pool = UpstreamPool(connect_timeout_s=1.0, keepalive_s=60.0)
+    first = await pool.request(origin, "POST", "/a", [], b"")
+    assert await first.read() == b"ok"
+    pool.close_response(first)
+    second = await pool.request(origin, "POST", "/a", [], b"")
+    assert await second.read() == b"ok"
+    pool.close_response(second)
+    assert served == 2
+    pool.close()
+
+
+async def test_refused_and_silent_close_are_connect_failures(server, unused_tcp_port: int) -> None:
+    pool = UpstreamPool(connect_timeout_s=1.0, keepalive_s=60.0)
+    with pytest.raises(ConnectFailed):
+        await pool.request(Origin("127.0.0.1", unused_tcp_port, False, ""), "POST", "/", [], b"")
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.close()
+
+    origin = await server(hang_up)
+    with pytest.raises(ConnectFailed):
+        await pool.request(origin, "POST", "/", [], b"")
+    assert pool.in_use == 0
+    pool.close()
