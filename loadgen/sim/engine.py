@@ -38,6 +38,7 @@ class _Plan:
     ends_s: list[float]
     decode_only: bool
     done: int = 0
+    allocated: int = 1  # steps whose blocks are allocated (``schedule`` allocated the first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,18 +193,20 @@ class SimEngine:
         """Keep only the step in flight at ``now_s``; later steps are re-planned from the new state.
 
         A macro-step that would start exactly at ``now_s`` has not started (arrivals at ``now_s``
-        join it), so it is dropped; one that started earlier gets its blocks now, which is when a
-        one-step-at-a-time engine would have allocated them (nothing touched the pool since).
+        join it), so it is dropped; one that started earlier gets its blocks now if it has none
+        yet, which is when a one-step-at-a-time engine would have allocated them (nothing touched
+        the pool since it started).
         """
         plan = self._plan
-        if plan is None or len(plan.ends_s) == plan.done + 1:
+        if plan is None:
             return
         if plan.done > 0 and plan.ends_s[plan.done - 1] >= now_s:
             self._plan = None
             return
         del plan.ends_s[plan.done + 1 :]
-        if plan.done > 0:
+        if plan.allocated <= plan.done:
             self.scheduler.allocate_decode_step(plan.rows)
+            plan.allocated = plan.done + 1
 
     def _make_plan(self, start_s: float) -> _Plan:
         rows, preempted = self.scheduler.schedule(start_s)
@@ -247,6 +250,7 @@ class SimEngine:
             times = plan.ends_s[first : plan.done]
             live = [r for r, _ in plan.rows if r.status is Status.RUNNING]
             finished = self.scheduler.commit_decode(plan.rows, k)
+            plan.allocated = max(plan.allocated, plan.done)
             self.generation_tokens_total += k * len(live)
             for req in live:
                 req.token_times.extend(times)

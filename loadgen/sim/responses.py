@@ -73,7 +73,16 @@ class StreamEncoder:
         """One event carrying ``count`` tokens' text."""
         return self._head + orjson.dumps(token_text(index, count)) + self._tail
 
-    def last(self, index: int, count: int, finish_reason: str) -> bytes:
+    def each_token(self, index: int, count: int) -> bytes:
+        """``count`` events of one token each (a late event loop catching up keeps one event per token)."""
+        if count == 1:
+            return self.tokens(index, 1)
+        return b"".join(self.tokens(index + i, 1) for i in range(count))
+
+    def last(self, index: int, count: int, finish_reason: str, per_token: bool = False) -> bytes:
+        """The final event (with ``finish_reason``); with ``per_token``, one event per earlier token first."""
+        if per_token and count > 1:
+            return self.each_token(index, count - 1) + self.last(index + count - 1, 1, finish_reason)
         text = orjson.dumps(token_text(index, count))
         reason = orjson.dumps(finish_reason)
         if self._endpoint is Endpoint.CHAT:

@@ -100,14 +100,14 @@ class StreamResponder:
                 self._write(self.enc.role())
             return  # on_finished sends the rest with finish_reason
         if self.sent == 0 and self.pending == 0:
-            self._write(self.enc.role() + self.enc.tokens(0, n))
+            self._write(self.enc.role() + self.enc.each_token(0, n))
             self.sent = n
         elif self.coalesce:
             if self.pending == 0:
                 self.host.mark_dirty(self)
             self.pending += n
         else:
-            self._write(self.enc.tokens(self.sent, n))
+            self._write(self.enc.each_token(self.sent, n))
             self.sent += n
 
     def flush(self) -> None:
@@ -122,7 +122,7 @@ class StreamResponder:
 
     def on_finished(self, request: SimRequest) -> None:
         remaining = request.num_output - self.sent
-        data = self.enc.last(self.sent, remaining, request.finish_reason)
+        data = self.enc.last(self.sent, remaining, request.finish_reason, per_token=not self.coalesce)
         if self.include_usage:
             data += self.enc.usage_event(request.prompt_tokens, request.num_output, request.cached_tokens)
         data += self.enc.done()
