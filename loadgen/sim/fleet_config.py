@@ -22,12 +22,14 @@ profile is validated again, errors point at ``overrides``), and may be replicate
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.config import LoadedConfig, SluiceConfig
 from core.yaml_source import (
     ConfigError,
     SourceMap,
@@ -170,6 +172,38 @@ def resolve(config: FleetConfig, source: SourceMap, base_dir: Path) -> Fleet:
                 )
             )
     return Fleet(config, tuple(specs), source)
+
+
+def sluice_config(
+    fleet: Fleet, urls: Mapping[str, str], base: Mapping[str, Any] | None = None, proxy_port: int = 8080
+) -> dict[str, Any]:
+    """A Sluice config mapping (``core.config``) whose backends are this fleet's, at ``urls[name]``.
+
+    ``base`` supplies everything else (routes, policies, timeouts, ...); its ``backends`` are replaced.
+    """
+    out: dict[str, Any] = {"listen": {"host": "127.0.0.1", "port": proxy_port}, **(base or {})}
+    out["backends"] = [
+        {
+            "name": b.name,
+            "url": urls[b.name],
+            "models": list(b.models),
+            "gpu": b.profile.gpu,
+            "metrics_format": "vllm",
+        }
+        for b in fleet.backends
+    ]
+    return out
+
+
+def virtual_sluice_config(fleet: Fleet, base: Mapping[str, Any] | None = None) -> LoadedConfig:
+    """The validated Sluice config the virtual-time fleet decides with (backends at placeholder URLs)."""
+    urls = {b.name: f"http://{b.name}.virtual" for b in fleet.backends}
+    mapping = sluice_config(fleet, urls, base)
+    source = SourceMap("<virtual fleet>")
+    try:
+        return LoadedConfig(SluiceConfig.model_validate(mapping), source)
+    except ValidationError as exc:
+        raise config_error_from_validation(exc, source) from None
 
 
 def load_fleet(path: str | Path) -> Fleet:

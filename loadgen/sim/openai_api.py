@@ -146,8 +146,29 @@ def parse_request(
     rng: random.Random,
     output_spec: OutputLengthSpec,
 ) -> ParsedRequest:
-    """Validate one request; raises a ``core.errors.SluiceError`` rendered as vLLM would answer."""
-    body = decode_body(raw_body)
+    """Validate one HTTP request; raises a ``core.errors.SluiceError`` rendered as vLLM would answer."""
+    return parse_body(
+        endpoint,
+        decode_body(raw_body),
+        headers,
+        served_models=served_models,
+        max_model_len=max_model_len,
+        rng=rng,
+        output_spec=output_spec,
+    )
+
+
+def parse_body(
+    endpoint: Endpoint,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    *,
+    served_models: tuple[str, ...],
+    max_model_len: int,
+    rng: random.Random,
+    output_spec: OutputLengthSpec,
+) -> ParsedRequest:
+    """Validate an already decoded body (the virtual-time fleet skips the JSON round trip)."""
     model = body.get("model", served_models[0])
     if not isinstance(model, str):
         raise InvalidParameter("'model' must be a string", param="model")

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from core.errors import MethodNotAllowed, RouteNotFound, SluiceError, error_body
 from loadgen.sim.faults import FaultPatch
-from loadgen.sim.fleet_config import Fleet
+from loadgen.sim.fleet_config import Fleet, sluice_config
 from loadgen.sim.http11 import HttpConnection, HttpRequest
 from loadgen.sim.openai_api import decode_body
 from loadgen.sim.server import SimBackend
@@ -69,19 +69,7 @@ class SimFleet:
 
     def sluice_config(self, proxy_port: int = 8080) -> dict[str, Any]:
         """A minimal Sluice config (``core.config``) routing to every backend of this fleet."""
-        return {
-            "listen": {"host": "127.0.0.1", "port": proxy_port},
-            "backends": [
-                {
-                    "name": b.name,
-                    "url": b.url,
-                    "models": list(b.models),
-                    "gpu": b.profile.gpu,
-                    "metrics_format": "vllm",
-                }
-                for b in self.backends
-            ],
-        }
+        return sluice_config(self.fleet, {b.name: b.url for b in self.backends}, proxy_port=proxy_port)
 
     # --- fleet admin -----------------------------------------------------------------------------
 
