@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from core.types import RequestFeatures, RoutingDecision
+from core.types import Outcome, RequestFeatures, RoutingDecision
 from loadgen.sim.records import RequestRecord
 from loadgen.sim.request import SimRequest
 from loadgen.workload import WorkloadRequest
@@ -73,3 +73,43 @@ class Flight:
     def on_finished(self, request: SimRequest) -> None:
         assert request.finished_s is not None
         self.sink.on_engine_event(Flight.FINISHED, self, request.finished_s)
+
+    # --- the end -----------------------------------------------------------------------------------
+
+    def close(self, t: float, status: int, code: str | None, delay_s: float) -> float | None:
+        """Fill the record at the request's end (client time ``t``); returns its TPOT in ms, if any."""
+        self.done = True
+        record = self.record
+        record.status = status
+        record.error_code = code
+        record.backend_id = self.backend_id if self.attempt else None
+        record.e2e_s = t - record.sent_s
+        sim = self.sim
+        if sim is None:
+            return None
+        record.output_tokens = sim.num_output
+        record.cached_tokens = max(0, sim.cached_tokens) if sim.first_scheduled_s is not None else None
+        record.preemptions = sim.num_preemptions
+        record.prompt_tokens = sim.prompt_tokens
+        record.token_times_s = [x + delay_s for x in sim.token_times] if delay_s else sim.token_times
+        if status == 200 and record.ttft_s is not None and sim.num_output > 1:
+            return (record.e2e_s - record.ttft_s) / (sim.num_output - 1) * 1000.0
+        return None
+
+    def outcome(self, t: float) -> Outcome:
+        r = self.record
+        return Outcome(
+            request_id=r.request_id,
+            backend_id=r.backend_id,
+            route=r.route,
+            model=self.features.model,
+            tenant=r.tenant,
+            status_code=r.status,
+            prompt_tokens=r.prompt_tokens,
+            output_tokens=r.output_tokens,
+            cached_prompt_tokens=r.cached_tokens,
+            ttft_ms=None if r.ttft_s is None else r.ttft_s * 1000.0,
+            e2e_ms=(r.e2e_s or 0.0) * 1000.0,
+            error_code=r.error_code,
+            finished_at_s=t,
+        )

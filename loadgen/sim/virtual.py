@@ -40,7 +40,7 @@ from core.config import LoadedConfig
 from core.errors import SluiceError
 from core.features import build_features
 from core.protocols import Decider
-from core.types import Admit, Outcome, Queue, Shed, ShedReason
+from core.types import Admit, Queue, Shed, ShedReason
 from decision.engine import DecisionEngine
 from loadgen.sim.engine import SimEngine
 from loadgen.sim.faults import FaultPatch
@@ -388,55 +388,21 @@ class VirtualFleet:
         flight.sent = False
 
     def _finish(self, flight: Flight, t: float, status: int, code: str | None) -> None:
-        record = flight.record
-        record.status = status
-        record.error_code = code
-        record.backend_id = flight.backend_id if flight.attempt else None
-        record.e2e_s = t - record.sent_s
-        sim = flight.sim
-        tpot_ms = None
-        if sim is not None:
-            record.output_tokens = sim.num_output
-            record.cached_tokens = max(0, sim.cached_tokens) if sim.first_scheduled_s is not None else None
-            record.preemptions = sim.num_preemptions
-            record.prompt_tokens = sim.prompt_tokens
-            delay = self.options.one_way_delay_s
-            record.token_times_s = [x + delay for x in sim.token_times] if delay else sim.token_times
-            if status == 200 and record.ttft_s is not None and sim.num_output > 1:
-                tpot_ms = (record.e2e_s - record.ttft_s) / (sim.num_output - 1) * 1000.0
+        tpot_ms = flight.close(t, status, code, self.options.one_way_delay_s)
         if flight.sent and flight.backend_id is not None:
             self.proxy.on_done(
                 flight.backend_id, flight.features.prompt_tokens, 0.0, flight.first_byte, tpot_ms
             )
-        flight.done = True
+        freed, flight.sent = flight.sent, False
+        record = flight.record
         self._records.append(record)
         self._open -= 1
         self._done_at[record.request_id] = t
-        freed = flight.sent
-        flight.sent = False
-        self.decider.observe(self._outcome(flight, t))
+        self.decider.observe(flight.outcome(t))
         for child in self._children.pop(record.request_id, ()):
             self._push(max(t, child.arrival_s, t + child.think_time_s), _START, child)
         if freed and self._waiting_room:
             self._retry_waiting_room(t)
-
-    def _outcome(self, flight: Flight, t: float) -> Outcome:
-        r = flight.record
-        return Outcome(
-            request_id=r.request_id,
-            backend_id=r.backend_id,
-            route=r.route,
-            model=flight.features.model,
-            tenant=r.tenant,
-            status_code=r.status,
-            prompt_tokens=r.prompt_tokens,
-            output_tokens=r.output_tokens,
-            cached_prompt_tokens=r.cached_tokens,
-            ttft_ms=None if r.ttft_s is None else r.ttft_s * 1000.0,
-            e2e_ms=(r.e2e_s or 0.0) * 1000.0,
-            error_code=r.error_code,
-            finished_at_s=t,
-        )
 
     # --- polls, health, faults -------------------------------------------------------------------
 
