@@ -16,6 +16,9 @@ series carries ``model_name`` and ``engine="0"`` as vLLM's do. Counters are rend
   vLLM v1 does), ``vllm:e2e_request_latency_seconds``, ``vllm:request_queue_time_seconds``,
   ``vllm:request_prompt_tokens``, ``vllm:request_generation_tokens``.
 
+Also ``sluice_sim_*`` series about the simulator itself (timer lateness, SSE writes), so a benchmark
+can tell when the simulator, not the simulated GPU, is the bottleneck.
+
 A cheap own histogram (bisect into fixed buckets) instead of ``prometheus_client``: the simulator
 observes every token of every stream, and many backends share one process.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from loadgen.sim.engine import EngineStats
 
@@ -123,7 +127,23 @@ class _Writer:
         self.lines.append(f"{name}_sum{{{self.labels}}} {_num(hist.sum)}")
 
 
-def render(model: str, stats: EngineStats, metrics: BackendMetrics, cache_info: dict[str, str]) -> bytes:
+@dataclass(frozen=True, slots=True)
+class DriverStats:
+    """The simulator's own health: how late its timer fired (it is the bottleneck if this grows)."""
+
+    ticks: int
+    lag_sum_s: float
+    lag_max_s: float
+    sse_writes: int
+
+
+def render(
+    model: str,
+    stats: EngineStats,
+    metrics: BackendMetrics,
+    cache_info: dict[str, str],
+    driver: DriverStats | None = None,
+) -> bytes:
     """The ``/metrics`` body (Prometheus text format 0.0.4)."""
     model_label = model.replace("\\", "\\\\").replace('"', '\\"')
     w = _Writer(f'engine="0",model_name="{model_label}"')
@@ -182,4 +202,11 @@ def render(model: str, stats: EngineStats, metrics: BackendMetrics, cache_info: 
         "# TYPE vllm:cache_config_info gauge",
         f'vllm:cache_config_info{{{info},engine="0"}} 1.0',
     ]
+    if driver is not None:
+        w.counter("sluice_sim_ticks", "Engine timer firings of this simulated backend.", driver.ticks)
+        w.counter("sluice_sim_tick_lag_seconds", "Sum of how late the engine timer fired.", driver.lag_sum_s)
+        w.gauge("sluice_sim_tick_lag_max_seconds", "Largest lateness of the engine timer.", driver.lag_max_s)
+        w.counter(
+            "sluice_sim_sse_writes", "SSE writes (one per event or coalesced flush).", driver.sse_writes
+        )
     return ("\n".join(w.lines) + "\n").encode()

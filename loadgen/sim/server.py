@@ -31,7 +31,7 @@ from loadgen.sim.engine import SimEngine
 from loadgen.sim.faults import FaultPatch, FaultSpec
 from loadgen.sim.fleet_config import BackendSpec
 from loadgen.sim.http11 import HttpConnection, HttpRequest
-from loadgen.sim.metrics import BackendMetrics, render
+from loadgen.sim.metrics import BackendMetrics, DriverStats, render
 from loadgen.sim.openai_api import decode_body, parse_request
 from loadgen.sim.request import SimRequest
 from loadgen.sim.responses import StreamEncoder, models_body
@@ -260,7 +260,8 @@ class SimBackend:
             "enable_prefix_caching": "True",
             "gpu_memory_utilization": str(self.profile.kv_cache.gpu_memory_utilization),
         }
-        return render(self.models[0], self.engine.stats(), self.metrics, info)
+        driver = DriverStats(self.ticks, self.lag_sum_s, self.lag_max_s, self.chunks_total)
+        return render(self.models[0], self.engine.stats(), self.metrics, info, driver)
 
     def _completion(self, request: HttpRequest, conn: HttpConnection, endpoint: Endpoint) -> None:
         faults = self.faults
