@@ -20,12 +20,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _results import write_result  # noqa: E402
-from _traces import azure_conv  # noqa: E402
+from _results import write_result
+from _traces import azure_conv
 
-from loadgen.sim.fleet_config import load_fleet, virtual_sluice_config  # noqa: E402
-from loadgen.sim.records import RequestRecord  # noqa: E402
-from loadgen.sim.virtual import VirtualFleet, VirtualOptions  # noqa: E402
+from loadgen.sim.fleet_config import load_fleet, virtual_sluice_config
+from loadgen.sim.records import RequestRecord
+from loadgen.sim.virtual import VirtualFleet, VirtualOptions
 
 FLEET = "configs/fleets/hetero-16.yaml"
 
@@ -76,7 +76,12 @@ def main() -> int:
         "e2e_p50_s": round(statistics.median(r.e2e_s or 0 for r in ok), 2),
         "target_wall_s": 60,
     }
-    config = {"fleet": FLEET, "trace": "azure_llm_2023 conversation", "policy": args.policy, "seed": args.seed}
+    config = {
+        "fleet": FLEET,
+        "trace": "azure_llm_2023 conversation",
+        "policy": args.policy,
+        "seed": args.seed,
+    }
     path = write_result(f"sim_virtual_speed_{args.policy}", config, figures)
     for key, value in figures.items():
         print(f"{key:32} {value}")
