@@ -264,6 +264,15 @@ class HttpConnection(asyncio.Protocol):
         if transport.get_write_buffer_size() > MAX_STREAM_BUFFER_BYTES:
             self.abort()  # the client stopped reading
 
+    def write_framed(self, data: bytes) -> None:
+        """Write bytes that are already HTTP/1.1 chunks (see ``StreamEncoder.framed_tokens``)."""
+        transport = self._transport
+        if not self.writable or transport is None:
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > MAX_STREAM_BUFFER_BYTES:
+            self.abort()
+
     def end_stream(self, last: bytes = b"") -> None:
         if not self.writable:
             return

@@ -40,12 +40,13 @@ def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dic
 class StreamEncoder:
     """The SSE events of one streaming response."""
 
-    __slots__ = ("_created", "_endpoint", "_head", "_id", "_model_json", "_tail")
+    __slots__ = ("_created", "_endpoint", "_framed", "_head", "_id", "_model_json", "_tail")
 
     def __init__(self, endpoint: Endpoint, request_id: str, model: str, created_s: int) -> None:
         self._endpoint = endpoint
         self._id = request_id
         self._created = created_s
+        self._framed: list[bytes] | None = None
         self._model_json = orjson.dumps(model).decode()
         ident = orjson.dumps(request_id).decode()
         if endpoint is Endpoint.CHAT:
@@ -60,6 +61,22 @@ class StreamEncoder:
                 f'"model":{self._model_json},"choices":[{{"index":0,"text":'
             ).encode()
             self._tail = b',"logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
+
+    def framed_tokens(self, index: int, count: int) -> bytes:
+        """``count`` one-token events, each already framed as an HTTP/1.1 chunk (the per-token hot path).
+
+        The ten possible events of a stream are encoded once; a token then costs a list lookup.
+        """
+        framed = self._framed
+        if framed is None:
+            framed = self._framed = []
+            for i in range(len(WORDS)):
+                event = self.tokens(i, 1)
+                framed.append(b"%x\r\n%b\r\n" % (len(event), event))
+        n = len(framed)
+        if count == 1:
+            return framed[index % n]
+        return b"".join(framed[(index + i) % n] for i in range(count))
 
     def role(self) -> bytes:
         """The chat role event vLLM sends before the first token (empty for completions)."""

@@ -41,6 +41,7 @@ _COMPLETIONS = {"/v1/chat/completions": Endpoint.CHAT, "/v1/completions": Endpoi
 _GETS = ("/health", "/v1/models", "/metrics", "/get_load", "/version")
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 VERSION = "0.8.4+sluice-sim"
+_EARLY_S = 0.002
 
 
 class SimBackend:
@@ -172,8 +173,10 @@ class SimBackend:
     # --- the engine driver -----------------------------------------------------------------------
 
     def _now(self) -> float:
+        # never behind the engine: a tick may commit a step up to _EARLY_S before the loop clock
         assert self._loop is not None
-        return self._loop.time()
+        now = self._loop.time()
+        return now if now >= self.engine.now_s else self.engine.now_s
 
     def _reschedule(self) -> None:
         if self._loop is None:
@@ -195,8 +198,12 @@ class SimBackend:
 
     def _tick(self) -> None:
         self._timer = None
-        now = self._now()
-        lag = now - self._timer_at
+        assert self._loop is not None
+        loop_now = self._loop.time()
+        lag = loop_now - self._timer_at
+        # libuv rounds timers to the millisecond and may fire slightly early: commit the step that
+        # is due instead of arming the same timer again
+        now = self._timer_at if 0 < -lag <= _EARLY_S else max(loop_now, self.engine.now_s)
         self.ticks += 1
         self.lag_sum_s += lag
         if lag > self.lag_max_s:
@@ -253,7 +260,7 @@ class SimBackend:
             conn.respond(200, orjson.dumps({"version": VERSION}))
 
     def metrics_text(self) -> bytes:
-        self.engine.advance_until(max(self._now(), self.engine.now_s))
+        self.engine.advance_until(self._now())
         info = {
             "block_size": "16",
             "num_gpu_blocks": str(self.profile.num_kv_blocks),
@@ -311,7 +318,7 @@ class SimBackend:
     def _client_gone(self, sim: SimRequest) -> None:
         if sim.done:
             return
-        self.engine.abort(sim, max(self._now(), self.engine.now_s))
+        self.engine.abort(sim, self._now())
         self.metrics.finished_by_reason["abort"] += 1
         self._reschedule()
 
