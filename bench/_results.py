@@ -15,7 +15,12 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def git_rev() -> str:
     done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False)
-    dirty = subprocess.run(["git", "status", "--porcelain"], capture_output=True, text=True, check=False)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", ".", ":!bench/results"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
