@@ -10,7 +10,8 @@ how ``bench/sim_capacity.py`` finds where the simulator itself becomes the bottl
 Endpoints: ``POST /v1/chat/completions`` and ``/v1/completions`` (streaming or not), ``GET /v1/models``,
 ``/health`` (200, empty body, as vLLM), ``/metrics`` (vLLM names, ``loadgen.sim.metrics``),
 ``/get_load`` (``{"load": running + waiting}``, what vllm-router's ``power_of_two`` reads),
-``/version``; ``GET``/``POST /admin/faults`` (``loadgen.sim.faults``); any other path 404 and a known
+``/version``, and the optional probes of sglang-router (``/model_info``, ``/server_info`` and their
+``/get_*`` aliases); ``GET``/``POST /admin/faults`` (``loadgen.sim.faults``); any other path 404 and a known
 path with the wrong method 405, in the OpenAI error format of ``core.errors``.
 """
 
@@ -38,7 +39,17 @@ from loadgen.sim.responses import StreamEncoder, models_body
 from loadgen.sim.streams import StreamResponder, UnaryResponder
 
 _COMPLETIONS = {"/v1/chat/completions": Endpoint.CHAT, "/v1/completions": Endpoint.COMPLETIONS}
-_GETS = ("/health", "/v1/models", "/metrics", "/get_load", "/version")
+_GETS = (
+    "/health",
+    "/v1/models",
+    "/metrics",
+    "/get_load",
+    "/version",
+    "/model_info",
+    "/get_model_info",
+    "/server_info",
+    "/get_server_info",
+)
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 VERSION = "0.8.4+sluice-sim"
 _EARLY_S = 0.002
@@ -256,6 +267,18 @@ class SimBackend:
             self._reschedule()
         elif path == "/get_load":
             conn.respond(200, orjson.dumps({"load": self.engine.num_running + self.engine.num_waiting}))
+        elif path in ("/model_info", "/get_model_info"):
+            info = {"model_path": self.models[0], "tokenizer_path": None, "is_generation": True}
+            conn.respond(200, orjson.dumps(info))
+        elif path in ("/server_info", "/get_server_info"):
+            server = {
+                "dp_size": 1,
+                "tp_size": self.profile.tensor_parallel,
+                "max_total_num_tokens": self.profile.kv_capacity_tokens,
+                "max_running_requests": self.profile.scheduler.max_num_seqs,
+                "context_length": self.profile.scheduler.max_model_len,
+            }
+            conn.respond(200, orjson.dumps(server))
         else:
             conn.respond(200, orjson.dumps({"version": VERSION}))
 

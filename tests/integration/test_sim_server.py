@@ -208,6 +208,10 @@ async def test_what_peer_routers_probe(fleet: SimFleet, http: aiohttp.ClientSess
     assert models["data"][0]["max_model_len"] == 32768
     async with http.get(url + "/get_load") as resp:
         assert await resp.json() == {"load": 0}
+    async with http.get(url + "/get_model_info") as resp:  # sglang-router's optional probes
+        assert (await resp.json())["model_path"] == MODEL
+    async with http.get(url + "/server_info") as resp:
+        assert (await resp.json())["max_total_num_tokens"] == 29205 * 16
 
 
 def families(text: str) -> dict[str, tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]]:
