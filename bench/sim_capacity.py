@@ -12,7 +12,8 @@ tokens produced, SSE writes, chunks received, and how late the engine timers fir
 The simulator is not the bottleneck while the timers fire within a fraction of a step (mean lag
 < 20% of the step time) and the client receives the chunks as fast as they are produced.
 
-Usage: ``python bench/sim_capacity.py [--backends 4] [--streams 64] [--coalesce-ms 0 50] [--sweep]``
+Usage: ``python bench/sim_capacity.py [--profile P] [--backends 4] [--streams 64] [--coalesce-ms 0 50]
+[--sweep]``
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from _results import write_result
 
 from loadgen.sim.profile import load_profile
 
-PROFILE = "h100-llama3.1-8b"
+DEFAULT_PROFILE = "h100-llama3.1-8b"
 OUTPUT_TOKENS = 2000
 _SAMPLE = re.compile(rb"^(sluice_sim_\w+|vllm:generation_tokens_total)\{[^}]*\} (\S+)$", re.M)
 
@@ -120,17 +121,18 @@ async def load(urls: dict[str, str], streams: int, warmup_s: float, window_s: fl
 
 
 def run_point(
-    backends: int, streams: int, coalesce_ms: float, warmup_s: float, window_s: float
+    profile: str, backends: int, streams: int, coalesce_ms: float, warmup_s: float, window_s: float
 ) -> dict[str, Any]:
-    model = load_profile(PROFILE).step_time
+    model = load_profile(profile).step_time
     step_s = (model.base_us + model.decode_us_per_token * streams) * 1e-6
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-        fh.write(f"backends:\n  - {{name: h100, profile: {PROFILE}, count: {backends}}}\n")
+        fh.write(f"backends:\n  - {{name: gpu, profile: {profile}, count: {backends}}}\n")
     with sim_fleet(fh.name, "--coalesce-ms", str(coalesce_ms)) as urls:
         result = uvloop.run(load(urls, streams, warmup_s, window_s))
     Path(fh.name).unlink()
     expected = backends * streams / step_s
     result.update(
+        profile=profile,
         backends=backends,
         streams_per_backend=streams,
         coalesce_ms=coalesce_ms,
@@ -156,6 +158,7 @@ def run_point(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default=DEFAULT_PROFILE)
     parser.add_argument("--backends", type=int, default=4)
     parser.add_argument("--streams", type=int, default=64)
     parser.add_argument("--coalesce-ms", type=float, nargs="+", default=[0.0, 50.0])
@@ -167,7 +170,7 @@ def main() -> int:
     points = []
     for coalesce in args.coalesce_ms:
         for n in counts:
-            point = run_point(n, args.streams, coalesce, args.warmup_s, args.window_s)
+            point = run_point(args.profile, n, args.streams, coalesce, args.warmup_s, args.window_s)
             points.append(point)
             print(
                 f"backends {n:3} x {args.streams} streams, coalesce {coalesce:4.0f} ms: "
@@ -177,8 +180,9 @@ def main() -> int:
                 f"lag mean {point['mean_tick_lag_ms']:.2f} ms max {point['max_tick_lag_ms']:.1f} ms "
                 f"-> {'OK' if point['not_bottleneck'] else 'SIMULATOR IS THE BOTTLENECK'}"
             )
-    config = {"profile": PROFILE, "output_tokens": OUTPUT_TOKENS, "window_s": args.window_s}
-    path = write_result("sim_capacity", config, {"points": points})
+    config = {"profile": args.profile, "output_tokens": OUTPUT_TOKENS, "window_s": args.window_s}
+    name = "sim_capacity" if args.profile == DEFAULT_PROFILE else f"sim_capacity_{args.profile}"
+    path = write_result(name, config, {"points": points})
     print(f"wrote {path}")
     return 0
 
