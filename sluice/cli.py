@@ -15,6 +15,7 @@ from collections.abc import Sequence
 COMMANDS: tuple[str, ...] = (
     "sluice.commands.check_config",
     "sluice.commands.serve",
+    "sluice.commands.sim",
     "sluice.commands.replay",
     "sluice.commands.workloads",
 )
