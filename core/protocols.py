@@ -6,6 +6,11 @@ the virtual-time fleet both hold a ``Decider`` and call the same methods in
 the same order, which is what makes simulated results speak for the proxy:
 
 1. ``admit(features, snapshot)`` -> ``Admit`` | ``Queue`` | ``Shed``
+   - ``Queue``: ``enqueue(features, decision)``; the request then waits until
+     ``pop_dispatchable(snapshot)`` returns its id (a slot freed; call it
+     whenever capacity may have changed), or it leaves with
+     ``leave_queue(request_id)`` (client gone, or its deadline passed: answer
+     429 with ``retry_after_s(features)``).
 2. (after any wait) ``route(features, snapshot)`` -> ``RoutingDecision``
 3. ``on_routed(features, decision, backend_id)`` once a backend is committed
    (also after a retry moves the request to another backend)
@@ -20,12 +25,14 @@ from typing import Protocol
 from core.types import (
     AdmissionDecision,
     BackendId,
+    EnqueueResult,
     FleetSnapshot,
     Outcome,
     RequestFeatures,
     RoutingDecision,
     RoutingRequest,
 )
+from core.types import Queue as QueueDecision
 
 
 class RoutingPolicy(Protocol):
@@ -46,6 +53,14 @@ class RoutingPolicy(Protocol):
 
 class Decider(Protocol):
     def admit(self, features: RequestFeatures, snapshot: FleetSnapshot) -> AdmissionDecision: ...
+
+    def enqueue(self, features: RequestFeatures, decision: QueueDecision) -> EnqueueResult: ...
+
+    def pop_dispatchable(self, snapshot: FleetSnapshot) -> str | None: ...
+
+    def leave_queue(self, request_id: str) -> bool: ...
+
+    def retry_after_s(self, features: RequestFeatures) -> float: ...
 
     def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision: ...
 
