@@ -55,7 +55,8 @@ async def test_queued_requests_dispatch_most_important_class_first(start_fleet: 
         queued = []
         for cls in ("sheddable", "standard", "critical", "standard"):
             queued.append(asyncio.create_task(_post(session, proxy, {"x-sluice-priority": cls}, tag=cls)))
-            await wait_for(lambda n=len(queued): engine.admission.queued() == n)
+            expected = len(queued)
+            await wait_for(lambda: engine.admission.queued() == expected)  # noqa: B023
         assert engine.admission.queue_depths() == {"critical": 1, "standard": 2, "sheddable": 1}
         backend.release.set()
         results = await asyncio.gather(*holds, *queued)
