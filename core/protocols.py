@@ -20,7 +20,7 @@ the same order, which is what makes simulated results speak for the proxy:
 from __future__ import annotations
 
 import random
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.types import (
     AdmissionDecision,
@@ -69,3 +69,14 @@ class Decider(Protocol):
     ) -> None: ...
 
     def observe(self, outcome: Outcome) -> None: ...
+
+
+@runtime_checkable
+class AdmissionStats(Protocol):
+    """What a decider with admission control reports for metrics (read at scrape time)."""
+
+    def queue_depths(self) -> dict[str, int]: ...
+
+    def concurrency_limits(self) -> dict[BackendId, int]: ...
+
+    def service_rate_rps(self) -> float: ...

@@ -78,6 +78,15 @@ class DecisionEngine:
     def retry_after_s(self, features: RequestFeatures) -> float:
         return self.admission.retry_after_for(features, self.route_config(features.route))
 
+    def queue_depths(self) -> dict[str, int]:
+        return self.admission.queue_depths()
+
+    def concurrency_limits(self) -> dict[BackendId, int]:
+        return self.admission.limits()
+
+    def service_rate_rps(self) -> float:
+        return self.admission.service_rate_rps()
+
     def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision:
         policy = self.policy_for(features.route)
         return policy.route(RoutingRequest(features=features), snapshot, self._clock.now_s(), self._rng)

@@ -15,7 +15,7 @@ from yarl import URL
 
 from core.clock import Clock
 from core.config import SluiceConfig
-from core.protocols import Decider
+from core.protocols import AdmissionStats, Decider
 from router.intake import RequestIds
 from router.metrics import SluiceMetrics
 from router.retry_budget import RetryBudget
@@ -84,7 +84,7 @@ def build_context(config: SluiceConfig, fleet: FleetState, decider: Decider, clo
         fleet=fleet,
         decider=decider,
         clock=clock,
-        metrics=SluiceMetrics(fleet),
+        metrics=SluiceMetrics(fleet, decider if isinstance(decider, AdmissionStats) else None),
         retry_budget=RetryBudget(
             retries.budget_ratio, retries.budget_window_s, retries.budget_min_retries, clock
         ),

@@ -51,6 +51,7 @@ from router.intake import (
     session_key_from,
     valid_request_id,
 )
+from router.metrics import NONE_LABEL
 from router.proxy import forward
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -79,7 +80,8 @@ async def serve_proxied(
     except SluiceError as err:
         ex.fail(err)
         if isinstance(err, Rejected):
-            ctx.metrics.shed.labels(ex.route, err.reason).inc()
+            shed_class = ex.features.priority if ex.features is not None else NONE_LABEL
+            ctx.metrics.shed.labels(ex.route, err.reason, shed_class).inc()
         return error_response(err, ex.response_headers())
     except asyncio.CancelledError:
         ex.cancelled = True

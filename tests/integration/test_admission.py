@@ -88,6 +88,11 @@ async def test_full_room_evicts_sheddable_for_critical(start_fleet: StartFleet) 
         await asyncio.gather(*holds)
     assert another_sheddable[0] == 429
     assert another_sheddable[2]["x-sluice-shed-reason"] == "queue_full"
+    async with aiohttp.ClientSession() as session, session.get(proxy.url + "/metrics") as resp:
+        text = await resp.text()
+    assert 'sluice_shed_total{class="sheddable",reason="queue_full",route="default"} 2.0' in text
+    assert 'sluice_queue_depth{class="critical"} 0.0' in text
+    assert 'sluice_backend_concurrency_limit{backend="b0"} 2.0' in text
     await assert_no_leaks(proxy, [backend])
 
 
