@@ -122,7 +122,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 async def _health_checks(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
-    checker = HealthChecker(ctx.config, ctx.fleet, ctx.client())
+    checker = HealthChecker(ctx.config, ctx.fleet, ctx.client(), ctx.backend_models)
     app[HEALTH] = checker
     task = asyncio.create_task(checker.run(), name="sluice-health-checks")
     try:

@@ -16,6 +16,7 @@ from yarl import URL
 from core.clock import Clock
 from core.config import SluiceConfig
 from core.protocols import Decider
+from router.backend_models import BackendModels
 from router.intake import RequestIds
 from router.metrics import SluiceMetrics
 from router.retry_budget import RetryBudget
@@ -47,9 +48,11 @@ class ProxyContext:
     idle_s: float = 0.0
     retry_statuses: frozenset[int] = frozenset()
     origins: dict[str, Origin] = field(default_factory=dict)
+    backend_models: BackendModels = field(init=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
+        self.backend_models = BackendModels(cfg)
         self.known_models = frozenset(cfg.models)
         self.connect_s = cfg.timeouts.connect_ms / 1e3
         self.first_byte_s = cfg.timeouts.first_byte_ms / 1e3

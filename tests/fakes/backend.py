@@ -15,7 +15,8 @@ proxy forwards custom headers) or else by ``FakeBackend.mode``; default:
 - ``never``: accepts the request and never answers.
 - ``refuse``: closes the connection without answering.
 
-``GET /metrics`` answers ``metrics_text`` (404 while it is ``None``); with
+``GET /v1/models`` lists ``models`` (or answers ``models_body`` verbatim when set) and
+counts ``models_requests``. ``GET /metrics`` answers ``metrics_text`` (404 while it is ``None``); with
 ``metrics_held`` set it waits for ``metrics_release`` first (a slow scrape);
 ``metrics_scrapes`` counts the requests received.
 
@@ -56,6 +57,8 @@ class FakeBackend:
         self.in_progress = 0
         self.finished = 0
         self.cancelled = 0
+        self.models_body: bytes | None = None
+        self.models_requests = 0
         self.metrics_text: str | None = None
         self.metrics_held = False
         self.metrics_release = asyncio.Event()
@@ -106,6 +109,9 @@ class FakeBackend:
         return web.json_response({"status": "ok"}, status=self.health_status)
 
     async def _models(self, request: web.Request) -> web.Response:
+        self.models_requests += 1
+        if self.models_body is not None:
+            return web.Response(body=self.models_body, content_type="application/json")
         return web.json_response(
             {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
         )
