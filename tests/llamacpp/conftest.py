@@ -9,7 +9,7 @@ start quotes their tail.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +18,7 @@ import pytest
 from loadgen.llamacpp.gguf_model import build_model
 from loadgen.llamacpp.harness import LlamaCppServer, ServerSpec, start_servers
 from tests.llamacpp.helpers import CTX_TOKENS, MODEL_ALIAS, SLOTS, busy_slots, poll_until
+from tests.llamacpp.proxy import SluiceProxy, start_sluice
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,13 @@ async def _servers_idle_before_each_test(llamacpp_servers: list[LlamaCppServer])
     async with aiohttp.ClientSession() as client:
         for server in llamacpp_servers:
             await poll_until(lambda s=server: busy_slots(client, s.url), lambda n: n == 0, "idle server")
+
+
+@pytest.fixture
+async def sluice(llamacpp_servers: list[LlamaCppServer]) -> AsyncIterator[SluiceProxy]:
+    """Sluice routing round robin over both servers; see ``sluice_with`` for another policy."""
+    proxy = await start_sluice(llamacpp_servers, "round_robin")
+    try:
+        yield proxy
+    finally:
+        await proxy.runner.cleanup()
