@@ -17,6 +17,7 @@ import pytest
 
 from core import headers
 from core.types import FleetSnapshot
+from state.fleet import FleetState
 from tests.llamacpp.helpers import (
     MODEL_ALIAS,
     SLOTS,
@@ -25,7 +26,6 @@ from tests.llamacpp.helpers import (
     raw_metrics,
     salt,
 )
-from state.fleet import FleetState
 from tests.llamacpp.proxy import BACKEND_NAMES, SluiceProxy
 
 pytestmark = pytest.mark.llamacpp
