@@ -9,7 +9,7 @@ start quotes their tail.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -51,11 +51,25 @@ async def _servers_idle_before_each_test(llamacpp_servers: list[LlamaCppServer])
             await poll_until(lambda s=server: busy_slots(client, s.url), lambda n: n == 0, "idle server")
 
 
+SluiceFactory = Callable[[str], Awaitable[SluiceProxy]]
+
+
 @pytest.fixture
-async def sluice(llamacpp_servers: list[LlamaCppServer]) -> AsyncIterator[SluiceProxy]:
-    """Sluice routing round robin over both servers; see ``sluice_with`` for another policy."""
-    proxy = await start_sluice(llamacpp_servers, "round_robin")
-    try:
-        yield proxy
-    finally:
+async def sluice_with(llamacpp_servers: list[LlamaCppServer]) -> AsyncIterator[SluiceFactory]:
+    """``await sluice_with(policy)``: Sluice over both servers, routing with ``policy``; stopped after."""
+    started: list[SluiceProxy] = []
+
+    async def start(policy: str) -> SluiceProxy:
+        proxy = await start_sluice(llamacpp_servers, policy)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
         await proxy.runner.cleanup()
+
+
+@pytest.fixture
+async def sluice(sluice_with: SluiceFactory) -> SluiceProxy:
+    """Sluice routing round robin over both servers (``a``, ``b``, ``a``, ...)."""
+    return await sluice_with("round_robin")
