@@ -136,7 +136,8 @@ class UpstreamConnection(asyncio.Protocol):
         if by_backend and self.carried_stream and self._head_waiter is None:
             response = self._response
             if response is None:  # idle in the pool since ``idle_since``
-                just_after = self._pool.loop_time() - self.idle_since <= CLOSE_AFTER_STREAM_WINDOW_S
+                idle_s = asyncio.get_running_loop().time() - self.idle_since
+                just_after = idle_s <= CLOSE_AFTER_STREAM_WINDOW_S
             else:  # the end of the stream and the close arrived together; it promised keep-alive
                 just_after = response.done and response.keep_alive
             if just_after:
@@ -259,9 +260,6 @@ class UpstreamPool:
 
     def reuses_after_stream(self, origin: Origin) -> bool:
         return origin not in self._no_reuse_after_stream
-
-    def loop_time(self) -> float:
-        return asyncio.get_running_loop().time()
 
     async def _acquire(self, key: Origin) -> tuple[UpstreamConnection, bool]:
         idle = self._idle.get(key)
