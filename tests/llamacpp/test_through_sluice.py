@@ -235,3 +235,12 @@ async def test_client_disconnect_through_sluice_stops_generation_on_the_backend(
     await poll_until(lambda: _in_flight(sluice.ctx.fleet), lambda n: n == 0, "Sluice's in-flight back to 0")
     values = await sluice.metrics(session)
     assert values[("sluice_client_disconnects_total", (("stage", "mid_stream"),))] == 1
+
+
+async def test_models_list_is_the_configured_model_as_llamacpp_describes_it(sluice: SluiceProxy) -> None:
+    async with openai.AsyncOpenAI(base_url=sluice.url + "/v1", api_key="unused", max_retries=0) as client:
+        models = [model async for model in client.models.list()]
+        one = await client.models.retrieve(MODEL_ALIAS)
+    assert [m.id for m in models] == [MODEL_ALIAS]
+    assert (one.id, one.object, one.owned_by) == (MODEL_ALIAS, "model", "llamacpp")
+    assert one.model_extra is not None and one.model_extra["meta"]["n_ctx_train"] == 4096
