@@ -3,16 +3,21 @@
 ``build_app`` wires one ``FleetState``, one ``Decider`` (the
 ``DecisionEngine`` built from the config unless one is injected), the
 metrics and the handlers. ``cleanup_ctx`` creates the one upstream
-``ClientSession`` (and closes it last) and runs the health checker.
+``ClientSession`` (and closes it last), runs the health checker and the
+engine-metrics collector (``state.engine_metrics``: every backend's
+``/metrics`` into ``FleetState.update_engine_metrics``, its per-backend scrape
+record into ``sluice_engine_metrics_scrape_failures_total``). A backend whose
+metrics are missing or stale is still routed, on Sluice's own accounting.
 
 Proxied requests go through ``router.upstream.UpstreamPool`` (Sluice's own
 keep-alive HTTP/1.1 client: bytes and headers pass unchanged, no total
 timeout — first-byte and idle timeouts are per attempt, see
 ``router.watchdog`` — no connection limit, idle connections dropped after
 ``UPSTREAM_KEEPALIVE_S``, below the 5 s uvicorn default of vLLM and SGLang).
-The one ``aiohttp.ClientSession`` serves background work (health checks, and
-the engine-metrics collector): ``ClientTimeout(total=None, sock_connect=…)``
-and no cookie jar.
+The one ``aiohttp.ClientSession`` serves background work (health checks and
+the backends' ``/v1/models``): ``ClientTimeout(total=None, sock_connect=…)``
+and no cookie jar. The collector has its own session, so a slow health check
+never delays a scrape.
 
 ``start_server`` runs the app with ``handler_cancellation=True``: a client
 that disconnects cancels its handler, which is how an upstream request is
@@ -48,10 +53,12 @@ from router.handlers import (
 from router.health import HealthChecker
 from router.upstream import UpstreamPool
 from router.waiting_room import PUMP_TICK_S, AsyncWaitingRoom
+from state.engine_metrics import EngineMetricsCollector
 from state.fleet import FleetState
 
 CONTEXT = web.AppKey("sluice_context", ProxyContext)
 HEALTH = web.AppKey("sluice_health", HealthChecker)
+ENGINE_METRICS = web.AppKey("sluice_engine_metrics", EngineMetricsCollector)
 UPSTREAM_KEEPALIVE_S = 4.0
 log = logging.getLogger("sluice.router")
 
@@ -74,6 +81,7 @@ def build_app(
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_health_checks)
     app.cleanup_ctx.append(_waiting_room_tick)
+    app.cleanup_ctx.append(_engine_metrics)
     _add_routes(app, ctx)
     return app
 
@@ -116,7 +124,7 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 async def _health_checks(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
-    checker = HealthChecker(ctx.config, ctx.fleet, ctx.client())
+    checker = HealthChecker(ctx.config, ctx.fleet, ctx.client(), ctx.backend_models)
     app[HEALTH] = checker
     task = asyncio.create_task(checker.run(), name="sluice-health-checks")
     try:
@@ -142,6 +150,19 @@ async def _waiting_room_tick(app: web.Application) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def _engine_metrics(app: web.Application) -> AsyncIterator[None]:
+    ctx = app[CONTEXT]
+    fleet = ctx.fleet
+    collector = EngineMetricsCollector.from_config(ctx.config, fleet.update_engine_metrics, clock=ctx.clock)
+    app[ENGINE_METRICS] = collector
+    ctx.metrics.engine_scrapes = collector.status
+    await collector.start()
+    try:
+        yield
+    finally:
+        await collector.stop()
 
 
 async def start_server(

@@ -16,6 +16,7 @@ from yarl import URL
 from core.clock import Clock
 from core.config import SluiceConfig
 from core.protocols import AdmissionStats, Decider
+from router.backend_models import BackendModels
 from router.intake import RequestIds
 from router.metrics import SluiceMetrics
 from router.retry_budget import RetryBudget
@@ -49,9 +50,11 @@ class ProxyContext:
     retry_statuses: frozenset[int] = frozenset()
     origins: dict[str, Origin] = field(default_factory=dict)
     waiting_room: AsyncWaitingRoom | None = None
+    backend_models: BackendModels = field(init=False)
 
     def __post_init__(self) -> None:
         cfg = self.config
+        self.backend_models = BackendModels(cfg)
         self.known_models = frozenset(cfg.models)
         self.connect_s = cfg.timeouts.connect_ms / 1e3
         self.first_byte_s = cfg.timeouts.first_byte_ms / 1e3

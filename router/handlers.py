@@ -131,15 +131,12 @@ async def _proxied(
     return await forward(ctx, request, ex, body, features, decision)
 
 
-def _model_object(model: str) -> dict[str, object]:
-    return {"id": model, "object": "model", "created": 0, "owned_by": "sluice"}
-
-
 def models_handler(ctx: ProxyContext) -> Handler:
-    payload = orjson.dumps({"object": "list", "data": [_model_object(m) for m in ctx.config.models]})
+    """The configured models, described by the backends' own ``/v1/models`` (``router.backend_models``)."""
+    models = ctx.backend_models
 
     async def handle(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=payload, content_type=JSON_CONTENT_TYPE)
+        return web.Response(body=models.listing(), content_type=JSON_CONTENT_TYPE)
 
     return handle
 
@@ -147,9 +144,10 @@ def models_handler(ctx: ProxyContext) -> Handler:
 def model_handler(ctx: ProxyContext) -> Handler:
     async def handle(request: web.Request) -> web.StreamResponse:
         model = request.match_info["model"]
-        if model not in ctx.known_models:
+        described = ctx.backend_models.model(model)
+        if described is None:
             return error_response(UnknownModel(f"The model `{model[:100]}` does not exist", param="model"))
-        return web.Response(body=orjson.dumps(_model_object(model)), content_type=JSON_CONTENT_TYPE)
+        return web.Response(body=orjson.dumps(described), content_type=JSON_CONTENT_TYPE)
 
     return handle
 

@@ -125,7 +125,29 @@ class GaugeSource:
         return family
 
 
-Metric = Counter | Histogram | GaugeSource
+class CounterSource:
+    """A counter kept by another component (e.g. the engine-metrics collector), read at scrape time."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        read: Callable[[], Iterator[tuple[LabelValues, float]]],
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._read = read
+
+    def family(self) -> CounterMetricFamily:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for values, value in self._read():
+            family.add_metric(list(values), value)
+        return family
+
+
+Metric = Counter | Histogram | GaugeSource | CounterSource
 
 
 class LoopCollector(Collector):

@@ -6,28 +6,33 @@ is a configured model (requests for unknown models are counted under
 ``cancelled`` (the client went away), and ``kind``/``reason``/``code``/
 ``stage`` come from small fixed sets. docs/metrics.md lists them all.
 
-Per-fleet gauges (in flight, awaiting first byte, health, EWMAs, engine
-metrics age) are read from ``FleetState`` at scrape time, so the request path
-never updates them.
+Per-fleet gauges (in flight, awaiting first byte, health, EWMAs, the engine's
+own figures and whether they are stale) are read from ``FleetState`` at scrape
+time, so the request path never updates them. Scrape failures by problem are
+read from the engine-metrics collector's ``status`` once the app has started
+it (``engine_scrapes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
 from core.protocols import AdmissionStats
-from core.types import Health
+from core.types import BackendId, Health
 from router.metric_types import (
     Counter,
     CounterChild,
+    CounterSource,
     GaugeSource,
     Histogram,
     HistogramChild,
     LabelValues,
     LoopCollector,
+    Metric,
 )
+from state.engine_metrics import ScrapeStatus
 from state.fleet import FleetState
 
 NONE_LABEL = "none"
@@ -115,6 +120,7 @@ class SluiceMetrics:
         )
         self._series: dict[LabelValues, RequestSeries] = {}
         self._route_queue: dict[str, HistogramChild] = {}
+        self.engine_scrapes: Mapping[BackendId, ScrapeStatus] = {}  # the collector's, set at start-up
         self.registry = CollectorRegistry(auto_describe=False)
         owned = [m for m in vars(self).values() if isinstance(m, Counter | Histogram)]
         self.registry.register(LoopCollector([*owned, *self._fleet_gauges(), *self._admission_gauges()]))
@@ -136,7 +142,7 @@ class SluiceMetrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def _fleet_gauges(self) -> list[GaugeSource]:
+    def _fleet_gauges(self) -> list[Metric]:
         fleet = self._fleet
 
         def per_backend(attr: str, scale: float) -> Callable[[], Iterator[tuple[LabelValues, float]]]:
@@ -157,7 +163,16 @@ class SluiceMetrics:
             for backend_id in fleet.backend_ids:
                 yield (backend_id,), float(fleet.backend(backend_id).breaker.consecutive_failures)
 
-        gauges = [
+        def stale() -> Iterator[tuple[LabelValues, float]]:
+            for view in fleet.snapshot().backends:
+                yield (view.backend_id,), 1.0 if view.metrics_stale else 0.0
+
+        def scrape_failures() -> Iterator[tuple[LabelValues, float]]:
+            for backend_id, status in self.engine_scrapes.items():
+                for problem, count in status.failures_by_problem.items():
+                    yield (backend_id, problem.value), float(count)
+
+        gauges: list[Metric] = [
             GaugeSource(name, doc, ("backend",), per_backend(attr, scale))
             for name, doc, attr, scale in _BACKEND_GAUGES
         ]
@@ -175,6 +190,22 @@ class SluiceMetrics:
                 "Circuit breaker's current failure run.",
                 ("backend",),
                 breaker_failures,
+            )
+        )
+        gauges.append(
+            GaugeSource(
+                "sluice_backend_engine_metrics_stale",
+                "1 while the backend's engine metrics are missing or stale (Sluice's own counts rule).",
+                ("backend",),
+                stale,
+            )
+        )
+        gauges.append(
+            CounterSource(
+                "sluice_engine_metrics_scrape_failures_total",
+                "Failed engine /metrics scrapes by problem.",
+                ("backend", "problem"),
+                scrape_failures,
             )
         )
         return gauges
@@ -235,6 +266,25 @@ _BACKEND_GAUGES = (
         "sluice_backend_engine_metrics_age_seconds",
         "Age of the last engine metrics scrape.",
         "metrics_age_s",
+        1.0,
+    ),
+    (
+        "sluice_backend_engine_running_requests",
+        "Requests the engine reports running (last scrape).",
+        "engine_running",
+        1.0,
+    ),
+    (
+        "sluice_backend_engine_waiting_requests",
+        "Requests the engine reports queued (last scrape).",
+        "engine_waiting",
+        1.0,
+    ),
+    ("sluice_backend_kv_usage_ratio", "KV cache in use, 0..1 (last scrape).", "kv_usage_frac", 1.0),
+    (
+        "sluice_backend_prefix_cache_hit_ratio",
+        "Prefix-cache hit rate between the last scrapes, 0..1.",
+        "prefix_hit_rate",
         1.0,
     ),
 )

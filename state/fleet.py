@@ -11,8 +11,9 @@ mutation runs on the loop thread). It holds, per backend:
 - EWMA TTFT and TPOT of streamed responses (``observe_latency``), smoothing
   ``EWMA_ALPHA`` = 0.2, i.e. roughly the last ten streams dominate;
 - the last engine metrics scrape (``update_engine_metrics``), stale once older
-  than ``metrics_poll.stale_after_s``; prefix hit rate from the deltas of the
-  engine's cumulative prefix-cache counters between two scrapes.
+  than ``metrics_poll.stale_after_s``; the prefix hit rate comes from
+  ``state.engine_metrics.PrefixHitRateTracker`` (counter deltas between two
+  scrapes, or the engine's own rate gauge for SGLang and vLLM V0).
 
 ``snapshot()`` is called once per request, so it is cached: a backend's
 ``BackendView`` is rebuilt only after that backend changed, or when a
@@ -29,6 +30,7 @@ from core.clock import Clock
 from core.config import SluiceConfig
 from core.types import BackendId, BackendView, EngineMetrics, FleetSnapshot, Health
 from state.circuit_breaker import CircuitBreaker
+from state.engine_metrics.hit_rate import PrefixHitRateTracker
 from state.health import HealthMachine
 from state.inflight import InFlightGuard
 
@@ -39,23 +41,6 @@ _NEVER = float("inf")
 
 def ewma(previous: float | None, sample: float, alpha: float = EWMA_ALPHA) -> float:
     return sample if previous is None else previous + alpha * (sample - previous)
-
-
-def prefix_hit_rate(previous: EngineMetrics | None, current: EngineMetrics) -> float | None:
-    """Hits / queries between two scrapes of cumulative counters; None without a usable delta.
-
-    A counter that went down (engine restart) gives no delta rather than a negative rate.
-    """
-    if previous is None:
-        return None
-    q0, q1 = previous.prefix_cache_queries_tokens_total, current.prefix_cache_queries_tokens_total
-    h0, h1 = previous.prefix_cache_hits_tokens_total, current.prefix_cache_hits_tokens_total
-    if q0 is None or q1 is None or h0 is None or h1 is None:
-        return None
-    dq, dh = q1 - q0, h1 - h0
-    if dq <= 0 or dh < 0:
-        return None
-    return min(1.0, dh / dq)
 
 
 @dataclass(slots=True, eq=False)
@@ -77,7 +62,6 @@ class BackendState:
     ewma_tpot_ms: float | None = None
     engine: EngineMetrics | None = None
     engine_received_s: float | None = None
-    prefix_hit_rate: float | None = None
     view: BackendView | None = None
     view_valid_until_s: float = _NEVER
 
@@ -101,6 +85,7 @@ class FleetState:
             for b in config.backends
         }
         self._capacity_listeners: list[Callable[[], None]] = []
+        self._hit_rates = PrefixHitRateTracker()
         self._version = 0
         self._snapshot: FleetSnapshot | None = None
         self._snapshot_valid_until_s = _NEVER
@@ -167,7 +152,7 @@ class FleetState:
             engine_running=engine.running if engine else None,
             engine_waiting=engine.waiting if engine else None,
             kv_usage_frac=engine.kv_usage_frac if engine else None,
-            prefix_hit_rate=state.prefix_hit_rate,
+            prefix_hit_rate=self._hit_rates.rate(state.backend_id),
             kv_capacity_tokens=engine.kv_capacity_tokens if engine else None,
             metrics_age_s=age_s,
             metrics_stale=stale,
@@ -255,9 +240,7 @@ class FleetState:
         state = self._backends.get(backend_id)
         if state is None or metrics is None:
             return
-        rate = prefix_hit_rate(state.engine, metrics)
-        if rate is not None:
-            state.prefix_hit_rate = rate
+        self._hit_rates.update(backend_id, metrics)
         state.engine = metrics
         state.engine_received_s = self._clock.now_s()
         self.touch(state)

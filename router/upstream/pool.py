@@ -10,6 +10,16 @@ back, the request is sent once more on a fresh connection (that backend
 never saw it — nginx's rule for keep-alive races); a fresh connection is
 never retried here.
 
+Backends that close after every stream: llama.cpp's server answers
+``Keep-Alive`` but closes the connection right after each ``text/event-stream``
+body. Usually the close arrives before the connection is reused; when the
+next request wins the race it is resent by the rule above (never a failure or
+a retry elsewhere). Once a backend has been seen closing a connection within
+``CLOSE_AFTER_STREAM_WINDOW_S`` of the end of a stream (or a reused
+connection that carried a stream died unanswered), connections that carry a
+stream from that backend are no longer pooled, so the race cannot happen
+again; its other answers keep their keep-alive connections.
+
 ``request`` sends the head and body in one write for small bodies, waits for
 the response head and returns an ``UpstreamResponse``; it raises
 ``ConnectFailed`` (nothing was answered), ``UpstreamProtocolError`` (garbage)
@@ -20,6 +30,7 @@ client disconnect or a timeout stops the backend at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +39,9 @@ from router.upstream.response import MAX_HEAD_BYTES, UpstreamProtocolError, Upst
 
 SINGLE_WRITE_MAX_BYTES = 256 * 1024
 MAX_IDLE_PER_BACKEND = 1024
+CLOSE_AFTER_STREAM_WINDOW_S = 1.0
+EVENT_STREAM = "text/event-stream"
+log = logging.getLogger("sluice.upstream")
 
 
 class ConnectFailed(Exception):
@@ -57,6 +71,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.received_any = False
+        self.carried_stream = False  # the last response was text/event-stream
         self._head = bytearray()
         self._head_waiter: asyncio.Future[UpstreamResponse] | None = None
         self._response: UpstreamResponse | None = None
@@ -101,6 +116,7 @@ class UpstreamConnection(asyncio.Protocol):
             assert self.transport is not None
             response = UpstreamResponse(status, reason, headers, self.transport)
             self._response = response
+            self.carried_stream = response.content_type == EVENT_STREAM
             self._head = bytearray()
             waiter, self._head_waiter = self._head_waiter, None
             if waiter is not None and not waiter.done():
@@ -115,7 +131,17 @@ class UpstreamConnection(asyncio.Protocol):
         self.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        by_backend = not self.closed  # ``abort`` marks the connections Sluice closes itself
         self.closed = True
+        if by_backend and self.carried_stream and self._head_waiter is None:
+            response = self._response
+            if response is None:  # idle in the pool since ``idle_since``
+                idle_s = asyncio.get_running_loop().time() - self.idle_since
+                just_after = idle_s <= CLOSE_AFTER_STREAM_WINDOW_S
+            else:  # the end of the stream and the close arrived together; it promised keep-alive
+                just_after = response.done and response.keep_alive
+            if just_after:
+                self._pool.closes_after_streams(self.key)
         if self._response is not None:
             self._response.connection_lost()
         if self._head_waiter is not None:
@@ -169,6 +195,8 @@ class UpstreamPool:
         self._tls: ssl.SSLContext | None = None
         self._owner: dict[UpstreamResponse, UpstreamConnection] = {}
         self._closing = False
+        self._no_reuse_after_stream: set[Origin] = set()
+        self.stale_resends = 0  # requests sent again because a reused connection was found dead
 
     @property
     def in_use(self) -> int:
@@ -186,6 +214,9 @@ class UpstreamPool:
             conn.abort()
             if not reused or conn.received_any:
                 raise
+            self.stale_resends += 1
+            if conn.carried_stream:
+                self.closes_after_streams(origin)
             conn, _ = await self._connect(origin)  # a stale keep-alive connection: once more, fresh
             try:
                 response = await conn.send(head, body)
@@ -207,12 +238,28 @@ class UpstreamPool:
         if not response.done or not response.keep_alive or conn.closed or self._closing:
             conn.abort()
             return
+        if conn.carried_stream and conn.key in self._no_reuse_after_stream:
+            conn.abort()  # the backend is closing it anyway
+            return
         idle = self._idle.setdefault(conn.key, [])
         if len(idle) >= MAX_IDLE_PER_BACKEND:
             conn.abort()
             return
         conn.idle_since = asyncio.get_running_loop().time()
         idle.append(conn)
+
+    def closes_after_streams(self, origin: Origin) -> None:
+        """Stop pooling connections that carried a stream from ``origin`` (see the module docstring)."""
+        if origin not in self._no_reuse_after_stream:
+            self._no_reuse_after_stream.add(origin)
+            log.info(
+                "backend %s closes its connection after streamed responses; "
+                "such connections will not be reused",
+                origin.host_header,
+            )
+
+    def reuses_after_stream(self, origin: Origin) -> bool:
+        return origin not in self._no_reuse_after_stream
 
     async def _acquire(self, key: Origin) -> tuple[UpstreamConnection, bool]:
         idle = self._idle.get(key)

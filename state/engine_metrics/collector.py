@@ -289,6 +289,7 @@ class EngineMetricsCollector:
     def _record_failure(self, backend_id: BackendId, problem: ScrapeProblem, detail: str) -> None:
         status = self._status[backend_id]
         status.scrapes_failed_total += 1
+        status.failures_by_problem[problem] = status.failures_by_problem.get(problem, 0) + 1
         status.consecutive_failures += 1
         status.last_problem = problem
         status.last_detail = detail

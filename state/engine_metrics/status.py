@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -29,6 +29,7 @@ class ScrapeStatus:
     engine: str | None = None
     scrapes_ok_total: int = 0
     scrapes_failed_total: int = 0
+    failures_by_problem: dict[ScrapeProblem, int] = field(default_factory=dict)
     consecutive_failures: int = 0
     last_ok_s: float | None = None
     last_problem: ScrapeProblem | None = None

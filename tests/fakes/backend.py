@@ -15,6 +15,11 @@ proxy forwards custom headers) or else by ``FakeBackend.mode``; default:
 - ``never``: accepts the request and never answers.
 - ``refuse``: closes the connection without answering.
 
+``GET /v1/models`` lists ``models`` (or answers ``models_body`` verbatim when set) and
+counts ``models_requests``. ``GET /metrics`` answers ``metrics_text`` (404 while it is ``None``); with
+``metrics_held`` set it waits for ``metrics_release`` first (a slow scrape);
+``metrics_scrapes`` counts the requests received.
+
 It records every request (path, headers, raw body) and counts handlers that
 are in progress, finished, and cancelled (the proxy dropped the connection);
 ``wait_until(predicate)`` waits on a condition with a deadline instead of sleeping.
@@ -52,6 +57,12 @@ class FakeBackend:
         self.in_progress = 0
         self.finished = 0
         self.cancelled = 0
+        self.models_body: bytes | None = None
+        self.models_requests = 0
+        self.metrics_text: str | None = None
+        self.metrics_held = False
+        self.metrics_release = asyncio.Event()
+        self.metrics_scrapes = 0
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._runner: web.AppRunner | None = None
         self.url = ""
@@ -60,6 +71,7 @@ class FakeBackend:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_post("/v1/{tail:.*}", self._serve)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
@@ -71,6 +83,7 @@ class FakeBackend:
 
     async def stop(self) -> None:
         self.release.set()
+        self.metrics_release.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -96,9 +109,21 @@ class FakeBackend:
         return web.json_response({"status": "ok"}, status=self.health_status)
 
     async def _models(self, request: web.Request) -> web.Response:
+        self.models_requests += 1
+        if self.models_body is not None:
+            return web.Response(body=self.models_body, content_type="application/json")
         return web.json_response(
             {"object": "list", "data": [{"id": m, "object": "model"} for m in self.models]}
         )
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.metrics_scrapes += 1
+        self._notify()
+        if self.metrics_held:
+            await self.metrics_release.wait()
+        if self.metrics_text is None:
+            raise web.HTTPNotFound()
+        return web.Response(text=self.metrics_text, content_type="text/plain")
 
     async def _serve(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()

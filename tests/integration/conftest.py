@@ -33,11 +33,18 @@ class Proxy:
         await self.app[HEALTH].check_all()
 
 
-def config_text(backends: list[FakeBackend], extra: str = "", dead_urls: tuple[str, ...] = ()) -> str:
+def config_text(
+    backends: list[FakeBackend],
+    extra: str = "",
+    dead_urls: tuple[str, ...] = (),
+    backend_fields: tuple[str, ...] = (),
+) -> str:
+    """``backend_fields[i]`` adds YAML keys to backend i, e.g. ``"metrics_format: vllm"``."""
     lines = ["backends:"]
-    for b in backends:
+    for i, b in enumerate(backends):
         models = ", ".join(b.models)
-        lines.append(f"  - {{name: {b.name}, url: '{b.url}', models: [{models}]}}")
+        fields = f", {backend_fields[i]}" if i < len(backend_fields) and backend_fields[i] else ""
+        lines.append(f"  - {{name: {b.name}, url: '{b.url}', models: [{models}]{fields}}}")
     for i, url in enumerate(dead_urls):
         lines.append(f"  - {{name: dead{i}, url: '{url}', models: [m1]}}")
     # Only the start-up round of active checks runs during a test unless it calls check_health().
@@ -50,7 +57,7 @@ StartFleet = Callable[..., Awaitable[tuple[Proxy, list[FakeBackend]]]]
 
 @pytest.fixture
 async def start_fleet() -> AsyncIterator[StartFleet]:
-    """``await start_fleet(n_backends, extra_yaml)`` → (proxy, backends); all stopped at teardown."""
+    """``await start_fleet(n_backends, extra_yaml, ...)`` → (proxy, backends); all stopped at teardown."""
     started: list[Any] = []
 
     async def start(
@@ -59,10 +66,15 @@ async def start_fleet() -> AsyncIterator[StartFleet]:
         models: tuple[str, ...] = ("m1",),
         dead_urls: tuple[str, ...] = (),
         decider: Decider | None = None,
+        backend_fields: tuple[str, ...] = (),
+        prepare: Callable[[list[FakeBackend]], None] | None = None,
     ) -> tuple[Proxy, list[FakeBackend]]:
         backends = [await FakeBackend(f"b{i}", models).start() for i in range(n)]
         started.extend(backends)
-        app = build_app(load_config_text(config_text(backends, extra, dead_urls)), decider=decider)
+        if prepare is not None:  # before the proxy's first health check and metrics scrape
+            prepare(backends)
+        text = config_text(backends, extra, dead_urls, backend_fields)
+        app = build_app(load_config_text(text), decider=decider)
         runner, host, port = await start_server(app, "127.0.0.1", 0, shutdown_grace_s=0.5)
         started.append(runner)
         async with asyncio.timeout(5):

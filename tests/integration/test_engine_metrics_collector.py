@@ -168,6 +168,7 @@ async def test_bad_metrics_give_stale_marker_and_one_warning(
     assert received.items == [("b1", None)] * 3
     status = collector.status["b1"]
     assert (status.last_problem, status.consecutive_failures, status.scrapes_ok_total) == (problem, 3, 0)
+    assert status.failures_by_problem == {problem: 3}
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and problem.value in r.getMessage()]
     assert len(warnings) == 1, [r.getMessage() for r in caplog.records]
     assert "b1" in warnings[0].getMessage() and "stale" in warnings[0].getMessage()

@@ -9,7 +9,7 @@ start quotes their tail.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +18,7 @@ import pytest
 from loadgen.llamacpp.gguf_model import build_model
 from loadgen.llamacpp.harness import LlamaCppServer, ServerSpec, start_servers
 from tests.llamacpp.helpers import CTX_TOKENS, MODEL_ALIAS, SLOTS, busy_slots, poll_until
+from tests.llamacpp.proxy import SluiceProxy, start_sluice
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +49,27 @@ async def _servers_idle_before_each_test(llamacpp_servers: list[LlamaCppServer])
     async with aiohttp.ClientSession() as client:
         for server in llamacpp_servers:
             await poll_until(lambda s=server: busy_slots(client, s.url), lambda n: n == 0, "idle server")
+
+
+SluiceFactory = Callable[[str], Awaitable[SluiceProxy]]
+
+
+@pytest.fixture
+async def sluice_with(llamacpp_servers: list[LlamaCppServer]) -> AsyncIterator[SluiceFactory]:
+    """``await sluice_with(policy)``: Sluice over both servers, routing with ``policy``; stopped after."""
+    started: list[SluiceProxy] = []
+
+    async def start(policy: str) -> SluiceProxy:
+        proxy = await start_sluice(llamacpp_servers, policy)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        await proxy.runner.cleanup()
+
+
+@pytest.fixture
+async def sluice(sluice_with: SluiceFactory) -> SluiceProxy:
+    """Sluice routing round robin over both servers (``a``, ``b``, ``a``, ...)."""
+    return await sluice_with("round_robin")

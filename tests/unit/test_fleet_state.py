@@ -8,7 +8,7 @@ from core.clock import ManualClock
 from core.config import load_config_text
 from core.types import EngineMetrics, Health
 from state.circuit_breaker import BreakerState, CircuitBreaker
-from state.fleet import FleetState, prefix_hit_rate
+from state.fleet import FleetState
 
 CONFIG = """\
 backends:
@@ -180,13 +180,34 @@ def test_engine_metrics_stored_then_stale() -> None:
     fleet.update_engine_metrics("nope", m2)  # unknown backend ignored
 
 
-def test_prefix_hit_rate_ignores_counter_resets() -> None:
-    a = EngineMetrics(
-        "vllm", 0.0, prefix_cache_queries_tokens_total=100.0, prefix_cache_hits_tokens_total=50.0
-    )
-    b = EngineMetrics("vllm", 1.0, prefix_cache_queries_tokens_total=10.0, prefix_cache_hits_tokens_total=1.0)
-    assert prefix_hit_rate(a, b) is None
-    assert prefix_hit_rate(None, b) is None
+def test_prefix_hit_rate_forgets_an_engine_restart() -> None:
+    fleet, clock = make_fleet()
+
+    def scrape(queries: float, hits: float) -> EngineMetrics:
+        clock.advance(1.0)
+        return EngineMetrics(
+            "vllm",
+            clock.now_s(),
+            prefix_cache_queries_tokens_total=queries,
+            prefix_cache_hits_tokens_total=hits,
+        )
+
+    fleet.update_engine_metrics("a", scrape(100.0, 50.0))
+    fleet.update_engine_metrics("a", scrape(200.0, 100.0))
+    assert view(fleet, "a").prefix_hit_rate == pytest.approx(0.5)
+    fleet.update_engine_metrics("a", scrape(10.0, 1.0))  # counters went back: the engine restarted
+    assert view(fleet, "a").prefix_hit_rate is None
+    fleet.update_engine_metrics("a", scrape(110.0, 91.0))
+    assert view(fleet, "a").prefix_hit_rate == pytest.approx(0.9)
+
+
+def test_prefix_hit_rate_from_an_engines_own_gauge() -> None:
+    """SGLang exports only ``cache_hit_rate`` (and vLLM V0 a gauge): the fleet uses it as is."""
+    fleet, clock = make_fleet()
+    fleet.update_engine_metrics("b", EngineMetrics("sglang", clock.now_s(), prefix_hit_rate_frac=0.4))
+    assert view(fleet, "b").prefix_hit_rate == pytest.approx(0.4)
+    fleet.update_engine_metrics("b", None)  # a failed scrape keeps the last rate
+    assert view(fleet, "b").prefix_hit_rate == pytest.approx(0.4)
 
 
 def test_snapshot_is_cached_until_something_changes() -> None:

@@ -240,3 +240,81 @@ async def test_refused_and_silent_close_are_connect_failures(server, unused_tcp_
         await pool.request(origin, "POST", "/", [], b"")
     assert pool.in_use == 0
     pool.close()
+
+
+SSE_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n"
+    b"Keep-Alive: timeout=5, max=100\r\n\r\n"
+    b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+)
+JSON_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+
+
+async def _exchange(pool: UpstreamPool, origin: Origin, path: str) -> bytes:
+    response = await pool.request(origin, "POST", path, [], b"")
+    body = await response.read()
+    pool.close_response(response)
+    return body
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline_s = loop.time() + timeout_s
+    while not condition():
+        assert loop.time() < deadline_s, "condition not reached before the deadline"
+        await asyncio.sleep(0.005)  # polling a condition with a deadline, not synchronisation
+
+
+async def test_backend_closing_after_each_stream_stops_stream_reuse(server) -> None:
+    """llama.cpp's server: ``Keep-Alive`` promised, connection closed right after every SSE body."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            try:
+                head, _ = await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            if b"/stream" in head:
+                writer.write(SSE_RESPONSE)
+                await writer.drain()
+                break  # close, although Keep-Alive was answered
+            writer.write(JSON_RESPONSE)
+            await writer.drain()
+        writer.close()
+
+    origin = await server(handler)
+    pool = UpstreamPool(connect_timeout_s=1.0, keepalive_s=60.0)
+    assert await _exchange(pool, origin, "/stream") == b"data: [DONE]\n\n"
+    await _until(lambda: not pool.reuses_after_stream(origin))  # the close may land after the body
+    for path in ("/stream", "/stream", "/json", "/json"):
+        await _exchange(pool, origin, path)
+    assert (connections, pool.stale_resends) == (4, 0)  # 3 streams on fresh connections; the JSONs share one
+    pool.close()
+
+
+async def test_stale_connection_after_a_stream_is_resent_and_remembered(server) -> None:
+    """The race: the next request is written before the backend's close arrives."""
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await _read_request(reader)
+        writer.write(SSE_RESPONSE)
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")  # closes only once the next request arrived
+        writer.close()
+
+    origin = await server(handler)
+    pool = UpstreamPool(connect_timeout_s=1.0, keepalive_s=60.0)
+    await _exchange(pool, origin, "/stream")
+    assert pool.reuses_after_stream(origin)  # nothing seen yet: the connection went back to the pool
+    await _exchange(pool, origin, "/stream")
+    assert (pool.stale_resends, pool.reuses_after_stream(origin)) == (1, False)
+    await _exchange(pool, origin, "/stream")
+    assert (connections, pool.stale_resends) == (3, 1)
+    pool.close()
