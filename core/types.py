@@ -179,16 +179,33 @@ class Predictions:
 
 
 @dataclass(frozen=True, slots=True)
+class SLOTargets:
+    """A route's latency objectives (``None`` = no objective), copied from its ``slo`` config."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+
+
+_NO_SLO = SLOTargets()
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingRequest:
-    """Input of a routing policy: the request, its prefix matches and predictions.
+    """Input of a routing policy: the request, its prefix matches, predictions and SLOs.
 
     ``prefix_matched_tokens[b]`` is the estimated number of prompt tokens
     already cached on backend ``b`` (from the prefix index); absent means 0.
+    ``prefix_indexed_tokens[b]`` is how many tokens of prefixes the index
+    currently holds for backend ``b`` for this model (the size of its
+    approximate cache tree); absent means 0. ``slo`` is the route's objectives.
     """
 
     features: RequestFeatures
     prefix_matched_tokens: Mapping[BackendId, int] = field(default_factory=lambda: _EMPTY_INT_MAP)
     predictions: Predictions | None = None
+    prefix_indexed_tokens: Mapping[BackendId, int] = field(default_factory=lambda: _EMPTY_INT_MAP)
+    slo: SLOTargets = _NO_SLO
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,142 @@
+"""The FALLBACK cost estimator: used only when a decision arrives without predictions.
+
+Sluice's learned models live in ``predictors/`` (per-backend speeds learned
+online, output-length quantiles from the prompt). When the DecisionEngine has
+no predictor, or a prediction lacks a backend, policies that need costs use
+this small analytic model so they stay usable and testable. It is deliberately
+simple and never learns; it is not the product's predictor.
+
+Step-time model per GPU class (BLIS fits, formulas.md §9):
+``t_step = base_ms + prefill_ms_per_token·X + decode_ms_per_token·Y`` with X
+uncached prefill tokens and Y decode tokens in the step. For a request with
+``n`` uncached prompt tokens on a backend with ``B`` running sequences and
+``Q`` queued prompt tokens ahead of it (chunked prefill of ``CHUNK_TOKENS``):
+
+- ``queue_wait = f·(p·Q + ceil(Q/C)·(b + d·B))`` + a slot wait when the
+  backend is at its ``max_concurrency``: ``excess · (D/B)/B · tpot`` (the k-th
+  of B draining sequences frees after about k·mean_remaining/B steps; D is
+  the predicted remaining decode tokens in flight);
+- ``prefill = f·(p·n + ceil(n/C)·(b + d·B))`` (running decodes share the steps);
+- ``tpot = f·(b + d·(B+1))``; ``e2e = ttft + (L-1)·tpot``.
+
+``Q`` is Sluice's own in-flight prompt tokens scaled by the share of requests
+still awaiting their first byte; ``B`` is the engine-reported running count
+when fresh, else in-flight minus awaiting. ``f`` is the backend's observed
+speed relative to its prior: ``ewma_tpot_ms / (b + d·max(B,1))`` clamped to
+[0.25, 4] when the proxy has measured TPOT, else 1.
+
+Priors: H100 (5.75 ms, 17.25 µs, 6.00 µs) and A100-80GB (16.44 ms, 47.84 µs,
+18.21 µs) are BLIS's Llama-3.1-8B fits; the small class (L4-like, 62 ms,
+124 µs, 124 µs) scales A100 by HBM bandwidth (300 vs 2,039 GB/s) for the
+memory-bound terms and by dense FP16 TFLOPs (121 vs 312) for prefill.
+Unknown GPU classes use the A100 prior. Output length without a prediction:
+p50 130 / p90 425 tokens (Azure 2023 conversation trace), capped by ``max_tokens``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from core.types import BackendCostEstimate, BackendView, OutputLengthEstimate, RequestFeatures
+
+CHUNK_TOKENS = 2_048
+PRIOR_P50_TOKENS = 130.0
+PRIOR_P90_TOKENS = 425.0
+_SPEED_FACTOR_MIN = 0.25
+_SPEED_FACTOR_MAX = 4.0
+
+
+@dataclass(frozen=True, slots=True)
+class StepModel:
+    """One engine step of a GPU class: ``base_ms + prefill_ms_per_token·X + decode_ms_per_token·Y``."""
+
+    base_ms: float
+    prefill_ms_per_token: float
+    decode_ms_per_token: float
+
+
+GPU_PRIORS: Mapping[str, StepModel] = MappingProxyType(
+    {
+        "h100": StepModel(5.75, 0.01725, 0.00600),
+        "a100": StepModel(16.44, 0.04784, 0.01821),
+        "small": StepModel(62.0, 0.124, 0.124),
+    }
+)
+_CLASS_ALIASES: tuple[tuple[str, str], ...] = (
+    ("h100", "h100"),
+    ("h200", "h100"),
+    ("h800", "h100"),
+    ("a100", "a100"),
+    ("a800", "a100"),
+    ("l4", "small"),
+    ("a10", "small"),
+    ("t4", "small"),
+    ("small", "small"),
+)
+
+
+def prior_for(gpu_class: str) -> StepModel:
+    """The step-time prior of a GPU label (substring match, e.g. ``h100-8b`` -> h100); A100 if unknown."""
+    label = gpu_class.lower()
+    for needle, key in _CLASS_ALIASES:
+        if needle in label:
+            return GPU_PRIORS[key]
+    return GPU_PRIORS["a100"]
+
+
+def prior_output_length(features: RequestFeatures) -> OutputLengthEstimate:
+    """Output-length quantiles used when no predictor is configured."""
+    cap = float(features.max_tokens) if features.max_tokens is not None and features.max_tokens > 0 else None
+    p50, p90 = PRIOR_P50_TOKENS, PRIOR_P90_TOKENS
+    if cap is not None:
+        p50, p90 = min(p50, cap), min(p90, cap)
+    return OutputLengthEstimate(p50_tokens=p50, p90_tokens=p90, source="fallback_prior")
+
+
+def _chunks(tokens: float) -> int:
+    return -int(-tokens // CHUNK_TOKENS) if tokens > 0 else 0
+
+
+def estimate_cost(
+    features: RequestFeatures, matched_tokens: int, view: BackendView, output_tokens: float
+) -> BackendCostEstimate:
+    """Predicted cost of ``features`` on ``view``'s backend; see the module docstring for the formula."""
+    model = prior_for(view.gpu_class)
+    fresh = not view.metrics_stale
+    if fresh and view.engine_running is not None:
+        running = view.engine_running
+    else:
+        running = max(0, view.in_flight_requests - view.awaiting_first_byte)
+    step_ms = model.base_ms + model.decode_ms_per_token * running
+    speed = 1.0
+    if view.ewma_tpot_ms is not None and view.ewma_tpot_ms > 0:
+        observed_ref_ms = model.base_ms + model.decode_ms_per_token * max(running, 1)
+        speed = min(_SPEED_FACTOR_MAX, max(_SPEED_FACTOR_MIN, view.ewma_tpot_ms / observed_ref_ms))
+
+    queued_tokens = 0.0
+    if view.in_flight_requests > 0 and view.awaiting_first_byte > 0:
+        share = min(1.0, view.awaiting_first_byte / view.in_flight_requests)
+        queued_tokens = view.in_flight_prompt_tokens * share
+    wait_ms = speed * (model.prefill_ms_per_token * queued_tokens + _chunks(queued_tokens) * step_ms)
+    tpot_now_ms = speed * step_ms
+    if view.max_concurrency is not None and view.in_flight_requests >= view.max_concurrency:
+        excess = view.in_flight_requests - view.max_concurrency + 1
+        draining = max(running, 1)
+        mean_remaining_tokens = view.in_flight_predicted_decode_tokens / draining
+        wait_ms += excess * (mean_remaining_tokens / draining) * tpot_now_ms
+
+    new_tokens = max(1, features.prompt_tokens - matched_tokens)
+    prefill_ms = speed * (model.prefill_ms_per_token * new_tokens + _chunks(new_tokens) * step_ms)
+    tpot_ms = speed * (model.base_ms + model.decode_ms_per_token * (running + 1))
+    ttft_ms = wait_ms + prefill_ms
+    return BackendCostEstimate(
+        backend_id=view.backend_id,
+        queue_wait_ms=wait_ms,
+        prefill_ms=prefill_ms,
+        ttft_ms=ttft_ms,
+        tpot_ms=tpot_ms,
+        e2e_ms=ttft_ms + max(0.0, output_tokens - 1.0) * tpot_ms,
+        cached_prompt_tokens=min(matched_tokens, features.prompt_tokens),
+    )
