@@ -216,6 +216,9 @@ class RoutingDecision:
     why (e.g. every candidate filtered out) and the data plane answers 503.
     ``scores[scorer][backend]`` holds each scorer's raw score in [0, 1];
     ``removed[backend]`` names the filter that removed it.
+    ``predicted_output_tokens`` is the expected output length the decision
+    assumed (set by the DecisionEngine); the data plane adds it to the chosen
+    backend's ``in_flight_predicted_decode_tokens`` while the request runs.
     """
 
     ranked: tuple[BackendId, ...]
@@ -225,6 +228,7 @@ class RoutingDecision:
     predicted_ttft_ms: float | None = None
     predicted_e2e_ms: float | None = None
     reason: str | None = None
+    predicted_output_tokens: float | None = None
 
     @property
     def chosen(self) -> BackendId | None:

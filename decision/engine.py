@@ -5,27 +5,76 @@ The data plane and the virtual-time simulator both hold one
 ``core.protocols``. It owns nothing HTTP-related: it turns
 ``RequestFeatures`` + ``FleetSnapshot`` into decisions using the policies
 configured per route, and feeds outcomes back to the learning parts.
+
+What it owns besides the per-route policies:
+
+- the **prefix index** (``state.prefix_index``): ``route`` looks up each
+  backend's cached-prefix tokens and passes them in the ``RoutingRequest``;
+  ``on_routed`` records the prompt's chunks for the committed backend;
+  ``observe`` corrects the index with the cached tokens the backend reported;
+- the route's **SLO targets**, passed to policies in ``RoutingRequest.slo``;
+- an optional **predictor** facade (``predictors``): ``predict`` fills
+  ``RoutingRequest.predictions`` and ``observe`` gets every outcome with the
+  backend's view at dispatch. Without one, policies use their fallback estimator;
+- the **decision log** ring buffer behind ``/debug/decisions``.
+
+Per request it keeps a small pending record between ``route`` and
+``observe`` (bounded: the oldest are dropped if outcomes never arrive).
 """
 
 from __future__ import annotations
 
 import random
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from core.clock import Clock
-from core.config import LoadedConfig, PolicyConfig
+from core.config import LoadedConfig, PolicyConfig, RouteConfig
 from core.protocols import RoutingPolicy
 from core.types import (
     AdmissionDecision,
     Admit,
     BackendId,
+    BackendView,
     FleetSnapshot,
     Outcome,
+    Predictions,
     RequestFeatures,
     RoutingDecision,
     RoutingRequest,
+    SLOTargets,
 )
+from decision.explain import DecisionLog
 from policies import build_policy
+from policies.estimate import expected_tokens, prior_output_length
+from state.prefix_index import PrefixIndex, RoutedPrefix
+
+MAX_PENDING_REQUESTS = 65_536
+_NO_SLO = SLOTargets()
+
+
+class PredictorFacade(Protocol):
+    """What the engine needs from ``predictors``: predictions in, outcomes back."""
+
+    def predict(self, request: RoutingRequest, snapshot: FleetSnapshot) -> Predictions: ...
+
+    def observe(
+        self, outcome: Outcome, features: RequestFeatures, view_at_dispatch: BackendView | None
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class _Pending:
+    features: RequestFeatures
+    snapshot: FleetSnapshot | None = None
+    view_at_dispatch: BackendView | None = None
+    routed: RoutedPrefix | None = None
+
+
+def slo_targets(route: RouteConfig) -> SLOTargets:
+    return SLOTargets(ttft_ms=route.slo.ttft_ms, tpot_ms=route.slo.tpot_ms, e2e_ms=route.slo.e2e_ms)
 
 
 class DecisionEngine:
@@ -37,20 +86,47 @@ class DecisionEngine:
         default_policy: RoutingPolicy,
         clock: Clock,
         rng: random.Random,
+        *,
+        slo_by_route: Mapping[str, SLOTargets] | None = None,
+        prefix_index: PrefixIndex | None = None,
+        predictor: PredictorFacade | None = None,
+        decision_log: DecisionLog | None = None,
     ) -> None:
         self._policies_by_route = dict(policies_by_route)
         self._default_policy = default_policy
         self._clock = clock
         self._rng = rng
+        self._slo_by_route = dict(slo_by_route or {})
+        self.prefix_index = prefix_index
+        self._predictor = predictor
+        self.decisions = decision_log if decision_log is not None else DecisionLog()
+        self._pending: OrderedDict[str, _Pending] = OrderedDict()
 
     @classmethod
-    def from_config(cls, loaded: LoadedConfig, clock: Clock, rng: random.Random) -> DecisionEngine:
+    def from_config(
+        cls,
+        loaded: LoadedConfig,
+        clock: Clock,
+        rng: random.Random,
+        predictor: PredictorFacade | None = None,
+    ) -> DecisionEngine:
         """Build every route's policy, validating its params (``ConfigError`` with file and line)."""
+        config = loaded.config
         policies = {
             route.name: build_policy(route.policy, loaded.source, ("routes", i, "policy"))
-            for i, route in enumerate(loaded.config.routes)
+            for i, route in enumerate(config.routes)
         }
-        return cls(policies, build_policy(PolicyConfig()), clock, rng)
+        index_config = config.prefix_index
+        index = PrefixIndex(index_config.max_entries, index_config.ttl_s, index_config.max_match_chunks)
+        return cls(
+            policies,
+            build_policy(PolicyConfig()),
+            clock,
+            rng,
+            slo_by_route={route.name: slo_targets(route) for route in config.routes},
+            prefix_index=index,
+            predictor=predictor,
+        )
 
     def policy_for(self, route: str) -> RoutingPolicy:
         return self._policies_by_route.get(route, self._default_policy)
@@ -59,11 +135,62 @@ class DecisionEngine:
         return Admit()
 
     def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision:
-        policy = self.policy_for(features.route)
-        return policy.route(RoutingRequest(features=features), snapshot, self._clock.now_s(), self._rng)
+        now_s = self._clock.now_s()
+        index = self.prefix_index
+        if index is not None and features.prefix_hashes:
+            matched = index.match(features.model, features.prefix_hashes, now_s)
+            indexed = index.indexed_tokens(features.model)
+            request = RoutingRequest(
+                features,
+                prefix_matched_tokens=matched,
+                prefix_indexed_tokens=indexed,
+                slo=self._slo_by_route.get(features.route, _NO_SLO),
+            )
+        else:
+            request = RoutingRequest(features, slo=self._slo_by_route.get(features.route, _NO_SLO))
+        if self._predictor is not None:
+            request = replace(request, predictions=self._predictor.predict(request, snapshot))
+        decision = self.policy_for(features.route).route(request, snapshot, now_s, self._rng)
+        if decision.predicted_output_tokens is None:
+            predictions = request.predictions
+            length = predictions.output_length if predictions else prior_output_length(features)
+            decision = replace(decision, predicted_output_tokens=expected_tokens(length))
+        self.decisions.append(now_s, features, decision, request.prefix_matched_tokens)
+        self._remember(features).snapshot = snapshot
+        return decision
 
     def on_routed(self, features: RequestFeatures, decision: RoutingDecision, backend_id: BackendId) -> None:
-        return None
+        pending = self._remember(features)
+        if pending.snapshot is not None:
+            pending.view_at_dispatch = next(
+                (v for v in pending.snapshot.backends if v.backend_id == backend_id), None
+            )
+        if self.prefix_index is not None and features.prefix_hashes:
+            pending.routed = self.prefix_index.record_routed(
+                features.model, backend_id, features.prefix_hashes, self._clock.now_s()
+            )
 
     def observe(self, outcome: Outcome) -> None:
-        return None
+        pending = self._pending.pop(outcome.request_id, None)
+        if pending is None:
+            return
+        routed = pending.routed
+        if (
+            self.prefix_index is not None
+            and routed is not None
+            and outcome.backend_id == routed.backend_id
+            and outcome.status_code < 400
+            and outcome.cached_prompt_tokens is not None
+            and outcome.prompt_tokens > 0
+        ):
+            self.prefix_index.correct(routed, outcome.cached_prompt_tokens / outcome.prompt_tokens)
+        if self._predictor is not None:
+            self._predictor.observe(outcome, pending.features, pending.view_at_dispatch)
+
+    def _remember(self, features: RequestFeatures) -> _Pending:
+        pending = self._pending.get(features.request_id)
+        if pending is None:
+            if len(self._pending) >= MAX_PENDING_REQUESTS:
+                self._pending.popitem(last=False)
+            pending = self._pending[features.request_id] = _Pending(features)
+        return pending

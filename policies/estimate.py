@@ -35,6 +35,7 @@ p50 130 / p90 425 tokens (Azure 2023 conversation trace), capped by ``max_tokens
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -46,6 +47,7 @@ PRIOR_P50_TOKENS = 130.0
 PRIOR_P90_TOKENS = 425.0
 _SPEED_FACTOR_MIN = 0.25
 _SPEED_FACTOR_MAX = 4.0
+_Z_090 = 1.2815515655446004  # standard normal 0.9 quantile
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,19 @@ def prior_output_length(features: RequestFeatures) -> OutputLengthEstimate:
     if cap is not None:
         p50, p90 = min(p50, cap), min(p90, cap)
     return OutputLengthEstimate(p50_tokens=p50, p90_tokens=p90, source="fallback_prior")
+
+
+def expected_tokens(length: OutputLengthEstimate) -> float:
+    """Mean output length implied by the two quantiles, assuming a log-normal length distribution.
+
+    ``sigma = ln(p90/p50) / z_0.9`` and ``mean = p50 · exp(sigma²/2)``: the mean,
+    not the median, is what in-flight decode-work accounting must add up
+    (lengths are heavy-tailed, formulas.md §1).
+    """
+    p50 = max(1.0, length.p50_tokens)
+    p90 = max(p50, length.p90_tokens)
+    sigma = math.log(p90 / p50) / _Z_090
+    return p50 * math.exp(0.5 * sigma * sigma)
 
 
 def _chunks(tokens: float) -> int:

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import random
 
-from policies.baselines.presets import NoParams, round_robin
-
 from core.features import build_features
 from core.types import BackendView, Endpoint, FleetSnapshot, Health, RoutingRequest
+from policies.baselines.presets import NoParams, round_robin
 
 
 def view(name: str, models: set[str], health: Health = Health.READY) -> BackendView:
