@@ -40,7 +40,10 @@ class Filter(Protocol):
 
 
 class Scorer(Protocol):
-    """Scores each candidate in [0, 1], higher is better; a missing backend scores 0."""
+    """Scores each candidate in [0, 1], higher is better; a missing backend scores 0.
+
+    Called only with at least one candidate.
+    """
 
     name: str
 
