@@ -91,6 +91,7 @@ class DecisionEngine:
         prefix_index: PrefixIndex | None = None,
         predictor: PredictorFacade | None = None,
         decision_log: DecisionLog | None = None,
+        max_pending_requests: int = MAX_PENDING_REQUESTS,
     ) -> None:
         self._policies_by_route = dict(policies_by_route)
         self._default_policy = default_policy
@@ -101,6 +102,7 @@ class DecisionEngine:
         self._predictor = predictor
         self.decisions = decision_log if decision_log is not None else DecisionLog()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
+        self._max_pending = max_pending_requests
 
     @classmethod
     def from_config(
@@ -190,7 +192,7 @@ class DecisionEngine:
     def _remember(self, features: RequestFeatures) -> _Pending:
         pending = self._pending.get(features.request_id)
         if pending is None:
-            if len(self._pending) >= MAX_PENDING_REQUESTS:
+            if len(self._pending) >= self._max_pending:
                 self._pending.popitem(last=False)
             pending = self._pending[features.request_id] = _Pending(features)
         return pending
