@@ -56,9 +56,10 @@ class Scorer(Protocol):
 class Picker(Protocol):
     """Orders the candidates into the final ranking (first = chosen, rest = retry fallbacks).
 
-    ``by_score`` holds every candidate, best weighted score first, ties already
-    broken at random by the pipeline; ``totals`` are the weighted scores. The
-    result must be a permutation of ``by_score``.
+    ``by_score`` holds every candidate, best weighted score first, the lead
+    drawn at random among those tied for the best score (others in snapshot
+    order); ``totals`` are the weighted scores. The result must be a
+    permutation of ``by_score``.
     """
 
     name: str

@@ -48,6 +48,7 @@ PRIOR_P90_TOKENS = 425.0
 _SPEED_FACTOR_MIN = 0.25
 _SPEED_FACTOR_MAX = 4.0
 _Z_090 = 1.2815515655446004  # standard normal 0.9 quantile
+_MAX_REMEMBERED_LABELS = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ GPU_PRIORS: Mapping[str, StepModel] = MappingProxyType(
         "small": StepModel(62.0, 0.124, 0.124),
     }
 )
+_PRIOR_BY_LABEL: dict[str, StepModel] = {}  # memo of prior_for: a pure function of the label
 _CLASS_ALIASES: tuple[tuple[str, str], ...] = (
     ("h100", "h100"),
     ("h200", "h100"),
@@ -81,11 +83,14 @@ _CLASS_ALIASES: tuple[tuple[str, str], ...] = (
 
 def prior_for(gpu_class: str) -> StepModel:
     """The step-time prior of a GPU label (substring match, e.g. ``h100-8b`` -> h100); A100 if unknown."""
+    model = _PRIOR_BY_LABEL.get(gpu_class)
+    if model is not None:
+        return model
     label = gpu_class.lower()
-    for needle, key in _CLASS_ALIASES:
-        if needle in label:
-            return GPU_PRIORS[key]
-    return GPU_PRIORS["a100"]
+    model = next((GPU_PRIORS[key] for needle, key in _CLASS_ALIASES if needle in label), GPU_PRIORS["a100"])
+    if len(_PRIOR_BY_LABEL) < _MAX_REMEMBERED_LABELS:  # labels come from config: a handful
+        _PRIOR_BY_LABEL[gpu_class] = model
+    return model
 
 
 def prior_output_length(features: RequestFeatures) -> OutputLengthEstimate:
@@ -110,41 +115,48 @@ def expected_tokens(length: OutputLengthEstimate) -> float:
     return p50 * math.exp(0.5 * sigma * sigma)
 
 
-def _chunks(tokens: float) -> int:
-    return -int(-tokens // CHUNK_TOKENS) if tokens > 0 else 0
+def estimate_terms(prompt_tokens: int, matched_tokens: int, view: BackendView) -> tuple[float, float, float]:
+    """``(queue_wait_ms, prefill_ms, tpot_ms)`` of a request on ``view``'s backend (module docstring).
+
+    The hot path of cost-based routing: plain floats, no allocation beyond the
+    result tuple.
+    """
+    model = _PRIOR_BY_LABEL.get(view.gpu_class) or prior_for(view.gpu_class)
+    base, per_prefill, per_decode = model.base_ms, model.prefill_ms_per_token, model.decode_ms_per_token
+    in_flight = view.in_flight_requests
+    awaiting = view.awaiting_first_byte
+    running = view.engine_running
+    if running is None or view.metrics_stale:
+        running = in_flight - awaiting if in_flight > awaiting else 0
+    step_ms = base + per_decode * running
+    speed = 1.0
+    ewma_tpot = view.ewma_tpot_ms
+    if ewma_tpot is not None and ewma_tpot > 0:
+        speed = ewma_tpot / (base + per_decode * (running if running > 1 else 1))
+        speed = _SPEED_FACTOR_MIN if speed < _SPEED_FACTOR_MIN else min(speed, _SPEED_FACTOR_MAX)
+
+    wait_ms = 0.0
+    if in_flight > 0 and awaiting > 0:
+        queued = view.in_flight_prompt_tokens * (awaiting / in_flight if awaiting < in_flight else 1.0)
+        wait_ms = speed * (per_prefill * queued + -(-queued // CHUNK_TOKENS) * step_ms)
+    limit = view.max_concurrency
+    if limit is not None and in_flight >= limit:
+        draining = running if running > 1 else 1
+        mean_remaining = view.in_flight_predicted_decode_tokens / draining
+        wait_ms += (in_flight - limit + 1) * (mean_remaining / draining) * speed * step_ms
+
+    new_tokens = prompt_tokens - matched_tokens
+    if new_tokens < 1:
+        new_tokens = 1
+    prefill_ms = speed * (per_prefill * new_tokens + -(-new_tokens // CHUNK_TOKENS) * step_ms)
+    return wait_ms, prefill_ms, speed * (step_ms + per_decode)
 
 
 def estimate_cost(
     features: RequestFeatures, matched_tokens: int, view: BackendView, output_tokens: float
 ) -> BackendCostEstimate:
     """Predicted cost of ``features`` on ``view``'s backend; see the module docstring for the formula."""
-    model = prior_for(view.gpu_class)
-    fresh = not view.metrics_stale
-    if fresh and view.engine_running is not None:
-        running = view.engine_running
-    else:
-        running = max(0, view.in_flight_requests - view.awaiting_first_byte)
-    step_ms = model.base_ms + model.decode_ms_per_token * running
-    speed = 1.0
-    if view.ewma_tpot_ms is not None and view.ewma_tpot_ms > 0:
-        observed_ref_ms = model.base_ms + model.decode_ms_per_token * max(running, 1)
-        speed = min(_SPEED_FACTOR_MAX, max(_SPEED_FACTOR_MIN, view.ewma_tpot_ms / observed_ref_ms))
-
-    queued_tokens = 0.0
-    if view.in_flight_requests > 0 and view.awaiting_first_byte > 0:
-        share = min(1.0, view.awaiting_first_byte / view.in_flight_requests)
-        queued_tokens = view.in_flight_prompt_tokens * share
-    wait_ms = speed * (model.prefill_ms_per_token * queued_tokens + _chunks(queued_tokens) * step_ms)
-    tpot_now_ms = speed * step_ms
-    if view.max_concurrency is not None and view.in_flight_requests >= view.max_concurrency:
-        excess = view.in_flight_requests - view.max_concurrency + 1
-        draining = max(running, 1)
-        mean_remaining_tokens = view.in_flight_predicted_decode_tokens / draining
-        wait_ms += excess * (mean_remaining_tokens / draining) * tpot_now_ms
-
-    new_tokens = max(1, features.prompt_tokens - matched_tokens)
-    prefill_ms = speed * (model.prefill_ms_per_token * new_tokens + _chunks(new_tokens) * step_ms)
-    tpot_ms = speed * (model.base_ms + model.decode_ms_per_token * (running + 1))
+    wait_ms, prefill_ms, tpot_ms = estimate_terms(features.prompt_tokens, matched_tokens, view)
     ttft_ms = wait_ms + prefill_ms
     return BackendCostEstimate(
         backend_id=view.backend_id,

@@ -12,11 +12,14 @@ Rule (what the pipeline itself guarantees, whatever the plugins do):
 3. Each scorer's value for each candidate is clamped to [0, 1] (NaN and a
    missing backend count as 0) and recorded in ``scores[scorer]``; the total is
    ``Σ weight·score``.
-4. Candidates are sorted by total, best first, ties in random order drawn from
-   the injected ``rng``; the picker turns that into the final ranking, which the
-   pipeline checks is a permutation of the surviving candidates.
+4. Candidates are sorted by total, best first; among the backends tied for
+   the best total a uniformly random one (injected ``rng``) leads, the others
+   keep snapshot order. The picker turns that into the final ranking, which the pipeline
+   checks is a permutation of the surviving candidates.
 5. ``predicted_ttft_ms`` / ``predicted_e2e_ms`` are the chosen backend's cost
-   when a plugin computed one or the request carries predictions.
+   when a plugin computed one or the request carries predictions;
+   ``predicted_output_tokens`` is the expected output length (the predictor's
+   quantiles or the fallback prior, through ``policies.estimate.expected_tokens``).
 
 Config (``routes[].policy``)::
 
@@ -40,9 +43,18 @@ from typing import Any
 
 from pydantic import Field
 
-from core.types import BackendCostEstimate, BackendId, FleetSnapshot, RoutingDecision, RoutingRequest
+from core.types import (
+    BackendCostEstimate,
+    BackendId,
+    BackendView,
+    FleetSnapshot,
+    Health,
+    RoutingDecision,
+    RoutingRequest,
+)
 from policies.base import Filter, Picker, Scorer
 from policies.context import RouteContext
+from policies.estimate import expected_tokens
 from policies.registry import BuildContext, PluginKind, PolicyParams, build_plugin, register
 
 
@@ -76,20 +88,27 @@ class Pipeline:
         self, request: RoutingRequest, snapshot: FleetSnapshot, now_s: float, rng: random.Random
     ) -> RoutingDecision:
         model = request.features.model
-        candidates = snapshot.serving(model)
+        ready = Health.READY
+        candidates: Sequence[BackendView] = [
+            v for v in snapshot.backends if v.health is ready and model in v.models
+        ]
         if not candidates:
-            return RoutingDecision(
-                ranked=(), policy=self._name, reason=f"no healthy backend serves {model!r}"
-            )
-        ctx = RouteContext(request, snapshot, now_s)
+            reason = f"no healthy backend serves {model!r}"
+            return RoutingDecision(ranked=(), policy=self._name, reason=reason)
+        ctx = RouteContext(request, snapshot, now_s, rng)
         removed: dict[BackendId, str] = {}
         for flt in self._filters:
-            kept_ids = {view.backend_id for view in flt.filter(ctx, candidates)}
-            if len(kept_ids) < len(candidates) or any(v.backend_id not in kept_ids for v in candidates):
-                for view in candidates:
-                    if view.backend_id not in kept_ids:
-                        removed[view.backend_id] = flt.name
-                candidates = tuple(v for v in candidates if v.backend_id in kept_ids)
+            kept = flt.filter(ctx, candidates)
+            if kept is candidates:
+                continue
+            kept_ids = {view.backend_id for view in kept}
+            survivors: list[BackendView] = []  # never adds, keeps snapshot order
+            for view in candidates:
+                if view.backend_id in kept_ids:
+                    survivors.append(view)
+                else:
+                    removed[view.backend_id] = flt.name
+            candidates = survivors
             if not candidates:
                 return RoutingDecision(
                     ranked=(),
@@ -114,14 +133,12 @@ class Pipeline:
                 totals[backend_id] += weight * value
             scores[scorer.name] = clamped
 
-        keyed = sorted((-totals[b], rng.random(), b) for b in ids)
-        by_score = [b for _, _, b in keyed]
+        by_score = _by_score(ids, totals, rng)
         ranked = self._picker.pick(ctx, by_score, totals, rng)
         if len(ranked) != len(ids) or set(ranked) != totals.keys():
-            raise RuntimeError(
-                f"picker {self._picker.name!r} returned {ranked!r}, not a permutation of {ids!r}"
-            )
-        cost = _chosen_cost(ctx, ranked[0])
+            picker = self._picker.name
+            raise RuntimeError(f"picker {picker!r} returned {ranked!r}, not a permutation of {ids!r}")
+        cost = _chosen_cost(ctx, ranked[0], candidates)
         return RoutingDecision(
             ranked=ranked,
             policy=self._name,
@@ -129,14 +146,40 @@ class Pipeline:
             removed=removed,
             predicted_ttft_ms=cost.ttft_ms if cost is not None else None,
             predicted_e2e_ms=cost.e2e_ms if cost is not None else None,
+            predicted_output_tokens=expected_tokens(ctx.output_length()),
         )
 
 
-def _chosen_cost(ctx: RouteContext, backend_id: BackendId) -> BackendCostEstimate | None:
-    cost = ctx.known_cost(backend_id)
-    if cost is None and ctx.request.predictions is not None:
-        cost = ctx.request.predictions.per_backend.get(backend_id)
-    return cost
+def _by_score(ids: list[BackendId], totals: dict[BackendId, float], rng: random.Random) -> list[BackendId]:
+    """Best total first; among the backends tied for the best total, a uniformly random one leads.
+
+    The rest keep snapshot order within ties: only the head of the ranking
+    decides where the request goes (pickers that sample compare totals
+    themselves), so one C-level sort and one random draw suffice.
+    """
+    by_score = sorted(ids, key=totals.__getitem__, reverse=True)  # stable: snapshot order within ties
+    best = totals[by_score[0]]
+    tied = 1
+    while tied < len(by_score) and totals[by_score[tied]] == best:
+        tied += 1
+    if tied > 1:
+        lead = rng.randrange(tied)
+        by_score[0], by_score[lead] = by_score[lead], by_score[0]
+    return by_score
+
+
+def _chosen_cost(
+    ctx: RouteContext, backend_id: BackendId, candidates: Sequence[BackendView]
+) -> BackendCostEstimate | None:
+    """The chosen backend's cost when this decision estimated it or the request carries it."""
+    predictions = ctx.request.predictions
+    if predictions is not None:
+        supplied = predictions.per_backend.get(backend_id)
+        if supplied is not None:
+            return supplied
+    if ctx.was_estimated(backend_id):
+        return ctx.cost(next(v for v in candidates if v.backend_id == backend_id))
+    return None
 
 
 class PluginRef(PolicyParams):

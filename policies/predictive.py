@@ -2,6 +2,10 @@
 
 Rule (formulas.md §3), as one pipeline:
 
+0. ``subset`` - on fleets larger than ``max_candidates``, consider only the
+   backends holding the deepest prefix match (up to ``keep_prefix_matches``)
+   plus a random sample of the others (power of d choices), which bounds the
+   per-request cost of the cost model on large fleets;
 1. ``imbalance_guard`` - remove backends whose weight-normalised in-flight load
    is more than ``guard_abs_threshold`` above AND ``guard_rel_threshold`` times
    the least-loaded one (the hard safety net; reads only Sluice's accounting).
@@ -21,10 +25,10 @@ Costs come from ``RoutingRequest.predictions`` (the predictors facade, learned
 per-backend speeds and output-length quantiles); when a request carries none,
 the fallback estimator in ``policies.estimate`` is used.
 
-Parameters and defaults: ``objective`` e2e, ``tail_weight`` 1.0 (p90),
-``slo_margin_frac`` 0.0, ``check_tpot`` true, ``top_k`` 3,
-``near_best_frac`` 0.9 (a cost within ~11% of the best), ``guard_abs_threshold``
-64, ``guard_rel_threshold`` 3.0.
+Parameters and defaults: ``max_candidates`` 16, ``keep_prefix_matches`` 4,
+``objective`` e2e, ``tail_weight`` 1.0 (p90), ``slo_margin_frac`` 0.0,
+``check_tpot`` true, ``top_k`` 3, ``near_best_frac`` 0.9 (a cost within ~11%
+of the best), ``guard_abs_threshold`` 64, ``guard_rel_threshold`` 3.0.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from pydantic import Field
 
 from policies.filters.imbalance_guard import ImbalanceGuardFilter, ImbalanceGuardParams
 from policies.filters.slo_headroom import SLOHeadroomFilter, SLOHeadroomParams
+from policies.filters.subset import SubsetFilter, SubsetParams
 from policies.pickers.p2c import P2CParams, P2CPicker
 from policies.pipeline import Pipeline
 from policies.registry import BuildContext, PolicyParams, register
@@ -44,6 +49,8 @@ NAME = "sluice_predictive"
 
 
 class PredictiveParams(PolicyParams):
+    max_candidates: int = Field(16, ge=1)
+    keep_prefix_matches: int = Field(4, ge=0)
     objective: Literal["ttft", "e2e"] = "e2e"
     tail_weight: float = Field(1.0, ge=0.0, le=2.0)
     slo_margin_frac: float = Field(0.0, ge=0.0, lt=1.0)
@@ -58,16 +65,12 @@ class PredictiveParams(PolicyParams):
     NAME, PredictiveParams, "argmin predicted TTFT/E2E with SLO filter, P2C anti-herding, imbalance guard"
 )
 def build_predictive(params: PredictiveParams, ctx: BuildContext | None = None) -> Pipeline:
+    p = params
+    subset = SubsetFilter(SubsetParams(size=p.max_candidates, keep_prefix_matches=p.keep_prefix_matches))
     guard = ImbalanceGuardFilter(
-        ImbalanceGuardParams(
-            abs_threshold=params.guard_abs_threshold, rel_threshold=params.guard_rel_threshold
-        )
+        ImbalanceGuardParams(abs_threshold=p.guard_abs_threshold, rel_threshold=p.guard_rel_threshold)
     )
-    slo = SLOHeadroomFilter(
-        SLOHeadroomParams(margin_frac=params.slo_margin_frac, check_tpot=params.check_tpot)
-    )
-    scorer = PredictedCostScorer(
-        PredictedCostParams(objective=params.objective, tail_weight=params.tail_weight)
-    )
-    picker = P2CPicker(P2CParams(top_k=params.top_k, near_best_frac=params.near_best_frac))
-    return Pipeline(NAME, (guard, slo), ((scorer, 1.0),), picker)
+    slo = SLOHeadroomFilter(SLOHeadroomParams(margin_frac=p.slo_margin_frac, check_tpot=p.check_tpot))
+    scorer = PredictedCostScorer(PredictedCostParams(objective=p.objective, tail_weight=p.tail_weight))
+    picker = P2CPicker(P2CParams(top_k=p.top_k, near_best_frac=p.near_best_frac))
+    return Pipeline(NAME, (subset, guard, slo), ((scorer, 1.0),), picker)

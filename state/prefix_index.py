@@ -50,6 +50,7 @@ from core.types import BackendId
 
 CHUNK_TOKENS = PREFIX_CHUNK_CHARS // CHARS_PER_TOKEN
 _SWEEPS_PER_TTL = 8
+_MAX_MEMO_MASKS = 4_096
 
 
 @dataclass(slots=True)
@@ -121,6 +122,7 @@ class PrefixIndex:
         self._slot_of: dict[BackendId, int] = {}
         self._backend_of: dict[int, BackendId] = {}
         self._free_slots: list[int] = []
+        self._mask_members: dict[int, tuple[BackendId, ...]] = {}
         self._size = 0
         self._partition_count = 0
         self._next_sweep_s = float("-inf")
@@ -156,12 +158,8 @@ class PrefixIndex:
                         high = mid
                 deepest = low
             level = holders.get(hashes[deepest], 0) & remaining
-            matched_tokens = (deepest + 1) * CHUNK_TOKENS
             remaining &= ~level
-            while level:
-                low_bit = level & -level
-                result[self._backend_of[low_bit.bit_length() - 1]] = matched_tokens
-                level ^= low_bit
+            result.update(dict.fromkeys(self._backends_in(level), (deepest + 1) * CHUNK_TOKENS))
             end = deepest
         return result
 
@@ -258,9 +256,26 @@ class PrefixIndex:
         if slot is not None:
             del self._backend_of[slot]
             self._free_slots.append(slot)
+            self._mask_members.clear()  # the slot's bit will name another backend
         self.stats.entries = self._size
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _backends_in(self, mask: int) -> tuple[BackendId, ...]:
+        """Backend ids of the bits of ``mask``; memoised, as the same holder sets recur (shared prompts)."""
+        found = self._mask_members.get(mask)
+        if found is None:
+            members: list[BackendId] = []
+            rest = mask
+            while rest:
+                low_bit = rest & -rest
+                members.append(self._backend_of[low_bit.bit_length() - 1])
+                rest ^= low_bit
+            found = tuple(members)
+            if len(self._mask_members) >= _MAX_MEMO_MASKS:
+                self._mask_members.clear()
+            self._mask_members[mask] = found
+        return found
 
     def _slot(self, backend_id: BackendId) -> int:
         slot = self._slot_of.get(backend_id)

@@ -47,11 +47,11 @@ class SLOHeadroomFilter:
         meets_ttft: list[BackendView] = []
         meets_both: list[BackendView] = []
         for view in candidates:
-            cost = ctx.cost(view)
-            if ttft_limit is not None and cost.ttft_ms > ttft_limit:
+            ttft_ms, tpot_ms = ctx.ttft_tpot(view)
+            if ttft_limit is not None and ttft_ms > ttft_limit:
                 continue
             meets_ttft.append(view)
-            if tpot_limit is None or cost.tpot_ms <= tpot_limit:
+            if tpot_limit is None or tpot_ms <= tpot_limit:
                 meets_both.append(view)
         return meets_both or meets_ttft or candidates
 

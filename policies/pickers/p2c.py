@@ -54,8 +54,11 @@ class P2CPicker:
             eligible = [b for b in eligible if totals[b] >= floor]
         if len(eligible) < 2:
             return tuple(by_score)
-        first, second = rng.sample(range(len(eligible)), 2)
-        winner = eligible[min(first, second)]  # earlier in by_score = better score (ties pre-broken)
+        first, second = rng.sample(eligible, 2)
+        if totals[first] != totals[second]:
+            winner = first if totals[first] > totals[second] else second
+        else:
+            winner = first  # the draw order is already random
         return (winner, *(b for b in by_score if b != winner))
 
 

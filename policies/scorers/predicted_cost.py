@@ -47,8 +47,9 @@ class PredictedCostScorer:
         out: dict[BackendId, float] = {}
         decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if self._objective == "e2e" else 0.0
         for view in candidates:
-            cost = ctx.cost(view)
-            out[view.backend_id] = max(_MIN_COST_MS, cost.ttft_ms + decode_steps * cost.tpot_ms)
+            ttft_ms, tpot_ms = ctx.ttft_tpot(view)
+            cost_ms = ttft_ms + decode_steps * tpot_ms
+            out[view.backend_id] = cost_ms if cost_ms > _MIN_COST_MS else _MIN_COST_MS
         return out
 
     def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]:

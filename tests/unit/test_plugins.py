@@ -328,3 +328,36 @@ def test_round_robin_cycles_per_model_ignoring_scores() -> None:
     picker = build("picker", "round_robin")
     picks = [picker.pick(CTX_ROUTE, ["c", "a", "b"], TOTALS, random.Random(0))[0] for _ in range(4)]
     assert picks == ["a", "b", "c", "a"]
+
+
+def test_subset_keeps_the_deepest_prefix_holders_and_samples_the_rest() -> None:
+    fleet = [view(f"b{i}") for i in range(10)]
+    req = request(
+        PROMPT_1600, matched={"b7": 800, "b3": 800, "b5": 16, **{f"b{i}": 16 for i in range(10, 20)}}
+    )
+    flt = build("filter", "subset", size=4, keep_prefix_matches=2)
+    seen: set[str] = set()
+    for seed in range(40):
+        ctx = RouteContext(req, snapshot(*fleet), 0.0, random.Random(seed))
+        kept = ids(flt.filter(ctx, fleet))
+        assert len(kept) == 4 and len(set(kept)) == 4
+        assert {"b7", "b3"} <= set(kept)
+        seen.update(kept)
+    assert len(seen) == 10  # the other two places are a random sample of everyone else
+    small = fleet[:4]
+    assert flt.filter(RouteContext(req, snapshot(*small), 0.0), small) is small
+    only_one = build("filter", "subset", size=3, keep_prefix_matches=1)
+    kept = ids(only_one.filter(RouteContext(req, snapshot(*fleet), 0.0, random.Random(0)), fleet))
+    assert len({"b7", "b3"} & set(kept)) >= 1
+
+
+def test_predictive_on_a_large_fleet_records_the_unsampled_backends() -> None:
+    from core.config import PolicyConfig
+    from policies import build_policy
+
+    fleet = snapshot(*(view(f"b{i:02d}") for i in range(40)))
+    decision = build_policy(PolicyConfig(name="sluice_predictive")).route(
+        request(), fleet, 0.0, random.Random(0)
+    )
+    assert len(decision.ranked) == 16
+    assert len(decision.removed) == 24 and set(decision.removed.values()) == {"subset"}
