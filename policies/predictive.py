@@ -6,9 +6,10 @@ Rule (formulas.md §3), as one pipeline:
    backends holding the deepest prefix match (up to ``keep_prefix_matches``)
    plus a random sample of the others (power of d choices), which bounds the
    per-request cost of the cost model on large fleets;
-1. ``imbalance_guard`` - remove backends whose weight-normalised in-flight load
-   is more than ``guard_abs_threshold`` above AND ``guard_rel_threshold`` times
-   the least-loaded one (the hard safety net; reads only Sluice's accounting).
+1. ``imbalance_guard`` - remove backends whose weight-normalised queue
+   (requests awaiting their first byte) is more than ``guard_abs_threshold``
+   above AND ``guard_rel_threshold`` times the least-queued one (the hard
+   safety net; reads only Sluice's accounting).
 2. ``slo_headroom`` - drop backends predicted to miss the route's TTFT (and
    TPOT) objective when others meet it.
 3. ``predicted_cost`` - score ``min_c / c(b)`` with ``c(b)`` the route's
@@ -28,7 +29,7 @@ the fallback estimator in ``policies.estimate`` is used.
 Parameters and defaults: ``max_candidates`` 16, ``keep_prefix_matches`` 4,
 ``objective`` e2e, ``tail_weight`` 1.0 (p90), ``slo_margin_frac`` 0.0,
 ``check_tpot`` true, ``top_k`` 3, ``near_best_frac`` 0.9 (a cost within ~11%
-of the best), ``guard_abs_threshold`` 64, ``guard_rel_threshold`` 3.0.
+of the best), ``guard_abs_threshold`` 32, ``guard_rel_threshold`` 3.0.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ class PredictiveParams(PolicyParams):
     check_tpot: bool = True
     top_k: int = Field(3, ge=1)
     near_best_frac: float = Field(0.9, ge=0.0, le=1.0)
-    guard_abs_threshold: float = Field(64.0, ge=0.0)
+    guard_abs_threshold: float = Field(32.0, ge=0.0)
     guard_rel_threshold: float = Field(3.0, ge=1.0)
 
 

@@ -1,24 +1,31 @@
 """``imbalance_guard`` filter: a hard cap on load imbalance that no prediction can override.
 
 Rule (SGLang's imbalance test applied per backend, on weight-normalised load
-``L(b) = in_flight_requests / weight``): remove ``b`` iff
-``L(b) - L_min > abs_threshold`` AND ``L(b) > rel_threshold · L_min``. The
-least-loaded backend always survives, so this never empties the set.
+``L(b) = signal(b) / weight``): remove ``b`` iff ``L(b) - L_min > abs_threshold``
+AND ``L(b) > rel_threshold · L_min``. The least-loaded backend always
+survives, so this never empties the set.
 
-Why: predictions can be wrong or stale (a new backend, a mis-learned speed,
-several proxy replicas acting on the same snapshot); whatever the cost model
-says, no backend may run away from the others - the "death spiral" of
-cache-affinity routers (sglang #14305). It reads only Sluice's own in-flight
-accounting, never engine metrics, so a scrape outage cannot disable it.
-Defaults ``abs_threshold`` 64 requests and ``rel_threshold`` 3.0 are looser
-than SGLang's 1.5 because cost-based routing deliberately loads fast GPUs more
-(an H100 prefills ~3x faster than an A100); set ``weight`` per backend to
-express expected capacity. Removes nothing while loads are within bounds.
+``signal`` is ``awaiting_first_byte`` (default: requests sent to the backend
+that have not produced a token yet, i.e. its queue plus the prefill in
+progress) or ``in_flight_requests``. The queue is the default because it is
+what runs away in a "death spiral" (sglang #14305), while a large number of
+*running* decodes on a fast GPU is legitimate batching: counting all in-flight
+requests would push work off an H100 that batches 5x what an L4 does.
+
+Why a guard at all: predictions can be wrong or stale (a new backend, a
+mis-learned speed, several proxy replicas acting on the same snapshot);
+whatever the cost model says, no backend's queue may run away from the
+others'. It reads only Sluice's own accounting, never engine metrics, so a
+scrape outage cannot disable it. Parameters: ``signal`` (default
+``awaiting_first_byte``), ``abs_threshold`` (default 32), ``rel_threshold``
+(default 3.0); set ``weight`` per backend to express expected capacity.
+Removes nothing while loads are within bounds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import Field
 
@@ -30,34 +37,36 @@ TYPE = "imbalance_guard"
 
 
 class ImbalanceGuardParams(PolicyParams):
-    abs_threshold: float = Field(64.0, ge=0.0)
+    signal: Literal["awaiting_first_byte", "in_flight_requests"] = "awaiting_first_byte"
+    abs_threshold: float = Field(32.0, ge=0.0)
     rel_threshold: float = Field(3.0, ge=1.0)
 
 
 class ImbalanceGuardFilter:
-    consumes = ("in_flight_requests", "weight")
     reason = "load far above the least-loaded backend"
 
     def __init__(self, params: ImbalanceGuardParams) -> None:
         self.name = TYPE
+        self._queue_only = params.signal == "awaiting_first_byte"
         self._abs = params.abs_threshold
         self._rel = params.rel_threshold
+        self.consumes = (params.signal, "weight")
 
     def filter(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Sequence[BackendView]:
         if len(candidates) < 2:
             return candidates
-        low = min(v.in_flight_requests / v.weight for v in candidates)
-        limit_abs = low + self._abs
-        limit_rel = low * self._rel
-        return [
-            v
-            for v in candidates
-            if not (
-                v.in_flight_requests / v.weight > limit_abs and v.in_flight_requests / v.weight > limit_rel
-            )
-        ]
+        if self._queue_only:
+            loads = [v.awaiting_first_byte / v.weight for v in candidates]
+        else:
+            loads = [v.in_flight_requests / v.weight for v in candidates]
+        low = min(loads)
+        # Removed iff above BOTH limits, i.e. kept iff at or below the larger one.
+        limit = max(low + self._abs, low * self._rel)
+        if max(loads) <= limit:
+            return candidates
+        return [v for v, load in zip(candidates, loads, strict=True) if load <= limit]
 
 
-@register_plugin("filter", TYPE, ImbalanceGuardParams, "hard cap on in-flight imbalance")
+@register_plugin("filter", TYPE, ImbalanceGuardParams, "hard cap on queue imbalance")
 def _build(params: ImbalanceGuardParams, ctx: BuildContext) -> ImbalanceGuardFilter:
     return ImbalanceGuardFilter(params)

@@ -217,7 +217,7 @@ FILTER_CASES: list[tuple[str, str, dict[str, Any], list[Any], RoutingRequest, li
     (
         "guard: runaway backend removed",
         "imbalance_guard",
-        {"abs_threshold": 10, "rel_threshold": 2.0},
+        {"abs_threshold": 10, "rel_threshold": 2.0, "signal": "in_flight_requests"},
         [view("a", in_flight_requests=5), view("b", in_flight_requests=16), view("c", in_flight_requests=14)],
         request(),
         ["a", "c"],
@@ -225,7 +225,7 @@ FILTER_CASES: list[tuple[str, str, dict[str, Any], list[Any], RoutingRequest, li
     (
         "guard: both conditions needed",
         "imbalance_guard",
-        {"abs_threshold": 10, "rel_threshold": 2.0},
+        {"abs_threshold": 10, "rel_threshold": 2.0, "signal": "in_flight_requests"},
         [view("a", in_flight_requests=100), view("b", in_flight_requests=150)],
         request(),
         ["a", "b"],
@@ -233,7 +233,7 @@ FILTER_CASES: list[tuple[str, str, dict[str, Any], list[Any], RoutingRequest, li
     (
         "guard: load is per weight",
         "imbalance_guard",
-        {"abs_threshold": 10, "rel_threshold": 2.0},
+        {"abs_threshold": 10, "rel_threshold": 2.0, "signal": "in_flight_requests"},
         [view("a", in_flight_requests=5), view("b", in_flight_requests=40, weight=4.0)],
         request(),
         ["a", "b"],

@@ -97,7 +97,7 @@ def test_a_deep_queue_on_the_fast_gpu_sends_work_to_the_idle_slower_one() -> Non
             "h100-0",
             gpu_class="h100",
             in_flight_requests=64,
-            awaiting_first_byte=60,
+            awaiting_first_byte=30,
             in_flight_prompt_tokens=480_000,
         ),
         view("a100-0", gpu_class="a100"),
@@ -153,7 +153,10 @@ def test_backends_predicted_to_miss_the_ttft_slo_are_dropped_when_others_meet_it
 
 
 def test_the_imbalance_guard_overrides_any_prediction() -> None:
-    fleet = snapshot(view("a", in_flight_requests=200), view("b", in_flight_requests=10))
+    fleet = snapshot(
+        view("a", in_flight_requests=200, awaiting_first_byte=100),
+        view("b", in_flight_requests=10, awaiting_first_byte=10),
+    )
     length = OutputLengthEstimate(10.0, 10.0)
     per_backend = {
         "a": BackendCostEstimate("a", 0.0, 1.0, 1.0, 1.0, 10.0, 0),
