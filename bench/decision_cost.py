@@ -248,6 +248,49 @@ def print_table(results: list[dict[str, Any]], which: str) -> None:
         print(f"{r['policy']:<21}{line}")
 
 
+def results_document(
+    args: argparse.Namespace,
+    results: list[dict[str, Any]],
+    n_bodies: int,
+    n_snaps: int,
+    load_at_start: tuple[float, float, float],
+    bytes_per_entry: float,
+) -> dict[str, Any]:
+    """The JSON written to bench/results: command, configuration, git rev, figures, target verdict."""
+    predictive = next((r for r in results if r["policy"] == "sluice_predictive"), None)
+    cpu_p99 = predictive["features_plus_route_cpu_us"]["p99"] if predictive else None
+    return {
+        "benchmark": "decision_cost",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "git_rev": git_rev(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": len(os.sched_getaffinity(0)),
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": os.getloadavg(),
+        "config": {
+            "backends": N_BACKENDS,
+            "requests_per_round": n_bodies,
+            "rounds": args.rounds,
+            "warmup_frac": 0.1,
+            "workload": "ShareGPT first conversations, one request per user turn with full history, "
+            "4 shared system prompts",
+            "predictions": "fallback estimator (policies/estimate.py); no learned predictor wired",
+            "snapshot_variants": n_snaps,
+            "gc": "enabled; start-up objects (bodies, snapshots) frozen with gc.freeze()",
+        },
+        "target": {
+            "policy": "sluice_predictive",
+            "features_plus_route_p99_us": 100.0,
+            "judged_on": "CPU time of the deciding thread (time.thread_time_ns), best and median round",
+        },
+        "target_met_best_round": cpu_p99 is not None and cpu_p99["best"] <= 100.0,
+        "target_met_median_round": cpu_p99 is not None and cpu_p99["median"] <= 100.0,
+        "results": results,
+        "prefix_index_bytes_per_entry": round(bytes_per_entry, 1),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4_000)
@@ -281,38 +324,7 @@ def main() -> int:
     print_table(results, "median")
     bytes_per_entry = index_bytes_per_entry(200_000)
     print(f"prefix index: {bytes_per_entry:.0f} bytes per entry (tracemalloc, 200k entries, 64 backends)")
-    predictive = next((r for r in results if r["policy"] == "sluice_predictive"), None)
-    cpu_p99 = predictive["features_plus_route_cpu_us"]["p99"] if predictive else None
-    output = {
-        "benchmark": "decision_cost",
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "git_rev": git_rev(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": len(os.sched_getaffinity(0)),
-        "load_average_at_start": load_at_start,
-        "load_average_at_end": os.getloadavg(),
-        "config": {
-            "backends": N_BACKENDS,
-            "requests_per_round": len(bodies),
-            "rounds": args.rounds,
-            "warmup_frac": 0.1,
-            "workload": "ShareGPT first conversations, one request per user turn with full history, "
-            "4 shared system prompts",
-            "predictions": "fallback estimator (policies/estimate.py); no learned predictor wired",
-            "snapshot_variants": len(snaps),
-            "gc": "enabled; start-up objects (bodies, snapshots) frozen with gc.freeze()",
-        },
-        "target": {
-            "policy": "sluice_predictive",
-            "features_plus_route_p99_us": 100.0,
-            "judged_on": "CPU time of the deciding thread (time.thread_time_ns), best and median round",
-        },
-        "target_met_best_round": cpu_p99 is not None and cpu_p99["best"] <= 100.0,
-        "target_met_median_round": cpu_p99 is not None and cpu_p99["median"] <= 100.0,
-        "results": results,
-        "prefix_index_bytes_per_entry": round(bytes_per_entry, 1),
-    }
+    output = results_document(args, results, len(bodies), len(snaps), load_at_start, bytes_per_entry)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(output, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -118,21 +118,7 @@ class Pipeline:
                 )
 
         ids = [view.backend_id for view in candidates]
-        totals = dict.fromkeys(ids, 0.0)
-        scores: dict[str, dict[BackendId, float]] = {}
-        for scorer, weight in self._scorers:
-            raw = scorer.score(ctx, candidates)
-            clamped: dict[BackendId, float] = {}
-            for backend_id in ids:
-                value = raw.get(backend_id, 0.0)
-                if not value >= 0.0:  # negative or NaN
-                    value = 0.0
-                elif value > 1.0:
-                    value = 1.0
-                clamped[backend_id] = value
-                totals[backend_id] += weight * value
-            scores[scorer.name] = clamped
-
+        totals, scores = self._score(ctx, candidates, ids)
         by_score = _by_score(ids, totals, rng)
         ranked = self._picker.pick(ctx, by_score, totals, rng)
         if len(ranked) != len(ids) or set(ranked) != totals.keys():
@@ -148,6 +134,26 @@ class Pipeline:
             predicted_e2e_ms=cost.e2e_ms if cost is not None else None,
             predicted_output_tokens=expected_tokens(ctx.output_length()),
         )
+
+    def _score(
+        self, ctx: RouteContext, candidates: Sequence[BackendView], ids: list[BackendId]
+    ) -> tuple[dict[BackendId, float], dict[str, dict[BackendId, float]]]:
+        """Weighted totals and each scorer's clamped scores (negative/NaN/missing -> 0, above 1 -> 1)."""
+        totals = dict.fromkeys(ids, 0.0)
+        scores: dict[str, dict[BackendId, float]] = {}
+        for scorer, weight in self._scorers:
+            raw = scorer.score(ctx, candidates)
+            clamped: dict[BackendId, float] = {}
+            for backend_id in ids:
+                value = raw.get(backend_id, 0.0)
+                if not value >= 0.0:  # negative or NaN
+                    value = 0.0
+                elif value > 1.0:
+                    value = 1.0
+                clamped[backend_id] = value
+                totals[backend_id] += weight * value
+            scores[scorer.name] = clamped
+        return totals, scores
 
 
 def _by_score(ids: list[BackendId], totals: dict[BackendId, float], rng: random.Random) -> list[BackendId]:
