@@ -4,7 +4,7 @@ Starts two xllamacpp servers (1 thread, 4 slots each) on the locally built
 random-weight model and Sluice in front of them (in this process, 127.0.0.1
 port 0). Per round, with a salted ~1.1k-token prefix and one ``x-session-id``:
 
-* ``session_affinity``: the first prompt (cold) and the same prefix with a
+* ``sglang_cache_aware`` (prefix affinity): the first prompt (cold) and the same prefix with a
   new suffix (warm) through Sluice — both land on the same server; then the
   same prefix with a third suffix straight to that server (Sluice's share
   of a warm TTFT);
@@ -128,7 +128,7 @@ def main() -> int:
         try:
             figures = {
                 policy: asyncio.run(with_sluice(servers, policy, args.rounds, args.repeat))
-                for policy in ("session_affinity", "round_robin")
+                for policy in ("sglang_cache_aware", "round_robin")
             }
         finally:
             for server in servers:

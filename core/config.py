@@ -182,6 +182,22 @@ class RouteConfig(StrictModel):
     admission: RouteAdmissionConfig = Field(default_factory=RouteAdmissionConfig)
 
 
+class PrefixIndexConfig(StrictModel):
+    """The proxy's approximate per-backend prefix index (``state/prefix_index.py``).
+
+    ``max_entries`` bounds memory: one entry is one (backend, 64-character
+    prefix chunk) pair, about 16 estimated tokens of a backend's KV cache; see
+    docs/policies.md for the measured bytes per entry. Entries are dropped
+    least-recently-routed first, and after ``ttl_s`` without being routed again.
+    """
+
+    max_entries: int = Field(262_144, ge=1, description="(backend, chunk) pairs kept in total")
+    ttl_s: float = Field(120.0, gt=0, description="forget a prefix not routed to a backend for this long")
+    max_match_chunks: int = Field(
+        1_024, ge=1, description="chunks of a prompt matched and indexed (caps cost for huge prompts)"
+    )
+
+
 class PredictorsConfig(StrictModel):
     output_length_model: str | None = Field(None, description="path; None = the bundled default model")
     online_refinement: bool = True
@@ -203,6 +219,7 @@ class SluiceConfig(StrictModel):
     predictors: PredictorsConfig = Field(default_factory=PredictorsConfig)
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
     tenants: TenantsConfig = Field(default_factory=TenantsConfig)
+    prefix_index: PrefixIndexConfig = Field(default_factory=PrefixIndexConfig)
 
     @field_validator("backends")
     @classmethod

@@ -183,16 +183,33 @@ class Predictions:
 
 
 @dataclass(frozen=True, slots=True)
+class SLOTargets:
+    """A route's latency objectives (``None`` = no objective), copied from its ``slo`` config."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+
+
+_NO_SLO = SLOTargets()
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingRequest:
-    """Input of a routing policy: the request, its prefix matches and predictions.
+    """Input of a routing policy: the request, its prefix matches, predictions and SLOs.
 
     ``prefix_matched_tokens[b]`` is the estimated number of prompt tokens
     already cached on backend ``b`` (from the prefix index); absent means 0.
+    ``prefix_indexed_tokens[b]`` is how many tokens of prefixes the index
+    currently holds for backend ``b`` for this model (the size of its
+    approximate cache tree); absent means 0. ``slo`` is the route's objectives.
     """
 
     features: RequestFeatures
     prefix_matched_tokens: Mapping[BackendId, int] = field(default_factory=lambda: _EMPTY_INT_MAP)
     predictions: Predictions | None = None
+    prefix_indexed_tokens: Mapping[BackendId, int] = field(default_factory=lambda: _EMPTY_INT_MAP)
+    slo: SLOTargets = _NO_SLO
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,8 +220,9 @@ class RoutingDecision:
     why (e.g. every candidate filtered out) and the data plane answers 503.
     ``scores[scorer][backend]`` holds each scorer's raw score in [0, 1];
     ``removed[backend]`` names the filter that removed it.
-    ``predicted_output_tokens`` (when the policy predicted it) is accounted as
-    in-flight decode work on the chosen backend and copied into the ``Outcome``.
+    ``predicted_output_tokens`` is the expected output length the decision
+    assumed (set by the DecisionEngine); the data plane adds it to the chosen
+    backend's ``in_flight_predicted_decode_tokens`` while the request runs.
     """
 
     ranked: tuple[BackendId, ...]

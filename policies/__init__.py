@@ -1,10 +1,19 @@
-"""Pure routing and admission decisions over an immutable fleet snapshot.
+"""Pure routing decisions over an immutable fleet snapshot.
 
-Importing this package registers every built-in policy by its config name.
-Never imports aiohttp, redis or anything that does I/O.
+Importing this package registers every built-in policy and pipeline plugin by
+its config name. Never imports aiohttp, redis or anything that does I/O.
 """
 
-from policies import baselines
+from policies import baselines, filters, pickers, pipeline, predictive, scorers
 from policies.registry import build_policy, registered
 
-__all__ = ["baselines", "build_policy", "registered"]
+__all__ = [
+    "baselines",
+    "build_policy",
+    "filters",
+    "pickers",
+    "pipeline",
+    "predictive",
+    "registered",
+    "scorers",
+]

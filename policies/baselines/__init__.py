@@ -1,5 +1,5 @@
-"""Baseline routing policies, by their config names (formulas in shared/reference/formulas.md)."""
+"""Baseline routing policies, by their config names (formulas in shared/reference/formulas.md §2)."""
 
-from policies.baselines import round_robin, session_affinity
+from policies.baselines import presets
 
-__all__ = ["round_robin", "session_affinity"]
+__all__ = ["presets"]

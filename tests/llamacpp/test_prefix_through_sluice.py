@@ -1,7 +1,7 @@
 """A repeated long prompt prefix, routed by Sluice, reaches the server that cached it: >= 10x sooner.
 
-Routing: the prefix-aware ``sglang_cache_aware`` policy when it is registered, else
-``session_affinity`` with the conversation's ``x-session-id`` (sent either way). The TTFT ratio is
+Routing: the prefix-aware ``sglang_cache_aware`` policy (the conversation's ``x-session-id`` is
+sent too, as a client would). The TTFT ratio is
 measured within this run (medians over ``ROUNDS`` rounds, cold vs. warm on the same server); the
 exact evidence of the cache hit is the server's own ``usage.prompt_tokens_details.cached_tokens``.
 """
@@ -19,7 +19,6 @@ import orjson
 import pytest
 
 from core import headers
-from policies import registered
 from tests.llamacpp.conftest import SluiceFactory
 from tests.llamacpp.helpers import MODEL_ALIAS
 
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.llamacpp
 ROUNDS = 3
 SENTENCE = "The cache keeps the prompt prefix, so the next request with the same prefix starts much faster. "
 REPEAT = 50  # ~1,150 prompt tokens: prefill dominates a cold TTFT (bench/llamacpp_prefix.py)
-AFFINITY_POLICY = "sglang_cache_aware" if "sglang_cache_aware" in registered() else "session_affinity"
+AFFINITY_POLICY = "sglang_cache_aware"
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import random
 
 from core.features import build_features
 from core.types import BackendView, Endpoint, FleetSnapshot, Health, RoutingRequest
-from policies.baselines.round_robin import RoundRobinPolicy
+from policies.baselines.presets import NoParams, round_robin
 
 
 def view(name: str, models: set[str], health: Health = Health.READY) -> BackendView:
@@ -40,14 +40,14 @@ def test_rotates_over_healthy_backends_of_the_model() -> None:
     snap = FleetSnapshot(
         (view("a", {"m"}), view("b", {"m"}), view("c", {"other"}), view("d", {"m"}, Health.DOWN)), 0.0
     )
-    policy = RoundRobinPolicy()
+    policy = round_robin(NoParams())
     rng = random.Random(0)
     picks = [policy.route(request("m"), snap, 0.0, rng).ranked for _ in range(3)]
     assert picks == [("a", "b"), ("b", "a"), ("a", "b")]
 
 
 def test_no_candidate_gives_reason_not_exception() -> None:
-    decision = RoundRobinPolicy().route(
+    decision = round_robin(NoParams()).route(
         request("nope"), FleetSnapshot((view("a", {"m"}),), 0.0), 0.0, random.Random()
     )
     assert decision.ranked == () and decision.chosen is None

@@ -1,0 +1,72 @@
+"""``imbalance_guard`` filter: a hard cap on load imbalance that no prediction can override.
+
+Rule (SGLang's imbalance test applied per backend, on weight-normalised load
+``L(b) = signal(b) / weight``): remove ``b`` iff ``L(b) - L_min > abs_threshold``
+AND ``L(b) > rel_threshold · L_min``. The least-loaded backend always
+survives, so this never empties the set.
+
+``signal`` is ``awaiting_first_byte`` (default: requests sent to the backend
+that have not produced a token yet, i.e. its queue plus the prefill in
+progress) or ``in_flight_requests``. The queue is the default because it is
+what runs away in a "death spiral" (sglang #14305), while a large number of
+*running* decodes on a fast GPU is legitimate batching: counting all in-flight
+requests would push work off an H100 that batches 5x what an L4 does.
+
+Why a guard at all: predictions can be wrong or stale (a new backend, a
+mis-learned speed, several proxy replicas acting on the same snapshot);
+whatever the cost model says, no backend's queue may run away from the
+others'. It reads only Sluice's own accounting, never engine metrics, so a
+scrape outage cannot disable it. Parameters: ``signal`` (default
+``awaiting_first_byte``), ``abs_threshold`` (default 32), ``rel_threshold``
+(default 3.0); set ``weight`` per backend to express expected capacity.
+Removes nothing while loads are within bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field
+
+from core.types import BackendView
+from policies.context import RouteContext
+from policies.registry import BuildContext, PolicyParams, register_plugin
+
+TYPE = "imbalance_guard"
+
+
+class ImbalanceGuardParams(PolicyParams):
+    signal: Literal["awaiting_first_byte", "in_flight_requests"] = "awaiting_first_byte"
+    abs_threshold: float = Field(32.0, ge=0.0)
+    rel_threshold: float = Field(3.0, ge=1.0)
+
+
+class ImbalanceGuardFilter:
+    reason = "load far above the least-loaded backend"
+
+    def __init__(self, params: ImbalanceGuardParams) -> None:
+        self.name = TYPE
+        self._queue_only = params.signal == "awaiting_first_byte"
+        self._abs = params.abs_threshold
+        self._rel = params.rel_threshold
+        self.consumes = (params.signal, "weight")
+
+    def filter(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Sequence[BackendView]:
+        if len(candidates) < 2:
+            return candidates
+        if self._queue_only:
+            loads = [v.awaiting_first_byte / v.weight for v in candidates]
+        else:
+            loads = [v.in_flight_requests / v.weight for v in candidates]
+        low = min(loads)
+        # Removed iff above BOTH limits, i.e. kept iff at or below the larger one.
+        limit = max(low + self._abs, low * self._rel)
+        if max(loads) <= limit:
+            return candidates
+        return [v for v, load in zip(candidates, loads, strict=True) if load <= limit]
+
+
+@register_plugin("filter", TYPE, ImbalanceGuardParams, "hard cap on queue imbalance")
+def _build(params: ImbalanceGuardParams, ctx: BuildContext) -> ImbalanceGuardFilter:
+    return ImbalanceGuardFilter(params)

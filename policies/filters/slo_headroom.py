@@ -1,0 +1,63 @@
+"""``slo_headroom`` filter: drop backends predicted to miss the route's SLO, when others meet it.
+
+Rule: with the route's TTFT objective ``S_ttft`` and margin m, a backend
+*meets* it iff ``TTFT̂(b) <= (1 - m)·S_ttft``; with ``check_tpot`` and a TPOT
+objective, also ``TPOT̂(b) <= (1 - m)·S_tpot``. Keep the backends that meet
+both; if none does, keep those that meet the TTFT objective; if none does,
+keep every candidate (refusing work is admission's job, not routing's - this
+filter never empties the set). Costs come from the predictor when supplied,
+else the fallback estimator. Parameters: ``margin_frac`` m (default 0),
+``check_tpot`` (default true). Removes nothing when the route has no TTFT or
+TPOT objective.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from core.types import BackendView
+from policies.context import RouteContext
+from policies.registry import BuildContext, PolicyParams, register_plugin
+
+TYPE = "slo_headroom"
+
+
+class SLOHeadroomParams(PolicyParams):
+    margin_frac: float = Field(0.0, ge=0.0, lt=1.0)
+    check_tpot: bool = True
+
+
+class SLOHeadroomFilter:
+    consumes = ("slo", "predictions", "prefix_matched_tokens", "in_flight_*")
+    reason = "predicted to miss the route's SLO"
+
+    def __init__(self, params: SLOHeadroomParams) -> None:
+        self.name = TYPE
+        self._keep_frac = 1.0 - params.margin_frac
+        self._check_tpot = params.check_tpot
+
+    def filter(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Sequence[BackendView]:
+        slo = ctx.request.slo
+        ttft_limit = slo.ttft_ms * self._keep_frac if slo.ttft_ms is not None else None
+        tpot_limit = slo.tpot_ms * self._keep_frac if slo.tpot_ms is not None and self._check_tpot else None
+        if ttft_limit is None and tpot_limit is None:
+            return candidates
+        meets_ttft: list[BackendView] = []
+        meets_both: list[BackendView] = []
+        for view in candidates:
+            ttft_ms, tpot_ms = ctx.ttft_tpot(view)
+            if ttft_limit is not None and ttft_ms > ttft_limit:
+                continue
+            meets_ttft.append(view)
+            if tpot_limit is None or tpot_ms <= tpot_limit:
+                meets_both.append(view)
+        return meets_both or meets_ttft or candidates
+
+
+@register_plugin(
+    "filter", TYPE, SLOHeadroomParams, "drop backends predicted to miss the SLO if others meet it"
+)
+def _build(params: SLOHeadroomParams, ctx: BuildContext) -> SLOHeadroomFilter:
+    return SLOHeadroomFilter(params)

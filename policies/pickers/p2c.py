@@ -1,0 +1,67 @@
+"""``p2c`` picker: power of two choices among the best candidates.
+
+Rule: the *eligible* set is the first ``top_k`` candidates by score (all when
+``top_k`` is unset) that also score at least ``near_best_frac`` times the best
+total. Two distinct eligible candidates are drawn uniformly at random and the
+better-scored one wins; the others follow in score order. With one eligible
+candidate it wins outright.
+
+Why: with d = 2 choices the maximum queue drops from ln n / ln ln n to
+ln ln n / ln 2 (Mitzenmacher 2001), and sampling keeps several proxy replicas
+acting on the same stale snapshot from all picking the same argmin (herding).
+``near_best_frac`` confines the randomisation to near-ties, so a clearly
+better backend is not given away. Parameters: ``top_k`` (default unset),
+``near_best_frac`` (default 0). As a baseline (``power_of_two``) it samples
+among all candidates, as Envoy/Ray do.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+from pydantic import Field
+
+from core.types import BackendId
+from policies.context import RouteContext
+from policies.registry import BuildContext, PolicyParams, register_plugin
+
+TYPE = "p2c"
+
+
+class P2CParams(PolicyParams):
+    top_k: int | None = Field(None, ge=1)
+    near_best_frac: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class P2CPicker:
+    def __init__(self, params: P2CParams) -> None:
+        self.name = TYPE
+        self._top_k = params.top_k
+        self._near_best_frac = params.near_best_frac
+
+    def pick(
+        self,
+        ctx: RouteContext,
+        by_score: Sequence[BackendId],
+        totals: Mapping[BackendId, float],
+        rng: random.Random,
+    ) -> tuple[BackendId, ...]:
+        eligible = list(by_score[: self._top_k] if self._top_k is not None else by_score)
+        best = totals[by_score[0]]
+        if self._near_best_frac > 0.0 and best > 0.0:
+            floor = self._near_best_frac * best
+            eligible = [b for b in eligible if totals[b] >= floor]
+        if len(eligible) < 2:
+            return tuple(by_score)
+        first, second = rng.sample(eligible, 2)
+        if totals[first] != totals[second]:
+            winner = first if totals[first] > totals[second] else second
+        else:
+            winner = first  # the draw order is already random
+        return (winner, *(b for b in by_score if b != winner))
+
+
+@register_plugin("picker", TYPE, P2CParams, "best of two random draws among the top candidates")
+def _build(params: P2CParams, ctx: BuildContext) -> P2CPicker:
+    return P2CPicker(params)

@@ -1,0 +1,235 @@
+"""The routing pipeline: filters -> weighted scorers -> picker, and its ``pipeline`` config entry.
+
+Rule (what the pipeline itself guarantees, whatever the plugins do):
+
+1. Candidates are the selectable backends serving the request's model, in
+   snapshot order. None -> empty ranking, reason "no healthy backend serves ...".
+2. Each filter in turn keeps a subset; anything it returns that was not a
+   candidate is ignored (filters never add), and each backend it drops is
+   recorded in ``removed`` under the filter's name. If a filter leaves nothing,
+   the decision is an empty ranking whose reason names that filter (the data
+   plane answers 503 with it) - never an exception.
+3. Each scorer's value for each candidate is clamped to [0, 1] (NaN and a
+   missing backend count as 0) and recorded in ``scores[scorer]``; the total is
+   ``Σ weight·score``.
+4. Candidates are sorted by total, best first; among the backends tied for
+   the best total a uniformly random one (injected ``rng``) leads, the others
+   keep snapshot order. The picker turns that into the final ranking, which the pipeline
+   checks is a permutation of the surviving candidates.
+5. ``predicted_ttft_ms`` / ``predicted_e2e_ms`` are the chosen backend's cost
+   when a plugin computed one or the request carries predictions;
+   ``predicted_output_tokens`` is the expected output length (the predictor's
+   quantiles or the fallback prior, through ``policies.estimate.expected_tokens``).
+
+Config (``routes[].policy``)::
+
+    name: pipeline
+    params:
+      filters: [{type: slo_headroom, params: {margin_frac: 0.1}}]
+      scorers:
+        - {type: prefix_match, weight: 3}
+        - {type: least_requests, weight: 2, name: queue}
+      picker: {type: p2c, params: {top_k: 3}}
+
+``name`` defaults to ``type`` and must be unique within the pipeline. Every
+``type`` and ``params`` key is validated at start-up (file:line errors).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import Field
+
+from core.types import (
+    BackendCostEstimate,
+    BackendId,
+    BackendView,
+    FleetSnapshot,
+    Health,
+    RoutingDecision,
+    RoutingRequest,
+)
+from policies.base import Filter, Picker, Scorer
+from policies.context import RouteContext
+from policies.estimate import expected_tokens
+from policies.registry import BuildContext, PluginKind, PolicyParams, build_plugin, register
+
+
+class Pipeline:
+    """A routing policy assembled from plugins; stateless apart from its picker's cursor."""
+
+    __slots__ = ("_filters", "_name", "_picker", "_scorers")
+
+    def __init__(
+        self,
+        name: str,
+        filters: Sequence[Filter],
+        scorers: Sequence[tuple[Scorer, float]],
+        picker: Picker,
+    ) -> None:
+        self._name = name
+        self._filters = tuple(filters)
+        self._scorers = tuple(scorers)
+        self._picker = picker
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def plugins(self) -> tuple[str, ...]:
+        """Instance names in execution order, for docs and debugging."""
+        return (*(f.name for f in self._filters), *(s.name for s, _ in self._scorers), self._picker.name)
+
+    def route(
+        self, request: RoutingRequest, snapshot: FleetSnapshot, now_s: float, rng: random.Random
+    ) -> RoutingDecision:
+        model = request.features.model
+        ready = Health.READY
+        candidates: Sequence[BackendView] = [
+            v for v in snapshot.backends if v.health is ready and model in v.models
+        ]
+        if not candidates:
+            reason = f"no healthy backend serves {model!r}"
+            return RoutingDecision(ranked=(), policy=self._name, reason=reason)
+        ctx = RouteContext(request, snapshot, now_s, rng)
+        removed: dict[BackendId, str] = {}
+        for flt in self._filters:
+            kept = flt.filter(ctx, candidates)
+            if kept is candidates:
+                continue
+            kept_ids = {view.backend_id for view in kept}
+            survivors: list[BackendView] = []  # never adds, keeps snapshot order
+            for view in candidates:
+                if view.backend_id in kept_ids:
+                    survivors.append(view)
+                else:
+                    removed[view.backend_id] = flt.name
+            candidates = survivors
+            if not candidates:
+                return RoutingDecision(
+                    ranked=(),
+                    policy=self._name,
+                    removed=removed,
+                    reason=f"every candidate was filtered out; the last by {flt.name!r}: {flt.reason}",
+                )
+
+        ids = [view.backend_id for view in candidates]
+        totals, scores = self._score(ctx, candidates, ids)
+        by_score = _by_score(ids, totals, rng)
+        ranked = self._picker.pick(ctx, by_score, totals, rng)
+        if len(ranked) != len(ids) or set(ranked) != totals.keys():
+            picker = self._picker.name
+            raise RuntimeError(f"picker {picker!r} returned {ranked!r}, not a permutation of {ids!r}")
+        cost = _chosen_cost(ctx, ranked[0], candidates)
+        return RoutingDecision(
+            ranked=ranked,
+            policy=self._name,
+            scores=scores,
+            removed=removed,
+            predicted_ttft_ms=cost.ttft_ms if cost is not None else None,
+            predicted_e2e_ms=cost.e2e_ms if cost is not None else None,
+            predicted_output_tokens=expected_tokens(ctx.output_length()),
+        )
+
+    def _score(
+        self, ctx: RouteContext, candidates: Sequence[BackendView], ids: list[BackendId]
+    ) -> tuple[dict[BackendId, float], dict[str, dict[BackendId, float]]]:
+        """Weighted totals and each scorer's clamped scores (negative/NaN/missing -> 0, above 1 -> 1)."""
+        totals = dict.fromkeys(ids, 0.0)
+        scores: dict[str, dict[BackendId, float]] = {}
+        for scorer, weight in self._scorers:
+            raw = scorer.score(ctx, candidates)
+            clamped: dict[BackendId, float] = {}
+            for backend_id in ids:
+                value = raw.get(backend_id, 0.0)
+                if not value >= 0.0:  # negative or NaN
+                    value = 0.0
+                elif value > 1.0:
+                    value = 1.0
+                clamped[backend_id] = value
+                totals[backend_id] += weight * value
+            scores[scorer.name] = clamped
+        return totals, scores
+
+
+def _by_score(ids: list[BackendId], totals: dict[BackendId, float], rng: random.Random) -> list[BackendId]:
+    """Best total first; among the backends tied for the best total, a uniformly random one leads.
+
+    The rest keep snapshot order within ties: only the head of the ranking
+    decides where the request goes (pickers that sample compare totals
+    themselves), so one C-level sort and one random draw suffice.
+    """
+    by_score = sorted(ids, key=totals.__getitem__, reverse=True)  # stable: snapshot order within ties
+    best = totals[by_score[0]]
+    tied = 1
+    while tied < len(by_score) and totals[by_score[tied]] == best:
+        tied += 1
+    if tied > 1:
+        lead = rng.randrange(tied)
+        by_score[0], by_score[lead] = by_score[lead], by_score[0]
+    return by_score
+
+
+def _chosen_cost(
+    ctx: RouteContext, backend_id: BackendId, candidates: Sequence[BackendView]
+) -> BackendCostEstimate | None:
+    """The chosen backend's cost when this decision estimated it or the request carries it."""
+    predictions = ctx.request.predictions
+    if predictions is not None:
+        supplied = predictions.per_backend.get(backend_id)
+        if supplied is not None:
+            return supplied
+    if ctx.was_estimated(backend_id):
+        return ctx.cost(next(v for v in candidates if v.backend_id == backend_id))
+    return None
+
+
+class PluginRef(PolicyParams):
+    type: str
+    name: str | None = Field(None, min_length=1, description="instance name; defaults to type")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class ScorerRef(PluginRef):
+    weight: float = Field(1.0, ge=0.0)
+
+
+class PipelineParams(PolicyParams):
+    filters: tuple[PluginRef, ...] = ()
+    scorers: tuple[ScorerRef, ...] = ()
+    picker: PluginRef = Field(default_factory=lambda: PluginRef(type="max_score"))
+
+
+def _build_named(
+    kind: PluginKind, ref: PluginRef, ctx: BuildContext, at: tuple[str | int, ...], seen: set[str]
+) -> Any:
+    plugin = build_plugin(kind, ref.type, ref.params, ctx, (*at, "type"), (*at, "params"))
+    instance = ref.name or ref.type
+    if instance in seen:
+        raise ctx.error(f"name {instance!r} is used twice in this pipeline; set a distinct 'name'", *at)
+    seen.add(instance)
+    plugin.name = instance
+    return plugin
+
+
+def build_pipeline(name: str, params: PipelineParams, ctx: BuildContext) -> Pipeline:
+    """Build each referenced plugin; unknown types/params raise ``ConfigError`` at their line."""
+    seen: set[str] = set()
+    filters: list[Filter] = [
+        _build_named("filter", ref, ctx, ("filters", i), seen) for i, ref in enumerate(params.filters)
+    ]
+    scorers: list[tuple[Scorer, float]] = [
+        (_build_named("scorer", ref, ctx, ("scorers", i), seen), ref.weight)
+        for i, ref in enumerate(params.scorers)
+    ]
+    picker: Picker = _build_named("picker", params.picker, ctx, ("picker",), seen)
+    return Pipeline(name, filters, scorers, picker)
+
+
+@register("pipeline", PipelineParams, "filters -> weighted scorers -> picker, assembled in config")
+def _build(params: PipelineParams, ctx: BuildContext) -> Pipeline:
+    return build_pipeline("pipeline", params, ctx)

@@ -1,0 +1,77 @@
+"""``sluice_predictive``: route to the backend with the lowest predicted latency for this request.
+
+Rule (formulas.md §3), as one pipeline:
+
+0. ``subset`` - on fleets larger than ``max_candidates``, consider only the
+   backends holding the deepest prefix match (up to ``keep_prefix_matches``)
+   plus a random sample of the others (power of d choices), which bounds the
+   per-request cost of the cost model on large fleets;
+1. ``imbalance_guard`` - remove backends whose weight-normalised queue
+   (requests awaiting their first byte) is more than ``guard_abs_threshold``
+   above AND ``guard_rel_threshold`` times the least-queued one (the hard
+   safety net; reads only Sluice's accounting).
+2. ``slo_headroom`` - drop backends predicted to miss the route's TTFT (and
+   TPOT) objective when others meet it.
+3. ``predicted_cost`` - score ``min_c / c(b)`` with ``c(b)`` the route's
+   objective: ``TTFT̂(b)`` = predicted queue wait + prefill of the uncached
+   prompt tokens, or ``E2Ê(b) = TTFT̂(b) + (L̂ - 1)·TPOT̂(b)`` with the
+   tail-aware length ``L̂ = p50 + tail_weight·(p90 - p50)`` and decode at that
+   backend's own (learned) speed.
+4. ``p2c`` - the better of two random draws among the ``top_k`` best that are
+   within ``near_best_frac`` of the best score, so proxy replicas deciding on
+   the same snapshot don't all herd onto one argmin, while a clearly better
+   backend is never given away.
+
+Costs come from ``RoutingRequest.predictions`` (the predictors facade, learned
+per-backend speeds and output-length quantiles); when a request carries none,
+the fallback estimator in ``policies.estimate`` is used.
+
+Parameters and defaults: ``max_candidates`` 16, ``keep_prefix_matches`` 4,
+``objective`` e2e, ``tail_weight`` 1.0 (p90), ``slo_margin_frac`` 0.0,
+``check_tpot`` true, ``top_k`` 3, ``near_best_frac`` 0.9 (a cost within ~11%
+of the best), ``guard_abs_threshold`` 32, ``guard_rel_threshold`` 3.0.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from policies.filters.imbalance_guard import ImbalanceGuardFilter, ImbalanceGuardParams
+from policies.filters.slo_headroom import SLOHeadroomFilter, SLOHeadroomParams
+from policies.filters.subset import SubsetFilter, SubsetParams
+from policies.pickers.p2c import P2CParams, P2CPicker
+from policies.pipeline import Pipeline
+from policies.registry import BuildContext, PolicyParams, register
+from policies.scorers.predicted_cost import PredictedCostParams, PredictedCostScorer
+
+NAME = "sluice_predictive"
+
+
+class PredictiveParams(PolicyParams):
+    max_candidates: int = Field(16, ge=1)
+    keep_prefix_matches: int = Field(4, ge=0)
+    objective: Literal["ttft", "e2e"] = "e2e"
+    tail_weight: float = Field(1.0, ge=0.0, le=2.0)
+    slo_margin_frac: float = Field(0.0, ge=0.0, lt=1.0)
+    check_tpot: bool = True
+    top_k: int = Field(3, ge=1)
+    near_best_frac: float = Field(0.9, ge=0.0, le=1.0)
+    guard_abs_threshold: float = Field(32.0, ge=0.0)
+    guard_rel_threshold: float = Field(3.0, ge=1.0)
+
+
+@register(
+    NAME, PredictiveParams, "argmin predicted TTFT/E2E with SLO filter, P2C anti-herding, imbalance guard"
+)
+def build_predictive(params: PredictiveParams, ctx: BuildContext | None = None) -> Pipeline:
+    p = params
+    subset = SubsetFilter(SubsetParams(size=p.max_candidates, keep_prefix_matches=p.keep_prefix_matches))
+    guard = ImbalanceGuardFilter(
+        ImbalanceGuardParams(abs_threshold=p.guard_abs_threshold, rel_threshold=p.guard_rel_threshold)
+    )
+    slo = SLOHeadroomFilter(SLOHeadroomParams(margin_frac=p.slo_margin_frac, check_tpot=p.check_tpot))
+    scorer = PredictedCostScorer(PredictedCostParams(objective=p.objective, tail_weight=p.tail_weight))
+    picker = P2CPicker(P2CParams(top_k=p.top_k, near_best_frac=p.near_best_frac))
+    return Pipeline(NAME, (subset, guard, slo), ((scorer, 1.0),), picker)

@@ -1,0 +1,52 @@
+"""The /debug/decisions ring buffer: bounded, newest first, JSON-ready."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from core.types import RoutingDecision
+from decision.explain import DecisionLog
+from tests.unit.policy_builders import features
+
+
+def decision(chosen: str) -> RoutingDecision:
+    others = tuple(f"x{i}" for i in range(10))
+    return RoutingDecision(
+        ranked=(chosen, *others),
+        policy="p",
+        scores={"queue": {chosen: 1.0, **dict.fromkeys(others, 0.5)}},
+        removed={"gone": "max_concurrency"},
+        predicted_ttft_ms=12.5,
+    )
+
+
+def test_keeps_only_the_newest_entries() -> None:
+    log = DecisionLog(capacity=3)
+    for i in range(5):
+        log.append(float(i), features(request_id=f"r{i}"), decision(f"b{i}"), {f"b{i}": 32})
+    assert len(log) == 3 and log.capacity == 3
+    records = log.recent()
+    assert [r["request_id"] for r in records] == ["r4", "r3", "r2"]
+    assert [r["request_id"] for r in log.recent(limit=1)] == ["r4"]
+    assert [r["chosen"] for r in log.recent(request_id="r3")] == ["b3"]
+    assert log.recent(request_id="r0") == []
+
+
+def test_records_explain_the_choice_and_serialise() -> None:
+    log = DecisionLog()
+    log.append(7.0, features(request_id="r1"), decision("a"), {"a": 48})
+    (record,) = log.recent(top_n=2)
+    assert record["ranked"] == [
+        {"backend": "a", "prefix_matched_tokens": 48, "scores": {"queue": 1.0}},
+        {"backend": "x0", "prefix_matched_tokens": 0, "scores": {"queue": 0.5}},
+    ]
+    assert record["candidates"] == 11
+    assert record["removed"] == {"gone": "max_concurrency"}
+    assert record["predicted_ttft_ms"] == 12.5
+    assert orjson.loads(orjson.dumps(record)) == record
+
+
+def test_capacity_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        DecisionLog(capacity=0)

@@ -1,0 +1,215 @@
+"""The pipeline contract: filters only remove, scores clamped and weighted, ties random, 503 reasons."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping, Sequence
+
+import pytest
+
+from core.clock import ManualClock
+from core.config import load_config_text
+from core.types import BackendCostEstimate, BackendId, BackendView, Health, OutputLengthEstimate, Predictions
+from core.yaml_source import ConfigError
+from decision.engine import DecisionEngine
+from policies.context import RouteContext
+from policies.pickers.max_score import MaxScorePicker
+from policies.pipeline import Pipeline
+from tests.unit.policy_builders import request, snapshot, view
+
+
+class FixedScorer:
+    consumes = ()
+
+    def __init__(self, name: str, values: Mapping[BackendId, float]) -> None:
+        self.name = name
+        self._values = values
+
+    def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]:
+        return self._values
+
+
+class DropFilter:
+    consumes = ()
+    reason = "dropped on purpose"
+
+    def __init__(self, name: str, drop: set[str], add: BackendView | None = None) -> None:
+        self.name = name
+        self._drop = drop
+        self._add = add
+
+    def filter(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Sequence[BackendView]:
+        kept = [v for v in candidates if v.backend_id not in self._drop]
+        return [*kept, self._add] if self._add is not None else kept
+
+
+class BrokenPicker:
+    name = "broken"
+
+    def pick(self, ctx, by_score, totals, rng):  # type: ignore[no-untyped-def]
+        return tuple(by_score[:1])
+
+
+FLEET = snapshot(view("a"), view("b"), view("c"))
+
+
+def test_scores_are_clamped_weighted_and_recorded() -> None:
+    pipeline = Pipeline(
+        "p",
+        (),
+        (
+            (FixedScorer("wild", {"a": 2.0, "b": -1.0, "c": math.nan}), 1.0),
+            (FixedScorer("mild", {"a": 0.0, "b": 0.5}), 3.0),  # c missing -> 0
+        ),
+        MaxScorePicker(),
+    )
+    decision = pipeline.route(request(), FLEET, 0.0, random.Random(0))
+    assert decision.scores == {"wild": {"a": 1.0, "b": 0.0, "c": 0.0}, "mild": {"a": 0.0, "b": 0.5, "c": 0.0}}
+    assert decision.ranked == ("b", "a", "c")  # b: 1.5, a: 1.0, c: 0
+    assert decision.policy == "p" and decision.reason is None
+
+
+def test_filters_only_remove_and_removals_are_attributed() -> None:
+    intruder = view("intruder")
+    pipeline = Pipeline(
+        "p",
+        (DropFilter("first", {"a"}, add=intruder), DropFilter("second", {"b"})),
+        (),
+        MaxScorePicker(),
+    )
+    decision = pipeline.route(request(), FLEET, 0.0, random.Random(0))
+    assert decision.ranked == ("c",)
+    assert decision.removed == {"a": "first", "b": "second"}
+
+
+def test_everything_filtered_gives_an_empty_ranking_with_the_reason() -> None:
+    pipeline = Pipeline("p", (DropFilter("nope", {"a", "b", "c"}),), (), MaxScorePicker())
+    decision = pipeline.route(request(), FLEET, 0.0, random.Random(0))
+    assert decision.ranked == () and decision.chosen is None
+    assert decision.removed == {"a": "nope", "b": "nope", "c": "nope"}
+    assert (
+        decision.reason is not None
+        and "'nope'" in decision.reason
+        and "dropped on purpose" in decision.reason
+    )
+
+
+def test_no_serving_backend_gives_a_reason() -> None:
+    fleet = snapshot(view("a", health=Health.DOWN), view("b", models=frozenset({"other"})))
+    decision = Pipeline("p", (), (), MaxScorePicker()).route(request(), fleet, 0.0, random.Random(0))
+    assert decision.ranked == ()
+    assert decision.reason == "no healthy backend serves 'm'"
+
+
+def test_ties_are_broken_at_random_by_the_injected_rng() -> None:
+    pipeline = Pipeline(
+        "p", (), ((FixedScorer("flat", {"a": 0.5, "b": 0.5, "c": 0.5}), 1.0),), MaxScorePicker()
+    )
+    winners = {pipeline.route(request(), FLEET, 0.0, random.Random(seed)).chosen for seed in range(60)}
+    assert winners == {"a", "b", "c"}
+    again = [pipeline.route(request(), FLEET, 0.0, random.Random(5)).ranked for _ in range(3)]
+    assert len(set(again)) == 1  # same seed, same decision
+
+
+def test_a_picker_that_breaks_the_contract_is_caught() -> None:
+    with pytest.raises(RuntimeError, match="not a permutation"):
+        Pipeline("p", (), (), BrokenPicker()).route(request(), FLEET, 0.0, random.Random(0))
+
+
+def test_predicted_latency_of_the_chosen_backend_is_reported() -> None:
+    estimate = BackendCostEstimate("a", 1.0, 2.0, 3.0, 4.0, 50.0, 0)
+    predictions = Predictions(OutputLengthEstimate(10, 20), {"a": estimate})
+    pipeline = Pipeline("p", (), ((FixedScorer("s", {"a": 1.0}), 1.0),), MaxScorePicker())
+    decision = pipeline.route(request(predictions=predictions), FLEET, 0.0, random.Random(0))
+    assert (decision.chosen, decision.predicted_ttft_ms, decision.predicted_e2e_ms) == ("a", 3.0, 50.0)
+
+
+BACKENDS = """\
+backends:
+  - {name: a, url: "http://127.0.0.1:1", models: [m]}
+  - {name: b, url: "http://127.0.0.1:2", models: [m]}
+routes:
+  - name: r
+"""
+
+
+def engine_for(policy_yaml: str, path: str = "p.yaml") -> DecisionEngine:
+    loaded = load_config_text(BACKENDS + policy_yaml, path)
+    return DecisionEngine.from_config(loaded, ManualClock(), random.Random(0))
+
+
+def test_a_pipeline_is_assembled_from_config() -> None:
+    engine = engine_for(
+        "    policy:\n"
+        "      name: pipeline\n"
+        "      params:\n"
+        "        filters: [{type: max_concurrency, params: {fail_open: true}}]\n"
+        "        scorers:\n"
+        "          - {type: prefix_match, weight: 3}\n"
+        "          - {type: least_requests, weight: 2, name: queue}\n"
+        "        picker: {type: p2c, params: {top_k: 2}}\n"
+    )
+    policy = engine.policy_for("r")
+    assert isinstance(policy, Pipeline)
+    assert policy.plugins == ("max_concurrency", "prefix_match", "queue", "p2c")
+
+
+@pytest.mark.parametrize(
+    ("policy_yaml", "line", "fragment"),
+    [
+        (
+            "    policy: {name: sglang_cache_awar}\n",
+            6,
+            "routes[0].policy.name: unknown policy 'sglang_cache_awar'",
+        ),
+        (
+            "    policy:\n      name: sglang_cache_aware\n      params: {cache_treshold: 0.5}\n",
+            8,
+            "routes[0].policy.params.cache_treshold: unknown key",
+        ),
+        (
+            "    policy:\n      name: dynamo_cost\n      params:\n        temperature: -1\n",
+            9,
+            "routes[0].policy.params.temperature: Input should be greater than or equal to 0",
+        ),
+        (
+            "    policy:\n      name: pipeline\n      params:\n        scorers:\n"
+            "          - {type: least_requests}\n          - {type: prefix_macth, weight: 2}\n",
+            11,
+            "routes[0].policy.params.scorers[1].type: unknown scorer 'prefix_macth'",
+        ),
+        (
+            "    policy:\n      name: pipeline\n      params:\n        picker:\n"
+            "          type: p2c\n          params:\n            top_k: 0\n",
+            12,
+            "routes[0].policy.params.picker.params.top_k: Input should be greater than or equal to 1",
+        ),
+        (
+            "    policy:\n      name: pipeline\n      params:\n        filters:\n"
+            "          - type: slo_headroom\n            params: {margin: 0.1}\n",
+            11,
+            "routes[0].policy.params.filters[0].params.margin: unknown key",
+        ),
+        (
+            "    policy:\n      name: pipeline\n      params:\n        scorers:\n"
+            "          - {type: least_requests}\n          - {type: least_requests}\n",
+            11,
+            "routes[0].policy.params.scorers[1]: name 'least_requests' is used twice",
+        ),
+        (
+            "    policy:\n      name: pipeline\n      params:\n        scorers:\n"
+            "          - {type: least_requests, wieght: 2}\n",
+            10,
+            "routes[0].policy.params.scorers[0].wieght: unknown key",
+        ),
+    ],
+)
+def test_bad_policy_config_fails_at_start_up_with_file_and_line(
+    policy_yaml: str, line: int, fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        engine_for(policy_yaml)
+    message = str(info.value)
+    assert message.startswith(f"p.yaml:{line}: "), message
+    assert fragment in message, message
