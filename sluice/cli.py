@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS: tuple[str, ...] = ("sluice.commands.check_config",)
+COMMANDS: tuple[str, ...] = ("sluice.commands.check_config", "sluice.commands.predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,163 @@
+"""The one feature function of the output-length model, shared by training and serving.
+
+``length_features(RequestFeatures) -> LengthFeatureRow`` is called by the
+offline trainer (to build the design matrix) and by the serving path (to look
+up weights), so the two can never disagree. It reads only the request: the
+last user message, sizes, turn counts, endpoint and model. Simulator headers
+never reach ``RequestFeatures``. Route and tenant are deliberately absent: the
+training data has a single route and tenant, so they carry no offline signal;
+the online residual correction (``predictors.online``) keys on them instead.
+``max_tokens`` is not a learned feature either (no training request sets it);
+it caps the predicted quantiles, as it caps the real output.
+
+Features (every one is a 0/1 indicator unless stated):
+
+* text terms: lower-cased word and punctuation tokens (``TOKEN_RE``) of the
+  first ``HEAD_CHARS`` and last ``TAIL_CHARS`` characters of the last user
+  message, as a set of unigrams plus a set of adjacent-token bigrams, each
+  valued ``1/sqrt(number of distinct terms)`` (TF-IDF-like length
+  normalisation). Only a bounded slice is tokenized, so a 1 MB prompt costs
+  the same as a 400-character one; instructions sit at either end of pasted
+  documents.
+* the set of the first ``FIRST_WORDS`` tokens again, in their own weight
+  table, valued ``FIRST_WORD_VALUE`` (the imperative verb usually opens the
+  request: "write ..." vs "what is ...").
+* categorical keys: normalised model id; log-spaced bins of estimated prompt
+  tokens, last-message characters, mean characters of the earlier messages
+  (a proxy for how verbose the conversation has been) and newline count;
+  number of user turns (capped); question marks (capped); code fence;
+  endpoint; and the crosses model x message length, model x earlier-message
+  length, earlier-message length x turns.
+
+``FEATURE_VERSION`` must be bumped whenever anything here changes how a row is
+built: the saved model records ``feature_spec_hash()`` and refuses to load
+under a different one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from itertools import pairwise
+
+from core.types import Endpoint, RequestFeatures
+
+FEATURE_VERSION = "len-v1"
+HEAD_CHARS = 300
+TAIL_CHARS = 100
+FIRST_WORDS = 8
+FIRST_WORD_VALUE = 0.5
+MAX_TURNS = 12
+TOKEN_PATTERN = r"[a-z0-9']+|[^\sa-z0-9]"
+TOKEN_RE = re.compile(TOKEN_PATTERN)
+_LOG2 = math.log(2.0)
+_LOG15 = math.log(1.5)
+_BIN_CAP = 1e9
+
+
+@dataclass(frozen=True, slots=True)
+class LengthFeatureRow:
+    """One request's sparse features: text term sets plus categorical keys."""
+
+    unigrams: frozenset[str]
+    bigrams: frozenset[tuple[str, str]]
+    first_words: frozenset[str]
+    categorical: tuple[str, ...]
+
+    @property
+    def text_value(self) -> float:
+        """The value every unigram and bigram indicator takes (length normalisation)."""
+        n_terms = len(self.unigrams) + len(self.bigrams)
+        return 1.0 / math.sqrt(n_terms) if n_terms else 0.0
+
+
+def normalise_model(model: str) -> str:
+    """Last path part, lower case.
+
+    ``"meta-llama/Meta-Llama-3-8B-Instruct"`` -> ``"meta-llama-3-8b-instruct"``.
+    """
+    return model.rsplit("/", 1)[-1].strip().lower()
+
+
+def log_bin(value: float, log_base: float = _LOG2) -> int:
+    """``floor(log(1 + value) / log(base))`` for ``value >= 0``; negative values give 0."""
+    if value <= 0:
+        return 0
+    return int(math.log1p(min(value, _BIN_CAP)) / log_base)
+
+
+def earlier_message_chars(features: RequestFeatures) -> float:
+    """Mean characters per message before the last user message (0 when there is none)."""
+    if features.n_messages <= 1:
+        return 0.0
+    other_chars = max(0, features.prompt_chars - len(features.last_user_text))
+    return other_chars / (features.n_messages - 1)
+
+
+def split_text(text: str) -> tuple[list[str], list[str]]:
+    """Tokens of the head slice and of the (non-overlapping) tail slice of ``text``."""
+    head = TOKEN_RE.findall(text[:HEAD_CHARS].lower())
+    if len(text) <= HEAD_CHARS:
+        return head, []
+    tail_start = max(HEAD_CHARS, len(text) - TAIL_CHARS)
+    return head, TOKEN_RE.findall(text[tail_start:].lower())
+
+
+def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
+    text = features.last_user_text
+    text_bin = log_bin(len(text))
+    other = earlier_message_chars(features)
+    other_bin = log_bin(other)
+    turns = min(features.n_user_turns, MAX_TURNS)
+    keys = [
+        f"m:{model}",
+        f"pt:{log_bin(features.prompt_tokens)}",
+        f"ul:{text_bin}",
+        f"nt:{turns}",
+        f"oc:{log_bin(other, _LOG15)}",
+        f"m_ul:{model}:{text_bin}",
+        f"m_oc:{model}:{other_bin}",
+        f"oc_nt:{other_bin}:{min(turns, 4)}",
+        f"q:{min(text.count('?'), 3)}",
+        f"nl:{log_bin(text.count(chr(10)))}",
+    ]
+    if "```" in text:
+        keys.append("code")
+    if features.endpoint is not Endpoint.CHAT:
+        keys.append(f"ep:{features.endpoint.value}")
+    return tuple(keys)
+
+
+def length_features(features: RequestFeatures) -> LengthFeatureRow:
+    """The output-length model's features of one request (pure, cheap, bounded)."""
+    head, tail = split_text(features.last_user_text)
+    unigrams = frozenset(head).union(tail)
+    bigrams = frozenset(pairwise(head)).union(pairwise(tail))
+    return LengthFeatureRow(
+        unigrams=unigrams,
+        bigrams=bigrams,
+        first_words=frozenset(head[:FIRST_WORDS]),
+        categorical=categorical_keys(features, normalise_model(features.model)),
+    )
+
+
+def feature_spec() -> dict[str, object]:
+    """Everything that defines a row, recorded in the saved model's metadata."""
+    return {
+        "version": FEATURE_VERSION,
+        "head_chars": HEAD_CHARS,
+        "tail_chars": TAIL_CHARS,
+        "first_words": FIRST_WORDS,
+        "first_word_value": FIRST_WORD_VALUE,
+        "max_turns": MAX_TURNS,
+        "token_pattern": TOKEN_PATTERN,
+        "text_value": "1/sqrt(distinct unigrams + bigrams)",
+        "target": "log1p(output_tokens)",
+    }
+
+
+def feature_spec_hash() -> str:
+    return hashlib.sha256(json.dumps(feature_spec(), sort_keys=True).encode()).hexdigest()[:16]
