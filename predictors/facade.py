@@ -25,7 +25,6 @@ from types import MappingProxyType
 
 from core.config import PredictorsConfig
 from core.types import (
-    BackendCostEstimate,
     BackendView,
     Endpoint,
     FleetSnapshot,
@@ -113,16 +112,13 @@ class Predictor:
     def predict(self, request: RoutingRequest, snapshot: FleetSnapshot) -> Predictions:
         features = request.features
         length = self.predict_length(features)
-        model = features.model
-        prompt_tokens = features.prompt_tokens
-        matched = request.prefix_matched_tokens
-        estimate = self._latency.estimate
-        p50 = length.p50_tokens
-        per_backend: dict[str, BackendCostEstimate] = {}
-        for view in snapshot.backends:
-            if view.selectable and model in view.models:
-                backend_id = view.backend_id
-                per_backend[backend_id] = estimate(view, prompt_tokens, matched.get(backend_id, 0), p50)
+        per_backend = self._latency.estimate_all(
+            snapshot.backends,
+            features.model,
+            features.prompt_tokens,
+            request.prefix_matched_tokens,
+            length.p50_tokens,
+        )
         return Predictions(output_length=length, per_backend=MappingProxyType(per_backend))
 
     def observe(

@@ -19,9 +19,6 @@ Features (every one is a 0/1 indicator unless stated):
   normalisation). Only a bounded slice is tokenized, so a 1 MB prompt costs
   the same as a 400-character one; instructions sit at either end of pasted
   documents.
-* the set of the first ``FIRST_WORDS`` tokens again, in their own weight
-  table, valued ``FIRST_WORD_VALUE`` (the imperative verb usually opens the
-  request: "write ..." vs "what is ...").
 * categorical keys: normalised model id; log-spaced bins of estimated prompt
   tokens, last-message characters, mean characters of the earlier messages
   (a proxy for how verbose the conversation has been) and newline count;
@@ -40,31 +37,27 @@ import hashlib
 import json
 import math
 import re
-from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
+from typing import NamedTuple
 
 from core.types import Endpoint, RequestFeatures
 
-FEATURE_VERSION = "len-v1"
-HEAD_CHARS = 300
-TAIL_CHARS = 100
-FIRST_WORDS = 8
-FIRST_WORD_VALUE = 0.5
+FEATURE_VERSION = "len-v3"
+HEAD_CHARS = 200
+TAIL_CHARS = 60
 MAX_TURNS = 12
 TOKEN_PATTERN = r"[a-z0-9']+|[^\sa-z0-9]"
 TOKEN_RE = re.compile(TOKEN_PATTERN)
-_LOG2 = math.log(2.0)
 _LOG15 = math.log(1.5)
 _BIN_CAP = 1e9
 
 
-@dataclass(frozen=True, slots=True)
-class LengthFeatureRow:
-    """One request's sparse features: text term sets plus categorical keys."""
+class LengthFeatureRow(NamedTuple):
+    """One request's sparse features: text term sets plus categorical keys (a tuple: cheap to build)."""
 
     unigrams: frozenset[str]
     bigrams: frozenset[tuple[str, str]]
-    first_words: frozenset[str]
     categorical: tuple[str, ...]
 
     @property
@@ -74,6 +67,7 @@ class LengthFeatureRow:
         return 1.0 / math.sqrt(n_terms) if n_terms else 0.0
 
 
+@lru_cache(maxsize=4096)
 def normalise_model(model: str) -> str:
     """Last path part, lower case.
 
@@ -82,11 +76,21 @@ def normalise_model(model: str) -> str:
     return model.rsplit("/", 1)[-1].strip().lower()
 
 
-def log_bin(value: float, log_base: float = _LOG2) -> int:
-    """``floor(log(1 + value) / log(base))`` for ``value >= 0``; negative values give 0."""
+def log2_bin(value: float) -> int:
+    """``floor(log2(1 + value))``, exactly (integer arithmetic); 0 for ``value <= 0``.
+
+    Equal to the bin of ``floor(value)`` because every bin edge ``2**k - 1`` is an integer.
+    """
     if value <= 0:
         return 0
-    return int(math.log1p(min(value, _BIN_CAP)) / log_base)
+    return (int(min(value, _BIN_CAP)) + 1).bit_length() - 1
+
+
+def log15_bin(value: float) -> int:
+    """``floor(log(1 + value) / log(1.5))``; 0 for ``value <= 0``."""
+    if value <= 0:
+        return 0
+    return int(math.log1p(min(value, _BIN_CAP)) / _LOG15)
 
 
 def earlier_message_chars(features: RequestFeatures) -> float:
@@ -108,21 +112,21 @@ def split_text(text: str) -> tuple[list[str], list[str]]:
 
 def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
     text = features.last_user_text
-    text_bin = log_bin(len(text))
+    text_bin = log2_bin(len(text))
     other = earlier_message_chars(features)
-    other_bin = log_bin(other)
+    other_bin = log2_bin(other)
     turns = min(features.n_user_turns, MAX_TURNS)
     keys = [
         f"m:{model}",
-        f"pt:{log_bin(features.prompt_tokens)}",
+        f"pt:{log2_bin(features.prompt_tokens)}",
         f"ul:{text_bin}",
         f"nt:{turns}",
-        f"oc:{log_bin(other, _LOG15)}",
+        f"oc:{log15_bin(other)}",
         f"m_ul:{model}:{text_bin}",
         f"m_oc:{model}:{other_bin}",
         f"oc_nt:{other_bin}:{min(turns, 4)}",
         f"q:{min(text.count('?'), 3)}",
-        f"nl:{log_bin(text.count(chr(10)))}",
+        f"nl:{log2_bin(text.count(chr(10)))}",
     ]
     if "```" in text:
         keys.append("code")
@@ -134,12 +138,15 @@ def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
 def length_features(features: RequestFeatures) -> LengthFeatureRow:
     """The output-length model's features of one request (pure, cheap, bounded)."""
     head, tail = split_text(features.last_user_text)
-    unigrams = frozenset(head).union(tail)
-    bigrams = frozenset(pairwise(head)).union(pairwise(tail))
+    if tail:
+        unigrams = frozenset(head).union(tail)
+        bigrams = frozenset(pairwise(head)).union(pairwise(tail))
+    else:
+        unigrams = frozenset(head)
+        bigrams = frozenset(pairwise(head))
     return LengthFeatureRow(
         unigrams=unigrams,
         bigrams=bigrams,
-        first_words=frozenset(head[:FIRST_WORDS]),
         categorical=categorical_keys(features, normalise_model(features.model)),
     )
 
@@ -150,8 +157,6 @@ def feature_spec() -> dict[str, object]:
         "version": FEATURE_VERSION,
         "head_chars": HEAD_CHARS,
         "tail_chars": TAIL_CHARS,
-        "first_words": FIRST_WORDS,
-        "first_word_value": FIRST_WORD_VALUE,
         "max_turns": MAX_TURNS,
         "token_pattern": TOKEN_PATTERN,
         "text_value": "1/sqrt(distinct unigrams + bigrams)",

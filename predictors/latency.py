@@ -39,11 +39,13 @@ path); numpy solves a 6x6 system once per observation.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
-from core.types import BackendCostEstimate, BackendView, RequestFeatures
+from core.types import BackendCostEstimate, BackendView, Health, RequestFeatures
 
 TTFT_TERMS = ("overhead", "new_k", "queued_k", "waiting", "running", "kv_decode_k")
 TPOT_TERMS = ("overhead", "batch", "context_k")
@@ -131,97 +133,220 @@ class _BackendModel:
         self.tpot = ForgettingRidge(priors.tpot_ms, priors.tpot_sd_floor, priors)
 
 
-def load_terms(
-    view: BackendView, prompt_tokens: int, matched_tokens: int
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The TTFT and TPOT terms of one request on one backend (the single definition, see module doc)."""
+BackendLoad = tuple[float, float, float, float, float, float]
+
+
+def backend_load(view: BackendView) -> BackendLoad:
+    """The request-independent terms of a backend (see the module doc).
+
+    ``(queued_k, waiting, running, kv_decode_k, batch, in_flight_prompt_k)``;
+    ``request_terms`` adds the request. The single definition used both to
+    predict and to learn.
+    """
     fresh = not view.metrics_stale
     awaiting = view.awaiting_first_byte
     in_flight = view.in_flight_requests
-    running = max(0, in_flight - awaiting)
+    running = in_flight - awaiting if in_flight > awaiting else 0
     waiting = awaiting
     if fresh:
-        if view.engine_running is not None:
-            running = max(running, view.engine_running)
-        if view.engine_waiting is not None:
-            waiting = max(waiting, view.engine_waiting)
-    if view.awaiting_prompt_tokens is not None:
-        queued = float(view.awaiting_prompt_tokens)
+        engine_running = view.engine_running
+        if engine_running is not None and engine_running > running:
+            running = engine_running
+        engine_waiting = view.engine_waiting
+        if engine_waiting is not None and engine_waiting > waiting:
+            waiting = engine_waiting
+    in_flight_prompt = view.in_flight_prompt_tokens
+    queued_tokens = view.awaiting_prompt_tokens
+    if queued_tokens is not None:
+        queued = float(queued_tokens)
     else:
-        queued = view.in_flight_prompt_tokens * awaiting / in_flight if in_flight > 0 else 0.0
-    if fresh and view.prefix_hit_rate is not None:
-        queued *= 1.0 - min(max(view.prefix_hit_rate, 0.0), 1.0)
-    kv = view.kv_usage_frac if fresh else None
-    if kv is None and view.kv_capacity_tokens:
-        kv = (view.in_flight_prompt_tokens + view.in_flight_predicted_decode_tokens) / view.kv_capacity_tokens
-    pressure = (kv - KV_PRESSURE_START_FRAC) / (1.0 - KV_PRESSURE_START_FRAC) if kv is not None else 0.0
-    decode_k = max(0.0, view.in_flight_predicted_decode_tokens) / 1000.0
-    new_tokens = max(0, prompt_tokens - max(0, matched_tokens))
-    ttft_terms = (
-        1.0,
-        new_tokens / 1000.0,
+        queued = in_flight_prompt * awaiting / in_flight if in_flight > 0 else 0.0
+    decode = view.in_flight_predicted_decode_tokens
+    kv = None
+    if fresh:
+        hit_rate = view.prefix_hit_rate
+        if hit_rate is not None:
+            queued *= 1.0 - min(max(hit_rate, 0.0), 1.0)
+        kv = view.kv_usage_frac
+    if kv is None:
+        capacity = view.kv_capacity_tokens
+        if capacity:
+            kv = (in_flight_prompt + decode) / capacity
+    kv_decode_k = 0.0
+    if kv is not None and kv > KV_PRESSURE_START_FRAC and decode > 0:
+        kv_decode_k = decode / 1000.0 * (kv - KV_PRESSURE_START_FRAC) / (1.0 - KV_PRESSURE_START_FRAC)
+    return (
         queued / 1000.0,
         float(waiting),
         float(running),
-        decode_k * pressure if pressure > 0.0 else 0.0,
+        kv_decode_k,
+        float(running + waiting + 1),
+        in_flight_prompt / 1000.0,
     )
-    context_k = (view.in_flight_prompt_tokens + prompt_tokens) / 1000.0
-    return ttft_terms, (1.0, float(running + waiting + 1), context_k)
+
+
+def request_terms(
+    load: BackendLoad, prompt_tokens: int, matched_tokens: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The TTFT and TPOT regressor vectors (``TTFT_TERMS``, ``TPOT_TERMS``) of a request on a backend."""
+    queued_k, waiting, running, kv_decode_k, batch, in_flight_prompt_k = load
+    new_k = max(0, prompt_tokens - max(0, matched_tokens)) / 1000.0
+    ttft = (1.0, new_k, queued_k, waiting, running, kv_decode_k)
+    return ttft, (1.0, batch, in_flight_prompt_k + prompt_tokens / 1000.0)
+
+
+def _slot_setters() -> tuple[Callable[[BackendCostEstimate, Any], None], ...]:
+    """Setters for ``BackendCostEstimate``'s slots, to build values without the frozen ``__init__``.
+
+    A frozen dataclass assigns each field through ``object.__setattr__``, which
+    doubles construction cost; sixteen of them per request were a third of
+    the latency budget. The request path sets the slots directly. The field
+    list is checked here at import, so an added core field fails loudly
+    instead of being left unset, and ``tests/unit`` compares the values with
+    the normal constructor.
+    """
+    names = (
+        "backend_id",
+        "queue_wait_ms",
+        "prefill_ms",
+        "ttft_ms",
+        "tpot_ms",
+        "e2e_ms",
+        "cached_prompt_tokens",
+    )
+    actual = tuple(f.name for f in fields(BackendCostEstimate))
+    if actual != names:
+        raise RuntimeError(f"BackendCostEstimate fields changed to {actual}; update predictors.latency")
+    return tuple(getattr(BackendCostEstimate, n).__set__ for n in names)
+
+
+_SET_ID, _SET_QUEUE, _SET_PREFILL, _SET_TTFT, _SET_TPOT, _SET_E2E, _SET_CACHED = _slot_setters()
+
+
+def _per_token(ttft: tuple[float, ...], tpot: tuple[float, ...]) -> tuple[float, ...]:
+    """``(t0, t1, t2, t3, t4, t5, p0, p1, p2)`` with the ``*_k`` terms' coefficients divided by 1000."""
+    t0, t1, t2, t3, t4, t5 = ttft
+    p0, p1, p2 = tpot
+    return (t0, t1 / 1000.0, t2 / 1000.0, t3, t4, t5 / 1000.0, p0, p1, p2 / 1000.0)
 
 
 class LatencyModel:
     """Per-backend TTFT/TPOT predictor with online-learned coefficients (see the module docstring)."""
 
-    __slots__ = ("_backends", "_prior_tpot", "_prior_ttft", "_priors")
+    __slots__ = ("_backends", "_coefs", "_fast", "_fast_prior", "_prior", "_priors")
 
     def __init__(self, priors: LatencyPriors | None = None) -> None:
         self._priors = priors or LatencyPriors()
         self._backends: OrderedDict[str, _BackendModel] = OrderedDict()
-        self._prior_ttft = self._priors.ttft_ms
-        self._prior_tpot = self._priors.tpot_ms
+        # (TTFT, TPOT) coefficients per learned backend, read on the request path in one lookup.
+        self._coefs: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+        self._prior = (self._priors.ttft_ms, self._priors.tpot_ms)
+        # The same coefficients per token instead of per 1000 tokens, flat: the request path's form.
+        self._fast: dict[str, tuple[float, ...]] = {}
+        self._fast_prior = _per_token(*self._prior)
 
     def __len__(self) -> int:
         return len(self._backends)
 
     def coefficients(self, backend_id: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Current (TTFT, TPOT) coefficients of a backend; the priors if it was never observed."""
-        model = self._backends.get(backend_id)
-        if model is None:
-            return self._prior_ttft, self._prior_tpot
-        return model.ttft.coef, model.tpot.coef
+        return self._coefs.get(backend_id, self._prior)
 
     def estimate(
         self, view: BackendView, prompt_tokens: int, matched_tokens: int, output_p50_tokens: float
     ) -> BackendCostEstimate:
-        model = self._backends.get(view.backend_id)
-        if model is None:
-            tc, pc = self._prior_ttft, self._prior_tpot
-        else:
-            tc, pc = model.ttft.coef, model.tpot.coef
-        (_, new_k, queued_k, waiting, running, kv_k), (_, batch, context_k) = load_terms(
-            view, prompt_tokens, matched_tokens
-        )
-        prefill_ms = tc[0] + tc[1] * new_k
-        queue_ms = tc[2] * queued_k + tc[3] * waiting + tc[4] * running + tc[5] * kv_k
-        ttft_ms = max(prefill_ms + queue_ms, _MIN_MS)
-        tpot_ms = max(pc[0] + pc[1] * batch + pc[2] * context_k, _MIN_MS)
+        """Cost of one request on one backend (``estimate_all`` for many)."""
+        return self.estimate_all(
+            (view,), "", prompt_tokens, {view.backend_id: matched_tokens}, output_p50_tokens
+        )[view.backend_id]
+
+    def estimate_all(
+        self,
+        views: Iterable[BackendView],
+        model: str | None,
+        prompt_tokens: int,
+        matched_tokens: Mapping[str, int],
+        output_p50_tokens: float,
+    ) -> dict[str, BackendCostEstimate]:
+        """Costs on every selectable view serving ``model`` (``None``: every selectable view).
+
+        The request path: per backend one ``backend_load`` and a few
+        multiplications with that backend's current coefficients.
+        """
+        coefs = self._fast.get
+        prior = self._fast_prior
+        matched_get = matched_tokens.get
         decode_steps = output_p50_tokens - 1.0 if output_p50_tokens > 1.0 else 0.0
-        return BackendCostEstimate(
-            view.backend_id,
-            queue_ms,
-            prefill_ms,
-            ttft_ms,
-            tpot_ms,
-            ttft_ms + decode_steps * tpot_ms,
-            min(max(matched_tokens, 0), prompt_tokens),
-        )
+        ready = Health.READY
+        new = object.__new__
+        cls = BackendCostEstimate
+        pressure_scale = 1.0 / (1.0 - KV_PRESSURE_START_FRAC)
+        out: dict[str, BackendCostEstimate] = {}
+        for view in views:
+            if view.health is not ready or (model is not None and model not in view.models):
+                continue
+            # Inlined ``backend_load`` (kept identical by tests/unit/test_latency_model.py).
+            fresh = not view.metrics_stale
+            awaiting = view.awaiting_first_byte
+            in_flight = view.in_flight_requests
+            running = in_flight - awaiting if in_flight > awaiting else 0
+            waiting = awaiting
+            in_flight_prompt = view.in_flight_prompt_tokens
+            queued_tokens = view.awaiting_prompt_tokens
+            if queued_tokens is not None:
+                queued = float(queued_tokens)
+            else:
+                queued = in_flight_prompt * awaiting / in_flight if in_flight > 0 else 0.0
+            decode = view.in_flight_predicted_decode_tokens
+            kv = None
+            if fresh:
+                engine = view.engine_running
+                if engine is not None and engine > running:
+                    running = engine
+                engine = view.engine_waiting
+                if engine is not None and engine > waiting:
+                    waiting = engine
+                hit_rate = view.prefix_hit_rate
+                if hit_rate is not None and hit_rate > 0.0:
+                    queued *= 1.0 - hit_rate if hit_rate < 1.0 else 0.0
+                kv = view.kv_usage_frac
+            if kv is None:
+                capacity = view.kv_capacity_tokens
+                if capacity:
+                    kv = (in_flight_prompt + decode) / capacity
+            backend_id = view.backend_id
+            t0, t1, t2, t3, t4, t5, p0, p1, p2 = coefs(backend_id, prior)
+            matched = matched_get(backend_id, 0)
+            cached = 0 if matched <= 0 else (prompt_tokens if matched > prompt_tokens else matched)
+            prefill_ms = t0 + t1 * (prompt_tokens - cached)
+            queue_ms = t2 * queued + t3 * waiting + t4 * running
+            if kv is not None and kv > KV_PRESSURE_START_FRAC and decode > 0:
+                queue_ms += t5 * decode * (kv - KV_PRESSURE_START_FRAC) * pressure_scale
+            ttft_ms = prefill_ms + queue_ms
+            if ttft_ms < _MIN_MS:
+                ttft_ms = _MIN_MS
+            tpot_ms = p0 + p1 * (running + waiting + 1) + p2 * (in_flight_prompt + prompt_tokens)
+            if tpot_ms < _MIN_MS:
+                tpot_ms = _MIN_MS
+            estimate = new(cls)
+            _SET_ID(estimate, backend_id)
+            _SET_QUEUE(estimate, queue_ms)
+            _SET_PREFILL(estimate, prefill_ms)
+            _SET_TTFT(estimate, ttft_ms)
+            _SET_TPOT(estimate, tpot_ms)
+            _SET_E2E(estimate, ttft_ms + decode_steps * tpot_ms)
+            _SET_CACHED(estimate, cached)
+            out[backend_id] = estimate
+        return out
 
     def _model(self, backend_id: str) -> _BackendModel:
         model = self._backends.get(backend_id)
         if model is None:
             model = self._backends[backend_id] = _BackendModel(self._priors)
             if len(self._backends) > self._priors.max_backends:
-                self._backends.popitem(last=False)
+                evicted, _ = self._backends.popitem(last=False)
+                self._coefs.pop(evicted, None)
+                self._fast.pop(evicted, None)
         else:
             self._backends.move_to_end(backend_id)
         return model
@@ -237,10 +362,14 @@ class LatencyModel:
         """Learn from one request that ran on ``view.backend_id`` (``view`` = the state at dispatch)."""
         if ttft_ms is None and tpot_ms is None:
             return
-        ttft_terms, tpot_terms = load_terms(view, features.prompt_tokens, cached_prompt_tokens)
+        ttft_terms, tpot_terms = request_terms(
+            backend_load(view), features.prompt_tokens, cached_prompt_tokens
+        )
         model = self._model(view.backend_id)
         noise = self._priors.noise_rel
         if ttft_ms is not None and ttft_ms > 0:
             model.ttft.update(ttft_terms, ttft_ms, 1.0 / (max(ttft_ms, 1.0) * noise) ** 2)
         if tpot_ms is not None and tpot_ms > 0:
             model.tpot.update(tpot_terms, tpot_ms, 1.0 / (max(tpot_ms, 0.5) * noise) ** 2)
+        self._coefs[view.backend_id] = (model.ttft.coef, model.tpot.coef)
+        self._fast[view.backend_id] = _per_token(model.ttft.coef, model.tpot.coef)

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 LevelKey = tuple[str, str, str]
@@ -63,8 +63,7 @@ class OnlineParams:
             raise ValueError("max_keys and max_models must be >= 1")
 
 
-@dataclass(frozen=True, slots=True)
-class Correction:
+class Correction(NamedTuple):
     """What to add to the base log-space location and to the p90 offset; ``n`` = key observations."""
 
     location: float

@@ -2,8 +2,9 @@
 
 Model (all in ``z = log(1 + output_tokens)``)::
 
-    mu(x)    = b_mu + sum_j w_mu[j]    * x_j          (ridge regression of z)
-    s(x)     = max(s_floor, b_s + sum_j w_s[j] * x_j)  (ridge regression of |z - mu_oof|)
+    mu(x)    = b_mu + sum_j w_mu[j] * x_j                (ridge regression of z, all features)
+    s(x)     = max(s_floor, b_s + sum_c w_s[c] * x_c)    (ridge regression of |z - mu_oof|,
+                                                          categorical features c only)
     z_q(x)   = mu(x) + k_q * s(x)                      q in {0.5, 0.9}
 
 ``x`` is the sparse row of ``predictors.features.length_features``; ``k_q`` is
@@ -14,8 +15,8 @@ the request's ``max_tokens``.
 
 Why linear tables and not a fitted estimator on the request path: scikit-learn's
 ``predict`` on one row spends tens of microseconds validating input. Here the
-fitted coefficients are exported into plain dicts (term -> (w_mu, w_s)) and a
-prediction is a few dozen dict lookups (~15 us). ``tests/unit`` checks that
+fitted coefficients are exported into plain dicts (text term -> w_mu,
+categorical key -> (w_mu, w_s)) and a prediction is a few dozen dict lookups. ``tests/unit`` checks that
 this path equals the fitted scikit-learn estimators to 1e-9.
 """
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.types import OutputLengthEstimate, RequestFeatures
-from predictors.features import FIRST_WORD_VALUE, LengthFeatureRow, length_features
+from predictors.features import LengthFeatureRow, length_features
 
 Weights = tuple[float, float]
 _ZERO: Weights = (0.0, 0.0)
@@ -53,44 +54,33 @@ class OutputLengthModel:
     k50: float
     k90: float
     scale_floor: float
-    unigrams: dict[str, Weights]
-    bigrams: dict[str, dict[str, Weights]]
-    first_words: dict[str, Weights]
+    unigrams: dict[str, float]
+    bigrams: dict[str, dict[str, float]]
     categorical: dict[str, Weights]
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def location_scale(self, row: LengthFeatureRow) -> tuple[float, float]:
         """``(mu, s)`` before the scale floor: the two linear scores of ``row``."""
         mu, s = self.intercept
-        text_mu = text_s = 0.0
-        uni = self.unigrams
+        text = 0.0
+        get = self.unigrams.get
         for term in row.unigrams:
-            w = uni.get(term)
+            w = get(term)
             if w is not None:
-                text_mu += w[0]
-                text_s += w[1]
-        bi = self.bigrams
+                text += w
+        get_inner = self.bigrams.get
         for first, second in row.bigrams:
-            inner = bi.get(first)
+            inner = get_inner(first)
             if inner is not None:
                 w = inner.get(second)
                 if w is not None:
-                    text_mu += w[0]
-                    text_s += w[1]
-        value = row.text_value
-        mu += text_mu * value
-        s += text_s * value
-        first_words = self.first_words
-        for term in row.first_words:
-            w = first_words.get(term)
-            if w is not None:
-                mu += w[0] * FIRST_WORD_VALUE
-                s += w[1] * FIRST_WORD_VALUE
+                    text += w
+        mu += text * row.text_value
         cat = self.categorical
         for key in row.categorical:
-            w = cat.get(key, _ZERO)
-            mu += w[0]
-            s += w[1]
+            pair = cat.get(key, _ZERO)
+            mu += pair[0]
+            s += pair[1]
         return mu, s
 
     def location_scale_of(self, features: RequestFeatures) -> tuple[float, float]:
@@ -142,11 +132,22 @@ def model_tables_from_mapping(payload: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{where}: expected [w_mu, w_scale] finite numbers")
         return (float(value[0]), float(value[1]))
 
-    def table(name: str) -> dict[str, Weights]:
+    def table(name: str) -> dict[str, Any]:
         raw = payload.get(name)
         if not isinstance(raw, dict):
             raise ValueError(f"model.{name}: expected an object")
-        return {str(k): pair(v, f"model.{name}[{k!r}]") for k, v in raw.items()}
+        return raw
+
+    def pairs(name: str) -> dict[str, Weights]:
+        return {str(k): pair(v, f"model.{name}[{k!r}]") for k, v in table(name).items()}
+
+    def weights(name: str) -> dict[str, float]:
+        out = {}
+        for k, v in table(name).items():
+            if not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"model.{name}[{k!r}]: expected a finite number")
+            out[str(k)] = float(v)
+        return out
 
     def number(name: str) -> float:
         value = payload.get(name)
@@ -154,12 +155,12 @@ def model_tables_from_mapping(payload: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"model.{name}: expected a finite number")
         return float(value)
 
-    bigrams: dict[str, dict[str, Weights]] = {}
-    for key, weights in table("bigrams").items():
+    bigrams: dict[str, dict[str, float]] = {}
+    for key, weight in weights("bigrams").items():
         first, sep, second = key.partition(" ")
         if not sep:
             raise ValueError(f"model.bigrams[{key!r}]: expected two space-separated tokens")
-        bigrams.setdefault(first, {})[second] = weights
+        bigrams.setdefault(first, {})[second] = weight
     k50, k90, scale_floor = number("k50"), number("k90"), number("scale_floor")
     if scale_floor <= 0 or k90 < k50:
         raise ValueError("model: need scale_floor > 0 and k90 >= k50")
@@ -168,10 +169,9 @@ def model_tables_from_mapping(payload: Mapping[str, Any]) -> dict[str, Any]:
         "k50": k50,
         "k90": k90,
         "scale_floor": scale_floor,
-        "unigrams": table("unigrams"),
+        "unigrams": weights("unigrams"),
         "bigrams": bigrams,
-        "first_words": table("first_words"),
-        "categorical": table("categorical"),
+        "categorical": pairs("categorical"),
     }
 
 
@@ -182,12 +182,9 @@ def model_tables_to_mapping(model: OutputLengthModel) -> dict[str, Any]:
         "k50": model.k50,
         "k90": model.k90,
         "scale_floor": model.scale_floor,
-        "unigrams": {k: list(v) for k, v in sorted(model.unigrams.items())},
+        "unigrams": dict(sorted(model.unigrams.items())),
         "bigrams": {
-            f"{a} {b}": list(w)
-            for a, inner in sorted(model.bigrams.items())
-            for b, w in sorted(inner.items())
+            f"{a} {b}": w for a, inner in sorted(model.bigrams.items()) for b, w in sorted(inner.items())
         },
-        "first_words": {k: list(v) for k, v in sorted(model.first_words.items())},
         "categorical": {k: list(v) for k, v in sorted(model.categorical.items())},
     }

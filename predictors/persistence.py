@@ -11,7 +11,7 @@ File layout::
      "metadata": {feature_spec, feature_spec_hash, sklearn_version, numpy_version,
                   python_version, training_data_sha256, sources, n_samples,
                   train_config, evaluation, created_by},
-     "model": {intercept, k50, k90, scale_floor, unigrams, bigrams, first_words, categorical},
+     "model": {intercept, k50, k90, scale_floor, unigrams, bigrams, categorical},
      "payload_sha256": sha256 of the canonical JSON of {"metadata", "model"}}
 
 ``load_model`` checks, in order: gzip/JSON integrity, format name and version,
@@ -90,8 +90,8 @@ def save_model(model: OutputLengthModel, path: str | Path) -> None:
     }
     target = Path(path)
     tmp = target.with_name(target.name + ".tmp")
-    # mtime=0 keeps the bytes reproducible for the same model.
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as handle:
+    # No name and mtime 0 in the gzip header: the same model gives the same bytes wherever it is written.
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as handle:
         handle.write(_canonical(document))
     tmp.replace(target)
 
