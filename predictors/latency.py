@@ -255,10 +255,16 @@ class LatencyModel:
     def estimate(
         self, view: BackendView, prompt_tokens: int, matched_tokens: int, output_p50_tokens: float
     ) -> BackendCostEstimate:
-        """Cost of one request on one backend (``estimate_all`` for many)."""
-        return self.estimate_all(
-            (view,), "", prompt_tokens, {view.backend_id: matched_tokens}, output_p50_tokens
-        )[view.backend_id]
+        """Cost of one request on one backend, whatever its health (``estimate_all`` for many)."""
+        costs = self.estimate_all(
+            (view,),
+            None,
+            prompt_tokens,
+            {view.backend_id: matched_tokens},
+            output_p50_tokens,
+            selectable_only=False,
+        )
+        return costs[view.backend_id]
 
     def estimate_all(
         self,
@@ -267,6 +273,8 @@ class LatencyModel:
         prompt_tokens: int,
         matched_tokens: Mapping[str, int],
         output_p50_tokens: float,
+        *,
+        selectable_only: bool = True,
     ) -> dict[str, BackendCostEstimate]:
         """Costs on every selectable view serving ``model`` (``None``: every selectable view).
 
@@ -277,13 +285,15 @@ class LatencyModel:
         prior = self._fast_prior
         matched_get = matched_tokens.get
         decode_steps = output_p50_tokens - 1.0 if output_p50_tokens > 1.0 else 0.0
-        ready = Health.READY
+        ready = Health.READY if selectable_only else None
         new = object.__new__
         cls = BackendCostEstimate
         pressure_scale = 1.0 / (1.0 - KV_PRESSURE_START_FRAC)
         out: dict[str, BackendCostEstimate] = {}
         for view in views:
-            if view.health is not ready or (model is not None and model not in view.models):
+            if (ready is not None and view.health is not ready) or (
+                model is not None and model not in view.models
+            ):
                 continue
             # Inlined ``backend_load`` (kept identical by tests/unit/test_latency_model.py).
             fresh = not view.metrics_stale

@@ -90,8 +90,14 @@ def git_rev() -> str:
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def _command_line() -> str:
-    return "sluice " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else "sluice predict"
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces this run (rebuilt from the parsed options, defaults included)."""
+    options = [
+        f"--{name.replace('_', '-')} {value}"
+        for name, value in sorted(vars(args).items())
+        if name not in ("func", "command", "action") and value is not None
+    ]
+    return " ".join(["sluice predict", args.action, *options])
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -111,7 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
         n_samples=len(samples),
         train_config=config_dict(config),
         evaluation={"in_distribution": {k: held_out[k] for k in ("protocol", "train_n", "test_n", "model")}},
-        created_by=_command_line(),
+        created_by=_command_line(args),
     )
     out = Path(args.out) if args.out else default_model_path()
     save_model(model, out)
@@ -138,7 +144,7 @@ def run_eval(args: argparse.Namespace) -> int:
         by_seed[str(seed)] = in_distribution(samples, config, seed=seed)[0]["model"]
     cross = cross_dataset(samples, config) if len(sources) > 1 else {}
     results: dict[str, Any] = {
-        "command": _command_line(),
+        "command": _command_line(args),
         "git_rev": git_rev(),
         "config": {"train": config_dict(config), "sources": sources, "seed": args.seed, "limit": args.limit},
         "training_data_sha256": digest,
