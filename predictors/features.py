@@ -10,16 +10,17 @@ the online residual correction (``predictors.online``) keys on them instead.
 ``max_tokens`` is not a learned feature either (no training request sets it);
 it caps the predicted quantiles, as it caps the real output.
 
-Features (every one is a 0/1 indicator unless stated):
+Features:
 
 * text terms: lower-cased word and punctuation tokens (``TOKEN_RE``) of the
   first ``HEAD_CHARS`` and last ``TAIL_CHARS`` characters of the last user
-  message, as a set of unigrams plus a set of adjacent-token bigrams, each
-  valued ``1/sqrt(number of distinct terms)`` (TF-IDF-like length
-  normalisation). Only a bounded slice is tokenized, so a 1 MB prompt costs
-  the same as a 400-character one; instructions sit at either end of pasted
-  documents.
-* categorical keys: normalised model id; log-spaced bins of estimated prompt
+  message; every token (unigram) and every adjacent pair within a slice
+  (bigram) counts once per occurrence, scaled by ``1/sqrt(tokens + pairs)``
+  (length normalisation, as in TF-IDF). Only a bounded slice is tokenized, so
+  a 1 MB prompt costs the same as a 260-character one; instructions sit at
+  either end of pasted documents. Occurrence counts rather than sets keep
+  the request path to one pass over the tokens (no set building).
+* categorical keys (0/1 indicators): normalised model id; log-spaced bins of estimated prompt
   tokens, last-message characters, mean characters of the earlier messages
   (a proxy for how verbose the conversation has been) and newline count;
   number of user turns (capped); question marks (capped); code fence;
@@ -43,7 +44,7 @@ from typing import NamedTuple
 
 from core.types import Endpoint, RequestFeatures
 
-FEATURE_VERSION = "len-v3"
+FEATURE_VERSION = "len-v4"
 HEAD_CHARS = 200
 TAIL_CHARS = 60
 MAX_TURNS = 12
@@ -54,17 +55,26 @@ _BIN_CAP = 1e9
 
 
 class LengthFeatureRow(NamedTuple):
-    """One request's sparse features: text term sets plus categorical keys (a tuple: cheap to build)."""
+    """One request's sparse features: the two token slices plus categorical keys (a tuple: cheap to build)."""
 
-    unigrams: frozenset[str]
-    bigrams: frozenset[tuple[str, str]]
+    head: list[str]
+    tail: list[str]
     categorical: tuple[str, ...]
 
     @property
     def text_value(self) -> float:
-        """The value every unigram and bigram indicator takes (length normalisation)."""
-        n_terms = len(self.unigrams) + len(self.bigrams)
+        """What one occurrence of a unigram or bigram adds to its feature (length normalisation)."""
+        n_head, n_tail = len(self.head), len(self.tail)
+        n_terms = n_head + n_tail + max(n_head - 1, 0) + max(n_tail - 1, 0)
         return 1.0 / math.sqrt(n_terms) if n_terms else 0.0
+
+    def unigrams(self) -> list[str]:
+        """Every token occurrence of both slices."""
+        return self.head + self.tail
+
+    def bigrams(self) -> list[tuple[str, str]]:
+        """Every adjacent pair within each slice (none across the gap between them)."""
+        return [*pairwise(self.head), *pairwise(self.tail)]
 
 
 @lru_cache(maxsize=4096)
@@ -138,17 +148,7 @@ def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
 def length_features(features: RequestFeatures) -> LengthFeatureRow:
     """The output-length model's features of one request (pure, cheap, bounded)."""
     head, tail = split_text(features.last_user_text)
-    if tail:
-        unigrams = frozenset(head).union(tail)
-        bigrams = frozenset(pairwise(head)).union(pairwise(tail))
-    else:
-        unigrams = frozenset(head)
-        bigrams = frozenset(pairwise(head))
-    return LengthFeatureRow(
-        unigrams=unigrams,
-        bigrams=bigrams,
-        categorical=categorical_keys(features, normalise_model(features.model)),
-    )
+    return LengthFeatureRow(head, tail, categorical_keys(features, normalise_model(features.model)))
 
 
 def feature_spec() -> dict[str, object]:
@@ -159,7 +159,7 @@ def feature_spec() -> dict[str, object]:
         "tail_chars": TAIL_CHARS,
         "max_turns": MAX_TURNS,
         "token_pattern": TOKEN_PATTERN,
-        "text_value": "1/sqrt(distinct unigrams + bigrams)",
+        "text_value": "occurrences/sqrt(tokens + adjacent pairs)",
         "target": "log1p(output_tokens)",
     }
 

@@ -57,8 +57,9 @@ class FittedLengthModel:
 
 
 def _row_terms(row: LengthFeatureRow) -> list[str]:
-    terms = [_UNI + t for t in row.unigrams]
-    terms.extend(f"{_BI}{a} {b}" for a, b in row.bigrams)
+    """Every feature occurrence of a row (text terms repeat when their tokens do)."""
+    terms = [_UNI + t for t in row.unigrams()]
+    terms.extend(f"{_BI}{a} {b}" for a, b in row.bigrams())
     terms.extend(_CAT + k for k in row.categorical)
     return terms
 
@@ -96,10 +97,12 @@ def design_matrix(rows: Sequence[LengthFeatureRow], vocabulary: dict[str, int]) 
             else:
                 values.append(1.0)
         indptr.append(len(indices))
-    return sparse.csr_matrix(
+    matrix = sparse.csr_matrix(
         (np.asarray(values, dtype=np.float64), np.asarray(indices, dtype=np.int64), np.asarray(indptr)),
         shape=(len(rows), len(vocabulary)),
     )
+    matrix.sum_duplicates()  # repeated terms become counts
+    return matrix
 
 
 def log_targets(samples: Sequence[LengthSample]) -> np.ndarray:

@@ -58,23 +58,35 @@ class OutputLengthModel:
     bigrams: dict[str, dict[str, float]]
     categorical: dict[str, Weights]
     metadata: dict[str, Any] = field(default_factory=dict)
+    text_table: dict[str, tuple[float, dict[str, float] | None]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # One lookup per token serves its unigram weight and the bigrams it starts.
+        table: dict[str, tuple[float, dict[str, float] | None]] = {
+            token: (weight, None) for token, weight in self.unigrams.items()
+        }
+        for first, inner in self.bigrams.items():
+            table[first] = (self.unigrams.get(first, 0.0), inner)
+        self.text_table = table
 
     def location_scale(self, row: LengthFeatureRow) -> tuple[float, float]:
         """``(mu, s)`` before the scale floor: the two linear scores of ``row``."""
         mu, s = self.intercept
         text = 0.0
-        get = self.unigrams.get
-        for term in row.unigrams:
-            w = get(term)
-            if w is not None:
-                text += w
-        get_inner = self.bigrams.get
-        for first, second in row.bigrams:
-            inner = get_inner(first)
-            if inner is not None:
-                w = inner.get(second)
-                if w is not None:
-                    text += w
+        get = self.text_table.get
+        for tokens in (row.head, row.tail):
+            previous_bigrams = None
+            for token in tokens:
+                if previous_bigrams is not None:
+                    w = previous_bigrams.get(token)
+                    if w is not None:
+                        text += w
+                entry = get(token)
+                if entry is None:
+                    previous_bigrams = None
+                else:
+                    text += entry[0]
+                    previous_bigrams = entry[1]
         mu += text * row.text_value
         cat = self.categorical
         for key in row.categorical:
