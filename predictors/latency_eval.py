@@ -12,22 +12,33 @@ length model), plus median absolute percentage errors and counts. Target
 (issue 5): MAPE <= 20% on the simulated heterogeneous fleet under the Azure
 conversation trace.
 
-How to collect samples in the virtual-time fleet: at ``on_routed`` keep the
-``BackendView`` of the chosen backend from the snapshot used for routing and
-the request's prefix match on it; at ``observe(outcome)`` emit
-``LatencySample(view, features, matched, outcome)``.
+How to collect samples: wrap the decision engine in ``SampleRecorder`` (it is
+itself a ``core.protocols.Decider``) and hand the wrapper to the virtual-time
+fleet or the proxy; it keeps the chosen backend's ``BackendView`` from the
+snapshot used for routing and emits a ``LatencySample`` when the outcome
+arrives. ``bench/latency_sim_eval.py`` does this on the simulated
+heterogeneous fleet under the Azure conversation trace.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from core.types import BackendView, Outcome, RequestFeatures
+from core.protocols import Decider
+from core.types import (
+    AdmissionDecision,
+    BackendId,
+    BackendView,
+    FleetSnapshot,
+    Outcome,
+    RequestFeatures,
+    RoutingDecision,
+)
 from predictors.facade import observed_tpot_ms
 from predictors.latency import LatencyModel, LatencyPriors
 
@@ -40,6 +51,48 @@ class LatencySample:
     features: RequestFeatures
     prefix_matched_tokens: int
     outcome: Outcome
+
+
+class SampleRecorder:
+    """A ``Decider`` that delegates everything and records a ``LatencySample`` per finished request.
+
+    Pending state (snapshots between ``route`` and ``on_routed``, views between
+    ``on_routed`` and ``observe``) is capped at ``max_pending`` entries each,
+    oldest dropped, so a request that never reports an outcome cannot leak.
+    """
+
+    def __init__(self, inner: Decider, max_pending: int = 100_000) -> None:
+        self.inner = inner
+        self.samples: list[LatencySample] = []
+        self._max_pending = max_pending
+        self._snapshots: OrderedDict[str, FleetSnapshot] = OrderedDict()
+        self._dispatched: OrderedDict[str, tuple[RequestFeatures, BackendView]] = OrderedDict()
+
+    def admit(self, features: RequestFeatures, snapshot: FleetSnapshot) -> AdmissionDecision:
+        return self.inner.admit(features, snapshot)
+
+    def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision:
+        self._snapshots[features.request_id] = snapshot
+        if len(self._snapshots) > self._max_pending:
+            self._snapshots.popitem(last=False)
+        return self.inner.route(features, snapshot)
+
+    def on_routed(self, features: RequestFeatures, decision: RoutingDecision, backend_id: BackendId) -> None:
+        snapshot = self._snapshots.get(features.request_id)
+        view = next((b for b in snapshot.backends if b.backend_id == backend_id), None) if snapshot else None
+        if view is not None:
+            self._dispatched[features.request_id] = (features, view)
+            self._dispatched.move_to_end(features.request_id)
+            if len(self._dispatched) > self._max_pending:
+                self._dispatched.popitem(last=False)
+        self.inner.on_routed(features, decision, backend_id)
+
+    def observe(self, outcome: Outcome) -> None:
+        self._snapshots.pop(outcome.request_id, None)
+        dispatched = self._dispatched.pop(outcome.request_id, None)
+        if dispatched is not None and dispatched[1].backend_id == outcome.backend_id:
+            self.samples.append(LatencySample(dispatched[1], dispatched[0], 0, outcome))
+        self.inner.observe(outcome)
 
 
 def _ape(predicted: float, observed: float) -> float:
