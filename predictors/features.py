@@ -14,7 +14,9 @@ Features:
 
 * text terms: lower-cased word and punctuation tokens (``TOKEN_RE``) of the
   first ``HEAD_CHARS`` and last ``TAIL_CHARS`` characters of the last user
-  message; every token (unigram) and every adjacent pair within a slice
+  message, at most the first ``HEAD_TOKENS`` and last ``TAIL_TOKENS`` of them
+  (CJK text or code yields a token per character; the cap bounds the work);
+  every token (unigram) and every adjacent pair within a slice
   (bigram) counts once per occurrence, scaled by ``1/sqrt(tokens + pairs)``
   (length normalisation, as in TF-IDF). Only a bounded slice is tokenized, so
   a 1 MB prompt costs the same as a 260-character one; instructions sit at
@@ -44,9 +46,11 @@ from typing import NamedTuple
 
 from core.types import Endpoint, RequestFeatures
 
-FEATURE_VERSION = "len-v4"
+FEATURE_VERSION = "len-v5"
 HEAD_CHARS = 200
 TAIL_CHARS = 60
+HEAD_TOKENS = 48
+TAIL_TOKENS = 16
 MAX_TURNS = 12
 TOKEN_PATTERN = r"[a-z0-9']+|[^\sa-z0-9]"
 TOKEN_RE = re.compile(TOKEN_PATTERN)
@@ -113,11 +117,11 @@ def earlier_message_chars(features: RequestFeatures) -> float:
 
 def split_text(text: str) -> tuple[list[str], list[str]]:
     """Tokens of the head slice and of the (non-overlapping) tail slice of ``text``."""
-    head = TOKEN_RE.findall(text[:HEAD_CHARS].lower())
+    head = TOKEN_RE.findall(text[:HEAD_CHARS].lower())[:HEAD_TOKENS]
     if len(text) <= HEAD_CHARS:
         return head, []
     tail_start = max(HEAD_CHARS, len(text) - TAIL_CHARS)
-    return head, TOKEN_RE.findall(text[tail_start:].lower())
+    return head, TOKEN_RE.findall(text[tail_start:].lower())[-TAIL_TOKENS:]
 
 
 def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
@@ -157,6 +161,8 @@ def feature_spec() -> dict[str, object]:
         "version": FEATURE_VERSION,
         "head_chars": HEAD_CHARS,
         "tail_chars": TAIL_CHARS,
+        "head_tokens": HEAD_TOKENS,
+        "tail_tokens": TAIL_TOKENS,
         "max_turns": MAX_TURNS,
         "token_pattern": TOKEN_PATTERN,
         "text_value": "occurrences/sqrt(tokens + adjacent pairs)",
