@@ -21,6 +21,7 @@ file fails at start-up with ``ModelFileError``.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from types import MappingProxyType
 
 from core.config import PredictorsConfig
@@ -40,6 +41,8 @@ from predictors.online import OnlineLengthCorrector, OnlineParams
 from predictors.output_length import OutputLengthModel, quantiles_to_estimate
 from predictors.persistence import load_default_model, load_model
 
+# In-flight requests whose base prediction is kept for observe (beyond it, observe recomputes).
+MAX_REMEMBERED = 32_768
 NO_OUTPUT = OutputLengthEstimate(p50_tokens=0.0, p90_tokens=0.0, source="no-output")
 
 
@@ -50,6 +53,11 @@ def observed_tpot_ms(outcome: Outcome) -> float | None:
     return max(outcome.e2e_ms - outcome.ttft_ms, 0.0) / (outcome.output_tokens - 1)
 
 
+def _fingerprint(features: RequestFeatures) -> int:
+    """Identifies a request's length features well enough to reuse its prediction (ids may repeat)."""
+    return hash((features.last_user_text, features.prompt_chars, features.n_messages, features.model))
+
+
 def _learnable(outcome: Outcome) -> bool:
     return outcome.status_code == 200 and not outcome.cancelled and outcome.error_code is None
 
@@ -57,7 +65,7 @@ def _learnable(outcome: Outcome) -> bool:
 class Predictor:
     """Output-length + per-backend latency predictions for the decision engine."""
 
-    __slots__ = ("_latency", "_length", "_online")
+    __slots__ = ("_latency", "_length", "_online", "_predicted")
 
     def __init__(
         self,
@@ -68,6 +76,8 @@ class Predictor:
     ) -> None:
         self._length = length_model
         self._online = online
+        # request id -> (fingerprint of the features, mu, scale) from predict, consumed by observe.
+        self._predicted: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
         self._latency = latency or LatencyModel()
 
     @classmethod
@@ -89,6 +99,7 @@ class Predictor:
     def replace_length_model(self, model: OutputLengthModel) -> None:
         """Swap in a model fitted elsewhere (e.g. in an executor); online corrections are kept."""
         self._length = model
+        self._predicted.clear()
 
     def predict_length(self, features: RequestFeatures) -> OutputLengthEstimate:
         if features.endpoint is Endpoint.EMBEDDINGS:
@@ -96,6 +107,8 @@ class Predictor:
         length = self._length
         mu, s = length.location_scale_of(features)
         scale = s if s > length.scale_floor else length.scale_floor
+        if self._online is not None:
+            self._remember(features, mu, scale)
         model_key = normalise_model(features.model)
         source = "model" if length.knows_model(model_key) else "prior"
         d90 = 0.0
@@ -108,6 +121,13 @@ class Predictor:
         return quantiles_to_estimate(
             mu + length.k50 * scale, mu + length.k90 * scale + d90, features.max_tokens, source
         )
+
+    def _remember(self, features: RequestFeatures, mu: float, scale: float) -> None:
+        """Keep the base location/scale until the outcome arrives, so ``observe`` need not recompute it."""
+        predicted = self._predicted
+        predicted[features.request_id] = (_fingerprint(features), mu, scale)
+        if len(predicted) > MAX_REMEMBERED:
+            predicted.popitem(last=False)
 
     def predict(self, request: RoutingRequest, snapshot: FleetSnapshot) -> Predictions:
         features = request.features
@@ -147,8 +167,12 @@ class Predictor:
         if self._online is None or features.endpoint is Endpoint.EMBEDDINGS:
             return
         length = self._length
-        mu, s = length.location_scale_of(features)
-        scale = s if s > length.scale_floor else length.scale_floor
+        remembered = self._predicted.pop(features.request_id, None)
+        if remembered is not None and remembered[0] == _fingerprint(features):
+            _, mu, scale = remembered
+        else:
+            mu, s = length.location_scale_of(features)
+            scale = s if s > length.scale_floor else length.scale_floor
         max_tokens = features.max_tokens
         self._online.observe(
             features.route,
