@@ -108,3 +108,14 @@ def test_observed_tpot_follows_the_vllm_definition() -> None:
     assert observed_tpot_ms(_outcome("a", 100.0, 1090.0, 100)) == pytest.approx(10.0)
     assert observed_tpot_ms(_outcome("a", 100.0, 150.0, 1)) is None
     assert observed_tpot_ms(_outcome("a", None, 150.0, 10)) is None
+
+
+def test_predictors_never_read_simulator_ground_truth() -> None:
+    import pathlib
+
+    import predictors
+
+    root = pathlib.Path(predictors.__file__).parent
+    for path in root.rglob("*.py"):
+        text = path.read_text()
+        assert "x-sim" not in text.lower() and "SIM_OUTPUT_TOKENS" not in text, path
