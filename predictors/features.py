@@ -46,11 +46,11 @@ from typing import NamedTuple
 
 from core.types import Endpoint, RequestFeatures
 
-FEATURE_VERSION = "len-v5"
+FEATURE_VERSION = "len-v6"
 HEAD_CHARS = 200
 TAIL_CHARS = 60
-HEAD_TOKENS = 48
-TAIL_TOKENS = 16
+HEAD_TOKENS = 40
+TAIL_TOKENS = 12
 MAX_TURNS = 12
 TOKEN_PATTERN = r"[a-z0-9']+|[^\sa-z0-9]"
 TOKEN_RE = re.compile(TOKEN_PATTERN)

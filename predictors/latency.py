@@ -273,7 +273,7 @@ def _slot_setters() -> tuple[Callable[[BackendCostEstimate, Any], None], ...]:
     return tuple(getattr(BackendCostEstimate, n).__set__ for n in names)
 
 
-_SET_ID, _SET_QUEUE, _SET_PREFILL, _SET_TTFT, _SET_TPOT, _SET_E2E, _SET_CACHED = _slot_setters()
+_SETTERS = _slot_setters()
 
 
 def _per_token(ttft: tuple[float, ...], tpot: tuple[float, ...]) -> tuple[float, ...]:
@@ -341,6 +341,7 @@ class LatencyModel:
         ready = Health.READY if selectable_only else None
         new = object.__new__
         cls = BackendCostEstimate
+        set_id, set_queue, set_prefill, set_ttft, set_tpot, set_e2e, set_cached = _SETTERS
         pressure_scale = 1.0 / (1.0 - KV_PRESSURE_START_FRAC)
         out: dict[str, BackendCostEstimate] = {}
         for view in views:
@@ -392,13 +393,13 @@ class LatencyModel:
             if tpot_ms < _MIN_MS:
                 tpot_ms = _MIN_MS
             estimate = new(cls)
-            _SET_ID(estimate, backend_id)
-            _SET_QUEUE(estimate, queue_ms)
-            _SET_PREFILL(estimate, prefill_ms)
-            _SET_TTFT(estimate, ttft_ms)
-            _SET_TPOT(estimate, tpot_ms)
-            _SET_E2E(estimate, ttft_ms + decode_steps * tpot_ms)
-            _SET_CACHED(estimate, cached)
+            set_id(estimate, backend_id)
+            set_queue(estimate, queue_ms)
+            set_prefill(estimate, prefill_ms)
+            set_ttft(estimate, ttft_ms)
+            set_tpot(estimate, tpot_ms)
+            set_e2e(estimate, ttft_ms + decode_steps * tpot_ms)
+            set_cached(estimate, cached)
             out[backend_id] = estimate
         return out
 
