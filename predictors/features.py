@@ -116,12 +116,28 @@ def earlier_message_chars(features: RequestFeatures) -> float:
 
 
 def split_text(text: str) -> tuple[list[str], list[str]]:
-    """Tokens of the head slice and of the (non-overlapping) tail slice of ``text``."""
-    head = TOKEN_RE.findall(text[:HEAD_CHARS].lower())[:HEAD_TOKENS]
+    """The first ``HEAD_TOKENS`` tokens of the head slice and the last ``TAIL_TOKENS`` of the tail slice.
+
+    Equal to ``TOKEN_RE.findall(slice)[:HEAD_TOKENS]`` (``[-TAIL_TOKENS:]``);
+    non-ASCII text (a token per CJK or Cyrillic character) first tries a
+    shorter slice, which has the same leading (trailing) tokens whenever it
+    holds more than the cap: only its cut-off last (first) token can differ.
+    ``tests/unit/test_length_model.py`` checks the equivalence.
+    """
+    head = _capped_tokens(text[:HEAD_CHARS].lower(), HEAD_TOKENS, from_end=False)
     if len(text) <= HEAD_CHARS:
         return head, []
     tail_start = max(HEAD_CHARS, len(text) - TAIL_CHARS)
-    return head, TOKEN_RE.findall(text[tail_start:].lower())[-TAIL_TOKENS:]
+    return head, _capped_tokens(text[tail_start:].lower(), TAIL_TOKENS, from_end=True)
+
+
+def _capped_tokens(piece: str, cap: int, *, from_end: bool) -> list[str]:
+    if not piece.isascii() and len(piece) > 2 * cap:
+        quick = TOKEN_RE.findall(piece[-2 * cap :] if from_end else piece[: 2 * cap])
+        if len(quick) > cap:
+            return quick[-cap:] if from_end else quick[:cap]
+    tokens = TOKEN_RE.findall(piece)
+    return tokens[-cap:] if from_end else tokens[:cap]
 
 
 def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:

@@ -6,12 +6,24 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy.stats import kendalltau
 
 from core.features import build_features
 from core.types import Endpoint
 from predictors import Predictor
-from predictors.features import HEAD_CHARS, TAIL_CHARS, length_features, log2_bin, normalise_model
+from predictors.features import (
+    HEAD_CHARS,
+    HEAD_TOKENS,
+    TAIL_CHARS,
+    TAIL_TOKENS,
+    TOKEN_RE,
+    length_features,
+    log2_bin,
+    normalise_model,
+    split_text,
+)
 from predictors.length_training import TrainConfig, design_matrix, fit_length_model
 from predictors.training_data import TrainingDataError, load_samples
 from tests.unit.length_fixtures import chat_features, synthetic_samples
@@ -134,3 +146,20 @@ def test_bins_are_exact_at_powers_of_two() -> None:
 def test_model_names_are_normalised() -> None:
     assert normalise_model("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama-3-8b-instruct"
     assert normalise_model("  GPT-4o ") == "gpt-4o"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from([*"ab c'd,?\n\t", "é", "中", "文", "ж", "🤖", "1", "_", "`"]),
+        max_size=600,
+    )
+)
+def test_token_slices_equal_the_plain_definition(text: str) -> None:
+    head, tail = split_text(text)
+    assert head == TOKEN_RE.findall(text[:HEAD_CHARS].lower())[:HEAD_TOKENS]
+    if len(text) > HEAD_CHARS:
+        tail_start = max(HEAD_CHARS, len(text) - TAIL_CHARS)
+        assert tail == TOKEN_RE.findall(text[tail_start:].lower())[-TAIL_TOKENS:]
+    else:
+        assert tail == []
