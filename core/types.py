@@ -85,6 +85,11 @@ class BackendView:
     ``prefix_hit_rate``) come from polling the backend's ``/metrics`` and may
     be ``None`` (never scraped) or stale (``metrics_stale``); policies must fall
     back to Sluice's own accounting in that case.
+
+    ``in_flight_prompt_tokens`` sums the estimated prompt tokens of every
+    in-flight request; ``awaiting_prompt_tokens`` (``None`` when the state
+    layer does not track it) sums those of the requests still waiting for
+    their first byte, i.e. the prefill work queued ahead of a new request.
     """
 
     backend_id: BackendId
@@ -106,6 +111,7 @@ class BackendView:
     metrics_stale: bool = True
     ewma_ttft_ms: float | None = None
     ewma_tpot_ms: float | None = None
+    awaiting_prompt_tokens: int | None = None
 
     @property
     def selectable(self) -> bool:

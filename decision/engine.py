@@ -57,6 +57,7 @@ from decision.admission_control import AdmissionControl
 from decision.explain import DecisionLog
 from policies import build_policy
 from policies.estimate import expected_tokens, prior_output_length
+from predictors import Predictor
 from state.prefix_index import PrefixIndex, RoutedPrefix
 
 MAX_PENDING_REQUESTS = 65_536
@@ -125,8 +126,14 @@ class DecisionEngine:
         rng: random.Random,
         predictor: PredictorFacade | None = None,
     ) -> DecisionEngine:
-        """Build every route's policy, validating its params (``ConfigError`` with file and line)."""
+        """Build every route's policy, validating its params (``ConfigError`` with file and line).
+
+        Without an explicit ``predictor`` the configured one is loaded (``predictors.enabled``);
+        a bad model file raises ``predictors.ModelFileError`` naming the file.
+        """
         config = loaded.config
+        if predictor is None and config.predictors.enabled:
+            predictor = Predictor.from_config(config.predictors)
         policies = {
             route.name: build_policy(route.policy, loaded.source, ("routes", i, "policy"))
             for i, route in enumerate(config.routes)

@@ -131,7 +131,7 @@ async def test_client_leaving_the_queue_frees_its_place(start_fleet: StartFleet)
 
 
 async def test_tenant_budget_refuses_with_the_refill_time(start_fleet: StartFleet) -> None:
-    tenants = "tenants:\n  budgets:\n    acme: {tokens_per_s: 1, burst_tokens: 100}\n"
+    tenants = "tenants:\n  budgets:\n    acme: {tokens_per_s: 1, burst_tokens: 1}\n"
     proxy, (backend,) = await start_fleet(1, extra=tenants)
     async with aiohttp.ClientSession() as session:
         first = await _post(session, proxy, {"x-sluice-tenant": "acme"})
@@ -139,7 +139,8 @@ async def test_tenant_budget_refuses_with_the_refill_time(start_fleet: StartFlee
         other = await _post(session, proxy, {"x-sluice-tenant": "someone-else"})
     assert first[0] == 200
     assert (second[0], second[2]["x-sluice-shed-reason"]) == (429, "tenant_budget")
-    # The first request (bigger than the bucket: let through when full) was charged its prediction,
+    # Every request is bigger than this bucket: the first is let through because the bucket is full and
+    # charged its prediction,
     # then settled to its real cost: estimated prompt tokens + the output it got. The bucket is short
     # by exactly that real cost, refilled at 1 token/s.
     prompt = estimate_tokens(render_chat_prompt([{"role": "user", "content": "hi"}]))

@@ -157,9 +157,19 @@ def test_predictor_facade_is_consulted_and_fed() -> None:
 
 
 def test_without_a_predictor_the_expected_length_comes_from_the_prior() -> None:
-    engine, _ = make_engine()
+    engine, _ = make_engine(CONFIG + "predictors: {enabled: false}\n")
     decision = engine.route(chat("r1"), FLEET)
     assert decision.predicted_output_tokens is not None and 190 < decision.predicted_output_tokens < 210
+
+
+def test_the_configured_predictor_is_loaded_by_default() -> None:
+    """A config that says nothing about predictors gets the bundled model: a prompt-specific length."""
+    engine, _ = make_engine()
+    short = engine.route(chat("r1", "Answer yes or no: is 7 prime?"), FLEET).predicted_output_tokens
+    long = engine.route(
+        chat("r2", "Write a detailed 2000-word essay on the history of the Roman empire."), FLEET
+    ).predicted_output_tokens
+    assert short is not None and long is not None and long > 2 * short
 
 
 def test_all_backends_filtered_is_an_empty_decision_with_a_reason() -> None:

@@ -1,0 +1,185 @@
+"""``Predictor``: the one object the DecisionEngine holds for output-length and per-backend cost predictions.
+
+Request path (``predict``): output-length quantiles from the bundled (or
+configured) model, corrected online per ``(route, model, tenant)``; then, for
+every selectable backend serving the request's model, TTFT/TPOT/E2E from the
+per-backend latency model. Pure arithmetic on in-memory tables: no I/O, no
+training, no clock reads.
+
+Learning path (``observe``): called once per finished request with its
+``Outcome``, the request's ``RequestFeatures`` and the ``BackendView`` of the
+backend it ran on as seen at dispatch. It updates the online length
+correction and that backend's latency coefficients (a few tens of
+microseconds; cheap enough for the event loop). Refitting the offline
+length model is never done here: run ``sluice predict train`` and restart, or
+build a new model in an executor and swap it with ``replace_length_model``.
+
+Construction loads and validates the model file, so a corrupt or mismatched
+file fails at start-up with ``ModelFileError``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from types import MappingProxyType
+
+from core.config import PredictorsConfig
+from core.types import (
+    BackendView,
+    Endpoint,
+    FleetSnapshot,
+    Outcome,
+    OutputLengthEstimate,
+    Predictions,
+    RequestFeatures,
+    RoutingRequest,
+)
+from predictors.features import normalise_model
+from predictors.latency import LatencyModel, LatencyPriors
+from predictors.online import OnlineLengthCorrector, OnlineParams
+from predictors.output_length import OutputLengthModel, quantiles_to_estimate
+from predictors.persistence import load_default_model, load_model
+
+# In-flight requests whose base prediction is kept for observe (beyond it, observe recomputes).
+MAX_REMEMBERED = 32_768
+NO_OUTPUT = OutputLengthEstimate(p50_tokens=0.0, p90_tokens=0.0, source="no-output")
+
+
+def observed_tpot_ms(outcome: Outcome) -> float | None:
+    """``(E2E - TTFT) / (output tokens - 1)``, the vLLM/GenAI-Perf definition; None below 2 tokens."""
+    if outcome.ttft_ms is None or outcome.output_tokens < 2:
+        return None
+    return max(outcome.e2e_ms - outcome.ttft_ms, 0.0) / (outcome.output_tokens - 1)
+
+
+def _fingerprint(features: RequestFeatures) -> int:
+    """Identifies a request's length features well enough to reuse its prediction (ids may repeat)."""
+    return hash((features.last_user_text, features.prompt_chars, features.n_messages, features.model))
+
+
+def _learnable(outcome: Outcome) -> bool:
+    return outcome.status_code == 200 and not outcome.cancelled and outcome.error_code is None
+
+
+class Predictor:
+    """Output-length + per-backend latency predictions for the decision engine."""
+
+    __slots__ = ("_latency", "_length", "_online", "_predicted")
+
+    def __init__(
+        self,
+        length_model: OutputLengthModel,
+        *,
+        online: OnlineLengthCorrector | None = None,
+        latency: LatencyModel | None = None,
+    ) -> None:
+        self._length = length_model
+        self._online = online
+        # request id -> (fingerprint of the features, mu, scale) from predict, consumed by observe.
+        self._predicted: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+        self._latency = latency or LatencyModel()
+
+    @classmethod
+    def from_config(cls, config: PredictorsConfig) -> Predictor:
+        """Load the configured model (or the bundled default); raises ``ModelFileError`` if it is bad."""
+        path = config.output_length_model
+        model = load_model(path) if path is not None else load_default_model()
+        online = OnlineLengthCorrector(OnlineParams()) if config.online_refinement else None
+        return cls(model, online=online, latency=LatencyModel(LatencyPriors()))
+
+    @property
+    def length_model(self) -> OutputLengthModel:
+        return self._length
+
+    @property
+    def latency(self) -> LatencyModel:
+        return self._latency
+
+    def replace_length_model(self, model: OutputLengthModel) -> None:
+        """Swap in a model fitted elsewhere (e.g. in an executor); online corrections are kept."""
+        self._length = model
+        self._predicted.clear()
+
+    def predict_length(self, features: RequestFeatures) -> OutputLengthEstimate:
+        if features.endpoint is Endpoint.EMBEDDINGS:
+            return NO_OUTPUT
+        length = self._length
+        mu, s = length.location_scale_of(features)
+        scale = s if s > length.scale_floor else length.scale_floor
+        if self._online is not None:
+            self._remember(features, mu, scale)
+        model_key = normalise_model(features.model)
+        source = "model" if length.knows_model(model_key) else "prior"
+        d90 = 0.0
+        if self._online is not None:
+            correction = self._online.correction(features.route, model_key, features.tenant)
+            if correction.n_model or correction.n_key:
+                mu += correction.location
+                d90 = correction.p90_offset
+                source += "+online"
+        return quantiles_to_estimate(
+            mu + length.k50 * scale, mu + length.k90 * scale + d90, features.max_tokens, source
+        )
+
+    def _remember(self, features: RequestFeatures, mu: float, scale: float) -> None:
+        """Keep the base location/scale until the outcome arrives, so ``observe`` need not recompute it."""
+        predicted = self._predicted
+        predicted[features.request_id] = (_fingerprint(features), mu, scale)
+        if len(predicted) > MAX_REMEMBERED:
+            predicted.popitem(last=False)
+
+    def predict(self, request: RoutingRequest, snapshot: FleetSnapshot) -> Predictions:
+        features = request.features
+        length = self.predict_length(features)
+        per_backend = self._latency.estimate_all(
+            snapshot.backends,
+            features.model,
+            features.prompt_tokens,
+            request.prefix_matched_tokens,
+            length.p50_tokens,
+        )
+        return Predictions(output_length=length, per_backend=MappingProxyType(per_backend))
+
+    def observe(
+        self,
+        outcome: Outcome,
+        features: RequestFeatures,
+        view_at_dispatch: BackendView | None,
+        prefix_matched_tokens: int = 0,
+    ) -> None:
+        """Learn from a finished request; failed, cancelled and errored requests teach nothing."""
+        if not _learnable(outcome):
+            return
+        self.observe_length(features, outcome.output_tokens)
+        if view_at_dispatch is not None and view_at_dispatch.backend_id == outcome.backend_id:
+            cached = outcome.cached_prompt_tokens
+            self._latency.observe(
+                view_at_dispatch,
+                features,
+                cached if cached is not None else prefix_matched_tokens,
+                outcome.ttft_ms,
+                observed_tpot_ms(outcome),
+            )
+
+    def observe_length(self, features: RequestFeatures, output_tokens: int) -> None:
+        """Teach the online correction one true output length (no-op when refinement is off)."""
+        if self._online is None or features.endpoint is Endpoint.EMBEDDINGS:
+            return
+        length = self._length
+        remembered = self._predicted.pop(features.request_id, None)
+        if remembered is not None and remembered[0] == _fingerprint(features):
+            _, mu, scale = remembered
+        else:
+            mu, s = length.location_scale_of(features)
+            scale = s if s > length.scale_floor else length.scale_floor
+        max_tokens = features.max_tokens
+        self._online.observe(
+            features.route,
+            normalise_model(features.model),
+            features.tenant,
+            z_observed=math.log1p(max(output_tokens, 0)),
+            mu_base=mu,
+            z90_base_offset=length.k90 * scale,
+            censored=max_tokens is not None and output_tokens >= max_tokens,
+        )

@@ -1,0 +1,190 @@
+"""The one feature function of the output-length model, shared by training and serving.
+
+``length_features(RequestFeatures) -> LengthFeatureRow`` is called by the
+offline trainer (to build the design matrix) and by the serving path (to look
+up weights), so the two can never disagree. It reads only the request: the
+last user message, sizes, turn counts, endpoint and model. Simulator headers
+never reach ``RequestFeatures``. Route and tenant are deliberately absent: the
+training data has a single route and tenant, so they carry no offline signal;
+the online residual correction (``predictors.online``) keys on them instead.
+``max_tokens`` is not a learned feature either (no training request sets it);
+it caps the predicted quantiles, as it caps the real output.
+
+Features:
+
+* text terms: lower-cased word and punctuation tokens (``TOKEN_RE``) of the
+  first ``HEAD_CHARS`` and last ``TAIL_CHARS`` characters of the last user
+  message, at most the first ``HEAD_TOKENS`` and last ``TAIL_TOKENS`` of them
+  (CJK text or code yields a token per character; the cap bounds the work);
+  every token (unigram) and every adjacent pair within a slice
+  (bigram) counts once per occurrence, scaled by ``1/sqrt(tokens + pairs)``
+  (length normalisation, as in TF-IDF). Only a bounded slice is tokenized, so
+  a 1 MB prompt costs the same as a 260-character one; instructions sit at
+  either end of pasted documents. Occurrence counts rather than sets keep
+  the request path to one pass over the tokens (no set building).
+* categorical keys (0/1 indicators): normalised model id; log-spaced bins of estimated prompt
+  tokens, last-message characters, mean characters of the earlier messages
+  (a proxy for how verbose the conversation has been) and newline count;
+  number of user turns (capped); question marks (capped); code fence;
+  endpoint; and the crosses model x message length, model x earlier-message
+  length, earlier-message length x turns.
+
+``FEATURE_VERSION`` must be bumped whenever anything here changes how a row is
+built: the saved model records ``feature_spec_hash()`` and refuses to load
+under a different one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from functools import lru_cache
+from itertools import pairwise
+from typing import NamedTuple
+
+from core.types import Endpoint, RequestFeatures
+
+FEATURE_VERSION = "len-v6"
+HEAD_CHARS = 200
+TAIL_CHARS = 60
+HEAD_TOKENS = 40
+TAIL_TOKENS = 12
+MAX_TURNS = 12
+TOKEN_PATTERN = r"[a-z0-9']+|[^\sa-z0-9]"
+TOKEN_RE = re.compile(TOKEN_PATTERN)
+_LOG15 = math.log(1.5)
+_BIN_CAP = 1e9
+
+
+class LengthFeatureRow(NamedTuple):
+    """One request's sparse features: the two token slices plus categorical keys (a tuple: cheap to build)."""
+
+    head: list[str]
+    tail: list[str]
+    categorical: tuple[str, ...]
+
+    @property
+    def text_value(self) -> float:
+        """What one occurrence of a unigram or bigram adds to its feature (length normalisation)."""
+        n_head, n_tail = len(self.head), len(self.tail)
+        n_terms = n_head + n_tail + max(n_head - 1, 0) + max(n_tail - 1, 0)
+        return 1.0 / math.sqrt(n_terms) if n_terms else 0.0
+
+    def unigrams(self) -> list[str]:
+        """Every token occurrence of both slices."""
+        return self.head + self.tail
+
+    def bigrams(self) -> list[tuple[str, str]]:
+        """Every adjacent pair within each slice (none across the gap between them)."""
+        return [*pairwise(self.head), *pairwise(self.tail)]
+
+
+@lru_cache(maxsize=4096)
+def normalise_model(model: str) -> str:
+    """Last path part, lower case.
+
+    ``"meta-llama/Meta-Llama-3-8B-Instruct"`` -> ``"meta-llama-3-8b-instruct"``.
+    """
+    return model.rsplit("/", 1)[-1].strip().lower()
+
+
+def log2_bin(value: float) -> int:
+    """``floor(log2(1 + value))``, exactly (integer arithmetic); 0 for ``value <= 0``.
+
+    Equal to the bin of ``floor(value)`` because every bin edge ``2**k - 1`` is an integer.
+    """
+    if value <= 0:
+        return 0
+    return (int(min(value, _BIN_CAP)) + 1).bit_length() - 1
+
+
+def log15_bin(value: float) -> int:
+    """``floor(log(1 + value) / log(1.5))``; 0 for ``value <= 0``."""
+    if value <= 0:
+        return 0
+    return int(math.log1p(min(value, _BIN_CAP)) / _LOG15)
+
+
+def earlier_message_chars(features: RequestFeatures) -> float:
+    """Mean characters per message before the last user message (0 when there is none)."""
+    if features.n_messages <= 1:
+        return 0.0
+    other_chars = max(0, features.prompt_chars - len(features.last_user_text))
+    return other_chars / (features.n_messages - 1)
+
+
+def split_text(text: str) -> tuple[list[str], list[str]]:
+    """The first ``HEAD_TOKENS`` tokens of the head slice and the last ``TAIL_TOKENS`` of the tail slice.
+
+    Equal to ``TOKEN_RE.findall(slice)[:HEAD_TOKENS]`` (``[-TAIL_TOKENS:]``);
+    non-ASCII text (a token per CJK or Cyrillic character) first tries a
+    shorter slice, which has the same leading (trailing) tokens whenever it
+    holds more than the cap: only its cut-off last (first) token can differ.
+    ``tests/unit/test_length_model.py`` checks the equivalence.
+    """
+    head = _capped_tokens(text[:HEAD_CHARS].lower(), HEAD_TOKENS, from_end=False)
+    if len(text) <= HEAD_CHARS:
+        return head, []
+    tail_start = max(HEAD_CHARS, len(text) - TAIL_CHARS)
+    return head, _capped_tokens(text[tail_start:].lower(), TAIL_TOKENS, from_end=True)
+
+
+def _capped_tokens(piece: str, cap: int, *, from_end: bool) -> list[str]:
+    if not piece.isascii() and len(piece) > 2 * cap:
+        quick = TOKEN_RE.findall(piece[-2 * cap :] if from_end else piece[: 2 * cap])
+        if len(quick) > cap:
+            return quick[-cap:] if from_end else quick[:cap]
+    tokens = TOKEN_RE.findall(piece)
+    return tokens[-cap:] if from_end else tokens[:cap]
+
+
+def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
+    text = features.last_user_text
+    text_bin = log2_bin(len(text))
+    other = earlier_message_chars(features)
+    other_bin = log2_bin(other)
+    turns = min(features.n_user_turns, MAX_TURNS)
+    keys = [
+        f"m:{model}",
+        f"pt:{log2_bin(features.prompt_tokens)}",
+        f"ul:{text_bin}",
+        f"nt:{turns}",
+        f"oc:{log15_bin(other)}",
+        f"m_ul:{model}:{text_bin}",
+        f"m_oc:{model}:{other_bin}",
+        f"oc_nt:{other_bin}:{min(turns, 4)}",
+        f"q:{min(text.count('?'), 3)}",
+        f"nl:{log2_bin(text.count(chr(10)))}",
+    ]
+    if "```" in text:
+        keys.append("code")
+    if features.endpoint is not Endpoint.CHAT:
+        keys.append(f"ep:{features.endpoint.value}")
+    return tuple(keys)
+
+
+def length_features(features: RequestFeatures) -> LengthFeatureRow:
+    """The output-length model's features of one request (pure, cheap, bounded)."""
+    head, tail = split_text(features.last_user_text)
+    return LengthFeatureRow(head, tail, categorical_keys(features, normalise_model(features.model)))
+
+
+def feature_spec() -> dict[str, object]:
+    """Everything that defines a row, recorded in the saved model's metadata."""
+    return {
+        "version": FEATURE_VERSION,
+        "head_chars": HEAD_CHARS,
+        "tail_chars": TAIL_CHARS,
+        "head_tokens": HEAD_TOKENS,
+        "tail_tokens": TAIL_TOKENS,
+        "max_turns": MAX_TURNS,
+        "token_pattern": TOKEN_PATTERN,
+        "text_value": "occurrences/sqrt(tokens + adjacent pairs)",
+        "target": "log1p(output_tokens)",
+    }
+
+
+def feature_spec_hash() -> str:
+    return hashlib.sha256(json.dumps(feature_spec(), sort_keys=True).encode()).hexdigest()[:16]

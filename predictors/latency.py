@@ -1,0 +1,439 @@
+"""Per-backend TTFT and TPOT model, linear in load terms, with coefficients learned online per backend.
+
+Shape (formulas.md §3 and §9; the simulated engine's step time is
+``b0 + b1 * prefill tokens in the step + b2 * decode tokens in the step``)::
+
+    TTFT_b = t0 + t1 * new_k + t2 * queued_k + t3 * waiting + t4 * running + t5 * kv_decode_k
+    TPOT_b = p0 + p1 * batch + p2 * context_k
+
+    new_k       uncached prompt tokens of this request / 1000 (prompt - prefix-index match on b)
+    queued_k    prompt tokens of requests on b still awaiting their first byte / 1000
+                (``awaiting_prompt_tokens``; else in-flight prompt tokens x awaiting / in-flight),
+                times (1 - engine prefix hit rate) when the engine reports one
+    waiting     requests ahead in b's queue: max(Sluice's awaiting-first-byte, engine waiting)
+    running     decoding requests: max(Sluice's in-flight - awaiting, engine running)
+    kv_decode_k predicted remaining decode tokens on b / 1000, times KV pressure
+                max(0, kv_use - 0.8) / 0.2 (zero until the KV cache is 80% full)
+    batch       running + waiting + 1 (the batch this request will decode in)
+    context_k   (in-flight prompt tokens + this prompt) / 1000 (attention reads per step)
+
+``prefill_ms = t0 + t1 * new_k``, ``queue_wait_ms`` is the rest of TTFT, and
+``e2e_ms = ttft_ms + (p50 output tokens - 1) * tpot_ms``.
+
+Learning: each backend keeps, for TTFT and for TPOT, a ridge regression with
+exponential forgetting (``forgetting`` per observation, ~1/(1-forgetting)
+samples of memory) on relative error (each sample weighted ``1/y^2``, so the
+fit minimises squared percentage error, which is what MAPE judges), shrunk to
+a Gaussian prior ``N(prior, (prior_sd)^2)`` per coefficient. The prior keeps a
+backend with no data at generic 8B-class speeds and keeps a coefficient that
+the data cannot see (e.g. KV pressure on an idle backend) from drifting.
+Coefficients are constrained to be >= 0 (more load never makes a request
+faster) by an active-set re-solve. An H100 and an A100 thus learn different
+``t1`` and ``p0`` from their own outcomes, without ``gpu_class`` being used.
+
+Memory is bounded: at most ``max_backends`` backends (LRU by last observation).
+Prediction is plain Python arithmetic over tuples; learning solves a 6x6
+system in plain Python once per observation (~15 us; numpy's call overhead
+would triple it).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from core.types import BackendCostEstimate, BackendView, Health, RequestFeatures
+
+TTFT_TERMS = ("overhead", "new_k", "queued_k", "waiting", "running", "kv_decode_k")
+TPOT_TERMS = ("overhead", "batch", "context_k")
+KV_PRESSURE_START_FRAC = 0.8
+_MIN_MS = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class LatencyPriors:
+    """Prior coefficients (ms per unit of each term) and learning constants.
+
+    Defaults sit between the BLIS H100 and A100-80GB fits for an 8B model
+    (formulas.md §9: prefill 17-48 us/token, step 5.8-16 ms, 6-18 us per decode
+    token), with a prior sd of ``relative_sd`` x the prior (at least ``sd_floor``),
+    i.e. weak: about twenty observations outweigh it.
+    """
+
+    ttft_ms: tuple[float, ...] = (15.0, 35.0, 35.0, 4.0, 0.05, 5.0)
+    tpot_ms: tuple[float, ...] = (10.0, 0.015, 0.05)
+    ttft_sd_floor: tuple[float, ...] = (5.0, 10.0, 10.0, 2.0, 0.5, 5.0)
+    tpot_sd_floor: tuple[float, ...] = (3.0, 0.05, 0.2)
+    relative_sd: float = 2.0
+    noise_rel: float = 0.25
+    forgetting: float = 0.998
+    max_backends: int = 4096
+
+    def __post_init__(self) -> None:
+        if len(self.ttft_ms) != len(TTFT_TERMS) or len(self.ttft_sd_floor) != len(TTFT_TERMS):
+            raise ValueError(f"TTFT priors need {len(TTFT_TERMS)} values: {TTFT_TERMS}")
+        if len(self.tpot_ms) != len(TPOT_TERMS) or len(self.tpot_sd_floor) != len(TPOT_TERMS):
+            raise ValueError(f"TPOT priors need {len(TPOT_TERMS)} values: {TPOT_TERMS}")
+        if not 0 < self.forgetting <= 1 or self.noise_rel <= 0 or self.relative_sd <= 0:
+            raise ValueError("need 0 < forgetting <= 1, noise_rel > 0, relative_sd > 0")
+        if min(self.ttft_ms + self.tpot_ms) < 0 or self.max_backends < 1:
+            raise ValueError("prior coefficients must be >= 0 and max_backends >= 1")
+
+
+def _solve_spd(matrix: list[list[float]], rhs: list[float]) -> list[float]:
+    """Solve ``matrix @ x = rhs`` for a small symmetric positive-definite matrix (Cholesky, pure Python).
+
+    Plain lists beat numpy by ~5x at this size (numpy's per-call overhead
+    dominates a 6x6 solve), and this runs once per finished request.
+    """
+    n = len(rhs)
+    low = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        row_i = low[i]
+        for j in range(i + 1):
+            row_j = low[j]
+            total = matrix[i][j]
+            for k in range(j):
+                total -= row_i[k] * row_j[k]
+            if i == j:
+                row_i[i] = math.sqrt(total if total > 1e-300 else 1e-300)
+            else:
+                row_i[j] = total / row_j[j]
+    y = [0.0] * n
+    for i in range(n):
+        total = rhs[i]
+        row_i = low[i]
+        for k in range(i):
+            total -= row_i[k] * y[k]
+        y[i] = total / row_i[i]
+    x = [0.0] * n
+    for i in range(n - 1, -1, -1):
+        total = y[i]
+        for k in range(i + 1, n):
+            total -= low[k][i] * x[k]
+        x[i] = total / low[i][i]
+    return x
+
+
+class ForgettingRidge:
+    """Non-negative ridge regression toward a prior, with exponential forgetting of old samples.
+
+    Solves ``(A + P) coef = b + P prior`` after each sample, where
+    ``A = sum lambda^age w x x^T`` and ``b = sum lambda^age w y x`` forget old
+    samples and the prior precision ``P`` does not. It keeps ``M = A + P``
+    and ``r = b + P prior`` directly: one forgetting step is
+    ``M <- lambda M + (1 - lambda) P + w x x^T`` (likewise ``r``).
+    """
+
+    __slots__ = ("_forgetting", "_m", "_prior_mean", "_prior_precision", "_r", "coef", "n")
+
+    def __init__(self, prior: tuple[float, ...], sd_floor: tuple[float, ...], priors: LatencyPriors) -> None:
+        self._prior_mean = tuple(float(v) for v in prior)
+        self._prior_precision = tuple(
+            1.0 / max(priors.relative_sd * m, floor) ** 2 for m, floor in zip(prior, sd_floor, strict=True)
+        )
+        dim = len(prior)
+        self._m = [[self._prior_precision[i] if i == j else 0.0 for j in range(dim)] for i in range(dim)]
+        self._r = [p * m for p, m in zip(self._prior_precision, self._prior_mean, strict=True)]
+        self._forgetting = priors.forgetting
+        self.coef: tuple[float, ...] = self._prior_mean
+        self.n = 0.0
+
+    def update(self, terms: tuple[float, ...], observed: float, weight: float) -> None:
+        keep = self._forgetting
+        refill = 1.0 - keep
+        m, r = self._m, self._r
+        precision, prior = self._prior_precision, self._prior_mean
+        dim = len(r)
+        for i in range(dim):
+            weighted = weight * terms[i]
+            row = m[i]
+            for j in range(i, dim):
+                row[j] = row[j] * keep + weighted * terms[j]
+            row[i] += refill * precision[i]
+            for j in range(i + 1, dim):
+                m[j][i] = row[j]
+            r[i] = r[i] * keep + weighted * observed + refill * precision[i] * prior[i]
+        self.n = self.n * keep + 1.0
+        self.coef = self._solve()
+
+    def _solve(self) -> tuple[float, ...]:
+        """Posterior mode under ``coef >= 0`` (active set: pin negatives at 0, re-solve the rest)."""
+        m, r = self._m, self._r
+        solution = _solve_spd(m, r)
+        if min(solution) >= 0.0:
+            return tuple(solution)
+        free = [i for i, value in enumerate(solution) if value >= 0.0]
+        coef = [0.0] * len(r)
+        while free:
+            solution = _solve_spd([[m[i][j] for j in free] for i in free], [r[i] for i in free])
+            if min(solution) >= 0.0:
+                for i, value in zip(free, solution, strict=True):
+                    coef[i] = value
+                break
+            free = [i for i, value in zip(free, solution, strict=True) if value >= 0.0]
+        return tuple(coef)
+
+
+class _BackendModel:
+    __slots__ = ("tpot", "ttft")
+
+    def __init__(self, priors: LatencyPriors) -> None:
+        self.ttft = ForgettingRidge(priors.ttft_ms, priors.ttft_sd_floor, priors)
+        self.tpot = ForgettingRidge(priors.tpot_ms, priors.tpot_sd_floor, priors)
+
+
+BackendLoad = tuple[float, float, float, float, float, float]
+
+
+def backend_load(view: BackendView) -> BackendLoad:
+    """The request-independent terms of a backend (see the module doc).
+
+    ``(queued_k, waiting, running, kv_decode_k, batch, in_flight_prompt_k)``;
+    ``request_terms`` adds the request. The single definition used both to
+    predict and to learn.
+    """
+    fresh = not view.metrics_stale
+    awaiting = view.awaiting_first_byte
+    in_flight = view.in_flight_requests
+    running = in_flight - awaiting if in_flight > awaiting else 0
+    waiting = awaiting
+    if fresh:
+        engine_running = view.engine_running
+        if engine_running is not None and engine_running > running:
+            running = engine_running
+        engine_waiting = view.engine_waiting
+        if engine_waiting is not None and engine_waiting > waiting:
+            waiting = engine_waiting
+    in_flight_prompt = view.in_flight_prompt_tokens
+    queued_tokens = view.awaiting_prompt_tokens
+    if queued_tokens is not None:
+        queued = float(queued_tokens)
+    else:
+        queued = in_flight_prompt * awaiting / in_flight if in_flight > 0 else 0.0
+    decode = view.in_flight_predicted_decode_tokens
+    kv = None
+    if fresh:
+        hit_rate = view.prefix_hit_rate
+        if hit_rate is not None:
+            queued *= 1.0 - min(max(hit_rate, 0.0), 1.0)
+        kv = view.kv_usage_frac
+    if kv is None:
+        capacity = view.kv_capacity_tokens
+        if capacity:
+            kv = (in_flight_prompt + decode) / capacity
+    kv_decode_k = 0.0
+    if kv is not None and kv > KV_PRESSURE_START_FRAC and decode > 0:
+        kv_decode_k = decode / 1000.0 * (kv - KV_PRESSURE_START_FRAC) / (1.0 - KV_PRESSURE_START_FRAC)
+    return (
+        queued / 1000.0,
+        float(waiting),
+        float(running),
+        kv_decode_k,
+        float(running + waiting + 1),
+        in_flight_prompt / 1000.0,
+    )
+
+
+def request_terms(
+    load: BackendLoad, prompt_tokens: int, matched_tokens: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The TTFT and TPOT regressor vectors (``TTFT_TERMS``, ``TPOT_TERMS``) of a request on a backend."""
+    queued_k, waiting, running, kv_decode_k, batch, in_flight_prompt_k = load
+    new_k = max(0, prompt_tokens - max(0, matched_tokens)) / 1000.0
+    ttft = (1.0, new_k, queued_k, waiting, running, kv_decode_k)
+    return ttft, (1.0, batch, in_flight_prompt_k + prompt_tokens / 1000.0)
+
+
+def _slot_setters() -> tuple[Callable[[BackendCostEstimate, Any], None], ...]:
+    """Setters for ``BackendCostEstimate``'s slots, to build values without the frozen ``__init__``.
+
+    A frozen dataclass assigns each field through ``object.__setattr__``, which
+    doubles construction cost; sixteen of them per request were a third of
+    the latency budget. The request path sets the slots directly. The field
+    list is checked here at import, so an added core field fails loudly
+    instead of being left unset, and ``tests/unit`` compares the values with
+    the normal constructor.
+    """
+    names = (
+        "backend_id",
+        "queue_wait_ms",
+        "prefill_ms",
+        "ttft_ms",
+        "tpot_ms",
+        "e2e_ms",
+        "cached_prompt_tokens",
+    )
+    actual = tuple(f.name for f in fields(BackendCostEstimate))
+    if actual != names:
+        raise RuntimeError(f"BackendCostEstimate fields changed to {actual}; update predictors.latency")
+    return tuple(getattr(BackendCostEstimate, n).__set__ for n in names)
+
+
+_SETTERS = _slot_setters()
+
+
+def _per_token(ttft: tuple[float, ...], tpot: tuple[float, ...]) -> tuple[float, ...]:
+    """``(t0, t1, t2, t3, t4, t5, p0, p1, p2)`` with the ``*_k`` terms' coefficients divided by 1000."""
+    t0, t1, t2, t3, t4, t5 = ttft
+    p0, p1, p2 = tpot
+    return (t0, t1 / 1000.0, t2 / 1000.0, t3, t4, t5 / 1000.0, p0, p1, p2 / 1000.0)
+
+
+class LatencyModel:
+    """Per-backend TTFT/TPOT predictor with online-learned coefficients (see the module docstring)."""
+
+    __slots__ = ("_backends", "_coefs", "_fast", "_fast_prior", "_prior", "_priors")
+
+    def __init__(self, priors: LatencyPriors | None = None) -> None:
+        self._priors = priors or LatencyPriors()
+        self._backends: OrderedDict[str, _BackendModel] = OrderedDict()
+        # (TTFT, TPOT) coefficients per learned backend, read on the request path in one lookup.
+        self._coefs: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
+        self._prior = (self._priors.ttft_ms, self._priors.tpot_ms)
+        # The same coefficients per token instead of per 1000 tokens, flat: the request path's form.
+        self._fast: dict[str, tuple[float, ...]] = {}
+        self._fast_prior = _per_token(*self._prior)
+
+    def __len__(self) -> int:
+        return len(self._backends)
+
+    def coefficients(self, backend_id: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Current (TTFT, TPOT) coefficients of a backend; the priors if it was never observed."""
+        return self._coefs.get(backend_id, self._prior)
+
+    def estimate(
+        self, view: BackendView, prompt_tokens: int, matched_tokens: int, output_p50_tokens: float
+    ) -> BackendCostEstimate:
+        """Cost of one request on one backend, whatever its health (``estimate_all`` for many)."""
+        costs = self.estimate_all(
+            (view,),
+            None,
+            prompt_tokens,
+            {view.backend_id: matched_tokens},
+            output_p50_tokens,
+            selectable_only=False,
+        )
+        return costs[view.backend_id]
+
+    def estimate_all(
+        self,
+        views: Iterable[BackendView],
+        model: str | None,
+        prompt_tokens: int,
+        matched_tokens: Mapping[str, int],
+        output_p50_tokens: float,
+        *,
+        selectable_only: bool = True,
+    ) -> dict[str, BackendCostEstimate]:
+        """Costs on every selectable view serving ``model`` (``None``: every selectable view).
+
+        The request path: per backend one ``backend_load`` and a few
+        multiplications with that backend's current coefficients.
+        """
+        coefs = self._fast.get
+        prior = self._fast_prior
+        matched_get = matched_tokens.get
+        decode_steps = output_p50_tokens - 1.0 if output_p50_tokens > 1.0 else 0.0
+        ready = Health.READY if selectable_only else None
+        new = object.__new__
+        cls = BackendCostEstimate
+        set_id, set_queue, set_prefill, set_ttft, set_tpot, set_e2e, set_cached = _SETTERS
+        pressure_scale = 1.0 / (1.0 - KV_PRESSURE_START_FRAC)
+        out: dict[str, BackendCostEstimate] = {}
+        for view in views:
+            if (ready is not None and view.health is not ready) or (
+                model is not None and model not in view.models
+            ):
+                continue
+            # Inlined ``backend_load`` (kept identical by tests/unit/test_latency_model.py).
+            fresh = not view.metrics_stale
+            awaiting = view.awaiting_first_byte
+            in_flight = view.in_flight_requests
+            running = in_flight - awaiting if in_flight > awaiting else 0
+            waiting = awaiting
+            in_flight_prompt = view.in_flight_prompt_tokens
+            queued_tokens = view.awaiting_prompt_tokens
+            if queued_tokens is not None:
+                queued = float(queued_tokens)
+            else:
+                queued = in_flight_prompt * awaiting / in_flight if in_flight > 0 else 0.0
+            decode = view.in_flight_predicted_decode_tokens
+            kv = None
+            if fresh:
+                engine = view.engine_running
+                if engine is not None and engine > running:
+                    running = engine
+                engine = view.engine_waiting
+                if engine is not None and engine > waiting:
+                    waiting = engine
+                hit_rate = view.prefix_hit_rate
+                if hit_rate is not None and hit_rate > 0.0:
+                    queued *= 1.0 - hit_rate if hit_rate < 1.0 else 0.0
+                kv = view.kv_usage_frac
+            if kv is None:
+                capacity = view.kv_capacity_tokens
+                if capacity:
+                    kv = (in_flight_prompt + decode) / capacity
+            backend_id = view.backend_id
+            t0, t1, t2, t3, t4, t5, p0, p1, p2 = coefs(backend_id, prior)
+            matched = matched_get(backend_id, 0)
+            cached = 0 if matched <= 0 else (prompt_tokens if matched > prompt_tokens else matched)
+            prefill_ms = t0 + t1 * (prompt_tokens - cached)
+            queue_ms = t2 * queued + t3 * waiting + t4 * running
+            if kv is not None and kv > KV_PRESSURE_START_FRAC and decode > 0:
+                queue_ms += t5 * decode * (kv - KV_PRESSURE_START_FRAC) * pressure_scale
+            ttft_ms = prefill_ms + queue_ms
+            if ttft_ms < _MIN_MS:
+                ttft_ms = _MIN_MS
+            tpot_ms = p0 + p1 * (running + waiting + 1) + p2 * (in_flight_prompt + prompt_tokens)
+            if tpot_ms < _MIN_MS:
+                tpot_ms = _MIN_MS
+            estimate = new(cls)
+            set_id(estimate, backend_id)
+            set_queue(estimate, queue_ms)
+            set_prefill(estimate, prefill_ms)
+            set_ttft(estimate, ttft_ms)
+            set_tpot(estimate, tpot_ms)
+            set_e2e(estimate, ttft_ms + decode_steps * tpot_ms)
+            set_cached(estimate, cached)
+            out[backend_id] = estimate
+        return out
+
+    def _model(self, backend_id: str) -> _BackendModel:
+        model = self._backends.get(backend_id)
+        if model is None:
+            model = self._backends[backend_id] = _BackendModel(self._priors)
+            if len(self._backends) > self._priors.max_backends:
+                evicted, _ = self._backends.popitem(last=False)
+                self._coefs.pop(evicted, None)
+                self._fast.pop(evicted, None)
+        else:
+            self._backends.move_to_end(backend_id)
+        return model
+
+    def observe(
+        self,
+        view: BackendView,
+        features: RequestFeatures,
+        cached_prompt_tokens: int,
+        ttft_ms: float | None,
+        tpot_ms: float | None,
+    ) -> None:
+        """Learn from one request that ran on ``view.backend_id`` (``view`` = the state at dispatch)."""
+        if ttft_ms is None and tpot_ms is None:
+            return
+        ttft_terms, tpot_terms = request_terms(
+            backend_load(view), features.prompt_tokens, cached_prompt_tokens
+        )
+        model = self._model(view.backend_id)
+        noise = self._priors.noise_rel
+        if ttft_ms is not None and ttft_ms > 0:
+            model.ttft.update(ttft_terms, ttft_ms, 1.0 / (max(ttft_ms, 1.0) * noise) ** 2)
+        if tpot_ms is not None and tpot_ms > 0:
+            model.tpot.update(tpot_terms, tpot_ms, 1.0 / (max(tpot_ms, 0.5) * noise) ** 2)
+        self._coefs[view.backend_id] = (model.ttft.coef, model.tpot.coef)
+        self._fast[view.backend_id] = _per_token(model.ttft.coef, model.tpot.coef)

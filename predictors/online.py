@@ -1,0 +1,158 @@
+"""Online refinement of the output-length quantiles from the lengths the proxy actually observes.
+
+Rule (all in ``z = log(1 + tokens)``), with two levels of keys:
+
+* level 1, per normalised model: ``r1 = z_obs - mu_base(x)``;
+* level 2, per ``(route, model, tenant)``: ``r2 = z_obs - mu_base(x) - c1``.
+
+Each level keeps a running mean of its residual with step size
+``max(1/(n+1), min_rate)`` (an exact mean for the first ``1/min_rate``
+observations, then an exponential average with that memory, so drift is
+followed) and applies it shrunk towards zero, ``c = mean * n / (n + prior_n)``,
+so a handful of odd answers does not swing a key. The corrected location is
+``mu_base + c1 + c2``; p50 and p90 move with it.
+
+The p90 additionally gets a per-key offset ``d90`` learned by stochastic
+quantile tracking: ``d90 += quantile_rate * (1[z_obs > z90] - 0.1)``, which
+drives the key's P90 coverage to 90% when its spread differs from the
+training data's.
+
+Which outcomes teach: status 200, not cancelled, no error. Answers cut off
+by ``max_tokens`` are censored (the model wanted at least that many tokens):
+they only ever raise the location, never lower it.
+
+Memory is bounded: each level is an LRU (``max_keys``, ``max_models``) ordered
+by last observation; reads on the request path do not reorder it. Parameters
+and defaults: ``prior_n=10``, ``min_rate=1/200``, ``quantile_rate=0.02``,
+``max_keys=10_000``, ``max_models=1_000``. A tenant whose answers run 3x longer
+than the model predicts is corrected to within ~10% of its median after ~100
+requests (``tests/unit/test_online_length.py``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import NamedTuple, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+LevelKey = tuple[str, str, str]
+_MISS_TARGET = 0.1
+
+
+@dataclass(slots=True)
+class _KeyState:
+    n: float = 0.0
+    mean: float = 0.0
+    d90: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineParams:
+    prior_n: float = 10.0
+    min_rate: float = 1.0 / 200.0
+    quantile_rate: float = 0.02
+    max_keys: int = 10_000
+    max_models: int = 1_000
+
+    def __post_init__(self) -> None:
+        if self.prior_n < 0 or not 0 < self.min_rate <= 1 or self.quantile_rate < 0:
+            raise ValueError("need prior_n >= 0, 0 < min_rate <= 1, quantile_rate >= 0")
+        if self.max_keys < 1 or self.max_models < 1:
+            raise ValueError("max_keys and max_models must be >= 1")
+
+
+class Correction(NamedTuple):
+    """What to add to the base log-space location and to the p90 offset; ``n`` = key observations."""
+
+    location: float
+    p90_offset: float
+    n_model: float
+    n_key: float
+
+
+NO_CORRECTION = Correction(0.0, 0.0, 0.0, 0.0)
+
+
+def _touch(table: OrderedDict[K, _KeyState], key: K, cap: int) -> _KeyState:
+    """The state of ``key``, created if absent, moved to the most-recent end; evicts the oldest."""
+    state = table.get(key)
+    if state is None:
+        state = table[key] = _KeyState()
+        if len(table) > cap:
+            table.popitem(last=False)
+    else:
+        table.move_to_end(key)
+    return state
+
+
+class OnlineLengthCorrector:
+    """Bounded per-model and per-(route, model, tenant) residual corrections."""
+
+    __slots__ = ("_keys", "_models", "_params")
+
+    def __init__(self, params: OnlineParams | None = None) -> None:
+        self._params = params or OnlineParams()
+        self._models: OrderedDict[str, _KeyState] = OrderedDict()
+        self._keys: OrderedDict[LevelKey, _KeyState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    @property
+    def n_models(self) -> int:
+        return len(self._models)
+
+    def _shrunk(self, state: _KeyState) -> float:
+        return state.mean * state.n / (state.n + self._params.prior_n)
+
+    def correction(self, route: str, model: str, tenant: str) -> Correction:
+        """The current correction for a request (read-only: the LRU order is not touched)."""
+        model_state = self._models.get(model)
+        key_state = self._keys.get((route, model, tenant))
+        if model_state is None and key_state is None:
+            return NO_CORRECTION
+        location = 0.0
+        n_model = n_key = d90 = 0.0
+        if model_state is not None:
+            location += self._shrunk(model_state)
+            n_model = model_state.n
+        if key_state is not None:
+            location += self._shrunk(key_state)
+            n_key = key_state.n
+            d90 = key_state.d90
+        return Correction(location, d90, n_model, n_key)
+
+    def _step(self, state: _KeyState, residual: float, censored: bool) -> None:
+        if censored and residual <= state.mean:
+            return
+        state.n += 1.0
+        rate = max(1.0 / state.n, self._params.min_rate)
+        state.mean += rate * (residual - state.mean)
+
+    def observe(
+        self,
+        route: str,
+        model: str,
+        tenant: str,
+        *,
+        z_observed: float,
+        mu_base: float,
+        z90_base_offset: float,
+        censored: bool = False,
+    ) -> None:
+        """Learn from one finished request.
+
+        ``mu_base`` is the model's uncorrected log location for the request and
+        ``z90_base_offset`` its ``k90 * scale`` (so ``z90 = mu + offset``).
+        """
+        model_state = _touch(self._models, model, self._params.max_models)
+        key_state = _touch(self._keys, (route, model, tenant), self._params.max_keys)
+        corrected = mu_base + self._shrunk(model_state) + self._shrunk(key_state)
+        z90 = corrected + z90_base_offset + key_state.d90
+        if not censored or z_observed > z90:
+            miss = 1.0 if z_observed > z90 else 0.0
+            key_state.d90 += self._params.quantile_rate * (miss - _MISS_TARGET)
+        self._step(model_state, z_observed - mu_base, censored)
+        self._step(key_state, z_observed - mu_base - self._shrunk(model_state), censored)

@@ -1,0 +1,185 @@
+"""Per-backend TTFT/TPOT model: learns each backend's speed from outcomes on a queue with known speeds."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.types import BackendCostEstimate, BackendView, Health
+from predictors.latency import (
+    TPOT_TERMS,
+    TTFT_TERMS,
+    LatencyModel,
+    LatencyPriors,
+    backend_load,
+    request_terms,
+)
+from predictors.latency_eval import evaluate_latency
+from tests.unit.length_fixtures import chat_features
+from tests.unit.synthetic_queue import A100, H100, run_queue
+
+
+def _view(backend_id: str = "b", **kw: object) -> BackendView:
+    fields: dict[str, object] = {
+        "backend_id": backend_id,
+        "models": frozenset({"m"}),
+        "gpu_class": "unknown",
+        "weight": 1.0,
+        "max_concurrency": None,
+        "health": Health.READY,
+        "in_flight_requests": 0,
+        "awaiting_first_byte": 0,
+        "in_flight_prompt_tokens": 0,
+        "in_flight_predicted_decode_tokens": 0.0,
+    }
+    fields.update(kw)
+    return BackendView(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def fleet_samples():
+    return run_queue({"h100": H100, "a100": A100}, rate_per_s=12.0, n_per_backend=500, seed=3)
+
+
+def test_learns_heterogeneous_speeds_within_target_mape(fleet_samples) -> None:
+    report = evaluate_latency(fleet_samples, warmup=50)
+    pooled = report["pooled"]
+    assert pooled["ttft"]["mape"] <= 0.20
+    assert pooled["tpot"]["mape"] <= 0.20
+    assert pooled["e2e"]["mape"] <= 0.20
+    ttft_h100, tpot_h100 = report["coefficients"]["h100"]["ttft"], report["coefficients"]["h100"]["tpot"]
+    ttft_a100, tpot_a100 = report["coefficients"]["a100"]["ttft"], report["coefficients"]["a100"]["tpot"]
+    # Uncached prefill per 1000 tokens: truth 17.3 ms (H100) vs 47.8 ms (A100), never told which is which.
+    assert ttft_h100[1] == pytest.approx(17.3, rel=0.3)
+    assert ttft_a100[1] == pytest.approx(47.8, rel=0.3)
+    assert tpot_a100[0] > 1.8 * tpot_h100[0]
+
+
+def test_ranks_the_faster_backend_first_after_learning(fleet_samples) -> None:
+    model = LatencyModel()
+    for s in fleet_samples:
+        model.observe(s.view, s.features, s.prefix_matched_tokens, s.outcome.ttft_ms, None)
+    idle = [_view("h100"), _view("a100")]
+    costs = model.estimate_all(idle, "m", 2000, {}, 100.0)
+    assert costs["h100"].ttft_ms < 0.6 * costs["a100"].ttft_ms
+    # A long cached prefix on the slow backend can beat an uncached prompt on the fast one.
+    cached = model.estimate_all(idle, "m", 2000, {"a100": 2000}, 100.0)
+    assert cached["a100"].prefill_ms < costs["h100"].prefill_ms
+
+
+def test_priors_before_any_observation_and_more_load_never_faster() -> None:
+    model = LatencyModel()
+    idle = model.estimate(_view(), 1000, 0, 200.0)
+    busy = model.estimate(
+        _view(
+            in_flight_requests=40,
+            awaiting_first_byte=8,
+            in_flight_prompt_tokens=40_000,
+            awaiting_prompt_tokens=8000,
+        ),
+        1000,
+        0,
+        200.0,
+    )
+    assert 0 < idle.ttft_ms < busy.ttft_ms
+    assert idle.tpot_ms <= busy.tpot_ms
+    assert idle.e2e_ms == pytest.approx(idle.ttft_ms + 199 * idle.tpot_ms)
+    assert idle.cached_prompt_tokens == 0
+    assert model.estimate(_view(), 1000, 5000, 1.0).cached_prompt_tokens == 1000
+
+
+def test_only_ready_backends_serving_the_model_are_estimated() -> None:
+    model = LatencyModel()
+    views = [
+        _view("ok"),
+        _view("down", health=Health.DOWN),
+        _view("draining", health=Health.DRAINING),
+        _view("other", models=frozenset({"x"})),
+    ]
+    assert set(model.estimate_all(views, "m", 10, {}, 5.0)) == {"ok"}
+    assert set(model.estimate_all(views, None, 10, {}, 5.0)) == {"ok", "other"}
+
+
+def test_stale_engine_metrics_are_ignored_fresh_ones_used() -> None:
+    base = {"in_flight_requests": 2, "awaiting_first_byte": 1, "engine_running": 50, "engine_waiting": 20}
+    stale = backend_load(_view(metrics_stale=True, **base))
+    fresh = backend_load(_view(metrics_stale=False, **base))
+    assert (stale[1], stale[2]) == (1.0, 1.0)
+    assert (fresh[1], fresh[2]) == (20.0, 50.0)
+
+
+views_strategy = st.builds(
+    _view,
+    backend_id=st.sampled_from(["a", "b"]),
+    in_flight_requests=st.integers(0, 300),
+    awaiting_first_byte=st.integers(0, 300),
+    in_flight_prompt_tokens=st.integers(0, 500_000),
+    in_flight_predicted_decode_tokens=st.floats(0, 1e6),
+    engine_running=st.none() | st.integers(0, 300),
+    engine_waiting=st.none() | st.integers(0, 300),
+    kv_usage_frac=st.none() | st.floats(0, 1),
+    prefix_hit_rate=st.none() | st.floats(-0.1, 1.1),
+    kv_capacity_tokens=st.none() | st.integers(0, 1_000_000),
+    metrics_stale=st.booleans(),
+    awaiting_prompt_tokens=st.none() | st.integers(0, 500_000),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(view=views_strategy, prompt=st.integers(0, 200_000), matched=st.integers(-5, 300_000))
+def test_inlined_request_path_equals_the_reference_terms(
+    view: BackendView, prompt: int, matched: int
+) -> None:
+    model = LatencyModel()
+    # Learned coefficients on "a", priors on "b".
+    model.observe(_view("a"), chat_features("hi"), 0, 120.0, 9.0)
+    est = model.estimate(view, prompt, matched, 50.0)
+    tc, pc = model.coefficients(view.backend_id)
+    ttft_terms, tpot_terms = request_terms(backend_load(view), prompt, matched)
+    ttft = sum(c * x for c, x in zip(tc, ttft_terms, strict=True))
+    tpot = sum(c * x for c, x in zip(pc, tpot_terms, strict=True))
+    assert est.ttft_ms == pytest.approx(max(ttft, 0.01), rel=1e-9, abs=1e-9)
+    assert est.tpot_ms == pytest.approx(max(tpot, 0.01), rel=1e-9, abs=1e-9)
+    assert est.prefill_ms == pytest.approx(tc[0] + tc[1] * ttft_terms[1], rel=1e-9, abs=1e-9)
+    assert est.queue_wait_ms >= 0
+    assert 0 <= est.cached_prompt_tokens <= prompt
+
+
+def test_fast_constructed_estimates_equal_normal_ones() -> None:
+    est = LatencyModel().estimate(_view("z"), 100, 10, 20.0)
+    same = BackendCostEstimate(
+        est.backend_id,
+        est.queue_wait_ms,
+        est.prefill_ms,
+        est.ttft_ms,
+        est.tpot_ms,
+        est.e2e_ms,
+        est.cached_prompt_tokens,
+    )
+    assert est == same and hash(est) == hash(same)
+    with pytest.raises(AttributeError):
+        est.ttft_ms = 1.0  # type: ignore[misc]
+
+
+def test_coefficients_stay_non_negative_and_memory_bounded() -> None:
+    model = LatencyModel(LatencyPriors(max_backends=3))
+    f = chat_features("x" * 4000)
+    for i in range(50):
+        # Nonsense data: more load, *less* time. Coefficients must not go negative.
+        view = _view(
+            f"b{i % 5}", in_flight_requests=i, awaiting_first_byte=i, awaiting_prompt_tokens=1000 * i
+        )
+        model.observe(view, f, 0, 500.0 / (1 + i), 5.0)
+        assert len(model) <= 3
+    for backend in ("b2", "b3", "b4"):
+        ttft, tpot = model.coefficients(backend)
+        assert len(ttft) == len(TTFT_TERMS) and len(tpot) == len(TPOT_TERMS)
+        assert min(ttft) >= 0 and min(tpot) >= 0
+
+
+def test_bad_priors_are_rejected() -> None:
+    with pytest.raises(ValueError, match="TTFT priors"):
+        LatencyPriors(ttft_ms=(1.0,))
+    with pytest.raises(ValueError, match="forgetting"):
+        LatencyPriors(forgetting=0.0)

@@ -1,0 +1,165 @@
+"""Output-length model: serving path equals the fitted estimators, learns signal, survives bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import kendalltau
+
+from core.features import build_features
+from core.types import Endpoint
+from predictors import Predictor
+from predictors.features import (
+    HEAD_CHARS,
+    HEAD_TOKENS,
+    TAIL_CHARS,
+    TAIL_TOKENS,
+    TOKEN_RE,
+    length_features,
+    log2_bin,
+    normalise_model,
+    split_text,
+)
+from predictors.length_training import TrainConfig, design_matrix, fit_length_model
+from predictors.training_data import TrainingDataError, load_samples
+from tests.unit.length_fixtures import chat_features, synthetic_samples
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    return fit_length_model(synthetic_samples(600), TrainConfig(min_df=2, n_folds=3))
+
+
+def _assert_fast_path_equals_sklearn(fitted, samples) -> None:
+    rows = [length_features(s.features) for s in samples]
+    x = design_matrix(rows, fitted.vocabulary)
+    mu_sklearn = fitted.location.predict(x)
+    s_sklearn = fitted.scale.predict(x[:, fitted.scale_columns])
+    fast = np.asarray([fitted.model.location_scale(row) for row in rows])
+    np.testing.assert_allclose(fast[:, 0], mu_sklearn, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(fast[:, 1], s_sklearn, rtol=0, atol=1e-9)
+
+
+def test_serving_tables_reproduce_the_fitted_ridge_models(fitted) -> None:
+    # Unseen requests too: terms outside the vocabulary must be ignored identically.
+    _assert_fast_path_equals_sklearn(
+        fitted, synthetic_samples(200, seed=7, models=("terse", "verbose", "new"))
+    )
+
+
+def test_serving_tables_reproduce_sklearn_on_real_prompts() -> None:
+    try:
+        samples = load_samples(["alpaca_eval", "hh_rlhf"])[::9]
+    except TrainingDataError:
+        pytest.skip("shared data not available")
+    fitted = fit_length_model(samples[::2], TrainConfig(n_folds=3))
+    _assert_fast_path_equals_sklearn(fitted, samples[1::2])
+
+
+def test_learns_task_and_model_verbosity(fitted) -> None:
+    predictor = Predictor(fitted.model)
+    essay = predictor.predict_length(chat_features("write a detailed essay about tea rivers", "terse"))
+    capital = predictor.predict_length(chat_features("what is the capital of tea rivers", "terse"))
+    verbose = predictor.predict_length(chat_features("write a detailed essay about tea rivers", "verbose"))
+    assert essay.p50_tokens > 5 * capital.p50_tokens
+    assert verbose.p50_tokens > 1.5 * essay.p50_tokens
+    assert essay.source == "model"
+    held_out = synthetic_samples(400, seed=3)
+    estimates = [predictor.predict_length(s.features) for s in held_out]
+    tau = kendalltau([e.p50_tokens for e in estimates], [s.output_tokens for s in held_out])[0]
+    assert tau > 0.6
+    covered = [s.output_tokens <= e.p90_tokens for s, e in zip(held_out, estimates, strict=True)]
+    coverage = np.mean(covered)
+    assert 0.8 <= coverage <= 0.97
+    assert all(e.p90_tokens >= e.p50_tokens for e in estimates)
+
+
+def test_max_tokens_caps_both_quantiles(fitted) -> None:
+    predictor = Predictor(fitted.model)
+    capped = predictor.predict_length(
+        chat_features("write a long story about jazz", "verbose", max_tokens=50)
+    )
+    assert capped.p50_tokens <= 50 and capped.p90_tokens <= 50
+
+
+def test_bad_input_never_raises_and_stays_bounded(fitted) -> None:
+    predictor = Predictor(fitted.model)
+    cases = [
+        chat_features(""),
+        chat_features("x" * 1_000_000),
+        chat_features("\x00\ud800 ðŸ¤– ```code```"),
+        chat_features("write a detailed essay", model="never-seen-model"),
+        chat_features("write a detailed essay", endpoint=Endpoint.COMPLETIONS),
+    ]
+    for features in cases:
+        estimate = predictor.predict_length(features)
+        assert 1.0 <= estimate.p50_tokens <= estimate.p90_tokens < 1e6
+    assert predictor.predict_length(cases[3]).source == "prior"
+    embeddings = chat_features("embed me", endpoint=Endpoint.EMBEDDINGS)
+    assert predictor.predict_length(embeddings).p90_tokens == 0.0
+
+
+def test_non_text_content_parts_are_ignored() -> None:
+    parts = [{"type": "image_url", "image_url": {"url": "data:..."}}, {"type": "text", "text": "describe it"}]
+    with_image = chat_features("describe it")
+    built = build_features(
+        request_id="r",
+        endpoint=Endpoint.CHAT,
+        body={"model": "m", "messages": [{"role": "user", "content": parts}]},
+        route="default",
+        tenant="t",
+        priority="standard",
+        arrival_s=0.0,
+    )
+    assert length_features(built) == length_features(with_image)
+
+
+def test_huge_prompts_only_tokenize_head_and_tail() -> None:
+    middle = " ".join(f"word{i}" for i in range(100_000))
+    text = "please summarise this " + middle + " in three bullet points"
+    row = length_features(chat_features(text))
+    assert "summarise" in row.head and "bullet" in row.tail
+    assert "word500" not in row.unigrams()
+    assert len(row.unigrams()) < (HEAD_CHARS + TAIL_CHARS) / 2
+
+
+def test_bins_are_exact_at_powers_of_two() -> None:
+    assert [log2_bin(v) for v in (0, 0.5, 1, 2, 3, 7, 8, 1022, 1023, 10**12)] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        3,
+        3,
+        9,
+        10,
+        29,
+    ]
+    assert all(log2_bin(v) == math.floor(math.log2(1 + v)) for v in range(5000))
+
+
+def test_model_names_are_normalised() -> None:
+    assert normalise_model("meta-llama/Meta-Llama-3-8B-Instruct") == "meta-llama-3-8b-instruct"
+    assert normalise_model("  GPT-4o ") == "gpt-4o"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(
+        alphabet=st.sampled_from([*"ab c'd,?\n\t", "é", "中", "文", "ж", "🤖", "1", "_", "`"]),
+        max_size=600,
+    )
+)
+def test_token_slices_equal_the_plain_definition(text: str) -> None:
+    head, tail = split_text(text)
+    assert head == TOKEN_RE.findall(text[:HEAD_CHARS].lower())[:HEAD_TOKENS]
+    if len(text) > HEAD_CHARS:
+        tail_start = max(HEAD_CHARS, len(text) - TAIL_CHARS)
+        assert tail == TOKEN_RE.findall(text[tail_start:].lower())[-TAIL_TOKENS:]
+    else:
+        assert tail == []
