@@ -15,7 +15,9 @@ Used by ``sluice demo`` and the ``bench/`` comparisons. The rules, and why:
   prints (``wait_line``) or an HTTP probe (``wait_http``). A child that exits first fails the wait
   at once with the tail of its output.
 
-Every line a child writes (stdout and stderr) goes to ``<log_dir>/<name>.log``.
+Every line a child writes (stdout and stderr) goes to ``<log_dir>/<name>.log``, and
+``<log_dir>/processes.json`` lists every child started (name, PID, command), so a test or a
+worried user can check that none is left running.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import sys
@@ -37,6 +40,7 @@ import aiohttp
 
 _PR_SET_PDEATHSIG = 1
 _TAIL_LINES = 40
+_KEPT_LINES = 10_000
 
 
 class ChildError(Exception):
@@ -62,6 +66,10 @@ def _open_log(path: Path) -> IO[str]:
     return path.open("w", encoding="utf-8")
 
 
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+
+
 class Child:
     """One started process, its log, and waits on what it prints."""
 
@@ -70,7 +78,7 @@ class Child:
         self.proc = proc
         self.log_path = log_path
         self._log = log
-        self._tail: deque[str] = deque(maxlen=_TAIL_LINES)
+        self._lines: deque[str] = deque(maxlen=_KEPT_LINES)
         self._waiters: list[tuple[Callable[[str], bool], asyncio.Future[str]]] = []
         self._readers = [
             asyncio.create_task(self._pump(stream))
@@ -88,20 +96,24 @@ class Child:
         return self.proc.returncode
 
     def tail(self) -> str:
-        return "\n".join(self._tail)
+        return "\n".join(list(self._lines)[-_TAIL_LINES:])
 
     async def _pump(self, stream: asyncio.StreamReader) -> None:
         while line_bytes := await stream.readline():
             line = line_bytes.decode("utf-8", "replace").rstrip("\n")
             self._log.write(line + "\n")
             self._log.flush()
-            self._tail.append(line)
+            self._lines.append(line)
             for predicate, future in list(self._waiters):
                 if not future.done() and predicate(line):
                     future.set_result(line)
 
     async def wait_line(self, predicate: Callable[[str], bool], timeout_s: float, what: str) -> str:
-        """The first line (from now on) for which ``predicate`` holds; ``ChildError`` on exit or timeout."""
+        """The first line printed so far or later for which ``predicate`` holds (each line is offered
+        to it once, in order); ``ChildError`` if the child exits first or the deadline passes."""
+        for line in list(self._lines):
+            if predicate(line):
+                return line
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         entry = (predicate, future)
         self._waiters.append(entry)
@@ -180,6 +192,7 @@ class ChildGroup:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.children: list[Child] = []
+        self.started: list[dict[str, Any]] = []
 
     async def spawn(
         self,
@@ -208,6 +221,8 @@ class ChildGroup:
             raise ChildError(name, f"cannot start {argv[0]}: {exc}") from None
         child = Child(name, proc, log, log_path)
         self.children.append(child)
+        self.started.append({"name": name, "pid": proc.pid, "argv": list(argv)})
+        _write_json(self.log_dir / "processes.json", self.started)
         return child
 
     async def stop_all(self, grace_s: float = 10.0) -> None:

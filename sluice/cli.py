@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "sluice.commands.sim",
     "sluice.commands.replay",
     "sluice.commands.workloads",
+    "sluice.commands.demo",
 )
 
 
