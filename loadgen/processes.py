@@ -138,6 +138,15 @@ class Child:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._readers, return_exceptions=True), 2.0)
 
+    async def wait_exit(self, timeout_s: float) -> int:
+        """The exit status of a child expected to finish by itself; ``ChildError`` past the deadline."""
+        try:
+            status = await asyncio.wait_for(asyncio.shield(self._exited), timeout_s)
+        except TimeoutError:
+            raise ChildError(self.name, f"still running after {timeout_s:g} s", self.tail()) from None
+        await self.collect_output()
+        return status
+
     async def stop(self, grace_s: float = 10.0) -> int | None:
         """SIGTERM by PID, then SIGKILL to its process group after ``grace_s``; returns the exit status."""
         if self.returncode is None:

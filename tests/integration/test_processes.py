@@ -76,3 +76,13 @@ async def test_a_missing_program_is_a_child_error(tmp_path: Path) -> None:
     async with ChildGroup(tmp_path) as group:
         with pytest.raises(ChildError, match="cannot start"):
             await group.spawn("ghost", [str(tmp_path / "no-such-binary")])
+
+
+async def test_wait_exit_returns_the_status_or_fails_past_its_deadline(tmp_path: Path) -> None:
+    async with ChildGroup(tmp_path) as group:
+        quick = await group.spawn("quick", script("import sys; print('done'); sys.exit(4)"))
+        assert await quick.wait_exit(DEADLINE_S) == 4 and "done" in quick.tail()
+        slow = await group.spawn("slow", script(SLEEPER))
+        with pytest.raises(ChildError, match=r"still running after 0\.2 s"):
+            await slow.wait_exit(0.2)
+    assert not alive(slow.pid)
