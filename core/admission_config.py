@@ -79,7 +79,7 @@ class ConcurrencyLimitConfig(_Strict):
 
     @model_validator(mode="after")
     def _bounds(self) -> ConcurrencyLimitConfig:
-        if not self.min <= self.initial <= self.max:
+        if self.algorithm in ("gradient2", "vegas") and not self.min <= self.initial <= self.max:
             raise ValueError("need min <= initial <= max")
         return self
 

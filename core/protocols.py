@@ -6,6 +6,11 @@ the virtual-time fleet both hold a ``Decider`` and call the same methods in
 the same order, which is what makes simulated results speak for the proxy:
 
 1. ``admit(features, snapshot)`` -> ``Admit`` | ``Queue`` | ``Shed``
+   - ``Queue``: ``enqueue(features, decision)``; the request then waits until
+     ``pop_dispatchable(snapshot)`` returns its id (a slot freed; call it
+     whenever capacity may have changed), or it leaves with
+     ``leave_queue(request_id)`` (client gone, or its deadline passed: answer
+     429 with ``retry_after_s(features)``).
 2. (after any wait) ``route(features, snapshot)`` -> ``RoutingDecision``
 3. ``on_routed(features, decision, backend_id)`` once a backend is committed
    (also after a retry moves the request to another backend)
@@ -15,17 +20,19 @@ the same order, which is what makes simulated results speak for the proxy:
 from __future__ import annotations
 
 import random
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.types import (
     AdmissionDecision,
     BackendId,
+    EnqueueResult,
     FleetSnapshot,
     Outcome,
     RequestFeatures,
     RoutingDecision,
     RoutingRequest,
 )
+from core.types import Queue as QueueDecision
 
 
 class RoutingPolicy(Protocol):
@@ -47,6 +54,14 @@ class RoutingPolicy(Protocol):
 class Decider(Protocol):
     def admit(self, features: RequestFeatures, snapshot: FleetSnapshot) -> AdmissionDecision: ...
 
+    def enqueue(self, features: RequestFeatures, decision: QueueDecision) -> EnqueueResult: ...
+
+    def pop_dispatchable(self, snapshot: FleetSnapshot) -> str | None: ...
+
+    def leave_queue(self, request_id: str) -> bool: ...
+
+    def retry_after_s(self, features: RequestFeatures) -> float: ...
+
     def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision: ...
 
     def on_routed(
@@ -54,3 +69,14 @@ class Decider(Protocol):
     ) -> None: ...
 
     def observe(self, outcome: Outcome) -> None: ...
+
+
+@runtime_checkable
+class AdmissionStats(Protocol):
+    """What a decider with admission control reports for metrics (read at scrape time)."""
+
+    def queue_depths(self) -> dict[str, int]: ...
+
+    def concurrency_limits(self) -> dict[BackendId, int]: ...
+
+    def service_rate_rps(self) -> float: ...

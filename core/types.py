@@ -255,6 +255,19 @@ AdmissionDecision = Admit | Queue | Shed
 
 
 @dataclass(frozen=True, slots=True)
+class EnqueueResult:
+    """Answer to putting a ``Queue``-decided request in the waiting room.
+
+    ``shed`` set: the request got no place (answer 429). ``evicted``: ids of
+    less important queued requests pushed out to make room (shed them too).
+    """
+
+    shed: Shed | None
+    evicted: tuple[str, ...] = ()
+    evicted_retry_after_s: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """What actually happened to one request; feeds online learning and metrics.
 

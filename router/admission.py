@@ -2,24 +2,32 @@
 
 - ``limits.max_in_flight`` reached → 429 ``overloaded`` (reason ``overload``).
 - ``Admit`` → go on with the snapshot the verdict was made on.
-- ``Shed(reason, retry_after_s)`` → 429 ``overloaded`` with ``Retry-After``.
-- ``Queue(deadline_s)``: the waiting room is not built yet (a later issue
-  adds it here, behind this same function). Until then a ``Queue`` verdict is
-  refused at once with 429 ``queue_timeout`` and ``Retry-After`` set to the
-  time left until the deadline: refusing early is honest, waiting without a
-  waiting room would not be. The built-in ``DecisionEngine`` never queues yet.
+- ``Shed(reason, retry_after_s)`` → 429 with ``Retry-After`` and
+  ``x-sluice-shed-reason``.
+- ``Queue(deadline_s)`` → the request takes a place in the waiting room
+  (possibly evicting less important queued requests, which get 429
+  ``queue_full``) and waits there until a slot frees, its deadline passes
+  (429 ``queue_timeout``) or its client leaves (it leaves the queue at once).
 """
 
 from __future__ import annotations
 
 from core.clock import Clock
-from core.errors import QueueTimeout
 from core.errors import Shed as ShedError
 from core.protocols import Decider
 from core.types import FleetSnapshot, Queue, RequestFeatures, Shed, ShedReason
+from router.waiting_room import AsyncWaitingRoom
 from state.fleet import FleetState
 
 OVERLOAD_RETRY_AFTER_S = 1.0
+
+
+def _shed_error(reason: ShedReason, retry_after_s: float) -> ShedError:
+    return ShedError(
+        f"request shed ({reason.value}); retry after {retry_after_s:.0f} s",
+        retry_after_s=retry_after_s,
+        reason=reason.value,
+    )
 
 
 async def admit(
@@ -28,11 +36,9 @@ async def admit(
     decider: Decider,
     clock: Clock,
     max_in_flight: int | None,
+    room: AsyncWaitingRoom,
 ) -> FleetSnapshot:
-    """Return the snapshot to route on, or raise a ``Rejected`` error (429).
-
-    Async although nothing awaits yet: the waiting room for ``Queue`` will.
-    """
+    """Return the snapshot to route on, or raise a ``Rejected`` error (429)."""
     if max_in_flight is not None and fleet.total_in_flight >= max_in_flight:
         raise ShedError(
             f"Sluice is at its limit of {max_in_flight} requests in flight; retry later",
@@ -42,15 +48,15 @@ async def admit(
     snapshot = fleet.snapshot()
     verdict = decider.admit(features, snapshot)
     if isinstance(verdict, Shed):
-        raise ShedError(
-            f"request shed ({verdict.reason.value}); retry later",
-            retry_after_s=verdict.retry_after_s,
-            reason=verdict.reason.value,
-        )
+        raise _shed_error(verdict.reason, verdict.retry_after_s)
     if isinstance(verdict, Queue):
-        raise QueueTimeout(
-            "request would have to wait for capacity; retry later",
-            retry_after_s=max(0.0, verdict.deadline_s - clock.now_s()),
-            reason=ShedReason.QUEUE_TIMEOUT.value,
+        placed = decider.enqueue(features, verdict)
+        for evicted_id in placed.evicted:
+            room.reject(evicted_id, _shed_error(ShedReason.QUEUE_FULL, placed.evicted_retry_after_s))
+        if placed.shed is not None:
+            raise _shed_error(placed.shed.reason, placed.shed.retry_after_s)
+        await room.wait(
+            features.request_id, verdict.deadline_s, clock.now_s(), lambda: decider.retry_after_s(features)
         )
+        snapshot = fleet.snapshot()
     return snapshot

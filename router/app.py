@@ -47,6 +47,7 @@ from router.handlers import (
 )
 from router.health import HealthChecker
 from router.upstream import UpstreamPool
+from router.waiting_room import PUMP_TICK_S, AsyncWaitingRoom
 from state.fleet import FleetState
 
 CONTEXT = web.AppKey("sluice_context", ProxyContext)
@@ -72,6 +73,7 @@ def build_app(
     app[CONTEXT] = ctx
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_health_checks)
+    app.cleanup_ctx.append(_waiting_room_tick)
     _add_routes(app, ctx)
     return app
 
@@ -117,6 +119,23 @@ async def _health_checks(app: web.Application) -> AsyncIterator[None]:
     checker = HealthChecker(ctx.config, ctx.fleet, ctx.client())
     app[HEALTH] = checker
     task = asyncio.create_task(checker.run(), name="sluice-health-checks")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def _pump_every_tick(room: AsyncWaitingRoom) -> None:
+    """Safety net: a concurrency limit may grow without any release event to wake the queue."""
+    while True:
+        await asyncio.sleep(PUMP_TICK_S)
+        room.schedule_pump()
+
+
+async def _waiting_room_tick(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(_pump_every_tick(app[CONTEXT].room()), name="sluice-waiting-room-tick")
     try:
         yield
     finally:

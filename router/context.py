@@ -15,11 +15,12 @@ from yarl import URL
 
 from core.clock import Clock
 from core.config import SluiceConfig
-from core.protocols import Decider
+from core.protocols import AdmissionStats, Decider
 from router.intake import RequestIds
 from router.metrics import SluiceMetrics
 from router.retry_budget import RetryBudget
 from router.upstream import Origin, UpstreamPool
+from router.waiting_room import AsyncWaitingRoom
 from state.fleet import FleetState
 
 
@@ -47,6 +48,7 @@ class ProxyContext:
     idle_s: float = 0.0
     retry_statuses: frozenset[int] = frozenset()
     origins: dict[str, Origin] = field(default_factory=dict)
+    waiting_room: AsyncWaitingRoom | None = None
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -56,6 +58,13 @@ class ProxyContext:
         self.idle_s = cfg.timeouts.idle_ms / 1e3
         self.retry_statuses = frozenset(cfg.retries.on_status)
         self.origins = {b.name: origin_of(b.url) for b in cfg.backends}
+        self.waiting_room = AsyncWaitingRoom(self.decider, self.fleet.snapshot)
+        self.fleet.on_capacity_change(self.waiting_room.schedule_pump)
+
+    def room(self) -> AsyncWaitingRoom:
+        if self.waiting_room is None:
+            raise RuntimeError("the waiting room is built with the context")
+        return self.waiting_room
 
     def client(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -75,7 +84,7 @@ def build_context(config: SluiceConfig, fleet: FleetState, decider: Decider, clo
         fleet=fleet,
         decider=decider,
         clock=clock,
-        metrics=SluiceMetrics(fleet),
+        metrics=SluiceMetrics(fleet, decider if isinstance(decider, AdmissionStats) else None),
         retry_budget=RetryBudget(
             retries.budget_ratio, retries.budget_window_s, retries.budget_min_retries, clock
         ),

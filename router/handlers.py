@@ -44,14 +44,14 @@ from router.exchange import Exchange, finish
 from router.intake import (
     check_content_type,
     check_declared_length,
+    identity_from,
     parse_json_object,
-    priority_from,
     read_body,
     requested_model,
     session_key_from,
-    tenant_from,
     valid_request_id,
 )
+from router.metrics import NONE_LABEL
 from router.proxy import forward
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -80,7 +80,8 @@ async def serve_proxied(
     except SluiceError as err:
         ex.fail(err)
         if isinstance(err, Rejected):
-            ctx.metrics.shed.labels(ex.route, err.reason).inc()
+            shed_class = ex.features.priority if ex.features is not None else NONE_LABEL
+            ctx.metrics.shed.labels(ex.route, err.reason, shed_class).inc()
         return error_response(err, ex.response_headers())
     except asyncio.CancelledError:
         ex.cancelled = True
@@ -92,6 +93,7 @@ async def serve_proxied(
         return error_response(internal, ex.response_headers())
     finally:
         finish(ex, ctx.metrics, ctx.fleet, ctx.decider, ctx.clock)
+        ctx.room().schedule_pump()  # the outcome may have moved a concurrency limit
 
 
 async def _proxied(
@@ -108,18 +110,19 @@ async def _proxied(
     ex.model = model
     route = config.route_for(path, model, req_headers)
     ex.route = route.name
+    tenant, priority = identity_from(req_headers, route.priority, config)
     features = build_features(
         request_id=ex.request_id,
         endpoint=endpoint,
         body=parsed,
         route=route.name,
-        tenant=tenant_from(req_headers.get(headers.TENANT)),
-        priority=priority_from(req_headers.get(headers.PRIORITY), route.priority, config.priority_classes),
+        tenant=tenant,
+        priority=priority,
         arrival_s=ex.arrival_s,
         session_key=session_key_from(req_headers.get(headers.SESSION), parsed),
     )
     ex.features = features
-    snapshot = await admit(features, ctx.fleet, ctx.decider, ctx.clock, limits.max_in_flight)
+    snapshot = await admit(features, ctx.fleet, ctx.decider, ctx.clock, limits.max_in_flight, ctx.room())
     decision = ctx.decider.route(features, snapshot)
     ex.policy = decision.policy
     if not decision.ranked:

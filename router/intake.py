@@ -10,9 +10,13 @@ parse → 400 ``invalid_json``; a JSON object with a string ``model`` → else
 400; a configured model → else 404 ``model_not_found``.
 
 Caller-chosen identity comes from headers: ``x-request-id`` (kept when it is
-1-128 visible ASCII characters, else a new id), ``x-sluice-tenant`` (default
-``default``), ``x-sluice-priority`` (one of ``priority_classes``, else 400),
-and the session key from ``x-session-id`` or the body's ``user``.
+1-128 visible ASCII characters, else a new id); the tenant from the API key
+(``tenants.api_keys``, ``Authorization: Bearer <key>``) or else
+``x-sluice-tenant`` (default ``default``) — a mapped key wins so a client
+cannot spend another tenant's budget; the class from ``x-sluice-priority``,
+else the key's default, else the route's; an unknown class name falls back
+to that default (never an error) and a tenant's ``max_priority`` lowers the
+claim; the session key from ``x-session-id`` or the body's ``user``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import orjson
 from aiohttp import StreamReader
 
 from core import headers
+from core.config import SluiceConfig
 from core.errors import (
     BodyReadTimeout,
     BodyTooLarge,
@@ -137,11 +142,34 @@ def tenant_from(value: str | None) -> str:
 
 
 def priority_from(value: str | None, default: str, classes: tuple[str, ...]) -> str:
-    if value is None or value == "":
+    """The claimed class when it is a configured one, else ``default`` (unknown names are not errors)."""
+    if value is None or value not in classes:
         return default
-    if value not in classes:
-        raise InvalidParameter(f"{headers.PRIORITY} must be one of {list(classes)}, got {_shown(value)!r}")
     return value
+
+
+def api_key_of(authorization: str | None) -> str | None:
+    if authorization is None or not authorization.startswith("Bearer "):
+        return None
+    return authorization[7:].strip() or None
+
+
+def identity_from(
+    req_headers: Mapping[str, str], route_priority: str, config: SluiceConfig
+) -> tuple[str, str]:
+    """(tenant, effective priority class) of a request; see the module docstring for the rules."""
+    tenants = config.tenants
+    key = None
+    if tenants.api_keys:
+        key = tenants.api_keys.get(api_key_of(req_headers.get("Authorization")) or "")
+    tenant = key.tenant if key is not None else tenant_from(req_headers.get(headers.TENANT))
+    default = key.priority if key is not None and key.priority is not None else route_priority
+    classes = config.priority_classes
+    priority = priority_from(req_headers.get(headers.PRIORITY), default, classes)
+    ceiling = tenants.budgets.get(tenant, tenants.default).max_priority
+    if ceiling is not None and classes.index(priority) < classes.index(ceiling):
+        priority = ceiling
+    return tenant, priority
 
 
 def session_key_from(header_value: str | None, body: Mapping[str, Any]) -> str | None:

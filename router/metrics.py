@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 
+from core.protocols import AdmissionStats
 from core.types import Health
 from router.metric_types import (
     Counter,
@@ -65,8 +66,9 @@ class RequestSeries:
 
 
 class SluiceMetrics:
-    def __init__(self, fleet: FleetState) -> None:
+    def __init__(self, fleet: FleetState, admission: AdmissionStats | None = None) -> None:
         self._fleet = fleet
+        self._admission = admission
         rmb = ("route", "model", "backend")
         self.requests = Counter(
             "sluice_requests_total", "Proxied requests by outcome.", (*rmb, "status_class")
@@ -105,7 +107,7 @@ class SluiceMetrics:
             "sluice_retries_denied_total", "Retryable failures not retried.", ("route", "reason")
         )
         self.shed = Counter(
-            "sluice_shed_total", "Requests refused with 429 by admission.", ("route", "reason")
+            "sluice_shed_total", "Requests refused with 429 by admission.", ("route", "reason", "class")
         )
         self.errors = Counter("sluice_errors_total", "Error answers by Sluice error code.", ("code",))
         self.client_disconnects = Counter(
@@ -115,7 +117,7 @@ class SluiceMetrics:
         self._route_queue: dict[str, HistogramChild] = {}
         self.registry = CollectorRegistry(auto_describe=False)
         owned = [m for m in vars(self).values() if isinstance(m, Counter | Histogram)]
-        self.registry.register(LoopCollector([*owned, *self._fleet_gauges()]))
+        self.registry.register(LoopCollector([*owned, *self._fleet_gauges(), *self._admission_gauges()]))
         ProcessCollector(registry=self.registry)
 
     def series(self, route: str, model: str, backend: str) -> RequestSeries:
@@ -176,6 +178,40 @@ class SluiceMetrics:
             )
         )
         return gauges
+
+    def _admission_gauges(self) -> list[GaugeSource]:
+        admission = self._admission
+        if admission is None:
+            return []
+
+        def depths() -> Iterator[tuple[LabelValues, float]]:
+            for name, depth in admission.queue_depths().items():
+                yield (name,), float(depth)
+
+        def limits() -> Iterator[tuple[LabelValues, float]]:
+            for backend_id, limit in admission.concurrency_limits().items():
+                yield (backend_id,), float(limit)
+
+        def rate() -> Iterator[tuple[LabelValues, float]]:
+            yield (), admission.service_rate_rps()
+
+        return [
+            GaugeSource(
+                "sluice_queue_depth", "Requests waiting in Sluice's waiting room.", ("class",), depths
+            ),
+            GaugeSource(
+                "sluice_backend_concurrency_limit",
+                "Current (adaptive) in-flight limit per backend.",
+                ("backend",),
+                limits,
+            ),
+            GaugeSource(
+                "sluice_fleet_service_rate",
+                "Requests completed per second (decayed), the denominator of Retry-After.",
+                (),
+                rate,
+            ),
+        ]
 
 
 # (metric, help, BackendView attribute, scale to base units)

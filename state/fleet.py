@@ -22,6 +22,7 @@ stale, metrics age older than ``AGE_RESOLUTION_S``). The clock is injected.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.clock import Clock
@@ -99,6 +100,7 @@ class FleetState:
             )
             for b in config.backends
         }
+        self._capacity_listeners: list[Callable[[], None]] = []
         self._version = 0
         self._snapshot: FleetSnapshot | None = None
         self._snapshot_valid_until_s = _NEVER
@@ -198,9 +200,18 @@ class FleetState:
         self.touch(state)
         return InFlightGuard(self, state, prompt_tokens, predicted_decode_tokens, is_probe)
 
+    def on_capacity_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever a slot may have freed (release, backend back up, undrain)."""
+        self._capacity_listeners.append(listener)
+
+    def _capacity_changed(self) -> None:
+        for listener in self._capacity_listeners:
+            listener()
+
     def on_guard_released(self, state: BackendState) -> None:
         self._total_in_flight -= 1
         self.touch(state)
+        self._capacity_changed()
 
     def breaker_success(self, state: BackendState) -> None:
         state.breaker.on_success()
@@ -216,6 +227,7 @@ class FleetState:
         changed = state.health.record_check(passed)
         if changed:
             self.touch(state)
+            self._capacity_changed()
         return changed
 
     def drain(self, backend_id: BackendId) -> None:
@@ -228,6 +240,7 @@ class FleetState:
         state = self._backends[backend_id]
         state.health.undrain()
         self.touch(state)
+        self._capacity_changed()
 
     def observe_latency(self, backend_id: BackendId, ttft_ms: float, tpot_ms: float | None) -> None:
         """Fold one streamed response's TTFT (and TPOT when it had >= 2 tokens) into the EWMAs."""

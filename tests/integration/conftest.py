@@ -78,7 +78,8 @@ async def start_fleet() -> AsyncIterator[StartFleet]:
 
 
 _ROUTER_DIR = str(Path(router.__file__).parent) + "/"
-_BACKGROUND = {"health.py"}  # the health checker runs for the app's lifetime by design
+# Tasks that run for the app's lifetime by design: the health checker and the waiting-room tick.
+_BACKGROUND = {"health.py", "app.py"}
 
 
 def _busy_in_router() -> list[str]:

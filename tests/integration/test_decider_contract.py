@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 import aiohttp
@@ -13,6 +14,7 @@ from core.types import (
     AdmissionDecision,
     Admit,
     BackendId,
+    EnqueueResult,
     FleetSnapshot,
     Outcome,
     Queue,
@@ -23,7 +25,7 @@ from core.types import (
 )
 from decision.engine import DecisionEngine
 from tests.integration import rawhttp
-from tests.integration.conftest import StartFleet, assert_no_leaks
+from tests.integration.conftest import StartFleet, assert_no_leaks, wait_for
 
 CHAT = "/v1/chat/completions"
 MINIMAL = "backends:\n  - {name: x, url: 'http://127.0.0.1:1', models: [m1]}\n"
@@ -41,11 +43,36 @@ class RecordingDecider:
         self.calls: list[str] = []
         self.outcomes: list[Outcome] = []
         self.features: list[RequestFeatures] = []
+        self.queued = []
 
     def admit(self, features: RequestFeatures, snapshot: FleetSnapshot) -> AdmissionDecision:
         self.calls.append("admit")
         self.features.append(features)
         return self.verdict
+
+    # The waiting room, scripted: queued ids wait until the test sets ``open_queue``.
+    queued: list[str]
+    open_queue = False
+
+    def enqueue(self, features: RequestFeatures, decision: Queue) -> EnqueueResult:
+        self.calls.append("enqueue")
+        self.queued.append(features.request_id)
+        return EnqueueResult(None)
+
+    def pop_dispatchable(self, snapshot: FleetSnapshot) -> str | None:
+        if self.open_queue and self.queued:
+            return self.queued.pop(0)
+        return None
+
+    def leave_queue(self, request_id: str) -> bool:
+        if request_id in self.queued:
+            self.queued.remove(request_id)
+            self.calls.append("leave_queue")
+            return True
+        return False
+
+    def retry_after_s(self, features: RequestFeatures) -> float:
+        return 4.0
 
     def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision:
         self.calls.append("route")
@@ -110,13 +137,42 @@ async def test_shed_and_queue_become_429_with_retry_after(start_fleet: StartFlee
     status, body, headers = await _post(proxy.url + CHAT, {"model": "m1", "messages": []})
     assert (status, body["error"]["code"], headers["Retry-After"]) == (429, "overloaded", "3")
     assert headers["x-sluice-shed-reason"] == "slo_infeasible"
-    decider.verdict = Queue(deadline_s=MonotonicClock().now_s() + 4.0)
+    decider.verdict = Queue(deadline_s=MonotonicClock().now_s() + 0.3)
     status, body, headers = await _post(proxy.url + CHAT, {"model": "m1", "messages": []})
-    assert (status, body["error"]["code"]) == (429, "queue_timeout")
-    assert int(headers["Retry-After"]) in (4, 5)
+    assert (status, body["error"]["code"], headers["Retry-After"]) == (429, "queue_timeout", "4")
+    assert headers["x-sluice-shed-reason"] == "queue_timeout"
+    assert decider.calls[-3:] == ["enqueue", "leave_queue", "observe"]
     assert [o.status_code for o in decider.outcomes] == [429, 429]
     assert [o.backend_id for o in decider.outcomes] == [None, None]
     assert backends[0].requests == []
+    await assert_no_leaks(proxy, backends)
+
+
+async def test_queued_request_proceeds_when_the_decider_dispatches_it(start_fleet: StartFleet) -> None:
+    decider = RecordingDecider()
+    proxy, backends = await start_fleet(1, decider=decider)
+    decider.verdict = Queue(deadline_s=MonotonicClock().now_s() + 60.0)
+    task = asyncio.create_task(_post(proxy.url + CHAT, {"model": "m1", "messages": []}))
+    await wait_for(lambda: len(decider.queued) == 1)
+    assert backends[0].requests == []
+    decider.open_queue = True  # the periodic pump now finds it dispatchable
+    status, _, _ = await task
+    assert status == 200
+    assert decider.calls == ["admit", "enqueue", "route", "on_routed:b0", "observe"]
+    await assert_no_leaks(proxy, backends)
+
+
+async def test_client_leaving_the_queue_is_removed_at_once(start_fleet: StartFleet) -> None:
+    decider = RecordingDecider()
+    proxy, backends = await start_fleet(1, decider=decider)
+    decider.verdict = Queue(deadline_s=MonotonicClock().now_s() + 60.0)
+    task = asyncio.create_task(_post(proxy.url + CHAT, {"model": "m1", "messages": []}))
+    await wait_for(lambda: len(decider.queued) == 1)
+    task.cancel()
+    await wait_for(lambda: "observe" in decider.calls)
+    assert decider.queued == []
+    assert decider.calls == ["admit", "enqueue", "leave_queue", "observe"]
+    assert decider.outcomes[0].cancelled
     await assert_no_leaks(proxy, backends)
 
 

@@ -49,12 +49,6 @@ def _assert_error(
         (b'{"model": "gpt-9", "messages": []}', None, 404, "model_not_found"),
         (b'{"model": "m1"}', {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
         (b"model=m1", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "unsupported_media_type"),
-        (
-            b'{"model": "m1", "messages": []}',
-            {"Content-Type": "application/json", "x-sluice-priority": "vip"},
-            400,
-            "invalid_value",
-        ),
     ],
 )
 async def test_bad_requests(start_fleet: StartFleet, data: bytes, headers, status: int, code: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 import typing
 from pathlib import Path
@@ -11,7 +12,9 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
 from core.clock import ManualClock
-from core.config import SluiceConfig, load_config_text
+from core.config import LoadedConfig, SluiceConfig, load_config_text
+from core.yaml_source import SourceMap
+from decision.engine import DecisionEngine
 from router.metric_types import Counter, GaugeSource, Histogram
 from router.metrics import SluiceMetrics
 from state.fleet import FleetState
@@ -80,9 +83,11 @@ def test_configuration_doc_lists_every_key_with_its_default() -> None:
 
 def test_metrics_doc_lists_every_metric() -> None:
     config = load_config_text("backends:\n  - {name: a, url: 'http://127.0.0.1:1', models: [m]}\n").config
-    metrics = SluiceMetrics(FleetState(config, ManualClock()))
+    clock = ManualClock()
+    engine = DecisionEngine.from_config(LoadedConfig(config, SourceMap("<test>")), clock, random.Random(0))
+    metrics = SluiceMetrics(FleetState(config, clock), engine)
     names = {m.name for m in vars(metrics).values() if isinstance(m, Counter | Histogram)} | {
-        g.name for g in metrics._fleet_gauges()
+        g.name for g in [*metrics._fleet_gauges(), *metrics._admission_gauges()]
     }
     text = (DOCS / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `(sluice_[a-z0-9_]+)` \|", text, re.M))

@@ -119,10 +119,12 @@ def test_intake_checks() -> None:
     with pytest.raises(UnknownModel) as info:
         intake.requested_model({"model": "x" * 500}, frozenset({"m"}))
     assert len(info.value.message) < 200  # client input is shortened in messages
-    with pytest.raises(InvalidParameter):
-        intake.priority_from("gold", "standard", ("critical", "standard"))
+    # An unknown class is not an error: it gets the default class (issue 7, "Bad input").
+    assert intake.priority_from("gold", "standard", ("critical", "standard")) == "standard"
     assert intake.priority_from(None, "standard", ("standard",)) == "standard"
     assert intake.tenant_from(None) == "default"
+    with pytest.raises(InvalidParameter):
+        intake.tenant_from("t" * 500)
     assert intake.session_key_from(None, {"user": "u1"}) == "u1"
     assert intake.session_key_from("s9", {"user": "u1"}) == "s9"
     assert intake.valid_request_id("abc-1") == "abc-1"

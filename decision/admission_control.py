@@ -1,0 +1,287 @@
+"""Admission control state and decisions, shared by the proxy and the virtual-time fleet.
+
+Owns the mutable parts of admission — tenant budgets, per-backend adaptive
+concurrency limits, the waiting room, the fleet service rate — and builds
+the frozen ``AdmissionView`` that the pure rule in ``policies.admission``
+decides on. The data plane wraps the waiting room with futures; the
+virtual-time fleet drives it from its event loop; both call the same methods
+in the same order (``core.protocols.Decider``):
+
+``decide`` -> (``enqueue`` -> ``pop_dispatchable`` | ``leave_queue`` |
+``expire``) -> ``on_routed`` -> ``observe``.
+
+Reservations: when a queued request is woken for a free slot, the slot is
+reserved for it until the request is routed (``on_routed``) or ends
+(``observe``), so one freed slot never wakes two requests.
+
+Requests whose class name is unknown fall back to the route's default class
+(never an error); a tenant's ``max_priority`` lowers what it may claim.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from core.admission_config import DEFAULT_QUEUE_DEADLINE_MS
+from core.clock import Clock
+from core.config import RouteConfig, SluiceConfig
+from core.types import (
+    AdmissionDecision,
+    Admit,
+    BackendId,
+    BackendView,
+    EnqueueResult,
+    FleetSnapshot,
+    Outcome,
+    Predictions,
+    Queue,
+    RequestFeatures,
+    Shed,
+    ShedReason,
+)
+from policies.admission import AdmissionView, decide
+from state.concurrency_limits import ConcurrencyLimits
+from state.service_rate import ServiceRate
+from state.tenant_budgets import TenantBudgets
+from state.waiting_room import Waiter, WaitingRoom
+
+# Output-length prior (tokens) for budgets and KV headroom when no prediction is available:
+# the median assistant reply in the ShareGPT sample (data README §2.1).
+PRIOR_OUTPUT_TOKENS = 304.0
+KV_BLOCK_TOKENS = 16
+
+
+@dataclass(slots=True)
+class _Charge:
+    tenant: str
+    tokens: float
+    prompt_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Queued:
+    request_id: str
+    model: str
+
+
+class AdmissionControl:
+    def __init__(self, config: SluiceConfig, clock: Clock) -> None:
+        self._config = config
+        self._admission = config.admission
+        self._clock = clock
+        self._classes = config.priority_classes
+        self._rank_of = {name: i for i, name in enumerate(self._classes)}
+        self._tenants = TenantBudgets(config.tenants)
+        self._limits = ConcurrencyLimits(
+            config.admission.concurrency, [(b.name, b.max_concurrency) for b in config.backends]
+        )
+        self._room: WaitingRoom[_Queued] = WaitingRoom(
+            len(self._classes), config.admission.waiting_room.max_requests
+        )
+        self._waiters: dict[str, Waiter[_Queued]] = {}
+        self._reserved_by_model: dict[str, int] = {}
+        self._reserved_ids: dict[str, str] = {}
+        self._charges: dict[str, _Charge] = {}
+        self._service_rate = ServiceRate()
+        self._in_flight_seen: dict[BackendId, int] = {}
+
+    # ---- introspection (metrics, tests) -------------------------------------------------
+    @property
+    def enabled(self) -> bool:
+        return self._admission.enabled
+
+    def limits(self) -> dict[BackendId, int]:
+        return self._limits.limits()
+
+    def queue_depths(self) -> dict[str, int]:
+        return {name: self._room.count(rank) for name, rank in self._rank_of.items()}
+
+    def queued(self) -> int:
+        return len(self._room)
+
+    def service_rate_rps(self) -> float:
+        return self._service_rate.rate_per_s(self._clock.now_s())
+
+    # ---- classes -------------------------------------------------------------------------
+    def effective_class(self, features: RequestFeatures, route: RouteConfig) -> str:
+        """The request's class: its claim if known (else the route default), capped by the tenant."""
+        name = features.priority if features.priority in self._rank_of else route.priority
+        ceiling = self._tenants.budget_for(features.tenant).max_priority
+        if ceiling is not None and self._rank_of[name] < self._rank_of[ceiling]:
+            name = ceiling
+        return name
+
+    # ---- capacity ------------------------------------------------------------------------
+    def _free_slots(self, view: BackendView) -> float:
+        limit = self._limits.limit(view.backend_id)
+        return math.inf if limit is None else float(limit - view.in_flight_requests)
+
+    def free_slots(self, model: str, snapshot: FleetSnapshot) -> float:
+        """Free concurrency slots for ``model`` across its healthy backends, minus wake-up reservations."""
+        free = sum(max(0.0, self._free_slots(v)) for v in snapshot.serving(model))
+        return free - self._reserved_by_model.get(model, 0)
+
+    def _kv_fits(self, view: BackendView, needed_tokens: float) -> bool:
+        """Memory admission: the request's blocks fit above the watermark (unknown KV state: assume yes)."""
+        if view.metrics_stale or view.kv_usage_frac is None or view.kv_capacity_tokens is None:
+            return True
+        free_frac = 1.0 - view.kv_usage_frac - self._admission.kv_watermark_frac
+        needed_blocks = math.ceil(needed_tokens / KV_BLOCK_TOKENS)
+        return needed_blocks * KV_BLOCK_TOKENS <= free_frac * view.kv_capacity_tokens
+
+    # ---- the decision --------------------------------------------------------------------
+    def decide(
+        self,
+        features: RequestFeatures,
+        route: RouteConfig,
+        snapshot: FleetSnapshot,
+        predictions: Predictions | None,
+        prefix_matched_tokens: Mapping[BackendId, int],
+    ) -> AdmissionDecision:
+        now_s = self._clock.now_s()
+        for view in snapshot.backends:
+            self._in_flight_seen[view.backend_id] = view.in_flight_requests
+        if not self._admission.enabled:
+            return Admit()
+        class_name = self.effective_class(features, route)
+        rank = self._rank_of[class_name]
+        p50, p90 = PRIOR_OUTPUT_TOKENS, PRIOR_OUTPUT_TOKENS
+        if predictions is not None:
+            p50, p90 = predictions.output_length.p50_tokens, predictions.output_length.p90_tokens
+        cost_tokens = features.prompt_tokens + p50
+        verdict = self._tenants.check(features.tenant, cost_tokens, now_s)
+        serving = snapshot.serving(features.model)
+        reserved = self._reserved_by_model.get(features.model, 0)
+        free_views = [v for v in serving if self._free_slots(v) > 0]
+        has_free_slot = sum(self._free_slots(v) for v in free_views) - reserved > 0
+        kv_ok = any(
+            self._kv_fits(v, features.prompt_tokens - prefix_matched_tokens.get(v.backend_id, 0) + p90)
+            for v in free_views
+        )
+        best_ttft_ms: float | None = None
+        if predictions is not None and predictions.per_backend:
+            best_ttft_ms = min(c.ttft_ms for c in predictions.per_backend.values())
+        slo_ttft_ms = route.slo.ttft_ms
+        deadline_ms = route.admission.queue_deadline_ms.get(
+            class_name, slo_ttft_ms if slo_ttft_ms is not None else DEFAULT_QUEUE_DEADLINE_MS
+        )
+        queued_ahead, _ = self._room.ahead_of(rank)
+        admission_view = AdmissionView(
+            now_s=now_s,
+            has_free_slot=has_free_slot or not serving,
+            kv_headroom_ok=kv_ok or not serving,
+            queued_ahead_requests=queued_ahead,
+            queue_can_accept=self._room.can_accept(rank),
+            service_rate_rps=self._service_rate.rate_per_s(now_s),
+            best_predicted_ttft_ms=best_ttft_ms,
+            slo_ttft_ms=slo_ttft_ms,
+            slo_margin_frac=route.admission.slo_margin_frac,
+            queue_deadline_ms=deadline_ms,
+            shed_infeasible=route.admission.shed_infeasible,
+            tenant_reason=verdict.reason,
+            tenant_retry_after_s=verdict.retry_after_s,
+            retry_after_min_s=self._admission.retry_after_min_s,
+            retry_after_max_s=self._admission.retry_after_max_s,
+        )
+        decision = decide(admission_view)
+        if not isinstance(decision, Shed):
+            self._tenants.acquire(features.tenant, cost_tokens, now_s)
+            self._charges[features.request_id] = _Charge(features.tenant, cost_tokens, features.prompt_tokens)
+        return decision
+
+    # ---- the waiting room ----------------------------------------------------------------
+    def enqueue(self, features: RequestFeatures, route: RouteConfig, decision: Queue) -> EnqueueResult:
+        """Put a ``Queue``-decided request in the waiting room (it may evict less important ones)."""
+        now_s = self._clock.now_s()
+        rank = self._rank_of[self.effective_class(features, route)]
+        cost = self._charges.get(features.request_id)
+        work = cost.tokens if cost is not None else float(features.prompt_tokens)
+        result = self._room.push(
+            _Queued(features.request_id, features.model), rank, decision.deadline_s, now_s, work
+        )
+        if result.waiter is None:
+            return EnqueueResult(Shed(ShedReason.QUEUE_FULL, self.retry_after_s(rank)))
+        self._waiters[features.request_id] = result.waiter
+        evicted = tuple(w.item.request_id for w in result.evicted)
+        for request_id in evicted:
+            self._waiters.pop(request_id, None)
+        evicted_rank = max((w.rank for w in result.evicted), default=rank)
+        return EnqueueResult(None, evicted, self.retry_after_s(evicted_rank))
+
+    def retry_after_s(self, rank: int) -> float:
+        """Predicted wait for a new request of ``rank``, clamped: the Retry-After to send."""
+        rate = self._service_rate.rate_per_s(self._clock.now_s())
+        ahead, _ = self._room.ahead_of(rank)
+        wait_s = (ahead + 1) / rate if rate > 0 else self._admission.retry_after_min_s
+        return min(self._admission.retry_after_max_s, max(self._admission.retry_after_min_s, wait_s))
+
+    def retry_after_for(self, features: RequestFeatures, route: RouteConfig) -> float:
+        return self.retry_after_s(self._rank_of[self.effective_class(features, route)])
+
+    def pop_dispatchable(self, snapshot: FleetSnapshot) -> str | None:
+        """The next queued request (most important class first) whose model has a free slot; reserves it."""
+        if not len(self._room):
+            return None
+        free_by_model: dict[str, float] = {}
+
+        def can_dispatch(item: _Queued) -> bool:
+            if item.model not in free_by_model:
+                free_by_model[item.model] = self.free_slots(item.model, snapshot)
+            return free_by_model[item.model] > 0
+
+        waiter = self._room.pop_dispatchable(can_dispatch)
+        if waiter is None:
+            return None
+        request_id, model = waiter.item.request_id, waiter.item.model
+        self._waiters.pop(request_id, None)
+        self._reserved_by_model[model] = self._reserved_by_model.get(model, 0) + 1
+        self._reserved_ids[request_id] = model
+        return request_id
+
+    def leave_queue(self, request_id: str) -> bool:
+        """The request stops waiting (client gone or deadline passed); False if already woken."""
+        waiter = self._waiters.pop(request_id, None)
+        return waiter is not None and self._room.remove(waiter)
+
+    def expire(self) -> list[str]:
+        """Remove every queued request whose deadline has passed (virtual time drives this)."""
+        expired = self._room.expire(self._clock.now_s())
+        for waiter in expired:
+            self._waiters.pop(waiter.item.request_id, None)
+        return [w.item.request_id for w in expired]
+
+    def next_deadline_s(self) -> float | None:
+        return self._room.next_deadline_s()
+
+    def _unreserve(self, request_id: str) -> None:
+        model = self._reserved_ids.pop(request_id, None)
+        if model is not None:
+            left = self._reserved_by_model.get(model, 0) - 1
+            if left > 0:
+                self._reserved_by_model[model] = left
+            else:
+                self._reserved_by_model.pop(model, None)
+
+    # ---- feedback ------------------------------------------------------------------------
+    def on_routed(self, request_id: str) -> None:
+        self._unreserve(request_id)
+
+    def observe(self, outcome: Outcome) -> None:
+        now_s = self._clock.now_s()
+        self._unreserve(outcome.request_id)
+        self.leave_queue(outcome.request_id)
+        charge = self._charges.pop(outcome.request_id, None)
+        if charge is not None:
+            actual = float(charge.prompt_tokens + outcome.output_tokens)
+            self._tenants.release(charge.tenant, charge.tokens, actual, now_s)
+        backend_id = outcome.backend_id
+        if backend_id is None:
+            return
+        if outcome.status_code < 400 and not outcome.cancelled:
+            self._service_rate.record(now_s)
+        if outcome.ttft_ms is not None:
+            self._limits.on_sample(backend_id, outcome.ttft_ms, self._in_flight_seen.get(backend_id, 0))
+        elif outcome.status_code in (429, 503, 504):
+            self._limits.on_drop(backend_id)
