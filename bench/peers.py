@@ -249,7 +249,7 @@ def main() -> None:
     parser.add_argument("--drain-s", type=float, default=30.0, help="longest wait after the last arrival")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--coalesce-ms", type=float, default=None, help="simulator SSE coalescing (default per token)"
+        "--coalesce-ms", type=float, default=50.0, help="simulator SSE coalescing, 0 = per token (default 50)"
     )
     parser.add_argument("--peers-venv", type=Path, default=ROOT / ".peers-venv")
     parser.add_argument("--no-peers", action="store_true", help="Sluice and nginx only")
