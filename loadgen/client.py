@@ -15,6 +15,11 @@ The only waits are the ones real clients have:
   after the advertised delay, at most ``max_retries`` times; attempts and the
   total wait are recorded.
 
+``drain_timeout_s`` (optional) bounds the wait after the last request was
+sent: what is still running then is cancelled and recorded ``cancelled``
+(it counts as sent, never as good). Bounded runs (``sluice demo``, the peer
+comparison) use it so an overloaded target cannot stretch the run without end.
+
 The workload iterator is consumed lazily, so prompt text is generated only
 as requests come due. ``run`` returns every request's ``RequestRecord``;
 cancelling ``run`` (Ctrl-C in ``sluice replay``) cancels in-flight requests,
@@ -53,6 +58,7 @@ class ClientOptions:
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 600.0
     api_key: str | None = None
+    drain_timeout_s: float | None = None
 
     @property
     def root_url(self) -> str:
@@ -129,15 +135,26 @@ class LoadClient:
                         self._launch(request, record, None)
                     else:
                         self._attach_child(request)
-                while self._tasks or self._children:
-                    self._idle.clear()
-                    await self._idle.wait()
+                await self._drain()
             except asyncio.CancelledError:
                 await self._cancel_all()
                 raise
             finally:
                 self._sender = None
         return self.records()
+
+    async def _drain(self) -> None:
+        """Wait for what is in flight, at most ``drain_timeout_s``; then cancel the rest."""
+
+        async def idle() -> None:
+            while self._tasks or self._children:
+                self._idle.clear()
+                await self._idle.wait()
+
+        try:
+            await asyncio.wait_for(idle(), self.options.drain_timeout_s)
+        except TimeoutError:
+            await self._cancel_all()
 
     def _schedule(self, request: WorkloadRequest) -> RequestRecord:
         record = RequestRecord(

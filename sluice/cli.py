@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "sluice.commands.replay",
     "sluice.commands.workloads",
     "sluice.commands.predict",
+    "sluice.commands.demo",
 )
 
 

@@ -12,6 +12,7 @@ hung: ``GET /admin/backends`` and ``POST /admin/backends/<name>/faults`` with a 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -26,9 +27,9 @@ from loadgen.sim.server import SimBackend
 
 
 class SimFleet:
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, output_lengths: Mapping[str, int] | None = None) -> None:
         self.fleet = fleet
-        self.backends = [SimBackend(spec, fleet.config.host) for spec in fleet.backends]
+        self.backends = [SimBackend(spec, fleet.config.host, output_lengths) for spec in fleet.backends]
         self._admin: asyncio.Server | None = None
         self._admin_conns: set[HttpConnection] = set()
         self._tasks: set[asyncio.Future[None]] = set()

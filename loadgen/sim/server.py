@@ -13,6 +13,11 @@ Endpoints: ``POST /v1/chat/completions`` and ``/v1/completions`` (streaming or n
 ``/version``, and the optional probes of sglang-router (``/model_info``, ``/server_info`` and their
 ``/get_*`` aliases); ``GET``/``POST /admin/faults`` (``loadgen.sim.faults``); any other path 404 and a known
 path with the wrong method 405, in the OpenAI error format of ``core.errors``.
+
+``output_lengths`` (``sluice sim --output-lengths FILE``) maps ``x-request-id`` to a true output
+length, used only when a request arrives without ``x-sim-output-tokens``: sglang-router forwards
+``X-Request-ID`` but drops every custom header, so this is how a peer-router comparison keeps the
+trace's output lengths behind it.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import asyncio
 import itertools
 import random
 import time
+from collections.abc import Mapping
 
 import orjson
 from pydantic import ValidationError
 
 from core.errors import MethodNotAllowed, RouteNotFound, SluiceError, error_body
-from core.headers import REQUEST_ID
+from core.headers import REQUEST_ID, SIM_OUTPUT_TOKENS
 from core.types import Endpoint
 from loadgen.sim.engine import SimEngine
 from loadgen.sim.faults import FaultPatch, FaultSpec
@@ -56,8 +62,11 @@ _EARLY_S = 0.002
 
 
 class SimBackend:
-    def __init__(self, spec: BackendSpec, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, spec: BackendSpec, host: str = "127.0.0.1", output_lengths: Mapping[str, int] | None = None
+    ) -> None:
         self.spec = spec
+        self.output_lengths = output_lengths or {}
         self.name = spec.name
         self.host = host
         self.port = spec.port
@@ -303,7 +312,7 @@ class SimBackend:
             parsed = parse_request(
                 endpoint,
                 request.body,
-                request.headers,
+                self._with_ground_truth(request.headers),
                 served_models=self.models,
                 max_model_len=self.profile.scheduler.max_model_len,
                 rng=self._rng_output,
@@ -337,6 +346,13 @@ class SimBackend:
         conn.on_disconnect = lambda: self._client_gone(sim)
         self.engine.add_request(sim, self._now())
         self._reschedule()
+
+    def _with_ground_truth(self, headers: dict[str, str]) -> Mapping[str, str]:
+        """Headers plus the output length looked up by ``x-request-id`` when a router dropped the header."""
+        if not self.output_lengths or SIM_OUTPUT_TOKENS in headers:
+            return headers
+        tokens = self.output_lengths.get(headers.get(REQUEST_ID, ""))
+        return headers if tokens is None else {**headers, SIM_OUTPUT_TOKENS: str(tokens)}
 
     def _client_gone(self, sim: SimRequest) -> None:
         if sim.done:

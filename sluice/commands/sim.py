@@ -3,6 +3,8 @@
 Prints one JSON line per backend as soon as all listen (``{"backend", "url", "port", "profile",
 "gpu", "models"}``), then ``{"event": "ready", ...}``; a script can read the lines to find
 ephemeral ports. ``--write-config PATH`` writes a Sluice config pointing a proxy at the fleet.
+``--output-lengths FILE`` supplies true output lengths by request id, for requests that reach a
+backend without ``x-sim-output-tokens`` (behind a router that drops custom headers).
 SIGINT/SIGTERM stop it cleanly.
 """
 
@@ -35,6 +37,12 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--coalesce-ms", type=float, help="override stream_coalesce_ms for every backend (0 = per token)"
     )
+    parser.add_argument(
+        "--output-lengths",
+        metavar="FILE",
+        help="JSON object {request id: output tokens}, used when a request lacks x-sim-output-tokens "
+        "(routers that drop custom headers forward X-Request-ID)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -50,16 +58,37 @@ def run(args: argparse.Namespace) -> int:
             return 2
         specs = tuple(replace(b, stream_coalesce_ms=args.coalesce_ms) for b in fleet.backends)
         fleet = replace(fleet, backends=specs)
+    output_lengths: dict[str, int] | None = None
+    if args.output_lengths:
+        try:
+            output_lengths = load_output_lengths(Path(args.output_lengths))
+        except ValueError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
     try:
-        uvloop.run(_serve(fleet, args))
+        uvloop.run(_serve(fleet, args, output_lengths))
     except OSError as exc:
         print(f"cannot listen: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def _serve(fleet: Fleet, args: argparse.Namespace) -> None:
-    sim = SimFleet(fleet)
+def load_output_lengths(path: Path) -> dict[str, int]:
+    """``{request id: tokens}`` from a JSON file; ``ValueError`` naming the file on any problem."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read output lengths: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {{request id: output tokens}}")
+    for key, value in data.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"{path}: {key!r}: output tokens must be a non-negative integer, got {value!r}")
+    return data
+
+
+async def _serve(fleet: Fleet, args: argparse.Namespace, output_lengths: dict[str, int] | None) -> None:
+    sim = SimFleet(fleet, output_lengths)
     await sim.start(admin_port=args.admin_port)
     try:
         for line in sim.addresses():

@@ -281,3 +281,28 @@ async def test_replay_marks_a_mid_run_workload_error_partial(tmp_path: Path) -> 
     assert f"{path}:4: expected 'id' string and 'messages' list" in result.partial_reason
     assert [r.outcome for r in result.records] == [Outcome.OK] * 3
     assert result.document["partial"] is True and result.document["summary"]["completed"] == 3
+
+
+async def test_drain_timeout_cancels_what_is_still_running_and_returns_normally() -> None:
+    streaming, hold = asyncio.Event(), asyncio.Event()
+
+    async def handler(request: FakeRequest, reply: Responder) -> None:
+        await reply.start()
+        await reply.event(chat_chunk(text="first"))
+        streaming.set()
+        await hold.wait()
+
+    class GatedTimer(SteppedTimer):
+        """r1 comes due only once r0 is streaming, so the drain starts with r0 mid-stream."""
+
+        async def sleep_until(self, t_s: float) -> None:
+            if t_s > 0:
+                await streaming.wait()
+            await super().sleep_until(t_s)
+
+    async with FakeOpenAIServer(handler) as server:
+        client = LoadClient(ClientOptions(server.url, drain_timeout_s=0.0), GatedTimer())
+        records = await asyncio.wait_for(client.run([req(0), req(1, arrival_s=1.0)]), DEADLINE_S)
+        hold.set()
+    assert [r.outcome for r in records] == [Outcome.CANCELLED, Outcome.CANCELLED]
+    assert records[0].ttft_ms is not None and client.counters.finished == 2

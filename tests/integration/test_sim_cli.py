@@ -65,3 +65,26 @@ def test_sluice_sim_reports_a_bad_fleet_file_with_its_line(tmp_path: Path) -> No
     )
     assert done.returncode == 2
     assert f"{fleet}:4: backends[0].colour: unknown key" in done.stderr
+
+
+def test_sluice_sim_refuses_a_bad_output_lengths_file(tmp_path: Path) -> None:
+    lengths = tmp_path / "lengths.json"
+    lengths.write_text('{"r1": 12, "r2": "many"}')
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sluice",
+            "sim",
+            "--fleet",
+            "configs/fleets/demo.yaml",
+            "--output-lengths",
+            str(lengths),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert f"{lengths}: 'r2': output tokens must be a non-negative integer, got 'many'" in done.stderr

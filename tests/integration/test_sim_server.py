@@ -344,3 +344,24 @@ async def test_malformed_http_gets_an_error_and_a_close(
     out = await raw_exchange(fleet.backends[0].port, request_bytes, 1 << 20)
     assert out.startswith(b"HTTP/1.1 " + status)
     assert b"connection: close" in out
+
+
+async def test_output_lengths_by_request_id_stand_in_for_a_dropped_header(
+    http: aiohttp.ClientSession,
+) -> None:
+    sim = SimFleet(load_fleet_text(FLEET), output_lengths={"req-7": 7})
+    await sim.start()
+    try:
+        url = sim.backends[0].url + "/v1/completions"
+        body = {"model": MODEL, "prompt": "hello there"}
+
+        async def tokens(headers: dict[str, str]) -> int:
+            async with http.post(url, json=body, headers=headers) as resp:
+                assert resp.status == 200
+                usage: int = (await resp.json())["usage"]["completion_tokens"]
+                return usage
+
+        assert await tokens({"x-request-id": "req-7"}) == 7  # as if a router had dropped the header
+        assert await tokens({"x-request-id": "req-7", SIM_OUTPUT_TOKENS: "3"}) == 3  # the header wins
+    finally:
+        await sim.stop()
