@@ -286,6 +286,16 @@ class SimEngine:
         return self._now_s
 
     @property
+    def slowdown(self) -> float:
+        """Step-time multiplier of the ``slowdown`` fault (1 = the profile's speed)."""
+        return self._slowdown
+
+    @property
+    def paused(self) -> bool:
+        """Whether the ``hang`` fault holds every step."""
+        return self._paused
+
+    @property
     def num_running(self) -> int:
         return len(self.scheduler.running)
 
