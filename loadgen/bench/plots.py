@@ -60,7 +60,7 @@ def _bars(ax: Axes, loads: list[float], policies: list[str], table: Mapping[Any,
             mean = stat.get("mean")
             ci = stat.get("ci95")
             means.append(np.nan if mean is None else mean)
-            low.append(0.0 if mean is None or ci is None else max(0.0, mean - ci[0]))
+            low.append(0.0 if mean is None or ci is None else max(0.0, mean - max(ci[0], 0.0)))
             high.append(0.0 if mean is None or ci is None else max(0.0, ci[1] - mean))
         ax.bar(
             x + (i - (len(policies) - 1) / 2) * width, means, width, yerr=[low, high], capsize=2, label=policy
