@@ -96,7 +96,7 @@ def search_capacity(
     loaded = _search_config(fleet, sluice)
 
     def run_at_rate(rate_rps: float) -> list[RequestRecord]:
-        scaling = scaling_for(workload, shape, scale_by, rate_rps, duration_s, seed)
+        scaling = scaling_for(workload, shape, scale_by, rate_rps, duration_s, seed, warmup_s)
         wl = scaled(workload, seed, scaling, duration_s)
         vf = VirtualFleet(
             fleet,

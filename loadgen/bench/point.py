@@ -3,7 +3,7 @@
 The point's Sluice config is the matrix's ``sluice`` block with this policy on every route
 (``spec.point_config``); its decider is what ``sluice serve`` would build (or the bench-only oracle,
 ``loadgen.bench.policies``). The workload is the matrix's, with this seed, ``duration_s`` and its
-rate scaled to ``load_level x capacity`` (``capacity.scaling_for``). The same seed gives every
+rate scaled to ``load_level x capacity`` (``scaling.scaling_for``). The same seed gives every
 policy the same requests at the same times (common random numbers), and the same records on every
 run.
 

@@ -29,7 +29,7 @@ from loadgen.bench.capacity import CapacityTask, alone, profile_groups
 from loadgen.bench.capacity import search_capacity as _search
 from loadgen.bench.errors import BenchError
 from loadgen.bench.point import PointTask, run_point
-from loadgen.bench.scaling import NativeShape, native_shape, scaling_for
+from loadgen.bench.scaling import native_shape, scaling_for
 from loadgen.bench.spec import Matrix
 from loadgen.results import SCHEMA_VERSION, git_revision
 
@@ -168,11 +168,6 @@ class MatrixRun:
             self.partial_reason = "interrupted"
         return self.document()
 
-    def _shape(self, name: str, window: float | None) -> NativeShape:
-        spec = self.matrix.spec
-        seed = spec.capacity.seed if spec.capacity.seed is not None else spec.seeds[0]
-        return native_shape(self.matrix.workloads[name], seed, window)
-
     def _capacities(self) -> None:
         spec = self.matrix.spec
         previous = _previous_capacities(self.options.capacity_from)
@@ -216,14 +211,18 @@ class MatrixRun:
         tasks = []
         for entry in spec.workloads:
             workload = self.matrix.workloads[entry.name]
-            shape = self._shape(entry.name, spec.duration_s if entry.scale_by == "rate" else None)
+            window = spec.duration_s if entry.scale_by == "rate" else None
+            shapes = {
+                seed: native_shape(workload, seed, window) for seed in spec.seeds
+            }  # seeds draw arrivals
             for fleet in self.matrix.fleets:
                 capacity = self.capacity[fleet][entry.name]["capacity_rps"]
                 for load in spec.load_levels:
                     for seed in spec.seeds:
                         scaling = scaling_for(
-                            workload, shape, entry.scale_by, load * capacity, spec.duration_s, seed
-                        )
+                            workload, shapes[seed], entry.scale_by, load * capacity, spec.duration_s, seed,
+                            spec.warmup_s,
+                        )  # fmt: skip
                         for policy in spec.policies:
                             tasks.append(PointTask(fleet, entry.name, load, policy.key, seed, scaling))
         return sorted(tasks, key=lambda t: (t.seed, t.fleet, t.workload, t.load_level, t.policy))

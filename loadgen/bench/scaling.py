@@ -4,10 +4,11 @@ Two knobs of ``loadgen.workloads`` (``WorkloadOptions``): ``rate_scale`` (more a
 same span: generators such as ShareGPT sessions draw more, fixed traces superpose independent
 copies of each row, at the same instant) and ``time_scale`` (a fixed trace's timeline compressed).
 
-* ``scale_by: rate``: ``rate_scale = target / native rate`` of the first ``duration_s``.
+* ``scale_by: rate``: ``rate_scale = target / native rate`` of the measured part (after the warm-up)
+  of the first ``duration_s``.
 * ``scale_by: time`` (fixed traces): each seed replays its own window of the trace, starting at an
   offset drawn from the seed. The compression is calibrated on that window's own request count, so
-  the offered rate is the target whatever the trace's rate does there (the Azure 2023 conversation
+  the measured offered rate is the target whatever the trace's rate does there (the Azure 2023 conversation
   trace's rate varies by about 1.5x over its hour):
   ``time_scale = window rate / target``, iterated until the window it covers is stable. When the
   trace is too short to fill ``duration_s`` at that compression, the rest comes from copies
@@ -84,23 +85,36 @@ def native_shape(workload: Workload, seed: int, duration_s: float | None) -> Nat
 
 
 def scaling_for(
-    workload: Workload, shape: NativeShape, scale_by: str, target_rps: float, duration_s: float, seed: int
+    workload: Workload,
+    shape: NativeShape,
+    scale_by: str,
+    target_rps: float,
+    duration_s: float,
+    seed: int,
+    warmup_s: float = 0.0,
 ) -> Scaling:
-    """Reach ``target_rps`` over ``duration_s`` of replay with this seed (module docstring)."""
+    """Reach ``target_rps`` in the measured part (after ``warmup_s``) of ``duration_s`` of replay.
+
+    Rates are counted where they are measured: multi-turn sessions ramp up (only first turns at the
+    start), so a rate averaged from time 0 would under-state the measured window's.
+    """
+    measured_s = duration_s - warmup_s
     if scale_by == "rate":
-        return Scaling(1.0, target_rps / shape.rate_rps, target_rps)
+        window_rate = shape.count(warmup_s, measured_s) / measured_s
+        if window_rate <= 0:
+            raise BenchError(f"workload {workload.name!r} has no requests after the warm-up")
+        return Scaling(1.0, target_rps / window_rate, target_rps)
     span_s = shape.span_s
     floor = duration_s / span_s  # less compression than this and the trace runs out
     time_scale = max(shape.rate_rps / target_rps, floor)
     where = random.Random(f"bench-window:{seed}").random()
     offset_s, window_rate = 0.0, shape.rate_rps
     for _ in range(_CALIBRATION_ROUNDS):
-        covered_s = duration_s / time_scale
-        offset_s = where * max(0.0, span_s - covered_s)
-        count = shape.count(offset_s, covered_s)
+        offset_s = where * max(0.0, span_s - duration_s / time_scale)
+        count = shape.count(offset_s + warmup_s / time_scale, measured_s / time_scale)
         if count == 0:
             break
-        window_rate = count / covered_s
+        window_rate = count / (measured_s / time_scale)
         time_scale = max(window_rate / target_rps, floor)
     rate_scale = target_rps * time_scale / window_rate
     return Scaling(time_scale, rate_scale, target_rps, offset_s / workload.options.time_scale)

@@ -24,7 +24,7 @@ policy parameters, unknown workloads or workload parameters and broken fleet fil
 
 A workload reaches each offered rate by ``scale_by``: ``rate`` (default; generators such as ShareGPT
 sessions draw more arrivals, fixed traces superpose copies) or ``time`` (fixed traces: the timeline is
-compressed, copies only beyond what the trace's span allows; ``capacity.scaling_for``).
+compressed, copies only beyond what the trace's span allows; ``scaling.scaling_for``).
 
 A policy entry's ``label`` (default: its name) names it in results; ``role`` says what it is
 compared as: ``baseline`` (a candidate for "best baseline"), ``candidate`` (Sluice's own) or

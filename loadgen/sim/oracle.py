@@ -16,8 +16,11 @@ can (without it, an overload spreads until every backend misses); ``least_late``
 own objective is best. The decision carries the true length as ``predicted_output_tokens``, so the
 proxy's in-flight decode accounting is exact.
 
+A backend counts as meeting the SLO when its estimate is within ``(1 - slo_margin_frac)`` of each
+bound (default 0.1): requests arriving later still slow the decode of those already there.
+
 Parameters: ``objective`` (``e2e`` | ``ttft``), ``slo_ttft_ms``, ``slo_tpot_ms``,
-``when_infeasible`` (``sacrifice`` | ``least_late``).
+``slo_margin_frac``, ``when_infeasible`` (``sacrifice`` | ``least_late``).
 
 It exists only here, never in ``policies.registry``: a ``sluice serve`` config naming it fails at
 start-up with "unknown policy". ``sluice bench`` selects it by name (``loadgen.bench.policies``) and
@@ -46,7 +49,7 @@ from core.types import (
     RoutingRequest,
 )
 from loadgen.sim.engine import SimEngine
-from loadgen.sim.oracle_cost import CostEstimate, estimate
+from loadgen.sim.oracle_cost import CostEstimate, EngineSummary, estimate, summarise
 
 NAME = "oracle"
 
@@ -58,6 +61,7 @@ class OracleParams(BaseModel):
     slo_ttft_ms: float | None = Field(None, gt=0)
     slo_tpot_ms: float | None = Field(None, gt=0)
     when_infeasible: Literal["sacrifice", "least_late"] = "sacrifice"
+    slo_margin_frac: float = Field(0.1, ge=0, lt=1)
 
 
 class GroundTruth(Protocol):
@@ -65,17 +69,28 @@ class GroundTruth(Protocol):
 
     def true_output_tokens(self, request_id: str) -> int | None: ...
 
-    def synced_engine(self, backend_id: str) -> SimEngine: ...
+    def engine(self, backend_id: str) -> SimEngine: ...
 
 
 class OraclePolicy:
     """A ``RoutingPolicy`` over the fleet's ground truth; stateless between requests."""
 
-    __slots__ = ("_params", "_truth")
+    __slots__ = ("_lookups", "_params", "_summaries", "_truth")
 
     def __init__(self, truth: GroundTruth, params: OracleParams) -> None:
         self._truth = truth
         self._params = params
+        self._summaries: dict[BackendId, EngineSummary] = {}
+        self._lookups: dict[BackendId, dict[int, int]] = {}  # waiting requests' cache lookups
+
+    def _cost(
+        self, backend: BackendId, features: RequestFeatures, output_tokens: int, now_s: float
+    ) -> CostEstimate:
+        engine = self._truth.engine(backend)
+        summary = self._summaries.get(backend)
+        if summary is None or summary.version != engine.version:
+            summary = self._summaries[backend] = summarise(engine, self._lookups.setdefault(backend, {}))
+        return estimate(engine, summary, now_s, features.prefix_hashes, features.prompt_tokens, output_tokens)
 
     @property
     def name(self) -> str:
@@ -83,9 +98,10 @@ class OraclePolicy:
 
     def _meets_slo(self, cost: CostEstimate) -> bool:
         p = self._params
-        if p.slo_ttft_ms is not None and cost.ttft_s * 1000.0 > p.slo_ttft_ms:
+        keep = 1.0 - p.slo_margin_frac
+        if p.slo_ttft_ms is not None and cost.ttft_s * 1000.0 > keep * p.slo_ttft_ms:
             return False
-        return not (p.slo_tpot_ms is not None and cost.tpot_s * 1000.0 > p.slo_tpot_ms)
+        return not (p.slo_tpot_ms is not None and cost.tpot_s * 1000.0 > keep * p.slo_tpot_ms)
 
     def route(
         self, request: RoutingRequest, snapshot: FleetSnapshot, now_s: float, rng: random.Random
@@ -100,12 +116,7 @@ class OraclePolicy:
         if features.max_tokens is not None:
             true_tokens = min(true_tokens, features.max_tokens)
         output_tokens = max(1, true_tokens)
-        costs = {
-            b: estimate(
-                self._truth.synced_engine(b), features.prefix_hashes, features.prompt_tokens, output_tokens
-            )
-            for b in candidates
-        }
+        costs = {b: self._cost(b, features, output_tokens, now_s) for b in candidates}
         by_ttft = self._params.objective == "ttft"
         feasible = {b for b in candidates if self._meets_slo(costs[b])}
         sacrifice = not feasible and self._params.when_infeasible == "sacrifice"

@@ -3,34 +3,45 @@
 The benchmark oracle's cost model (``loadgen.sim.oracle``). It reads what no router can know: every
 queued and running request's true remaining output, the exact prefix cache, free KV blocks, the
 profile's step-time coefficients and any slowdown fault. Arrivals after the decision are unknown to
-it too (it is clairvoyant about the present, not the future). With ``t(rows, ctx) = base_us +
-decode_us_per_token * rows + decode_us_per_context_token * ctx`` the decode part of a step:
+it too (it is clairvoyant about the present, not the future). The state is read as of ``now_s``
+without forcing the lazy engine to commit: tokens of a macro-step already due are subtracted
+(``SimEngine.steps_behind``).
 
-* **prefill ahead** ``P`` = remaining prompt tokens of running requests still in prefill + the
-  uncached prompt of every waiting request (cache lookups for the first ``MAX_WAITING_LOOKUPS``
-  waiting requests, the rest counted whole); mine ``U = prompt - cached`` (at least one token, the
-  last is always recomputed). Chunked prefill gives ``budget - D`` tokens per step to prefill
-  (``D`` = running rows), so ``n = ceil((P + U) / (budget - D))`` steps and
-  ``TTFT_compute = n * t(D, ctx) + prefill_us * (P + U) + prefill_ctx_us * U * (cached + U / 2)``;
-* **memory**: if the blocks of everything ahead plus mine exceed the free blocks, the request also
-  waits for enough running requests to finish (ordered by their true remaining output, each step
-  ``t(D, ctx)``), then for its own prefill; likewise for ``max_num_seqs``;
-* **TPOT**: one decode step with the rows that overlap my decode, weighted by how many of my ``L``
-  steps each of them still runs: ``rows = 1 + sum_j min(d_j, L) / L``, context alike;
-* ``E2E = TTFT + (L - 1) * TPOT``. All step times are multiplied by the engine's slowdown; a hung
-  engine costs infinity.
+With ``D`` running rows, ``t_dec = base_us + decode_us_per_token * D + decode_us_per_context_token *
+(their context)`` the time of a step's fixed and decode part, and ``budget`` the batched-token limit:
+
+* **prefill ahead** ``P`` = the remaining prompt of running requests still in prefill + the uncached
+  prompt of every waiting request (its cache lookup made once, when first seen waiting); mine
+  ``U = prompt - cached`` (the last token is always recomputed);
+* **steps before my first token**: the most of three limits, each counted in decode steps:
+  chunked prefill (``ceil((P + U) / (budget - D))``), sequence slots (when ``D + waiting + 1 >
+  max_num_seqs``: the true remaining output of the k-th running request to finish) and KV blocks
+  (the same, until finished requests free the blocks everything ahead and mine need);
+* ``TTFT = steps * t_dec + prefill_us_per_token * (P + U) + prefill_us_per_token_context * U *
+  (cached + U / 2)``: every prefill token ahead is computed once, interleaved with those steps;
+* ``TPOT``: one decode step with the rows that overlap my decode, each weighted by how many of my
+  ``L`` steps it still runs (``rows = 1 + sum_j min(d_j, L) / L``); their context is taken at the
+  running requests' mean;
+* ``E2E = TTFT + (L - 1) * TPOT``; everything times the engine's slowdown; a hung engine costs
+  infinity.
+
+Cost: everything that depends only on the engine is summarised once per engine state
+(``SimEngine.version``: sorted remaining outputs with prefix sums), so a decision costs a cache
+lookup of its own prefix and a few binary searches per backend.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
 
 from loadgen.sim.engine import SimEngine
-from loadgen.sim.request import BLOCK, SimRequest
+from loadgen.sim.request import BLOCK
 
-MAX_WAITING_LOOKUPS = 64
+MAX_REMEMBERED_LOOKUPS = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,91 +56,111 @@ def _blocks(tokens: int) -> int:
     return -(-tokens // BLOCK)
 
 
-def _remaining_output(req: SimRequest) -> int:
-    return max(0, req.output_target - req.num_output)
+@dataclass(frozen=True, slots=True)
+class EngineSummary:
+    """One engine state, as the cost model needs it (valid while ``SimEngine.version`` is ``version``)."""
+
+    version: int
+    rows: int
+    context_tokens: int
+    prefill_ahead: int  # running requests' remaining prompt + waiting requests' uncached prompt
+    waiting: int
+    waiting_blocks: int
+    remaining: tuple[int, ...]  # running requests' remaining outputs, ascending
+    remaining_sums: tuple[int, ...]  # prefix sums of ``remaining``
+    freed_blocks_sums: tuple[int, ...]  # blocks freed once the first k of them finish
+    waiting_outputs: tuple[int, ...]  # ascending
+    waiting_output_sums: tuple[int, ...]
 
 
-def _wait_for_finishes(
-    running: Sequence[SimRequest], step_s: float, freed_needed: int, by_blocks: bool
-) -> float:
-    """Time until finishing running requests free ``freed_needed`` blocks (or sequence slots)."""
-    if freed_needed <= 0:
-        return 0.0
-    freed = 0
-    for req in sorted(running, key=_remaining_output):
-        freed += len(req.blocks) + _blocks(_remaining_output(req)) if by_blocks else 1
-        if freed >= freed_needed:
-            return _remaining_output(req) * step_s
-    return math.inf
+def _sums(values: Sequence[int]) -> tuple[int, ...]:
+    return (0, *itertools.accumulate(values))
+
+
+def summarise(engine: SimEngine, lookups: MutableMapping[int, int]) -> EngineSummary:
+    """``lookups`` remembers each waiting request's cache lookup (by uid) across engine states."""
+    if len(lookups) > MAX_REMEMBERED_LOOKUPS:
+        lookups.clear()
+    running, waiting = engine.running_requests(), engine.waiting_requests()
+    finishing = sorted((r.output_target - r.num_output, len(r.blocks)) for r in running)
+    remaining = tuple(left for left, _ in finishing)
+    prefill_ahead = sum(max(0, r.prompt_tokens - r.num_computed) for r in running if r.num_output == 0)
+    waiting_blocks = 0
+    for w in waiting:
+        hit = lookups.get(w.uid)
+        if hit is None:
+            hit = lookups[w.uid] = engine.cached_prefix_tokens(w.prompt_hashes)
+        uncached = max(1, w.num_tokens - hit)
+        prefill_ahead += uncached
+        waiting_blocks += _blocks(uncached)
+    outputs = sorted(w.output_target - w.num_output for w in waiting)
+    return EngineSummary(
+        version=engine.version,
+        rows=len(running),
+        context_tokens=sum(r.num_tokens for r in running),
+        prefill_ahead=prefill_ahead,
+        waiting=len(waiting),
+        waiting_blocks=waiting_blocks,
+        remaining=remaining,
+        remaining_sums=_sums(remaining),
+        freed_blocks_sums=_sums([held + _blocks(left) for left, held in finishing]),
+        waiting_outputs=tuple(outputs),
+        waiting_output_sums=_sums(outputs),
+    )
+
+
+def _overlap(values: Sequence[int], sums: Sequence[int], shift: float, steps: int) -> float:
+    """``sum_i clamp(values[i] - shift, 0, steps)`` over ascending ``values`` with prefix ``sums``."""
+    lo = bisect.bisect_right(values, shift)
+    hi = bisect.bisect_left(values, shift + steps)
+    return (sums[hi] - sums[lo]) - shift * (hi - lo) + steps * (len(values) - hi)
 
 
 def estimate(
-    engine: SimEngine, prefix_hashes: Sequence[int], prompt_tokens: int, output_tokens: int
-) -> CostEstimate:
-    """TTFT, TPOT and E2E of a request of these sizes sent to ``engine`` now (module docstring)."""
-    if engine.paused:
-        return CostEstimate(math.inf, math.inf, math.inf, 0)
-    profile = engine.profile
-    model, limits, slow = profile.step_time, profile.scheduler, engine.slowdown
-    us = 1e-6 * slow
-    running, waiting = engine.running_requests(), engine.waiting_requests()
-    cached = min(engine.cached_prefix_tokens(prefix_hashes[: prompt_tokens // BLOCK]), prompt_tokens - 1)
-    mine = prompt_tokens - cached
-    prefill_ahead = sum(max(0, r.prompt_tokens - r.num_computed) for r in running if r.num_output == 0)
-    blocks_ahead = 0
-    for i, w in enumerate(waiting):
-        hit = engine.cached_prefix_tokens(w.prompt_hashes) if i < MAX_WAITING_LOOKUPS else 0
-        uncached = max(1, w.num_tokens - hit)
-        prefill_ahead += uncached
-        blocks_ahead += _blocks(uncached)
-    rows = len(running)
-    ctx = sum(r.num_tokens for r in running)
-    decode_step_s = us * (
-        model.base_us + model.decode_us_per_token * rows + model.decode_us_per_context_token * ctx
-    )
-    per_step_tokens = max(1, limits.max_num_batched_tokens - rows)
-    n_steps = math.ceil((prefill_ahead + mine) / per_step_tokens)
-    prefill_s = us * (
-        model.prefill_us_per_token * (prefill_ahead + mine)
-        + model.prefill_us_per_token_context * mine * (cached + mine / 2)
-    )
-    ttft_s = n_steps * decode_step_s + prefill_s
-    growth_blocks = _blocks(rows * n_steps) if rows else 0
-    need_blocks = blocks_ahead + _blocks(mine + 1) + growth_blocks
-    my_prefill_s = (
-        us * (model.base_us + model.prefill_us_per_token * mine) * max(1, math.ceil(mine / per_step_tokens))
-    )
-    kv_wait_s = _wait_for_finishes(running, decode_step_s, need_blocks - engine.pool.num_free, by_blocks=True)
-    seq_wait_s = _wait_for_finishes(
-        running, decode_step_s, rows + len(waiting) + 1 - limits.max_num_seqs, False
-    )
-    ttft_s = max(ttft_s, max(kv_wait_s, seq_wait_s) + my_prefill_s)
-    tpot_s = _tpot_s(engine, running, waiting, n_steps, prompt_tokens, output_tokens, us)
-    return CostEstimate(ttft_s, tpot_s, ttft_s + max(0, output_tokens - 1) * tpot_s, cached)
-
-
-def _tpot_s(
     engine: SimEngine,
-    running: Sequence[SimRequest],
-    waiting: Sequence[SimRequest],
-    wait_steps: int,
+    summary: EngineSummary,
+    now_s: float,
+    prefix_hashes: Sequence[int],
     prompt_tokens: int,
     output_tokens: int,
-    us: float,
-) -> float:
-    """A decode step's time averaged over my decode, with the rows that still run alongside me."""
-    model = engine.profile.step_time
-    steps = max(1, output_tokens)
-    rows = 1.0
-    ctx = prompt_tokens + steps / 2
-    for req in running:
-        left = max(0, _remaining_output(req) - wait_steps)
-        share = min(left, steps) / steps
-        rows += share
-        ctx += share * (req.num_tokens + wait_steps + min(left, steps) / 2)
-    for req in waiting:
-        left = _remaining_output(req)
-        share = min(left, steps) / steps
-        rows += share
-        ctx += share * (req.num_tokens + min(left, steps) / 2)
-    return us * (model.base_us + model.decode_us_per_token * rows + model.decode_us_per_context_token * ctx)
+) -> CostEstimate:
+    """TTFT, TPOT and E2E of a request of these sizes sent to ``engine`` at ``now_s`` (module docstring)."""
+    if engine.paused:
+        return CostEstimate(math.inf, math.inf, math.inf, 0)
+    model, limits = engine.profile.step_time, engine.profile.scheduler
+    us = 1e-6 * engine.slowdown
+    behind = engine.steps_behind(now_s)
+    s = summary
+    cached = min(engine.cached_prefix_tokens(prefix_hashes[: prompt_tokens // BLOCK]), prompt_tokens - 1)
+    mine = prompt_tokens - cached
+    context = s.context_tokens + behind * s.rows
+    t_dec = us * (
+        model.base_us + model.decode_us_per_token * s.rows + model.decode_us_per_context_token * context
+    )
+    steps_prefill = math.ceil((s.prefill_ahead + mine) / max(1, limits.max_num_batched_tokens - s.rows))
+    steps = float(steps_prefill)
+    slots_needed = s.rows + s.waiting + 1 - limits.max_num_seqs
+    if slots_needed > 0:
+        steps = max(steps, s.remaining[slots_needed - 1] - behind if slots_needed <= s.rows else math.inf)
+    blocks_needed = (
+        s.waiting_blocks + _blocks(mine + 1) + _blocks(s.rows * steps_prefill) - engine.pool.num_free
+    )
+    if blocks_needed > 0:
+        k = bisect.bisect_left(s.freed_blocks_sums, blocks_needed)
+        steps = max(steps, s.remaining[k - 1] - behind if k <= s.rows else math.inf)
+    prefill_s = us * (
+        model.prefill_us_per_token * (s.prefill_ahead + mine)
+        + model.prefill_us_per_token_context * mine * (cached + mine / 2)
+    )
+    ttft_s = steps * t_dec + prefill_s
+    if not math.isfinite(ttft_s):
+        return CostEstimate(math.inf, math.inf, math.inf, cached)
+    length = max(1, output_tokens)
+    shift = behind + steps
+    others = _overlap(s.remaining, s.remaining_sums, shift, length)
+    others += _overlap(s.waiting_outputs, s.waiting_output_sums, 0.0, length)
+    rows = 1.0 + others / length
+    mean_context = context / s.rows if s.rows else 0.0
+    ctx = prompt_tokens + length / 2 + (rows - 1.0) * (mean_context + steps + length / 4)
+    tpot_s = us * (model.base_us + model.decode_us_per_token * rows + model.decode_us_per_context_token * ctx)
+    return CostEstimate(ttft_s, tpot_s, ttft_s + (length - 1) * tpot_s, cached)

@@ -11,7 +11,7 @@ circuit-breaker verdict), EWMA TTFT/TPOT are folded in at the end of every succe
 metrics arrive only through polls (``metrics_poll.interval_s``, staggered per backend; stale after
 ``stale_after_s``) and health through active checks. The simulator's ground truth
 (``x-sim-output-tokens``) reaches the engine only; benchmark oracles read it through
-``true_output_tokens`` and ``synced_engine``, never Sluice's own decisions.
+``true_output_tokens`` and ``engine``, never Sluice's own decisions.
 
 Events: arrivals (a dependent turn waits for its parent's end + think time), engine wake-ups at the
 end of each engine plan (a single step, or a run of identical decode steps: ``SimEngine``
@@ -117,16 +117,6 @@ class VirtualFleet:
     def engine(self, backend_id: str) -> SimEngine:
         """The exact engine behind a backend (ground truth for an oracle; Sluice never sees it)."""
         return self.backends[backend_id].engine
-
-    def synced_engine(self, backend_id: str) -> SimEngine:
-        """The engine with every step up to now committed (for an oracle reading its exact state).
-
-        Tokens and finishes this commits are handled at the end of the current event, at this time.
-        """
-        engine = self.backends[backend_id].engine
-        engine.advance_until(self.clock.now_s())
-        self._dirty.add(backend_id)
-        return engine
 
     def exact_cached_prefix_tokens(self, prefix_hashes: Sequence[int]) -> dict[str, int]:
         """Per backend, the tokens of this prefix (``core.tokens`` hashes) cached right now."""

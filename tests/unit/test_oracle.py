@@ -18,7 +18,7 @@ from loadgen.results import SLO
 from loadgen.sim.engine import SimEngine
 from loadgen.sim.fleet_config import load_fleet_text, virtual_sluice_config
 from loadgen.sim.oracle import OracleDecider
-from loadgen.sim.oracle_cost import estimate
+from loadgen.sim.oracle_cost import estimate, summarise
 from loadgen.sim.request import SimRequest
 from loadgen.sim.virtual import VirtualFleet
 from loadgen.workload import WorkloadRequest
@@ -92,14 +92,15 @@ def test_a_lone_requests_cost_is_exactly_what_the_engine_does() -> None:
         priority="p", arrival_s=0.0,
     )  # fmt: skip
     engine = SimEngine(spec.profile)
-    cost = estimate(engine, features.prefix_hashes, features.prompt_tokens, 40)
+    cost = estimate(engine, summarise(engine, {}), 0.0, features.prefix_hashes, features.prompt_tokens, 40)
     sim = SimRequest("x", features.prompt_tokens, features.prefix_hashes, 40)
     engine.add_request(sim, 0.0)
     engine.advance_until(100.0)
     assert cost.ttft_s == pytest.approx(sim.first_token_s or 0.0)
     assert cost.e2e_s == pytest.approx(sim.finished_s or 0.0)
     assert cost.cached_tokens == 0
-    cached = estimate(engine, features.prefix_hashes, features.prompt_tokens, 40)  # now in the cache
+    idle = summarise(engine, {})
+    cached = estimate(engine, idle, 100.0, features.prefix_hashes, features.prompt_tokens, 40)  # now cached
     assert cached.cached_tokens >= features.prompt_tokens - 32  # whole blocks, the last token recomputed
     assert cached.ttft_s < cost.ttft_s
 
