@@ -17,6 +17,7 @@ COMMANDS: tuple[str, ...] = (
     "sluice.commands.serve",
     "sluice.commands.sim",
     "sluice.commands.replay",
+    "sluice.commands.bench",
     "sluice.commands.workloads",
     "sluice.commands.predict",
     "sluice.commands.demo",

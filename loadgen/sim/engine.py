@@ -20,6 +20,7 @@ batch change instead of per step.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -75,6 +76,7 @@ class SimEngine:
         self._now_s = 0.0
         self._free_at_s = 0.0
         self._next_uid = 0
+        self.version = 0  # moves whenever a request, a block or the batch changes (readers cache on it)
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
         self.prefill_tokens_computed_total = 0
@@ -96,6 +98,7 @@ class SimEngine:
             )
         self.advance_until(now_s)
         self._cut_plan(now_s)
+        self.version += 1
         req.uid = self._next_uid
         self._next_uid += 1
         req.arrival_s = now_s
@@ -109,6 +112,7 @@ class SimEngine:
             return
         self.advance_until(now_s)
         self._cut_plan(now_s)
+        self.version += 1
         self.scheduler.remove(req)
         req.finished_s = now_s
         self.requests_aborted_total += 1
@@ -132,6 +136,7 @@ class SimEngine:
     def drop_all(self, now_s: float) -> list[SimRequest]:
         """A crash: every request is lost and the KV cache is emptied. Returns the lost requests."""
         self._now_s = max(self._now_s, now_s)
+        self.version += 1
         lost = [*self.scheduler.running, *self.scheduler.waiting]
         for req in lost:
             req.status = Status.ABORTED
@@ -205,10 +210,12 @@ class SimEngine:
             return
         del plan.ends_s[plan.done + 1 :]
         if plan.allocated <= plan.done:
+            self.version += 1
             self.scheduler.allocate_decode_step(plan.rows)
             plan.allocated = plan.done + 1
 
     def _make_plan(self, start_s: float) -> _Plan:
+        self.version += 1
         rows, preempted = self.scheduler.schedule(start_s)
         if not rows:  # everything was preempted back to waiting: nothing fits at all
             raise RuntimeError(
@@ -241,6 +248,7 @@ class SimEngine:
         return _Plan(rows, start_s, [start_s + duration], False)
 
     def _commit(self, plan: _Plan, k: int) -> None:
+        self.version += 1
         first = plan.done
         plan.done += k
         end_s = plan.ends_s[plan.done - 1]
@@ -284,6 +292,27 @@ class SimEngine:
     @property
     def now_s(self) -> float:
         return self._now_s
+
+    def steps_behind(self, t_s: float) -> int:
+        """Steps of the plan in flight that end by ``t_s`` but are not committed yet (the engine is lazy).
+
+        Within a decode-only plan the batch is fixed, so a reader that needs the state at ``t_s``
+        without forcing a commit (which would split a macro-step) subtracts this many tokens.
+        """
+        plan = self._plan
+        if plan is None:
+            return 0
+        return bisect.bisect_right(plan.ends_s, t_s, lo=plan.done) - plan.done
+
+    @property
+    def slowdown(self) -> float:
+        """Step-time multiplier of the ``slowdown`` fault (1 = the profile's speed)."""
+        return self._slowdown
+
+    @property
+    def paused(self) -> bool:
+        """Whether the ``hang`` fault holds every step."""
+        return self._paused
 
     @property
     def num_running(self) -> int:

@@ -1,4 +1,9 @@
-"""One request's journey through the virtual-time fleet, and the engine listener that reports on it."""
+"""One request's journey through the virtual-time fleet, and the engine listener that reports on it.
+
+While an attempt is on a backend the flight holds the proxy's own ``InFlightGuard`` (``state.fleet``),
+exactly as ``router.proxy`` holds one per attempt: the guard carries the in-flight counts, the
+awaiting-first-byte count, the predicted decode tokens and the attempt's circuit-breaker verdict.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from core.types import Outcome, RequestFeatures, RoutingDecision
 from loadgen.sim.records import RequestRecord
 from loadgen.sim.request import SimRequest
 from loadgen.workload import WorkloadRequest
+from state.inflight import InFlightGuard
 
 
 class EventSink(Protocol):
@@ -30,11 +36,10 @@ class Flight:
         "drop_after",
         "features",
         "first_byte",
+        "guard",
         "last_error",
-        "queue_deadline_s",
         "queued_at_s",
         "record",
-        "sent",
         "sim",
         "sink",
         "wr",
@@ -52,12 +57,15 @@ class Flight:
         self.backend_id: str | None = None
         self.sim: SimRequest | None = None
         self.first_byte = False
-        self.sent = False  # counted in the proxy's in-flight accounting
+        self.guard: InFlightGuard | None = None  # the current attempt's in-flight accounting
         self.done = False
         self.drop_after: int | None = None
         self.last_error: tuple[int, str] | None = None
-        self.queue_deadline_s: float | None = None
         self.queued_at_s: float | None = None
+
+    @property
+    def predicted_output_tokens(self) -> float | None:
+        return None if self.decision is None else self.decision.predicted_output_tokens
 
     # --- RequestListener -------------------------------------------------------------------------
 
@@ -112,4 +120,5 @@ class Flight:
             e2e_ms=(r.e2e_s or 0.0) * 1000.0,
             error_code=r.error_code,
             finished_at_s=t,
+            predicted_output_tokens=self.predicted_output_tokens,
         )

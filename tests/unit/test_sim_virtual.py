@@ -14,6 +14,7 @@ from core.types import (
     Admit,
     BackendId,
     Endpoint,
+    EnqueueResult,
     FleetSnapshot,
     Outcome,
     Queue,
@@ -22,11 +23,16 @@ from core.types import (
     Shed,
     ShedReason,
 )
+from loadgen.records import Outcome as LoadOutcome
+from loadgen.results import SLO, summarise
 from loadgen.sim.engine import SimEngine
 from loadgen.sim.fleet_config import load_fleet_text, virtual_sluice_config
 from loadgen.sim.request import SimRequest
 from loadgen.sim.virtual import VirtualFleet, VirtualOptions
+from loadgen.sim.virtual_proxy import OVERLOAD_RETRY_AFTER_S
+from loadgen.sim.virtual_room import PUMP_TICK_S
 from loadgen.workload import WorkloadRequest
+from state.fleet import ewma
 
 MODEL = "llama-3.1-8b"
 TWO = "backends:\n  - {name: a, profile: h100-llama3.1-8b}\n  - {name: b, profile: a100-llama3.1-8b}\n"
@@ -57,6 +63,9 @@ class Recorder:
         self.outcomes: list[Outcome] = []
         self.verdicts = verdicts or {}
         self.order = order
+        self.queued: list[str] = []
+        self.predicted: float | None = None
+        self.evict_on: dict[str, str] = {}  # enqueueing key evicts value
 
     def admit(self, features: RequestFeatures, snapshot: FleetSnapshot) -> AdmissionDecision:
         self.calls.append(("admit", features.request_id))
@@ -64,10 +73,35 @@ class Recorder:
         self.features.append(features)
         return self.verdicts.pop(features.request_id, Admit())
 
+    def enqueue(self, features: RequestFeatures, decision: Queue) -> EnqueueResult:
+        self.calls.append(("enqueue", features.request_id))
+        self.queued.append(features.request_id)
+        victim = self.evict_on.get(features.request_id)
+        if victim is not None:
+            self.queued.remove(victim)
+            return EnqueueResult(None, (victim,), 7.0)
+        return EnqueueResult(None)
+
+    def pop_dispatchable(self, snapshot: FleetSnapshot) -> str | None:
+        """FIFO, one request at a time: dispatchable once nothing is in flight."""
+        if self.queued and all(v.in_flight_requests == 0 for v in snapshot.backends):
+            return self.queued.pop(0)
+        return None
+
+    def leave_queue(self, request_id: str) -> bool:
+        if request_id in self.queued:
+            self.queued.remove(request_id)
+            self.calls.append(("leave_queue", request_id))
+            return True
+        return False
+
+    def retry_after_s(self, features: RequestFeatures) -> float:
+        return 3.0
+
     def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision:
         self.calls.append(("route", features.request_id))
         ranked = tuple(b for b in self.order if snapshot.by_id()[b].selectable)
-        return RoutingDecision(ranked=ranked, policy="recorder")
+        return RoutingDecision(ranked=ranked, policy="recorder", predicted_output_tokens=self.predicted)
 
     def on_routed(self, features: RequestFeatures, decision: RoutingDecision, backend_id: BackendId) -> None:
         self.calls.append((f"on_routed:{backend_id}", features.request_id))
@@ -182,10 +216,94 @@ def test_waiting_room_admits_when_capacity_frees_or_times_out() -> None:
     reqs = [WorkloadRequest(f"q{i}", 0.01 * i, Endpoint.CHAT, body(f"q{i} " * 50), 100) for i in range(3)]
     decider = Recorder(verdicts={"q1": Queue(deadline_s=10.0), "q2": Queue(deadline_s=0.05)})
     records = {r.request_id: r for r in fleet_for(decider=decider).run(reqs)}
-    assert records["q2"].status == 429 and records["q2"].error_code == "queue_timeout"
+    q2 = records["q2"]
+    assert (q2.status, q2.error_code, q2.shed_reason, q2.retry_after_s) == (
+        429,
+        "queue_timeout",
+        "queue_timeout",
+        3.0,
+    )
     assert records["q1"].status == 200
-    # q1 was re-asked when q0 finished, and only then routed
+    # q1 was woken when q0 finished (its guard released), and only then routed
     assert records["q1"].queue_wait_s == pytest.approx(records["q0"].e2e_s + records["q0"].sent_s - 0.01)
+    assert [c for c, r in decider.calls if r == "q1"] == [
+        "admit",
+        "enqueue",
+        "route",
+        "on_routed:a",
+        "observe",
+    ]
+    assert [c for c, r in decider.calls if r == "q2"] == ["admit", "enqueue", "leave_queue", "observe"]
+
+
+def test_eviction_and_the_proxy_cap_shed_with_their_reasons() -> None:
+    reqs = [WorkloadRequest(f"q{i}", 0.01 * i, Endpoint.CHAT, body(f"q{i} " * 50), 100) for i in range(3)]
+    decider = Recorder(verdicts={"q1": Queue(deadline_s=10.0), "q2": Queue(deadline_s=10.0)})
+    decider.evict_on = {"q2": "q1"}
+    records = {r.request_id: r for r in fleet_for(decider=decider).run(reqs)}
+    q1 = records["q1"]
+    assert (q1.status, q1.error_code, q1.shed_reason, q1.retry_after_s) == (
+        429,
+        "overloaded",
+        "queue_full",
+        7.0,
+    )
+    assert records["q2"].status == 200
+    fleet = load_fleet_text(TWO)
+    capped = virtual_sluice_config(fleet, {"limits": {"max_in_flight": 1}})
+    records = {r.request_id: r for r in VirtualFleet(fleet, capped, decider=Recorder()).run(reqs)}
+    assert records["q0"].status == 200
+    for rid in ("q1", "q2"):
+        r = records[rid]
+        assert (r.status, r.error_code, r.shed_reason, r.retry_after_s) == (
+            429,
+            "overloaded",
+            "overload",
+            1.0,
+        )
+
+
+def test_snapshots_carry_the_proxys_own_accounting() -> None:
+    """Predicted decode tokens from the decision, EWMA latencies from finished streams (state.fleet)."""
+    decider = Recorder()
+    decider.predicted = 40.0
+    vf = fleet_for(decider=decider)
+    records = vf.run(workload(60, rate=20.0))
+    for snap in decider.snapshots:
+        for view in snap.backends:
+            assert view.in_flight_predicted_decode_tokens == 40.0 * view.in_flight_requests
+            assert 0 <= view.awaiting_first_byte <= view.in_flight_requests
+    assert any(v.in_flight_requests > 1 for snap in decider.snapshots for v in snap.backends)
+    assert all(o.predicted_output_tokens == 40.0 for o in decider.outcomes)
+    ewma_ttft = ewma_tpot = None
+    for r in records:  # finish order, as the proxy folds them in
+        assert r.backend_id == "a" and r.ttft_s is not None and r.e2e_s is not None
+        ewma_ttft = ewma(ewma_ttft, r.ttft_s * 1000.0)
+        if r.output_tokens > 1:
+            ewma_tpot = ewma(ewma_tpot, (r.e2e_s - r.ttft_s) * 1000.0 / (r.output_tokens - 1))
+    view = vf.state.snapshot().by_id()["a"]
+    assert view.ewma_ttft_ms == pytest.approx(ewma_ttft)
+    assert view.ewma_tpot_ms == pytest.approx(ewma_tpot)
+    assert view.in_flight_requests == 0 and view.in_flight_predicted_decode_tokens == 0
+
+
+def test_the_real_admission_control_holds_requests_at_the_concurrency_limit() -> None:
+    """DecisionEngine with a fixed limit of 2 per backend: the excess waits in the room, then runs."""
+    fleet = load_fleet_text(TWO)
+    base = {"admission": {"concurrency": {"algorithm": "fixed", "initial": 2}}}
+    vf = VirtualFleet(fleet, virtual_sluice_config(fleet, base))
+    burst = [WorkloadRequest(f"b{i}", 1.0, Endpoint.CHAT, body(f"b{i} " * 80), 60) for i in range(12)]
+    records = vf.run(burst)
+    assert len(records) == 12 and all(r.status == 200 for r in records)
+    waited = [r for r in records if r.queue_wait_s > 0]
+    assert len(waited) == 8  # 2 slots on each of the 2 backends
+    # woken only when a request ended (its slot freed) or on the 50 ms safety-net tick
+    ends = {round(r.sent_s + (r.e2e_s or 0), 9) for r in records}
+    for r in waited:
+        woken_s = r.sent_s + r.queue_wait_s
+        on_tick = abs((woken_s - 1.0) / PUMP_TICK_S - round((woken_s - 1.0) / PUMP_TICK_S)) < 1e-6
+        assert round(woken_s, 9) in ends or on_tick
+    assert any(round(r.sent_s + r.queue_wait_s, 9) in ends for r in waited)
 
 
 def test_dependent_turn_waits_for_its_parent_and_think_time() -> None:
@@ -222,15 +340,20 @@ def test_error_rate_is_retried_when_the_status_is_retryable() -> None:
         "{name: a, profile: h100-llama3.1-8b}",
         "{name: a, profile: h100-llama3.1-8b, faults: {error_rate: 1.0, error_status: 503}}",
     )
-    records = fleet_for(text, decider=Recorder()).run(workload(20))
-    assert all(r.status == 200 and r.backend_id == "b" and r.attempts == 2 for r in records)
+    records = sorted(fleet_for(text, decider=Recorder()).run(workload(20)), key=lambda r: r.sent_s)
+    assert all(r.status == 200 and r.backend_id == "b" for r in records)
+    # every 503 is a circuit-breaker failure: after 5 in a row `a` is ejected for open_s = 10 s
+    assert [r.attempts for r in records] == [2] * 5 + [1] * 15
     text500 = text.replace("error_status: 503", "error_status: 500")
-    records = fleet_for(text500, decider=Recorder()).run(workload(20))
-    assert all(r.status == 500 and r.error_code == "simulated_fault" for r in records)
+    records = sorted(fleet_for(text500, decider=Recorder()).run(workload(20)), key=lambda r: r.sent_s)
+    assert all(r.status == 500 and r.error_code == "simulated_fault" for r in records[:5])
+    assert all(r.status == 200 and r.backend_id == "b" and r.attempts == 1 for r in records[5:])
 
 
 def test_a_hung_backend_times_out_at_the_first_byte_deadline() -> None:
-    text = "backends:\n  - {name: a, profile: h100-llama3.1-8b, faults: {hang: true}}\n"
+    # hung after start-up (a backend hung from the start never passes its first health check)
+    hang = "fault_schedule: [{at_s: 0, set: {hang: true}}]"
+    text = f"backends:\n  - {{name: a, profile: h100-llama3.1-8b, {hang}}}\n"
     records = fleet_for(text, decider=Recorder(order=("a",))).run(workload(3))
     assert all(r.status == 504 and r.error_code == "upstream_timeout" for r in records)
     assert all(r.e2e_s == pytest.approx(120.0) for r in records)
@@ -258,3 +381,31 @@ def test_config_and_fleet_must_agree() -> None:
     other = load_fleet_text("backends:\n  - {name: z, profile: h100-llama3.1-8b}\n")
     with pytest.raises(ValueError, match="differ"):
         VirtualFleet(fleet, virtual_sluice_config(other))
+
+
+def test_timings_copied_from_the_router_stay_equal() -> None:
+    """The simulator cannot import the router (aiohttp); its copies of the router's constants must agree."""
+    from router.admission import OVERLOAD_RETRY_AFTER_S as ROUTER_RETRY_AFTER_S
+    from router.waiting_room import PUMP_TICK_S as ROUTER_TICK_S
+
+    assert (PUMP_TICK_S, OVERLOAD_RETRY_AFTER_S) == (ROUTER_TICK_S, ROUTER_RETRY_AFTER_S)
+
+
+def test_records_convert_to_the_load_clients_and_summarise_alike() -> None:
+    reqs = [WorkloadRequest(f"q{i}", 0.01 * i, Endpoint.CHAT, body(f"q{i} " * 50), 30) for i in range(3)]
+    decider = Recorder(verdicts={"q2": Shed(ShedReason.SLO_INFEASIBLE, 4.0)})
+    sim_records = {r.request_id: r for r in fleet_for(decider=decider).run(reqs)}
+    load = {rid: r.to_load_record() for rid, r in sim_records.items()}
+    ok, shed = load["q0"], load["q2"]
+    assert ok.outcome is LoadOutcome.OK and ok.backend == "a" and ok.true_output_tokens == 30
+    assert ok.ttft_ms == pytest.approx((sim_records["q0"].ttft_s or 0) * 1000.0)
+    assert len(ok.itl_ms) == 29 and ok.tpot_ms == pytest.approx(sum(ok.itl_ms) / 29)
+    assert (shed.outcome, shed.status, shed.shed_reason, shed.retry_after_s) == (
+        LoadOutcome.SHED,
+        429,
+        "slo_infeasible",
+        4.0,
+    )
+    assert sim_records["q1"].to_load_record(with_itl=False).itl_ms == []
+    summary = summarise(list(load.values()), SLO(ttft_ms=10_000))
+    assert (summary["requests"], summary["completed"], summary["shed"], summary["good"]) == (3, 2, 1, 2)
