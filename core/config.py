@@ -37,6 +37,9 @@ class ListenConfig(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535, description="0 picks a free port")
     access_log: bool = Field(False, description="one log line per request; off by default (it costs CPU)")
+    debug_endpoints: bool = Field(
+        True, description="serve GET /debug/decisions (recent routing decisions with their scores)"
+    )
     shutdown_grace_s: float = Field(
         30.0, ge=0, description="on SIGINT/SIGTERM, how long in-flight requests may finish"
     )

@@ -40,6 +40,7 @@ from core.config import LoadedConfig
 from core.protocols import Decider
 from decision.engine import DecisionEngine
 from router.context import ProxyContext, build_context
+from router.debug import decisions_handler
 from router.handlers import (
     PROXIED_PATHS,
     fallback_handler,
@@ -101,6 +102,9 @@ def _add_routes(app: web.Application, ctx: ProxyContext) -> None:
     for path, handler in gets.items():
         router.add_get(path, handler)
         allowed[path] = ("GET", "HEAD")
+    if ctx.config.listen.debug_endpoints:
+        router.add_get("/debug/decisions", decisions_handler(ctx))
+        allowed["/debug/decisions"] = ("GET", "HEAD")
     router.add_get("/v1/models/{model}", model_handler(ctx))
     router.add_route("*", "/{tail:.*}", fallback_handler(allowed))
 

@@ -41,6 +41,7 @@ class Exchange:
         "output_tokens",
         "policy",
         "predicted_output_tokens",
+        "predicted_ttft_ms",
         "request_id",
         "route",
         "status",
@@ -56,6 +57,7 @@ class Exchange:
         self.features: RequestFeatures | None = None
         self.backend_id: str | None = None
         self.policy: str | None = None
+        self.predicted_ttft_ms: float | None = None
         self.predicted_output_tokens: float | None = None
         self.status = 0
         self.error_code: str | None = None
@@ -71,12 +73,18 @@ class Exchange:
         self.error_code = error.code
 
     def response_headers(self) -> dict[str, str]:
-        """Sluice's own headers for the client: request id, and the backend and policy once known."""
+        """Sluice's own headers: request id, then the backend, policy and prediction once known.
+
+        The predicted TTFT is the decision's estimate for its first choice, so it is only sent
+        when the request is served there (a retry to a fallback clears it).
+        """
         out = {headers.REQUEST_ID: self.request_id}
         if self.backend_id is not None:
             out[headers.BACKEND] = self.backend_id
         if self.policy is not None:
             out[headers.POLICY] = self.policy
+        if self.predicted_ttft_ms is not None:
+            out[headers.PREDICTED_TTFT_MS] = f"{self.predicted_ttft_ms:.1f}"
         return out
 
 
