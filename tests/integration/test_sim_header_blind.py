@@ -43,10 +43,12 @@ def _mentions_of_the_header(path: Path) -> list[str]:
     }
     found = []
     for node in ast.walk(tree):
-        is_code_string = (
-            isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
-        )
-        if is_code_string and "x-sim" in str(node.value).lower():  # type: ignore[attr-defined]
+        if (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and id(node) not in docstrings
+            and "x-sim" in node.value.lower()
+        ):
             found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
         name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else ""
         if name == "SIM_OUTPUT_TOKENS":
