@@ -18,6 +18,7 @@ COMMANDS: tuple[str, ...] = (
     "sluice.commands.sim",
     "sluice.commands.replay",
     "sluice.commands.bench",
+    "sluice.commands.capacity",
     "sluice.commands.workloads",
     "sluice.commands.predict",
     "sluice.commands.demo",
