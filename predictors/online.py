@@ -113,14 +113,15 @@ class OnlineLengthCorrector:
         key_state = self._keys.get((route, model, tenant))
         if model_state is None and key_state is None:
             return NO_CORRECTION
-        location = 0.0
-        n_model = n_key = d90 = 0.0
+        # ``_shrunk`` inlined: this runs once per request on the event loop.
+        prior_n = self._params.prior_n
+        location = n_model = n_key = d90 = 0.0
         if model_state is not None:
-            location += self._shrunk(model_state)
             n_model = model_state.n
+            location = model_state.mean * n_model / (n_model + prior_n)
         if key_state is not None:
-            location += self._shrunk(key_state)
             n_key = key_state.n
+            location += key_state.mean * n_key / (n_key + prior_n)
             d90 = key_state.d90
         return Correction(location, d90, n_model, n_key)
 

@@ -59,6 +59,7 @@ class OutputLengthModel:
     categorical: dict[str, Weights]
     metadata: dict[str, Any] = field(default_factory=dict)
     text_table: dict[str, tuple[float, dict[str, float] | None]] = field(init=False, repr=False)
+    known_models: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         # One lookup per token serves its unigram weight and the bigrams it starts.
@@ -68,6 +69,7 @@ class OutputLengthModel:
         for first, inner in self.bigrams.items():
             table[first] = (self.unigrams.get(first, 0.0), inner)
         self.text_table = table
+        self.known_models = frozenset(key[2:] for key in self.categorical if key.startswith("m:"))
 
     def location_scale(self, row: LengthFeatureRow) -> tuple[float, float]:
         """``(mu, s)`` before the scale floor: the two linear scores of ``row``."""
@@ -111,7 +113,7 @@ class OutputLengthModel:
 
     def knows_model(self, model_key: str) -> bool:
         """Whether the training data contained this (normalised) model id."""
-        return f"m:{model_key}" in self.categorical
+        return model_key in self.known_models
 
 
 def quantiles_to_estimate(
