@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 
+from core.cost_table import CostTable
 from core.types import (
     BackendCostEstimate,
     BackendId,
@@ -71,7 +72,14 @@ class RouteContext:
         cached = self._costs.get(backend_id)
         if cached is None:
             predictions = self.request.predictions
-            cached = predictions.per_backend.get(backend_id) if predictions is not None else None
+            if predictions is None:
+                cached = None
+            else:
+                per_backend = predictions.per_backend
+                if type(per_backend) is CostTable:  # plain floats, no estimate object built
+                    cached = per_backend.ttft_tpot(backend_id)
+                else:
+                    cached = per_backend.get(backend_id)
             if cached is None:
                 wait_ms, prefill_ms, tpot_ms = estimate_terms(
                     self.request.features.prompt_tokens, self.matched_tokens(backend_id), view
