@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from core.admission_config import DEFAULT_QUEUE_DEADLINE_MS
 from core.clock import Clock
 from core.config import RouteConfig, SluiceConfig
+from core.cost_table import CostTable
 from core.types import (
     AdmissionDecision,
     Admit,
@@ -34,6 +35,7 @@ from core.types import (
     BackendView,
     EnqueueResult,
     FleetSnapshot,
+    Health,
     Outcome,
     Predictions,
     Queue,
@@ -86,6 +88,8 @@ class AdmissionControl:
         self._charges: dict[str, _Charge] = {}
         self._service_rate = ServiceRate()
         self._in_flight_seen: dict[BackendId, int] = {}
+        # Current limit per limited backend; limits move only in ``observe``, which updates this.
+        self._limit_of: dict[BackendId, int] | None = None
 
     # ---- introspection (metrics, tests) -------------------------------------------------
     @property
@@ -141,9 +145,9 @@ class AdmissionControl:
         prefix_matched_tokens: Mapping[BackendId, int],
     ) -> AdmissionDecision:
         now_s = self._clock.now_s()
-        for view in snapshot.backends:
-            self._in_flight_seen[view.backend_id] = view.in_flight_requests
         if not self._admission.enabled:
+            for view in snapshot.backends:
+                self._in_flight_seen[view.backend_id] = view.in_flight_requests
             return Admit()
         class_name = self.effective_class(features, route)
         rank = self._rank_of[class_name]
@@ -152,17 +156,20 @@ class AdmissionControl:
             p50, p90 = predictions.output_length.p50_tokens, predictions.output_length.p90_tokens
         cost_tokens = features.prompt_tokens + p50
         verdict = self._tenants.check(features.tenant, cost_tokens, now_s)
-        serving = snapshot.serving(features.model)
+        serving, free_views, free_slots = self._scan(snapshot, features.model)
         reserved = self._reserved_by_model.get(features.model, 0)
-        free_views = [v for v in serving if self._free_slots(v) > 0]
-        has_free_slot = sum(self._free_slots(v) for v in free_views) - reserved > 0
+        has_free_slot = free_slots - reserved > 0
         kv_ok = any(
             self._kv_fits(v, features.prompt_tokens - prefix_matched_tokens.get(v.backend_id, 0) + p90)
             for v in free_views
         )
         best_ttft_ms: float | None = None
-        if predictions is not None and predictions.per_backend:
-            best_ttft_ms = min(c.ttft_ms for c in predictions.per_backend.values())
+        if predictions is not None:
+            per_backend = predictions.per_backend
+            if isinstance(per_backend, CostTable):  # the predictor's table knows its minimum
+                best_ttft_ms = per_backend.best_ttft_ms
+            elif per_backend:
+                best_ttft_ms = min(c.ttft_ms for c in per_backend.values())
         slo_ttft_ms = route.slo.ttft_ms
         deadline_ms = route.admission.queue_deadline_ms.get(
             class_name, slo_ttft_ms if slo_ttft_ms is not None else DEFAULT_QUEUE_DEADLINE_MS
@@ -190,6 +197,33 @@ class AdmissionControl:
             self._tenants.acquire(features.tenant, cost_tokens, now_s)
             self._charges[features.request_id] = _Charge(features.tenant, cost_tokens, features.prompt_tokens)
         return decision
+
+    def _scan(self, snapshot: FleetSnapshot, model: str) -> tuple[bool, list[BackendView], float]:
+        """One pass over the fleet: (any backend serves ``model``, those with free slots, free slots).
+
+        Also records each backend's in-flight count for the limiters' samples.
+        """
+        limit_of = self._limit_of
+        if limit_of is None:
+            limit_of = self._limit_of = self._limits.limits()
+        seen = self._in_flight_seen
+        ready = Health.READY
+        serving = False
+        free_views: list[BackendView] = []
+        free_slots = 0.0
+        for view in snapshot.backends:
+            in_flight = view.in_flight_requests
+            seen[view.backend_id] = in_flight
+            if view.health is ready and model in view.models:
+                serving = True
+                limit = limit_of.get(view.backend_id)
+                if limit is None:
+                    free_views.append(view)
+                    free_slots = math.inf
+                elif limit > in_flight:
+                    free_views.append(view)
+                    free_slots += limit - in_flight
+        return serving, free_views, free_slots
 
     # ---- the waiting room ----------------------------------------------------------------
     def enqueue(self, features: RequestFeatures, route: RouteConfig, decision: Queue) -> EnqueueResult:
@@ -285,3 +319,10 @@ class AdmissionControl:
             self._limits.on_sample(backend_id, outcome.ttft_ms, self._in_flight_seen.get(backend_id, 0))
         elif outcome.status_code in (429, 503, 504):
             self._limits.on_drop(backend_id)
+        else:
+            return
+        limit_of = self._limit_of
+        if limit_of is not None and backend_id in limit_of:  # only this backend's limit may have moved
+            limit = self._limits.limit(backend_id)
+            if limit is not None:
+                limit_of[backend_id] = limit
