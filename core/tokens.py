@@ -39,8 +39,8 @@ import numpy.typing as npt
 
 CHARS_PER_TOKEN = 4
 PREFIX_CHUNK_CHARS = 64
-_ROLE_SEPARATOR = "\n"
-_MESSAGE_END = "\n\n"
+ROLE_SEPARATOR = "\n"
+MESSAGE_END = "\n\n"
 
 
 def estimate_tokens(text: str) -> int:
@@ -81,9 +81,9 @@ def render_chat_prompt(messages: Sequence[Any]) -> str:
             continue
         role = message.get("role")
         pieces.append(role if isinstance(role, str) else "")
-        pieces.append(_ROLE_SEPARATOR)
+        pieces.append(ROLE_SEPARATOR)
         pieces.append(content_text(message.get("content")))
-        pieces.append(_MESSAGE_END)
+        pieces.append(MESSAGE_END)
     return "".join(pieces)
 
 
