@@ -33,6 +33,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Protocol
 
 from core.clock import Clock
@@ -62,6 +63,7 @@ from state.prefix_index import PrefixIndex, RoutedPrefix
 
 MAX_PENDING_REQUESTS = 65_536
 _NO_SLO = SLOTargets()
+_NO_TOKENS: Mapping[BackendId, int] = MappingProxyType({})
 
 
 class PredictorFacade(Protocol):
@@ -210,22 +212,20 @@ class DecisionEngine:
         return self.admission.service_rate_rps()
 
     def _routing_request(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingRequest:
-        now_s = self._clock.now_s()
+        """The policy's input: prefix matches, then predictions on them (one object, built once)."""
         index = self.prefix_index
+        slo = self._slo_by_route.get(features.route, _NO_SLO)
+        matched: Mapping[BackendId, int]
         if index is not None and features.prefix_hashes:
-            matched = index.match(features.model, features.prefix_hashes, now_s)
+            matched = index.match(features.model, features.prefix_hashes, self._clock.now_s())
             indexed = index.indexed_tokens(features.model)
-            request = RoutingRequest(
-                features,
-                prefix_matched_tokens=matched,
-                prefix_indexed_tokens=indexed,
-                slo=self._slo_by_route.get(features.route, _NO_SLO),
-            )
         else:
-            request = RoutingRequest(features, slo=self._slo_by_route.get(features.route, _NO_SLO))
-        if self._predictor is not None:
-            request = replace(request, predictions=self._predictor.predict(request, snapshot))
-        return request
+            matched, indexed = _NO_TOKENS, _NO_TOKENS
+        if self._predictor is None:
+            return RoutingRequest(features, matched, None, indexed, slo)
+        # The predictor reads only the features and the prefix matches of the request it is given.
+        predictions = self._predictor.predict(RoutingRequest(features, matched, None, indexed, slo), snapshot)
+        return RoutingRequest(features, matched, predictions, indexed, slo)
 
     def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision:
         now_s = self._clock.now_s()
