@@ -46,13 +46,16 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve()
+# The code under test: this checkout, or another one (``--baseline`` runs an older revision's packages).
+ROOT = Path(os.environ.get("DECISION_COST_TREE") or SCRIPT.parents[1]).resolve()
 sys.path.insert(0, str(ROOT))
 
 from core.clock import ManualClock  # noqa: E402
@@ -71,7 +74,7 @@ from decision.engine import DecisionEngine  # noqa: E402
 from state.prefix_index import PrefixIndex  # noqa: E402
 
 SHAREGPT = Path("/work/shared/data/sharegpt/sharegpt_v3_first17671.jsonl.gz")
-RESULTS = ROOT / "bench" / "results" / "decision_cost.json"
+RESULTS = SCRIPT.parents[1] / "bench" / "results" / "decision_cost.json"
 N_BACKENDS = 64
 MODEL = "llama-3.1-8b"
 SYSTEM_PROMPTS = [
@@ -295,10 +298,13 @@ def index_bytes_per_entry(entries: int) -> float:
     return (after - before) / len(index)
 
 
-def git_rev() -> str:
+def git_rev(tree: Path = ROOT) -> str:
+    """The tree's commit (a ``REVISION`` file stands in for an exported checkout without ``.git``)."""
+    if (tree / "REVISION").is_file():
+        return (tree / "REVISION").read_text().strip()
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -327,9 +333,9 @@ def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def print_table(results: list[dict[str, Any]], which: str) -> None:
+def print_table(results: list[dict[str, Any]], which: str, title: str = "") -> None:
     header = ("features", "admit", "route", "total wall", "total CPU", "on_routed")
-    print(f"p50/p99 in µs, {which} of the rounds (total = features + admit + route)")
+    print(f"{title} p50/p99 in µs, {which} of the rounds (total = features + admit + route)".strip())
     print(f"{'policy':<21}" + "".join(f"{h:>16}" for h in header))
     for r in results:
         line = "".join(f"{r[m]['p50'][which]:>8.1f}/{r[m]['p99'][which]:<7.1f}" for m in METRICS)
@@ -380,12 +386,66 @@ def results_document(
     }
 
 
+def run_rounds(args: argparse.Namespace, policies: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every round of every policy, in this process (policies interleaved within each round)."""
+    bodies = load_bodies(args.requests)
+    per_policy: dict[str, list[dict[str, Any]]] = {p: [] for p in policies}
+    for _ in range(args.rounds):  # interleaved, so every policy sees the same mix of quiet and busy moments
+        for p in policies:
+            per_policy[p].append(run_policy(p, bodies))
+    return per_policy
+
+
+def run_tree_round(tree: Path, args: argparse.Namespace, policies: list[str]) -> dict[str, dict[str, Any]]:
+    """One round of every policy on ``tree``'s packages, in a fresh process (same script, same workload)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rounds.json"
+        command = [sys.executable, str(SCRIPT), "--requests", str(args.requests), "--rounds", "1"]
+        command += [f"--policy={p}" for p in policies] + ["--raw-rounds-out", str(out)]
+        env = {**os.environ, "DECISION_COST_TREE": str(tree)}
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        rounds: dict[str, list[dict[str, Any]]] = json.loads(out.read_text())
+    return {p: r[0] for p, r in rounds.items()}
+
+
+Rounds = dict[str, list[dict[str, Any]]]  # policy -> one result per round
+
+
+def compare_trees(args: argparse.Namespace, policies: list[str]) -> dict[str, Rounds]:
+    """Rounds alternating between this checkout and ``--baseline``, so both see the same host load."""
+    trees = {"after": ROOT, "before": args.baseline.resolve()}
+    per_tree: dict[str, Rounds] = {k: {p: [] for p in policies} for k in trees}
+    for _ in range(args.rounds):
+        for label, tree in trees.items():
+            for policy, result in run_tree_round(tree, args, policies).items():
+                per_tree[label][policy].append(result)
+    return per_tree
+
+
+def ratios(after: list[dict[str, Any]], before: list[dict[str, Any]]) -> dict[str, Any]:
+    """before / after of total CPU p50 and p99, per statistic over rounds (median, best)."""
+    out: dict[str, Any] = {}
+    for b, a in zip(before, after, strict=True):
+        for stat in ("p50", "p99"):
+            for which in ("median", "best"):
+                value = b["total_cpu_us"][stat][which] / max(a["total_cpu_us"][stat][which], 1e-9)
+                out[f"total_cpu_{stat}_{which}_before_over_after"] = round(value, 2)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--policy", action="append", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of an older revision: alternate rounds between it and this one (subprocesses)",
+    )
+    parser.add_argument("--raw-rounds-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     policies = args.policy or [
         "sluice_predictive",
@@ -398,17 +458,28 @@ def main() -> int:
         "prodstack_loadaware",
     ]
     load_at_start = os.getloadavg()
-    bodies = load_bodies(args.requests)
-    per_policy: dict[str, list[dict[str, Any]]] = {p: [] for p in policies}
-    for _ in range(args.rounds):  # interleaved, so every policy sees the same mix of quiet and busy moments
-        for p in policies:
-            per_policy[p].append(run_policy(p, bodies))
+    if args.raw_rounds_out is not None:  # a child of --baseline: raw rounds only
+        args.raw_rounds_out.write_text(json.dumps(run_rounds(args, policies)))
+        return 0
+    baseline: dict[str, Any] | None = None
+    if args.baseline is not None:
+        per_tree = compare_trees(args, policies)
+        per_policy = per_tree["after"]
+        before = [aggregate(per_tree["before"][p]) for p in policies]
+        print_table(before, "median", f"BEFORE ({args.baseline})")
+        baseline = {"tree": str(args.baseline), "git_rev": git_rev(args.baseline), "results": before}
+    else:
+        per_policy = run_rounds(args, policies)
     results = [aggregate(per_policy[p]) for p in policies]
+    if baseline is not None:
+        baseline["ratios"] = ratios(results, baseline["results"])
+        print("before/after:", baseline["ratios"])
     print_table(results, "best")
     print_table(results, "median")
     bytes_per_entry = index_bytes_per_entry(200_000)
     print(f"prefix index: {bytes_per_entry:.0f} bytes per entry (tracemalloc, 200k entries, 64 backends)")
-    output = results_document(args, results, len(bodies), load_at_start, bytes_per_entry)
+    output = results_document(args, results, args.requests, load_at_start, bytes_per_entry)
+    output["baseline"] = baseline
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(output, indent=2) + "\n")
     print(f"wrote {args.out}")
