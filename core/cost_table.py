@@ -84,8 +84,8 @@ class CostTable(Mapping[BackendId, BackendCostEstimate]):
         prompt = self._prompt_tokens
         built = self._built[backend_id] = BackendCostEstimate(
             backend_id=backend_id,
-            queue_wait_ms=self._queue_ms[i],
-            prefill_ms=self._prefill_ms[i],
+            queue_wait_ms=float(self._queue_ms[i]),
+            prefill_ms=float(self._prefill_ms[i]),
             ttft_ms=ttft_ms,
             tpot_ms=tpot_ms,
             e2e_ms=ttft_ms + self._decode_steps * tpot_ms,

@@ -119,6 +119,7 @@ class DecisionEngine:
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._max_pending = max_pending_requests
         self.admission = AdmissionControl(config, clock)
+        self._row_of: dict[BackendId, int] = {}
 
     @classmethod
     def from_config(
@@ -248,13 +249,21 @@ class DecisionEngine:
         self.admission.on_routed(features.request_id)
         pending = self._remember(features)
         if pending.snapshot is not None:
-            pending.view_at_dispatch = next(
-                (v for v in pending.snapshot.backends if v.backend_id == backend_id), None
-            )
+            pending.view_at_dispatch = self._view_of(pending.snapshot.backends, backend_id)
         if self.prefix_index is not None and features.prefix_hashes:
             pending.routed = self.prefix_index.record_routed(
                 features.model, backend_id, features.prefix_hashes, self._clock.now_s()
             )
+
+    def _view_of(self, views: tuple[BackendView, ...], backend_id: BackendId) -> BackendView | None:
+        """``backend_id``'s view in ``views``: its row is remembered, as the fleet's order rarely changes."""
+        row = self._row_of.get(backend_id)
+        if row is None or row >= len(views) or views[row].backend_id != backend_id:
+            self._row_of = {view.backend_id: i for i, view in enumerate(views)}
+            row = self._row_of.get(backend_id)
+            if row is None:
+                return None
+        return views[row]
 
     def observe(self, outcome: Outcome) -> None:
         self.admission.observe(outcome)

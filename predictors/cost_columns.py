@@ -105,7 +105,7 @@ class FleetColumns:
         self._views: tuple[BackendView, ...] = ()
         self._ids: tuple[BackendId, ...] = ()
         self._row_of: dict[BackendId, int] = {}
-        self._columns: npt.NDArray[np.float64] = np.zeros((_COLUMNS, 0))
+        self._columns: tuple[Floats, ...] = tuple(np.zeros(0) for _ in range(_COLUMNS))
         self._eligible: dict[str | None, _Eligible] = {}
         self._dirty: set[BackendId] = set()
 
@@ -140,14 +140,15 @@ class FleetColumns:
         self._views = views
         self._ids = tuple(view.backend_id for view in views)
         self._row_of = {backend_id: i for i, backend_id in enumerate(self._ids)}
-        self._columns = np.zeros((_COLUMNS, len(views)))
+        self._columns = tuple(np.zeros(len(views)) for _ in range(_COLUMNS))
         self._eligible.clear()
         self._dirty.clear()
         for i, view in enumerate(views):
             self._set_row(i, view)
 
     def _set_row(self, row: int, view: BackendView) -> None:
-        self._columns[:, row] = row_terms(view, self._coefs_for(view.backend_id))
+        for column, value in zip(self._columns, row_terms(view, self._coefs_for(view.backend_id)), strict=True):
+            column[row] = value
 
     def _eligible_for(self, model: str | None) -> _Eligible:
         eligible = self._eligible.get(model)
@@ -172,7 +173,8 @@ class FleetColumns:
     ) -> CostTable:
         """Costs of one request on every selectable backend serving ``model`` (after ``sync``)."""
         eligible = self._eligible_for(model)
-        columns = self._columns if eligible.rows is None else self._columns[:, eligible.rows]
+        rows = eligible.rows
+        columns = self._columns if rows is None else tuple(column[rows] for column in self._columns)
         queue_ms, t0, t1, tpot_base, p2, in_flight_prompt = columns
         new_tokens = np.full(len(eligible.ids), float(prompt_tokens))
         position = eligible.position
@@ -180,20 +182,27 @@ class FleetColumns:
             i = position.get(backend_id)
             if i is not None and matched > 0:
                 new_tokens[i] = prompt_tokens - (prompt_tokens if matched > prompt_tokens else matched)
-        prefill_ms: Floats = t0 + t1 * new_tokens
-        ttft_ms: Floats = np.maximum(prefill_ms + queue_ms, MIN_MS)
-        tpot_ms: Floats = np.maximum(tpot_base + p2 * (in_flight_prompt + float(prompt_tokens)), MIN_MS)
+        # Same operations as estimate_all, in place: t0 + t1·new (IEEE addition commutes), + queue.
+        prefill_ms: Floats = t1 * new_tokens
+        prefill_ms += t0
+        ttft_ms: Floats = prefill_ms + queue_ms
+        np.maximum(ttft_ms, MIN_MS, out=ttft_ms)
+        tpot_ms: Floats = in_flight_prompt + float(prompt_tokens)
+        tpot_ms *= p2
+        tpot_ms += tpot_base
+        np.maximum(tpot_ms, MIN_MS, out=tpot_ms)
+        ttft_list = _floats(ttft_ms)
         return CostTable(
             eligible.ids,
             position,
-            _floats(queue_ms),
-            _floats(prefill_ms),
-            _floats(ttft_ms),
+            queue_ms,  # read per backend only when an estimate object is built
+            prefill_ms,
+            ttft_list,
             _floats(tpot_ms),
             prompt_tokens=prompt_tokens,
             matched_tokens=matched_tokens,
             decode_steps=output_p50_tokens - 1.0 if output_p50_tokens > 1.0 else 0.0,
-            best_ttft_ms=float(ttft_ms.min()) if len(ttft_ms) else None,
+            best_ttft_ms=min(ttft_list) if ttft_list else None,
         )
 
 
