@@ -147,7 +147,8 @@ class FleetColumns:
             self._set_row(i, view)
 
     def _set_row(self, row: int, view: BackendView) -> None:
-        for column, value in zip(self._columns, row_terms(view, self._coefs_for(view.backend_id)), strict=True):
+        terms = row_terms(view, self._coefs_for(view.backend_id))
+        for column, value in zip(self._columns, terms, strict=True):
             column[row] = value
 
     def _eligible_for(self, model: str | None) -> _Eligible:
