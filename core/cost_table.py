@@ -18,8 +18,15 @@ and ``cached_prompt_tokens = min(matched, prompt)`` are derived on access.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol, SupportsFloat
 
 from core.types import BackendCostEstimate, BackendId
+
+
+class FloatColumn(Protocol):
+    """A column read by position: a list of floats or a numpy array (no numpy import in core)."""
+
+    def __getitem__(self, i: int, /) -> SupportsFloat: ...
 
 
 class CostTable(Mapping[BackendId, BackendCostEstimate]):
@@ -43,8 +50,8 @@ class CostTable(Mapping[BackendId, BackendCostEstimate]):
         self,
         ids: Sequence[BackendId],
         position: Mapping[BackendId, int],
-        queue_ms: Sequence[float],
-        prefill_ms: Sequence[float],
+        queue_ms: FloatColumn,
+        prefill_ms: FloatColumn,
         ttft_ms: Sequence[float],
         tpot_ms: Sequence[float],
         *,
