@@ -177,7 +177,8 @@ class FleetColumns:
         rows = eligible.rows
         columns = self._columns if rows is None else tuple(column[rows] for column in self._columns)
         queue_ms, t0, t1, tpot_base, p2, in_flight_prompt = columns
-        new_tokens = np.full(len(eligible.ids), float(prompt_tokens))
+        new_tokens: Floats = np.empty(len(eligible.ids))
+        new_tokens.fill(float(prompt_tokens))
         position = eligible.position
         for backend_id, matched in matched_tokens.items():
             i = position.get(backend_id)
