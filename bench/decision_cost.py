@@ -422,14 +422,17 @@ def compare_trees(args: argparse.Namespace, policies: list[str]) -> dict[str, Ro
     return per_tree
 
 
-def ratios(after: list[dict[str, Any]], before: list[dict[str, Any]]) -> dict[str, Any]:
-    """before / after of total CPU p50 and p99, per statistic over rounds (median, best)."""
-    out: dict[str, Any] = {}
-    for b, a in zip(before, after, strict=True):
-        for stat in ("p50", "p99"):
-            for which in ("median", "best"):
-                value = b["total_cpu_us"][stat][which] / max(a["total_cpu_us"][stat][which], 1e-9)
-                out[f"total_cpu_{stat}_{which}_before_over_after"] = round(value, 2)
+def ratios(after: list[dict[str, Any]], before: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per policy, before / after of the total CPU p50 and p99 (median and best round)."""
+    out: dict[str, dict[str, float]] = {}
+    for a, b in zip(after, before, strict=True):
+        out[a["policy"]] = {
+            f"total_cpu_{stat}_{which}": round(
+                b["total_cpu_us"][stat][which] / max(a["total_cpu_us"][stat][which], 1e-9), 2
+            )
+            for stat in ("p50", "p99")
+            for which in ("median", "best")
+        }
     return out
 
 
@@ -473,7 +476,8 @@ def main() -> int:
     results = [aggregate(per_policy[p]) for p in policies]
     if baseline is not None:
         baseline["ratios"] = ratios(results, baseline["results"])
-        print("before/after:", baseline["ratios"])
+        for policy, figures in baseline["ratios"].items():
+            print(f"before/after {policy:<21}", figures)
     print_table(results, "best")
     print_table(results, "median")
     bytes_per_entry = index_bytes_per_entry(200_000)
