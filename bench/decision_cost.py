@@ -1,20 +1,32 @@
-"""Decision cost: features + predictions + route for one request over a 64-backend fleet.
+"""Decision cost: features + admission + predictions + route for one request over a 64-backend fleet.
 
-What is timed, per request, with ``time.perf_counter_ns`` around the two calls
-the data plane makes before forwarding:
+What is timed, per request, around the three calls the data plane makes
+before forwarding (``router.handlers``), with ``time.thread_time_ns`` (CPU
+time of this thread, so a descheduled moment on the shared machine does not
+count) and ``time.perf_counter_ns`` (wall):
 
 1. ``core.features.build_features`` on the parsed body (prompt rendering,
    token estimate, prefix-chunk hashing);
-2. ``DecisionEngine.route`` (prefix-index match, per-backend cost predictions -
-   the fallback estimator until the learned predictor is wired in -, the
-   policy pipeline, the decision-log append).
+2. ``DecisionEngine.admit`` (prefix-index match, the predictor's output
+   length and per-backend costs, the admission rule) - with the default
+   config: predictors enabled, admission on;
+3. ``DecisionEngine.route`` (the policy pipeline on the same predictions,
+   the decision-log append).
 
 ``on_routed`` (recording the prompt in the prefix index) happens after the
 backend is chosen and is reported separately. Requests are ShareGPT
 conversations (shared/data), one request per user turn carrying the whole
 history, each behind one of 4 shared system prompts, replayed in order, so
-multi-turn prefix reuse exercises the index. The fleet has 64 backends
-(H100/A100/L4 mix) with varied load; 16 snapshot variants rotate.
+multi-turn prefix reuse exercises the index.
+
+The fleet evolves as the proxy's does (``state.fleet`` rebuilds only the
+views that changed and takes a new snapshot): per request the chosen backend
+gains the request, a random running request completes (its outcome goes to
+``DecisionEngine.observe``, so the latency model re-learns that backend), and
+with probability 0.64 one backend's engine metrics are re-scraped (64
+backends scraped once a second at 100 requests/s). 64 backends
+(H100/A100/L4 mix). GC as in ``sluice serve``: start-up objects frozen
+(``gc.freeze``), the collector otherwise enabled.
 
 Usage: ``python bench/decision_cost.py [--requests N] [--rounds R] [--policy NAME ...]``
 Writes ``bench/results/decision_cost.json``. Target (issue 6): p99 <= 100 µs for
@@ -34,23 +46,35 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import tracemalloc
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = Path(__file__).resolve()
+# The code under test: this checkout, or another one (``--baseline`` runs an older revision's packages).
+ROOT = Path(os.environ.get("DECISION_COST_TREE") or SCRIPT.parents[1]).resolve()
 sys.path.insert(0, str(ROOT))
 
 from core.clock import ManualClock  # noqa: E402
 from core.config import load_config_text  # noqa: E402
 from core.features import build_features  # noqa: E402
-from core.types import BackendView, Endpoint, FleetSnapshot, Health  # noqa: E402
+from core.types import (  # noqa: E402
+    Admit,
+    BackendView,
+    Endpoint,
+    FleetSnapshot,
+    Health,
+    Outcome,
+    RequestFeatures,
+)
 from decision.engine import DecisionEngine  # noqa: E402
 from state.prefix_index import PrefixIndex  # noqa: E402
 
 SHAREGPT = Path("/work/shared/data/sharegpt/sharegpt_v3_first17671.jsonl.gz")
-RESULTS = ROOT / "bench" / "results" / "decision_cost.json"
+RESULTS = SCRIPT.parents[1] / "bench" / "results" / "decision_cost.json"
 N_BACKENDS = 64
 MODEL = "llama-3.1-8b"
 SYSTEM_PROMPTS = [
@@ -77,35 +101,105 @@ def load_bodies(limit: int) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def fleet_snapshots(rng: random.Random, variants: int) -> list[FleetSnapshot]:
-    classes = ["h100"] * 24 + ["a100"] * 24 + ["l4"] * 16
-    snaps = []
-    for v in range(variants):
-        views = []
-        for i in range(N_BACKENDS):
-            in_flight = rng.randrange(0, 160)
-            awaiting = rng.randrange(0, in_flight + 1)
-            views.append(
-                BackendView(
-                    backend_id=f"gpu-{i:02d}",
-                    models=frozenset({MODEL}),
-                    gpu_class=classes[i],
-                    weight=1.0,
-                    max_concurrency=256,
-                    health=Health.READY,
-                    in_flight_requests=in_flight,
-                    awaiting_first_byte=awaiting,
-                    in_flight_prompt_tokens=in_flight * rng.randrange(200, 3_000),
-                    in_flight_predicted_decode_tokens=in_flight * 200.0,
-                    engine_running=in_flight - awaiting,
-                    engine_waiting=awaiting,
-                    kv_usage_frac=rng.random(),
-                    metrics_stale=rng.random() < 0.1,
-                    ewma_tpot_ms=rng.uniform(5.0, 80.0),
+CLASSES = ["h100"] * 24 + ["a100"] * 24 + ["l4"] * 16
+
+
+def initial_views(rng: random.Random) -> list[BackendView]:
+    views = []
+    for i in range(N_BACKENDS):
+        in_flight = rng.randrange(0, 160)
+        awaiting = rng.randrange(0, in_flight // 3 + 1)
+        views.append(
+            BackendView(
+                backend_id=f"gpu-{i:02d}",
+                models=frozenset({MODEL}),
+                gpu_class=CLASSES[i],
+                weight=1.0,
+                max_concurrency=256,
+                health=Health.READY,
+                in_flight_requests=in_flight,
+                awaiting_first_byte=awaiting,
+                in_flight_prompt_tokens=in_flight * rng.randrange(200, 3_000),
+                in_flight_predicted_decode_tokens=in_flight * 200.0,
+                engine_running=in_flight - awaiting,
+                engine_waiting=awaiting,
+                kv_usage_frac=rng.random(),
+                metrics_stale=rng.random() < 0.1,
+                ewma_tpot_ms=rng.uniform(5.0, 80.0),
+                kv_capacity_tokens=1_000_000,
+            )
+        )
+    return views
+
+
+class Fleet:
+    """The fleet between requests, changed as the proxy's state changes (module docstring); untimed."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.views = initial_views(rng)
+        self.version = 0
+        self.running: list[tuple[RequestFeatures, str]] = []
+
+    def snapshot(self, now_s: float) -> FleetSnapshot:
+        self.version += 1
+        return FleetSnapshot(tuple(self.views), taken_at_s=now_s, version=self.version)
+
+    def _change(self, backend_id: str, **fields: Any) -> None:
+        slot = int(backend_id[4:])
+        self.views[slot] = replace(self.views[slot], **fields)
+
+    def dispatched(self, features: RequestFeatures, backend_id: str) -> None:
+        view = self.views[int(backend_id[4:])]
+        self._change(
+            backend_id,
+            in_flight_requests=view.in_flight_requests + 1,
+            awaiting_first_byte=view.awaiting_first_byte + 1,
+            in_flight_prompt_tokens=view.in_flight_prompt_tokens + features.prompt_tokens,
+        )
+        self.running.append((features, backend_id))
+
+    def step(self, engine: DecisionEngine, now_s: float) -> None:
+        """One completion (fed back to the engine) and, sometimes, one engine-metrics scrape."""
+        rng = self.rng
+        if len(self.running) > 200 or (self.running and rng.random() < 0.9):
+            features, backend_id = self.running.pop(rng.randrange(len(self.running)))
+            view = self.views[int(backend_id[4:])]
+            self._change(
+                backend_id,
+                in_flight_requests=max(0, view.in_flight_requests - 1),
+                awaiting_first_byte=max(0, view.awaiting_first_byte - 1),
+                in_flight_prompt_tokens=max(0, view.in_flight_prompt_tokens - features.prompt_tokens),
+                ewma_tpot_ms=rng.uniform(5.0, 80.0),
+            )
+            ttft_ms = rng.uniform(30.0, 1_500.0)
+            output_tokens = rng.randrange(1, 800)
+            engine.observe(
+                Outcome(
+                    request_id=features.request_id,
+                    backend_id=backend_id,
+                    route="chat",
+                    model=MODEL,
+                    tenant="default",
+                    status_code=200,
+                    prompt_tokens=features.prompt_tokens,
+                    output_tokens=output_tokens,
+                    cached_prompt_tokens=features.prompt_tokens // 2,
+                    ttft_ms=ttft_ms,
+                    e2e_ms=ttft_ms + output_tokens * rng.uniform(5.0, 60.0),
+                    finished_at_s=now_s,
                 )
             )
-        snaps.append(FleetSnapshot(tuple(views), taken_at_s=float(v)))
-    return snaps
+        if rng.random() < 0.64:
+            slot = rng.randrange(N_BACKENDS)
+            view = self.views[slot]
+            self._change(
+                view.backend_id,
+                engine_running=view.in_flight_requests - view.awaiting_first_byte,
+                engine_waiting=view.awaiting_first_byte,
+                kv_usage_frac=rng.random(),
+                metrics_stale=False,
+            )
 
 
 def engine_for(policy: str) -> DecisionEngine:
@@ -125,18 +219,23 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_policy(
-    policy: str, bodies: list[tuple[str, dict[str, Any]]], snaps: list[FleetSnapshot]
-) -> dict[str, Any]:
+STAGES = ("features", "admit", "route", "total", "total_cpu", "on_routed")
+
+
+def run_policy(policy: str, bodies: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     engine = engine_for(policy)
+    # As ``sluice serve`` does after start-up; the bodies are frozen too, as a proxy holds no such heap.
+    gc.collect()
+    gc.freeze()
     clock = engine._clock
     assert isinstance(clock, ManualClock)
-    samples: dict[str, list[int]] = {k: [] for k in ("features", "route", "total", "on_routed", "total_cpu")}
+    fleet = Fleet(random.Random(2))
+    samples: dict[str, list[int]] = {k: [] for k in STAGES}
     wall = time.perf_counter_ns
     cpu = time.thread_time_ns  # excludes time this thread spent descheduled (the machine is shared)
     for i, (session, body) in enumerate(bodies):
         clock.advance(0.01)
-        snap = snaps[i % len(snaps)]
+        snap = fleet.snapshot(clock.now_s())
         c0 = cpu()
         t0 = wall()
         features = build_features(
@@ -150,29 +249,27 @@ def run_policy(
             session_key=session,
         )
         t1 = wall()
-        decision = engine.route(features, snap)
+        verdict = engine.admit(features, snap)
         t2 = wall()
-        c2 = cpu()
+        decision = engine.route(features, snap)
+        t3 = wall()
+        c3 = cpu()
+        assert isinstance(verdict, Admit), verdict
         assert decision.chosen is not None
         engine.on_routed(features, decision, decision.chosen)
-        t3 = wall()
-        samples["features"].append(t1 - t0)
-        samples["route"].append(t2 - t1)
-        samples["total"].append(t2 - t0)
-        samples["total_cpu"].append(c2 - c0)
-        samples["on_routed"].append(t3 - t2)
-    warm = len(bodies) // 10  # the first 10% warm the prefix index and caches
+        t4 = wall()
+        for stage, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, c3 - c0, t4 - t3), strict=True):
+            samples[stage].append(value)
+        fleet.dispatched(features, decision.chosen)
+        fleet.step(engine, clock.now_s())
+    gc.unfreeze()
+    warm = len(bodies) // 10  # the first 10% warm the prefix index, the latency model and caches
     index = engine.prefix_index
-    return {
-        "policy": policy,
-        "requests_timed": len(bodies) - warm,
-        "features_us": summary(samples["features"][warm:]),
-        "route_us": summary(samples["route"][warm:]),
-        "features_plus_route_us": summary(samples["total"][warm:]),
-        "features_plus_route_cpu_us": summary(samples["total_cpu"][warm:]),
-        "on_routed_us": summary(samples["on_routed"][warm:]),
-        "prefix_index_entries": len(index) if index is not None else 0,
-    }
+    out: dict[str, Any] = {"policy": policy, "requests_timed": len(bodies) - warm}
+    for stage in STAGES:
+        out[f"{stage}_us"] = summary(samples[stage][warm:])
+    out["prefix_index_entries"] = len(index) if index is not None else 0
+    return out
 
 
 def summary(values_ns: list[int]) -> dict[str, float]:
@@ -201,22 +298,19 @@ def index_bytes_per_entry(entries: int) -> float:
     return (after - before) / len(index)
 
 
-def git_rev() -> str:
+def git_rev(tree: Path = ROOT) -> str:
+    """The tree's commit (a ``REVISION`` file stands in for an exported checkout without ``.git``)."""
+    if (tree / "REVISION").is_file():
+        return (tree / "REVISION").read_text().strip()
     try:
         return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True, text=True, check=True
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
-METRICS = (
-    "features_us",
-    "route_us",
-    "features_plus_route_us",
-    "features_plus_route_cpu_us",
-    "on_routed_us",
-)
+METRICS = tuple(f"{stage}_us" for stage in STAGES)
 
 
 def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
@@ -239,10 +333,10 @@ def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def print_table(results: list[dict[str, Any]], which: str) -> None:
-    header = ("policy", "features", "route", "feat+route wall", "feat+route CPU", "on_routed")
-    print(f"p50/p99 in µs, {which} of the rounds")
-    print(f"{header[0]:<21}{header[1]:>14}{header[2]:>14}{header[3]:>18}{header[4]:>17}{header[5]:>14}")
+def print_table(results: list[dict[str, Any]], which: str, title: str = "") -> None:
+    header = ("features", "admit", "route", "total wall", "total CPU", "on_routed")
+    print(f"{title} p50/p99 in µs, {which} of the rounds (total = features + admit + route)".strip())
+    print(f"{'policy':<21}" + "".join(f"{h:>16}" for h in header))
     for r in results:
         line = "".join(f"{r[m]['p50'][which]:>8.1f}/{r[m]['p99'][which]:<7.1f}" for m in METRICS)
         print(f"{r['policy']:<21}{line}")
@@ -252,13 +346,12 @@ def results_document(
     args: argparse.Namespace,
     results: list[dict[str, Any]],
     n_bodies: int,
-    n_snaps: int,
     load_at_start: tuple[float, float, float],
     bytes_per_entry: float,
 ) -> dict[str, Any]:
     """The JSON written to bench/results: command, configuration, git rev, figures, target verdict."""
     predictive = next((r for r in results if r["policy"] == "sluice_predictive"), None)
-    cpu_p99 = predictive["features_plus_route_cpu_us"]["p99"] if predictive else None
+    cpu_p99 = predictive["total_cpu_us"]["p99"] if predictive else None
     return {
         "benchmark": "decision_cost",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
@@ -275,13 +368,15 @@ def results_document(
             "warmup_frac": 0.1,
             "workload": "ShareGPT first conversations, one request per user turn with full history, "
             "4 shared system prompts",
-            "predictions": "fallback estimator (policies/estimate.py); no learned predictor wired",
-            "snapshot_variants": n_snaps,
-            "gc": "enabled; start-up objects (bodies, snapshots) frozen with gc.freeze()",
+            "engine": "default config: predictors enabled (bundled length model, online latency model), "
+            "admission enabled, route SLO ttft 2000 ms / tpot 100 ms",
+            "fleet": "evolving: per request the chosen backend +1 in flight, one completion observed, "
+            "one engine-metrics scrape with probability 0.64; a new snapshot per request",
+            "gc": "enabled; start-up objects (engine, bodies) frozen with gc.freeze(), as sluice serve does",
         },
         "target": {
             "policy": "sluice_predictive",
-            "features_plus_route_p99_us": 100.0,
+            "features_admit_route_p99_us": 100.0,
             "judged_on": "CPU time of the deciding thread (time.thread_time_ns), best and median round",
         },
         "target_met_best_round": cpu_p99 is not None and cpu_p99["best"] <= 100.0,
@@ -291,12 +386,69 @@ def results_document(
     }
 
 
+def run_rounds(args: argparse.Namespace, policies: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Every round of every policy, in this process (policies interleaved within each round)."""
+    bodies = load_bodies(args.requests)
+    per_policy: dict[str, list[dict[str, Any]]] = {p: [] for p in policies}
+    for _ in range(args.rounds):  # interleaved, so every policy sees the same mix of quiet and busy moments
+        for p in policies:
+            per_policy[p].append(run_policy(p, bodies))
+    return per_policy
+
+
+def run_tree_round(tree: Path, args: argparse.Namespace, policies: list[str]) -> dict[str, dict[str, Any]]:
+    """One round of every policy on ``tree``'s packages, in a fresh process (same script, same workload)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "rounds.json"
+        command = [sys.executable, str(SCRIPT), "--requests", str(args.requests), "--rounds", "1"]
+        command += [f"--policy={p}" for p in policies] + ["--raw-rounds-out", str(out)]
+        env = {**os.environ, "DECISION_COST_TREE": str(tree)}
+        subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+        rounds: dict[str, list[dict[str, Any]]] = json.loads(out.read_text())
+    return {p: r[0] for p, r in rounds.items()}
+
+
+Rounds = dict[str, list[dict[str, Any]]]  # policy -> one result per round
+
+
+def compare_trees(args: argparse.Namespace, policies: list[str]) -> dict[str, Rounds]:
+    """Rounds alternating between this checkout and ``--baseline``, so both see the same host load."""
+    trees = {"after": ROOT, "before": args.baseline.resolve()}
+    per_tree: dict[str, Rounds] = {k: {p: [] for p in policies} for k in trees}
+    for _ in range(args.rounds):
+        for label, tree in trees.items():
+            for policy, result in run_tree_round(tree, args, policies).items():
+                per_tree[label][policy].append(result)
+    return per_tree
+
+
+def ratios(after: list[dict[str, Any]], before: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per policy, before / after of the total CPU p50 and p99 (median and best round)."""
+    out: dict[str, dict[str, float]] = {}
+    for a, b in zip(after, before, strict=True):
+        out[a["policy"]] = {
+            f"total_cpu_{stat}_{which}": round(
+                b["total_cpu_us"][stat][which] / max(a["total_cpu_us"][stat][which], 1e-9), 2
+            )
+            for stat in ("p50", "p99")
+            for which in ("median", "best")
+        }
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--policy", action="append", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        default=None,
+        help="a checkout of an older revision: alternate rounds between it and this one (subprocesses)",
+    )
+    parser.add_argument("--raw-rounds-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     policies = args.policy or [
         "sluice_predictive",
@@ -309,22 +461,29 @@ def main() -> int:
         "prodstack_loadaware",
     ]
     load_at_start = os.getloadavg()
-    bodies = load_bodies(args.requests)
-    snaps = fleet_snapshots(random.Random(2), 16)
-    gc.collect()
-    # The benchmark's own 4,000 parsed bodies would otherwise be rescanned by every full collection;
-    # a proxy holds no such heap (and should gc.freeze() its start-up objects the same way).
-    gc.freeze()
-    per_policy: dict[str, list[dict[str, Any]]] = {p: [] for p in policies}
-    for _ in range(args.rounds):  # interleaved, so every policy sees the same mix of quiet and busy moments
-        for p in policies:
-            per_policy[p].append(run_policy(p, bodies, snaps))
+    if args.raw_rounds_out is not None:  # a child of --baseline: raw rounds only
+        args.raw_rounds_out.write_text(json.dumps(run_rounds(args, policies)))
+        return 0
+    baseline: dict[str, Any] | None = None
+    if args.baseline is not None:
+        per_tree = compare_trees(args, policies)
+        per_policy = per_tree["after"]
+        before = [aggregate(per_tree["before"][p]) for p in policies]
+        print_table(before, "median", f"BEFORE ({args.baseline})")
+        baseline = {"tree": str(args.baseline), "git_rev": git_rev(args.baseline), "results": before}
+    else:
+        per_policy = run_rounds(args, policies)
     results = [aggregate(per_policy[p]) for p in policies]
+    if baseline is not None:
+        baseline["ratios"] = ratios(results, baseline["results"])
+        for policy, figures in baseline["ratios"].items():
+            print(f"before/after {policy:<21}", figures)
     print_table(results, "best")
     print_table(results, "median")
     bytes_per_entry = index_bytes_per_entry(200_000)
     print(f"prefix index: {bytes_per_entry:.0f} bytes per entry (tracemalloc, 200k entries, 64 backends)")
-    output = results_document(args, results, len(bodies), len(snaps), load_at_start, bytes_per_entry)
+    output = results_document(args, results, args.requests, load_at_start, bytes_per_entry)
+    output["baseline"] = baseline
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(output, indent=2) + "\n")
     print(f"wrote {args.out}")

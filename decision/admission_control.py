@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from core.admission_config import DEFAULT_QUEUE_DEADLINE_MS
 from core.clock import Clock
 from core.config import RouteConfig, SluiceConfig
+from core.cost_table import CostTable
 from core.types import (
     AdmissionDecision,
     Admit,
@@ -34,6 +35,7 @@ from core.types import (
     BackendView,
     EnqueueResult,
     FleetSnapshot,
+    Health,
     Outcome,
     Predictions,
     Queue,
@@ -85,7 +87,11 @@ class AdmissionControl:
         self._reserved_ids: dict[str, str] = {}
         self._charges: dict[str, _Charge] = {}
         self._service_rate = ServiceRate()
-        self._in_flight_seen: dict[BackendId, int] = {}
+        # The latest decision's fleet (the limiters learn from the in-flight count a request saw).
+        self._seen_views: tuple[BackendView, ...] = ()
+        self._seen_row: dict[BackendId, int] = {}
+        # Current limit per limited backend; limits move only in ``observe``, which updates this.
+        self._limit_of: dict[BackendId, int] | None = None
 
     # ---- introspection (metrics, tests) -------------------------------------------------
     @property
@@ -141,8 +147,7 @@ class AdmissionControl:
         prefix_matched_tokens: Mapping[BackendId, int],
     ) -> AdmissionDecision:
         now_s = self._clock.now_s()
-        for view in snapshot.backends:
-            self._in_flight_seen[view.backend_id] = view.in_flight_requests
+        self._seen_views = snapshot.backends
         if not self._admission.enabled:
             return Admit()
         class_name = self.effective_class(features, route)
@@ -152,17 +157,14 @@ class AdmissionControl:
             p50, p90 = predictions.output_length.p50_tokens, predictions.output_length.p90_tokens
         cost_tokens = features.prompt_tokens + p50
         verdict = self._tenants.check(features.tenant, cost_tokens, now_s)
-        serving = snapshot.serving(features.model)
-        reserved = self._reserved_by_model.get(features.model, 0)
-        free_views = [v for v in serving if self._free_slots(v) > 0]
-        has_free_slot = sum(self._free_slots(v) for v in free_views) - reserved > 0
-        kv_ok = any(
-            self._kv_fits(v, features.prompt_tokens - prefix_matched_tokens.get(v.backend_id, 0) + p90)
-            for v in free_views
-        )
+        serving, has_free_slot, kv_ok = self._capacity(snapshot, features, prefix_matched_tokens, p90)
         best_ttft_ms: float | None = None
-        if predictions is not None and predictions.per_backend:
-            best_ttft_ms = min(c.ttft_ms for c in predictions.per_backend.values())
+        if predictions is not None:
+            per_backend = predictions.per_backend
+            if isinstance(per_backend, CostTable):  # the predictor's table knows its minimum
+                best_ttft_ms = per_backend.best_ttft_ms
+            elif per_backend:
+                best_ttft_ms = min(c.ttft_ms for c in per_backend.values())
         slo_ttft_ms = route.slo.ttft_ms
         deadline_ms = route.admission.queue_deadline_ms.get(
             class_name, slo_ttft_ms if slo_ttft_ms is not None else DEFAULT_QUEUE_DEADLINE_MS
@@ -190,6 +192,59 @@ class AdmissionControl:
             self._tenants.acquire(features.tenant, cost_tokens, now_s)
             self._charges[features.request_id] = _Charge(features.tenant, cost_tokens, features.prompt_tokens)
         return decision
+
+    def _capacity(
+        self,
+        snapshot: FleetSnapshot,
+        features: RequestFeatures,
+        prefix_matched_tokens: Mapping[BackendId, int],
+        p90_tokens: float,
+    ) -> tuple[bool, bool, bool]:
+        """(some backend serves the model, a slot is free beyond reservations, KV fits on a free one).
+
+        Free slots are summed over the healthy backends serving the model
+        (unlimited ones count as infinite); KV headroom is checked on those
+        with a free slot, for the uncached prompt plus the p90 output. The
+        scan stops as soon as both answers are yes (more backends cannot
+        change them), so an unloaded fleet costs a few backends, not all.
+        """
+        model = features.model
+        limit_of = self._limit_of
+        if limit_of is None:
+            limit_of = self._limit_of = self._limits.limits()
+        reserved = self._reserved_by_model.get(model, 0)
+        prompt_tokens = features.prompt_tokens
+        ready = Health.READY
+        serving = kv_ok = False
+        free_slots = 0.0
+        for view in snapshot.backends:
+            if view.health is not ready or model not in view.models:
+                continue
+            serving = True
+            limit = limit_of.get(view.backend_id)
+            if limit is None:
+                free_slots = math.inf
+            elif limit > view.in_flight_requests:
+                free_slots += limit - view.in_flight_requests
+            else:
+                continue
+            if not kv_ok:
+                needed = prompt_tokens - prefix_matched_tokens.get(view.backend_id, 0) + p90_tokens
+                kv_ok = self._kv_fits(view, needed)
+            if kv_ok and free_slots > reserved:
+                break
+        return serving, free_slots - reserved > 0, kv_ok
+
+    def _in_flight_at_last_decision(self, backend_id: BackendId) -> int:
+        """The backend's in-flight count in the snapshot of the latest ``decide`` (0 if not in it)."""
+        views = self._seen_views
+        row = self._seen_row.get(backend_id)
+        if row is None or row >= len(views) or views[row].backend_id != backend_id:
+            self._seen_row = {view.backend_id: i for i, view in enumerate(views)}  # the fleet changed
+            row = self._seen_row.get(backend_id)
+            if row is None:
+                return 0
+        return views[row].in_flight_requests
 
     # ---- the waiting room ----------------------------------------------------------------
     def enqueue(self, features: RequestFeatures, route: RouteConfig, decision: Queue) -> EnqueueResult:
@@ -282,6 +337,13 @@ class AdmissionControl:
         if outcome.status_code < 400 and not outcome.cancelled:
             self._service_rate.record(now_s)
         if outcome.ttft_ms is not None:
-            self._limits.on_sample(backend_id, outcome.ttft_ms, self._in_flight_seen.get(backend_id, 0))
+            self._limits.on_sample(backend_id, outcome.ttft_ms, self._in_flight_at_last_decision(backend_id))
         elif outcome.status_code in (429, 503, 504):
             self._limits.on_drop(backend_id)
+        else:
+            return
+        limit_of = self._limit_of
+        if limit_of is not None and backend_id in limit_of:  # only this backend's limit may have moved
+            limit = self._limits.limit(backend_id)
+            if limit is not None:
+                limit_of[backend_id] = limit

@@ -33,6 +33,7 @@ import random
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Protocol
 
 from core.clock import Clock
@@ -62,6 +63,7 @@ from state.prefix_index import PrefixIndex, RoutedPrefix
 
 MAX_PENDING_REQUESTS = 65_536
 _NO_SLO = SLOTargets()
+_NO_TOKENS: Mapping[BackendId, int] = MappingProxyType({})
 
 
 class PredictorFacade(Protocol):
@@ -117,6 +119,7 @@ class DecisionEngine:
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._max_pending = max_pending_requests
         self.admission = AdmissionControl(config, clock)
+        self._row_of: dict[BackendId, int] = {}
 
     @classmethod
     def from_config(
@@ -210,22 +213,20 @@ class DecisionEngine:
         return self.admission.service_rate_rps()
 
     def _routing_request(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingRequest:
-        now_s = self._clock.now_s()
+        """The policy's input: prefix matches, then predictions on them (one object, built once)."""
         index = self.prefix_index
+        slo = self._slo_by_route.get(features.route, _NO_SLO)
+        matched: Mapping[BackendId, int]
         if index is not None and features.prefix_hashes:
-            matched = index.match(features.model, features.prefix_hashes, now_s)
+            matched = index.match(features.model, features.prefix_hashes, self._clock.now_s())
             indexed = index.indexed_tokens(features.model)
-            request = RoutingRequest(
-                features,
-                prefix_matched_tokens=matched,
-                prefix_indexed_tokens=indexed,
-                slo=self._slo_by_route.get(features.route, _NO_SLO),
-            )
         else:
-            request = RoutingRequest(features, slo=self._slo_by_route.get(features.route, _NO_SLO))
-        if self._predictor is not None:
-            request = replace(request, predictions=self._predictor.predict(request, snapshot))
-        return request
+            matched, indexed = _NO_TOKENS, _NO_TOKENS
+        if self._predictor is None:
+            return RoutingRequest(features, matched, None, indexed, slo)
+        # The predictor reads only the features and the prefix matches of the request it is given.
+        predictions = self._predictor.predict(RoutingRequest(features, matched, None, indexed, slo), snapshot)
+        return RoutingRequest(features, matched, predictions, indexed, slo)
 
     def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision:
         now_s = self._clock.now_s()
@@ -248,13 +249,21 @@ class DecisionEngine:
         self.admission.on_routed(features.request_id)
         pending = self._remember(features)
         if pending.snapshot is not None:
-            pending.view_at_dispatch = next(
-                (v for v in pending.snapshot.backends if v.backend_id == backend_id), None
-            )
+            pending.view_at_dispatch = self._view_of(pending.snapshot.backends, backend_id)
         if self.prefix_index is not None and features.prefix_hashes:
             pending.routed = self.prefix_index.record_routed(
                 features.model, backend_id, features.prefix_hashes, self._clock.now_s()
             )
+
+    def _view_of(self, views: tuple[BackendView, ...], backend_id: BackendId) -> BackendView | None:
+        """``backend_id``'s view in ``views``: its row is remembered, as the fleet's order rarely changes."""
+        row = self._row_of.get(backend_id)
+        if row is None or row >= len(views) or views[row].backend_id != backend_id:
+            self._row_of = {view.backend_id: i for i, view in enumerate(views)}
+            row = self._row_of.get(backend_id)
+            if row is None:
+                return None
+        return views[row]
 
     def observe(self, outcome: Outcome) -> None:
         self.admission.observe(outcome)

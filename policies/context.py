@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 
+from core.cost_table import CostTable
 from core.types import (
     BackendCostEstimate,
     BackendId,
@@ -27,7 +28,7 @@ from policies.estimate import estimate_terms, prior_output_length
 
 
 class RouteContext:
-    __slots__ = ("_costs", "_length", "now_s", "request", "rng", "snapshot")
+    __slots__ = ("_costs", "_length", "_table", "now_s", "request", "rng", "snapshot")
 
     def __init__(
         self,
@@ -42,6 +43,9 @@ class RouteContext:
         self.rng = rng if rng is not None else random.Random(0)
         self._costs: dict[BackendId, tuple[float, float] | BackendCostEstimate] = {}
         self._length: OutputLengthEstimate | None = None
+        predictions = request.predictions
+        per_backend = predictions.per_backend if predictions is not None else None
+        self._table = per_backend if type(per_backend) is CostTable else None
 
     @property
     def features(self) -> RequestFeatures:
@@ -68,6 +72,11 @@ class RouteContext:
     def ttft_tpot(self, view: BackendView) -> tuple[float, float]:
         """Predicted ``(TTFT ms, TPOT ms)`` on ``view``'s backend: the predictor's, else the fallback's."""
         backend_id = view.backend_id
+        table = self._table
+        if table is not None:  # the predictor's table: plain floats, no estimate object built
+            pair = table.ttft_tpot(backend_id)
+            if pair is not None:
+                return pair
         cached = self._costs.get(backend_id)
         if cached is None:
             predictions = self.request.predictions

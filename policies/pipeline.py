@@ -38,7 +38,7 @@ Config (``routes[].policy``)::
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from pydantic import Field
@@ -96,19 +96,15 @@ class Pipeline:
             reason = f"no healthy backend serves {model!r}"
             return RoutingDecision(ranked=(), policy=self._name, reason=reason)
         ctx = RouteContext(request, snapshot, now_s, rng)
-        removed: dict[BackendId, str] = {}
+        removed = RemovedBy()
         for flt in self._filters:
             kept = flt.filter(ctx, candidates)
             if kept is candidates:
                 continue
             kept_ids = {view.backend_id for view in kept}
-            survivors: list[BackendView] = []  # never adds, keeps snapshot order
-            for view in candidates:
-                if view.backend_id in kept_ids:
-                    survivors.append(view)
-                else:
-                    removed[view.backend_id] = flt.name
-            candidates = survivors
+            before = candidates
+            candidates = [view for view in before if view.backend_id in kept_ids]  # never adds, keeps order
+            removed.note(flt.name, before, kept_ids)
             if not candidates:
                 return RoutingDecision(
                     ranked=(),
@@ -154,6 +150,50 @@ class Pipeline:
                 totals[backend_id] += weight * value
             scores[scorer.name] = clamped
         return totals, scores
+
+
+class RemovedBy(Mapping[BackendId, str]):
+    """``RoutingDecision.removed``: backend -> the filter that removed it, worked out only when read.
+
+    The pipeline notes each filter's input and kept set; the per-backend map
+    (48 entries when sampling 16 of 64 backends) is built on first read, by the
+    decision log or a test, never on the request path.
+    """
+
+    __slots__ = ("_map", "_steps")
+
+    def __init__(self) -> None:
+        self._steps: list[tuple[str, Sequence[BackendView], set[BackendId]]] = []
+        self._map: dict[BackendId, str] | None = None
+
+    def note(self, filter_name: str, before: Sequence[BackendView], kept_ids: set[BackendId]) -> None:
+        self._steps.append((filter_name, before, kept_ids))
+        self._map = None
+
+    def _built(self) -> dict[BackendId, str]:
+        built = self._map
+        if built is None:
+            built = self._map = {}
+            for name, before, kept_ids in self._steps:
+                for view in before:
+                    if view.backend_id not in kept_ids:
+                        built[view.backend_id] = name
+        return built
+
+    def __getitem__(self, backend_id: BackendId) -> str:
+        return self._built()[backend_id]
+
+    def __iter__(self) -> Iterator[BackendId]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._built())
+
+    def __bool__(self) -> bool:
+        return bool(self._steps) and bool(self._built())
+
+    def __repr__(self) -> str:
+        return repr(self._built())
 
 
 def _by_score(ids: list[BackendId], totals: dict[BackendId, float], rng: random.Random) -> list[BackendId]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from types import MappingProxyType
 
 from core.config import PredictorsConfig
 from core.types import (
@@ -132,14 +131,14 @@ class Predictor:
     def predict(self, request: RoutingRequest, snapshot: FleetSnapshot) -> Predictions:
         features = request.features
         length = self.predict_length(features)
-        per_backend = self._latency.estimate_all(
+        per_backend = self._latency.cost_table(
             snapshot.backends,
             features.model,
             features.prompt_tokens,
             request.prefix_matched_tokens,
             length.p50_tokens,
         )
-        return Predictions(output_length=length, per_backend=MappingProxyType(per_backend))
+        return Predictions(output_length=length, per_backend=per_backend)
 
     def observe(
         self,

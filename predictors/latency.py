@@ -45,7 +45,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from core.cost_table import CostTable
 from core.types import BackendCostEstimate, BackendView, Health, RequestFeatures
+from predictors.cost_columns import FleetColumns
 
 TTFT_TERMS = ("overhead", "new_k", "queued_k", "waiting", "running", "kv_decode_k")
 TPOT_TERMS = ("overhead", "batch", "context_k")
@@ -286,7 +288,7 @@ def _per_token(ttft: tuple[float, ...], tpot: tuple[float, ...]) -> tuple[float,
 class LatencyModel:
     """Per-backend TTFT/TPOT predictor with online-learned coefficients (see the module docstring)."""
 
-    __slots__ = ("_backends", "_coefs", "_fast", "_fast_prior", "_prior", "_priors")
+    __slots__ = ("_backends", "_coefs", "_columns", "_fast", "_fast_prior", "_prior", "_priors")
 
     def __init__(self, priors: LatencyPriors | None = None) -> None:
         self._priors = priors or LatencyPriors()
@@ -297,6 +299,11 @@ class LatencyModel:
         # The same coefficients per token instead of per 1000 tokens, flat: the request path's form.
         self._fast: dict[str, tuple[float, ...]] = {}
         self._fast_prior = _per_token(*self._prior)
+        # The request path's form over a whole fleet, updated per changed view (predictors.cost_columns).
+        self._columns = FleetColumns(self._fast_coefficients)
+
+    def _fast_coefficients(self, backend_id: str) -> tuple[float, ...]:
+        return self._fast.get(backend_id, self._fast_prior)
 
     def __len__(self) -> int:
         return len(self._backends)
@@ -411,6 +418,7 @@ class LatencyModel:
                 evicted, _ = self._backends.popitem(last=False)
                 self._coefs.pop(evicted, None)
                 self._fast.pop(evicted, None)
+                self._columns.coefficients_changed(evicted)
         else:
             self._backends.move_to_end(backend_id)
         return model
@@ -437,3 +445,20 @@ class LatencyModel:
             model.tpot.update(tpot_terms, tpot_ms, 1.0 / (max(tpot_ms, 0.5) * noise) ** 2)
         self._coefs[view.backend_id] = (model.ttft.coef, model.tpot.coef)
         self._fast[view.backend_id] = _per_token(model.ttft.coef, model.tpot.coef)
+        self._columns.coefficients_changed(view.backend_id)
+
+    def cost_table(
+        self,
+        views: tuple[BackendView, ...],
+        model: str | None,
+        prompt_tokens: int,
+        matched_tokens: Mapping[str, int],
+        output_p50_tokens: float,
+    ) -> CostTable:
+        """``estimate_all``'s values for a snapshot's backends, as a lazy table (the request path).
+
+        Only the rows of views that changed since the previous call are
+        recomputed; the request itself is a few array operations.
+        """
+        self._columns.sync(views)
+        return self._columns.table(model, prompt_tokens, matched_tokens, output_p50_tokens)

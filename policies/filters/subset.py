@@ -51,14 +51,16 @@ class SubsetFilter:
         holders: list[BackendView] = []
         if matched and self._keep:
             deepest = max(matched.values())
-            holders = [v for v in candidates if matched.get(v.backend_id, 0) == deepest]
-            if len(holders) > self._keep:
-                holders = rng.sample(holders, self._keep)
-        if not holders:
-            return rng.sample(candidates, size)
-        held = {v.backend_id for v in holders}
-        rest = [v for v in candidates if v.backend_id not in held]
-        return holders + rng.sample(rest, size - len(holders))
+            get = matched.get
+            rows = [i for i, v in enumerate(candidates) if get(v.backend_id, 0) == deepest]
+            if rows:
+                holder_rows = rows if len(rows) <= self._keep else rng.sample(rows, self._keep)
+                holders = [candidates[i] for i in holder_rows]
+                rest = list(candidates)
+                for i in sorted(holder_rows, reverse=True):  # the others, in order, without a rescan
+                    del rest[i]
+                return holders + rng.sample(rest, size - len(holders))
+        return rng.sample(candidates, size)
 
 
 @register_plugin("filter", TYPE, SubsetParams, "deepest prefix holders plus a random sample")

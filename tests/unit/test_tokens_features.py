@@ -93,3 +93,43 @@ def test_completion_and_embedding_features() -> None:
         arrival_s=0.0,
     )
     assert e.prompt_chars == len("1 2 3")
+
+
+_MESSAGE = st.one_of(
+    st.fixed_dictionaries(
+        {
+            "role": st.sampled_from(["user", "assistant", "system", 3]),
+            "content": st.one_of(
+                st.text(max_size=80),
+                st.lists(st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=20)})),
+                st.none(),
+            ),
+        }
+    ),
+    st.text(max_size=5),  # malformed entries are skipped when rendering, but counted as messages
+)
+
+
+@given(st.lists(_MESSAGE, max_size=8))
+def test_chat_features_equal_the_rendered_prompt_and_its_user_turns(messages: list[object]) -> None:
+    f = build_features(
+        request_id="r",
+        endpoint=Endpoint.CHAT,
+        body={"model": "m", "messages": messages},
+        route="default",
+        tenant="t",
+        priority="standard",
+        arrival_s=0.0,
+    )
+    text = render_chat_prompt(messages)
+    users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+    assert f.prompt_chars == len(text)
+    assert f.prompt_tokens == estimate_tokens(text)
+    assert f.prefix_hashes == prefix_chunk_hashes(text)[: len(f.prefix_hashes)]
+    assert f.n_messages == len(messages)
+    assert f.n_user_turns == len(users)
+    expected_last = render_chat_prompt([users[-1]]).removeprefix("user\n")[:-2] if users else ""
+    assert (
+        f.last_user_text == expected_last[:LAST_USER_TEXT_MAX_CHARS]
+        or len(expected_last) > LAST_USER_TEXT_MAX_CHARS
+    )
