@@ -52,6 +52,7 @@ async def forward(
     last = len(candidates) - 1
     for i, backend_id in enumerate(candidates):
         ex.backend_id = backend_id
+        ex.dispatched_s = ctx.clock.now_s()
         ctx.decider.on_routed(features, decision, backend_id)
         with ctx.fleet.acquire(
             backend_id, features.prompt_tokens, decision.predicted_output_tokens or 0.0
