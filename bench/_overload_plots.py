@@ -30,7 +30,9 @@ def _frame(n: int, title: str) -> tuple[Any, list[Any]]:
     return fig, [row[0] for row in axes]
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Any, path: Path, phase_list: Sequence[Phase]) -> Path:
+    for ax in fig.axes:
+        ax.set_xlim(0, phase_list[-1].end_s + 20.0)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -49,7 +51,7 @@ def plot_shed(systems: dict[str, Any], phase_list: Sequence[Phase], path: Path) 
         ax.set_ylabel(name, fontsize=8)
     axes[0].legend(fontsize=7, loc="upper left")
     axes[-1].set_xlabel("arrival time (s)")
-    return _save(fig, path)
+    return _save(fig, path, phase_list)
 
 
 def plot_ttft(systems: dict[str, Any], phase_list: Sequence[Phase], path: Path, slo_ms: float) -> Path:
@@ -68,7 +70,7 @@ def plot_ttft(systems: dict[str, Any], phase_list: Sequence[Phase], path: Path, 
     ax.set_ylabel("TTFT (s)")
     ax.set_xlabel("arrival time (s)")
     ax.legend(fontsize=7)
-    return _save(fig, path)
+    return _save(fig, path, phase_list)
 
 
 def plot_queue(systems: dict[str, Any], phase_list: Sequence[Phase], path: Path) -> Path:
@@ -88,7 +90,7 @@ def plot_queue(systems: dict[str, Any], phase_list: Sequence[Phase], path: Path)
         ax.set_ylabel(name, fontsize=8)
         ax.legend(fontsize=7, loc="upper left")
     axes[-1].set_xlabel("time (s)")
-    return _save(fig, path)
+    return _save(fig, path, phase_list)
 
 
 def plot_all(

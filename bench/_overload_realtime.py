@@ -249,8 +249,9 @@ def run_realtime_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dic
         slug = name.split(" --")[0].replace(" ", "_").replace("+", "")
         figures = uvloop.run(run_system(name, start, cap, args.seed, base / slug, lengths))
         figures["seed"] = args.seed
-        out[name] = {"runs": [figures]}
-        from overload import verdict_line
+        from overload import compact, verdict_line
+
+        out[name] = {"runs": [compact(figures, keep_series=True)]}
 
         print(f"  {name}: " + verdict_line(figures), flush=True)
     return out

@@ -27,6 +27,7 @@ per target.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -58,12 +59,25 @@ def _sampler(vf: VirtualFleet, samples: list[dict[str, Any]], end_s: float) -> N
     vf.schedule(0.0, sample, None)
 
 
-def engine_waiting(vf: VirtualFleet) -> list[dict[str, Any]]:
-    """Requests waiting inside the engines (summed over backends) per poll time."""
-    by_t: dict[float, int] = {}
-    for s in vf.samples:
-        by_t[round(s.t_s)] = by_t.get(round(s.t_s), 0) + (s.waiting or 0)
-    return [{"t_s": t, "engine_waiting": n} for t, n in sorted(by_t.items())]
+def engine_waiting(vf: VirtualFleet, end_s: float) -> list[dict[str, Any]]:
+    """Requests waiting inside the engines, summed over backends (each at its latest poll), per second."""
+    samples = sorted(vf.samples, key=lambda s: s.t_s)
+    latest: dict[str, int] = {}
+    out, i = [], 0
+    for t in range(int(end_s) + 1):
+        while i < len(samples) and samples[i].t_s <= t:
+            latest[samples[i].backend] = samples[i].waiting or 0
+            i += 1
+        out.append({"t_s": float(t), "engine_waiting": sum(latest.values())})
+    return out
+
+
+def compact(figures: dict[str, Any], keep_series: bool) -> dict[str, Any]:
+    """Keep the per-second series of the first seed only (small results files), floats rounded."""
+    series = ("timeline", "waiting_room", "engine_waiting")
+    out = {k: v for k, v in figures.items() if keep_series or k not in series}
+    kept: dict[str, Any] = json.loads(json.dumps(out), parse_float=lambda x: round(float(x), 3))
+    return kept
 
 
 def run_virtual_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dict[str, Any]:
@@ -73,7 +87,7 @@ def run_virtual_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dict
     systems: dict[str, Any] = {}
     for policy, admission in setup.VIRTUAL_SYSTEMS:
         name = setup.system_name(policy, admission)
-        runs = []
+        runs: list[dict[str, Any]] = []
         for seed in args.seeds:
             workload = setup.step_workload(capacity["capacity_rps"], seed)
             vf = setup.virtual_fleet(fleet, setup.virtual_config(fleet, admission, policy), seed)
@@ -83,8 +97,8 @@ def run_virtual_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dict
             figures = score(records, phase_list, setup.TTFT_SLO_MS)
             figures["seed"] = seed
             figures["waiting_room"] = room
-            figures["engine_waiting"] = engine_waiting(vf)
-            runs.append(figures)
+            figures["engine_waiting"] = engine_waiting(vf, end_s)
+            runs.append(compact(figures, keep_series=not runs))
             print(f"  {name} seed {seed}: " + verdict_line(figures), flush=True)
         systems[name] = {"runs": runs, "mean": mean_over_seeds(runs)}
     return systems
