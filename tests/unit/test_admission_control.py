@@ -67,7 +67,7 @@ def test_prompts_waiting_for_their_first_byte_are_capped_when_the_route_has_a_tt
 
 def test_the_limit_learns_ttft_at_the_first_byte_and_steers_to_the_target() -> None:
     text = FIXED_10.replace("algorithm: fixed, initial: 10", "algorithm: gradient2, initial: 8, min: 4")
-    ac, config, clock = control(text)
+    ac, _, clock = control(text)
     first_bytes, total_ms = 0, 0.0
 
     def observe(ttft_ms: float, n: int) -> None:
