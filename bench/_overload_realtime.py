@@ -53,7 +53,7 @@ DRAIN_S = 10.0
 SGLANG_QUEUE = 256
 HAMMER_REQUESTS = 3000
 HAMMER_CONCURRENCY = 32
-ADMITTED_REQUESTS = 120
+ADMITTED_REQUESTS = 64
 START_TIMEOUT_S = 60.0
 
 Starter = Callable[[ChildGroup, FleetProcess, Path], Awaitable[tuple[str, int | None]]]
