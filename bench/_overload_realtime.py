@@ -187,7 +187,7 @@ async def run_system(
         is_sluice = name.startswith("sluice")
         main = LoadClient(ClientOptions(url, drain_timeout_s=DRAIN_S))
         retrying = LoadClient(
-            ClientOptions(url, honour_retry_after=True, max_retries=6, drain_timeout_s=DRAIN_S)
+            ClientOptions(url, honour_retry_after=True, max_retries=setup.RETRY_MAX, drain_timeout_s=DRAIN_S)
         )
         cpu0 = cpu_seconds(pid) if pid else None
         start_s = time.monotonic()

@@ -6,9 +6,11 @@ fraction by class and phase, recovery time, Retry-After accuracy) are ``bench/_o
 
 Parts (``--part``):
 
-* ``virtual``: Sluice's real ``DecisionEngine`` with admission on, and with admission off, on the
-  virtual-time fleet (``loadgen.sim.virtual``), ``--seeds`` seeds each. Deterministic per seed.
-  Also samples Sluice's waiting room by class and the engines' own queues every second.
+* ``virtual``: Sluice's real ``DecisionEngine`` on the virtual-time fleet (``loadgen.sim.virtual``):
+  round robin with admission, ``sluice_predictive`` with admission, round robin without admission,
+  ``--seeds`` seeds each; deterministic per seed. The same retrying clients as in real time
+  (``bench/_overload_retry.py``). Samples Sluice's waiting room by class and the engines' own queues
+  every second.
 * ``realtime`` (wrap it in ``flock /tmp/sluice-realtime.lock``): ``sluice sim`` backends, then in
   turn ``sluice serve`` with admission, ``sluice serve`` without, and sglang-router 0.3.2 with
   ``--max-concurrent-requests`` and its queue, each fed the same open-loop step workload plus a
@@ -27,6 +29,7 @@ per target.
 from __future__ import annotations
 
 import argparse
+import heapq
 import json
 import sys
 from pathlib import Path
@@ -36,8 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _overload_setup as setup
-from _overload_analysis import CLASSES, phases, score
+from _overload_analysis import CLASSES, phases, retry_after_accuracy, score
 from _overload_plots import plot_all
+from _overload_retry import RetryingStream, join
 from _results import RESULTS, write_result
 
 from decision.engine import DecisionEngine
@@ -89,12 +93,20 @@ def run_virtual_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dict
         name = setup.system_name(policy, admission)
         runs: list[dict[str, Any]] = []
         for seed in args.seeds:
-            workload = setup.step_workload(capacity["capacity_rps"], seed)
+            cap = capacity["capacity_rps"]
+            base = heapq.merge(
+                setup.step_workload(cap, seed).requests(),
+                setup.retry_workload(cap, seed).requests(),
+                key=lambda wr: wr.arrival_s,
+            )
             vf = setup.virtual_fleet(fleet, setup.virtual_config(fleet, admission, policy), seed)
             room: list[dict[str, Any]] = []
             _sampler(vf, room, end_s)
-            records = setup.run_virtual(vf, workload)
+            stream = RetryingStream(vf, base, setup.RETRY_TENANT, setup.RETRY_MAX)
+            everyone = [r.to_load_record(with_itl=False) for r in vf.run(stream)]
+            records, retrying = join(everyone, setup.RETRY_TENANT)
             figures = score(records, phase_list, setup.TTFT_SLO_MS)
+            figures["retrying_clients"] = retry_after_accuracy(retrying)
             figures["seed"] = seed
             figures["waiting_room"] = room
             figures["engine_waiting"] = engine_waiting(vf, end_s)
