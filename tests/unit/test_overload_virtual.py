@@ -1,6 +1,6 @@
 """A 3x burst in virtual time through Sluice's real DecisionEngine: admission keeps critical traffic whole.
 
-Two simulated A100s, Poisson steps 0.5x (8 s) -> 3x (20 s) -> 0.7x (8 s) of a capacity of 16 req/s
+Two simulated A100s, Poisson steps of 8 s: 0.5x, 1x, 3x, 3x, 0.7x of a capacity of 16 req/s
 (prompt 2,048 +/- 50 %, output 256 +/- 50 % tokens; bench/overload.py calibrates 16.35 for this shape),
 20 % critical / 50 % standard / 30 % sheddable, TTFT SLO 2 s. The assertions are the behaviour a user
 relies on at overload, with margins wide enough for any seed: nothing refused below capacity, the
@@ -43,7 +43,7 @@ def test_burst_sheds_the_least_important_first_and_keeps_critical_within_its_slo
         {"seed": 3, "priority_mix": {"critical": 0.2, "standard": 0.5, "sheddable": 0.3}},
         {
             "capacity_rps": 16.0,
-            "levels": "0.5,3,3,0.7",
+            "levels": "0.5,1,3,3,0.7",
             "step_s": 8.0,
             "input_tokens": 2048,
             "output_tokens": 256,
@@ -66,10 +66,10 @@ def test_burst_sheds_the_least_important_first_and_keeps_critical_within_its_slo
 
     below = [r for r in records if r.scheduled_s < 8.0]
     assert below and all(r.status == 200 for r in below)  # nothing refused below capacity
-    burst = {cls: shed_frac(of(cls, 8.0, 24.0)) for cls in ("critical", "standard", "sheddable")}
+    burst = {cls: shed_frac(of(cls, 16.0, 32.0)) for cls in ("critical", "standard", "sheddable")}
     assert burst["sheddable"] > 0.6
     assert burst["sheddable"] >= burst["standard"] > burst["critical"]
-    critical = of("critical", 0.0, 40.0)
+    critical = of("critical", 0.0, 48.0)
     good = [r for r in critical if r.outcome is Outcome.OK and r.ttft_ms is not None and r.ttft_ms <= SLO_MS]
     assert len(good) >= 0.85 * len(critical)
     admitted = [r for r in records if r.status != 429]
