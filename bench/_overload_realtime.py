@@ -221,7 +221,9 @@ def _figures(
     return figures
 
 
-def run_realtime_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dict[str, Any]:
+def run_realtime_part(
+    args: argparse.Namespace, capacity: dict[str, Any], save: Callable[[dict[str, Any]], Path]
+) -> dict[str, Any]:
     fleet = setup.fleet()
     shape = RequestShape(setup.SHAPE["input_tokens"], setup.SHAPE["output_tokens"])
     batch = round(sum(c.batch for c in fleet_capacity(((b.name, b.profile) for b in fleet.backends), shape)))
@@ -252,6 +254,7 @@ def run_realtime_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dic
         from overload import compact, verdict_line
 
         out[name] = {"runs": [compact(figures, keep_series=True)]}
+        save(out)
 
         print(f"  {name}: " + verdict_line(figures), flush=True)
     return out

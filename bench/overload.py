@@ -190,14 +190,6 @@ def main() -> None:
     fleet = setup.fleet()
     capacity = setup.calibrate(fleet)
     print(f"capacity {capacity['capacity_rps']:.2f} req/s ({capacity['definition']})", flush=True)
-    if args.part == "virtual":
-        systems = run_virtual_part(args, capacity)
-    else:
-        from _overload_realtime import run_realtime_part
-
-        systems = run_realtime_part(args, capacity)
-    for name, system in systems.items():
-        print_table(name, system["runs"][0])
     config = {
         "fleet_file": str(setup.FLEET_FILE.relative_to(setup.ROOT)),
         "capacity": capacity,
@@ -210,7 +202,19 @@ def main() -> None:
         "sluice_config": setup.sluice_base(admission=True),
         "seeds": args.seeds if args.part == "virtual" else [args.seed],
     }
-    path = write_result(f"overload_{args.part}", config, {"systems": systems})
+
+    def save(systems: dict[str, Any]) -> Path:
+        return write_result(f"overload_{args.part}", config, {"systems": systems})
+
+    if args.part == "virtual":
+        systems = run_virtual_part(args, capacity)
+    else:
+        from _overload_realtime import run_realtime_part
+
+        systems = run_realtime_part(args, capacity, save)  # saves after each system
+    for name, system in systems.items():
+        print_table(name, system["runs"][0])
+    path = save(systems)
     for png in plot_all(systems, phases(setup.STEP_S, setup.LEVELS), RESULTS / f"overload_{args.part}"):
         print(f"wrote {png}")
     print(f"wrote {path}")
