@@ -4,12 +4,13 @@ Per system, a fresh ``sluice sim`` fleet (``configs/fleets/overload.yaml``, SSE 
 ``COALESCE_MS``; the first token is never delayed) and one router in front of it:
 
 * ``sluice round_robin +admission`` and ``sluice round_robin no admission`` (``sluice serve``);
-* ``sglang-router round_robin`` 0.3.2 with ``--max-concurrent-requests N --queue-size Q
-  --queue-timeout-secs T``: N = the fleet's batch at capacity (closed form, ``loadgen.sim.capacity``),
-  a queue of ``SGLANG_QUEUE`` requests and a timeout of the TTFT SLO (sglang answers 429 when its
-  queue is full, 408 after the timeout, without Retry-After; tools.md §1 notes its limit behaves as
-  a token bucket). sglang-router drops custom headers, so the fleet gets true output lengths by
-  request id (``--output-lengths``) and every request is one class to it.
+* ``sglang-router round_robin`` 0.3.2 with ``--max-concurrent-requests B
+  --rate-limit-tokens-per-second R --queue-size Q --queue-timeout-secs T``: its limit is a token
+  bucket (SMG docs; tools.md §1 saw ~20 in flight at a limit of 8), so R = the measured capacity
+  (16 req/s), B = 2 s of it, a queue of ``SGLANG_QUEUE`` requests and a timeout of the TTFT SLO
+  (sglang answers 429 when its queue is full, 408 after the timeout, without Retry-After). A first
+  run with B = 429 (the fleet's batch) and R unset never limited anything at 49 req/s.
+  sglang-router drops custom headers, so the fleet gets true output lengths by request id (``--output-lengths``) and every request is one class to it.
 
 Two open-loop clients run at once: the step workload (never retries) and the retrying clients
 (``RETRY_LOAD_FRAC`` x capacity, Poisson, same class mix, honour Retry-After up to 6 times). A
@@ -44,7 +45,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from loadgen.client import ClientOptions, LoadClient
 from loadgen.processes import ChildGroup, wait_http
 from loadgen.records import RequestRecord
-from loadgen.sim.capacity import RequestShape, fleet_capacity
 from loadgen.stack import FleetProcess, start_fleet, start_sluice, write_proxy_config
 from loadgen.workloads import build_workload
 
@@ -77,7 +77,7 @@ def sluice_starter(admission: bool) -> Starter:
     return start
 
 
-def sglang_starter(venv: Path, max_concurrent: int) -> Starter:
+def sglang_starter(venv: Path, max_concurrent: int, rate_rps: int) -> Starter:
     async def start(group: ChildGroup, fleet: FleetProcess, run_dir: Path) -> tuple[str, int | None]:
         port, metrics_port = free_port(), free_port()
         argv = [
@@ -89,6 +89,7 @@ def sglang_starter(venv: Path, max_concurrent: int) -> Starter:
             "--prometheus-host", "127.0.0.1", "--prometheus-port", str(metrics_port),
             "--disable-retries", "--disable-circuit-breaker",
             "--max-concurrent-requests", str(max_concurrent),
+            "--rate-limit-tokens-per-second", str(rate_rps),
             "--queue-size", str(SGLANG_QUEUE),
             "--queue-timeout-secs", str(max(1, round(setup.TTFT_SLO_MS / 1000.0))),
         ]  # fmt: skip
@@ -224,16 +225,16 @@ def _figures(
 def run_realtime_part(
     args: argparse.Namespace, capacity: dict[str, Any], save: Callable[[dict[str, Any]], Path]
 ) -> dict[str, Any]:
-    fleet = setup.fleet()
-    shape = RequestShape(setup.SHAPE["input_tokens"], setup.SHAPE["output_tokens"])
-    batch = round(sum(c.batch for c in fleet_capacity(((b.name, b.profile) for b in fleet.backends), shape)))
     cap = capacity["capacity_rps"]
+    rate = max(1, round(cap))  # sglang's limit is a token bucket: refill at the fleet's capacity ...
+    burst = 2 * rate  # ... holding 2 s of it (its --max-concurrent-requests)
     systems_to_run: list[tuple[str, Starter]] = [
         (setup.system_name(setup.POLICY, True), sluice_starter(True)),
         (setup.system_name(setup.POLICY, False), sluice_starter(False)),
         (
-            f"sglang-router round_robin --max-concurrent-requests {batch}",
-            sglang_starter(args.peers_venv, batch),
+            f"sglang-router round_robin --max-concurrent-requests {burst} "
+            f"--rate-limit-tokens-per-second {rate}",
+            sglang_starter(args.peers_venv, burst, rate),
         ),
     ]
     if args.only:
