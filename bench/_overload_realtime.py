@@ -10,7 +10,8 @@ Per system, a fresh ``sluice sim`` fleet (``configs/fleets/overload.yaml``, SSE 
   (16 req/s), B = 2 s of it, a queue of ``SGLANG_QUEUE`` requests and a timeout of the TTFT SLO
   (sglang answers 429 when its queue is full, 408 after the timeout, without Retry-After). A first
   run with B = 429 (the fleet's batch) and R unset never limited anything at 49 req/s.
-  sglang-router drops custom headers, so the fleet gets true output lengths by request id (``--output-lengths``) and every request is one class to it.
+  sglang-router drops custom headers, so the fleet gets true output lengths by request id
+  (``--output-lengths``) and every request is one class to it.
 
 Two open-loop clients run at once: the step workload (never retries) and the retrying clients
 (``RETRY_LOAD_FRAC`` x capacity, Poisson, same class mix, honour Retry-After up to 6 times). A
