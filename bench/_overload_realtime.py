@@ -45,7 +45,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.client import ClientOptions, LoadClient
 from loadgen.processes import ChildGroup, wait_http
-from loadgen.records import RequestRecord
+from loadgen.records import Outcome, RequestRecord
 from loadgen.stack import FleetProcess, start_fleet, start_sluice, write_proxy_config
 from loadgen.workloads import build_workload
 
@@ -216,7 +216,7 @@ def _figures(
     figures = score(main, phases(setup.STEP_S, setup.LEVELS), setup.TTFT_SLO_MS)
     figures["retrying_clients"] = retry_after_accuracy(retry)
     figures["retrying_clients"]["served_frac"] = (
-        sum(r.status == 200 for r in retry) / len(retry) if retry else None
+        sum(r.outcome is Outcome.OK for r in retry) / len(retry) if retry else None
     )
     figures.update(samples)
     figures.update(extra)
