@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import _overload_setup as setup
-from _overload_analysis import CLASSES, phases, retry_after_accuracy, score
+from _overload_analysis import CLASSES, phases, rescore_recovery, retry_after_accuracy, score
 from _overload_plots import plot_all
 from _overload_retry import RetryingStream, join
 from _results import RESULTS, write_result
@@ -203,8 +203,17 @@ def main() -> None:
         "seeds": args.seeds if args.part == "virtual" else [args.seed],
     }
 
+    kept: dict[str, Any] = {}
+    if args.part == "realtime" and args.only and (RESULTS / "overload_realtime.json").exists():
+        # A partial re-run keeps the other systems of the last run (re-scored with today's rules).
+        previous = json.loads((RESULTS / "overload_realtime.json").read_text())["figures"]["systems"]
+        for name, system in previous.items():
+            if not any(o in name for o in args.only):
+                rescore_recovery(system["runs"][0], phases(setup.STEP_S, setup.LEVELS))
+                kept[name] = system
+
     def save(systems: dict[str, Any]) -> Path:
-        return write_result(f"overload_{args.part}", config, {"systems": systems})
+        return write_result(f"overload_{args.part}", config, {"systems": {**kept, **systems}})
 
     if args.part == "virtual":
         systems = run_virtual_part(args, capacity)
@@ -212,6 +221,7 @@ def main() -> None:
         from _overload_realtime import run_realtime_part
 
         systems = run_realtime_part(args, capacity, save)  # saves after each system
+    systems = {**kept, **systems}
     for name, system in systems.items():
         print_table(name, system["runs"][0])
     path = save(systems)
