@@ -76,6 +76,12 @@ class ConcurrencyLimitConfig(_Strict):
     rtt_tolerance: float = Field(1.5, ge=1)
     long_window: int = Field(600, ge=1, description="samples in the long-term TTFT average")
     queue_size: int = Field(4, ge=0, description="Gradient2 headroom added every update")
+    ttft_target_ms: float | None = Field(
+        None,
+        gt=0,
+        description="backend TTFT at or below this never shrinks a limit; default: a quarter of the "
+        "smallest route TTFT SLO (no floor when no route has one)",
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> ConcurrencyLimitConfig:

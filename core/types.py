@@ -112,6 +112,11 @@ class BackendView:
     ewma_ttft_ms: float | None = None
     ewma_tpot_ms: float | None = None
     awaiting_prompt_tokens: int | None = None
+    # Cumulative first bytes received from this backend and the sum of their TTFTs measured from each
+    # attempt's dispatch, at the first byte itself (consumers diff them between snapshots: a TTFT
+    # signal without the E2E delay of learning it only when the request ends).
+    first_bytes: int = 0
+    first_byte_ttft_ms_total: float = 0.0
 
     @property
     def selectable(self) -> bool:
@@ -297,7 +302,12 @@ class Outcome:
 
     ``output_tokens`` comes from the final ``usage`` when the backend sent one,
     else from the count of content chunks. ``ttft_ms`` is ``None`` when no first
-    byte arrived (error, cancellation before first byte).
+    byte arrived (error, cancellation before first byte). ``ttft_ms`` runs from
+    the request's arrival at Sluice (what the client waited, waiting room
+    included); ``backend_ttft_ms`` from the dispatch of the attempt that
+    answered (the backend's own latency, what concurrency limits, latency
+    models and per-backend EWMAs must learn from: a queue in Sluice is not
+    the backend's congestion). ``None`` when unknown.
     """
 
     request_id: str
@@ -316,3 +326,9 @@ class Outcome:
     finished_at_s: float = 0.0
     predicted_output_tokens: float | None = None
     extra_scores: Mapping[str, float] = field(default_factory=lambda: _EMPTY_FLOAT_MAP)
+    backend_ttft_ms: float | None = None
+
+    @property
+    def ttft_at_backend_ms(self) -> float | None:
+        """The backend's own TTFT when known, else the client-side one (no waiting room involved)."""
+        return self.backend_ttft_ms if self.backend_ttft_ms is not None else self.ttft_ms

@@ -24,7 +24,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from core.admission_config import DEFAULT_QUEUE_DEADLINE_MS
+from core.admission_config import DEFAULT_QUEUE_DEADLINE_MS, ConcurrencyLimitConfig
 from core.clock import Clock
 from core.config import RouteConfig, SluiceConfig
 from core.cost_table import CostTable
@@ -35,7 +35,6 @@ from core.types import (
     BackendView,
     EnqueueResult,
     FleetSnapshot,
-    Health,
     Outcome,
     Predictions,
     Queue,
@@ -55,6 +54,28 @@ PRIOR_OUTPUT_TOKENS = 304.0
 KV_BLOCK_TOKENS = 16
 
 
+TTFT_TARGET_SLO_FRAC = 0.25
+# Share of each backend's concurrency limit that each class leaves to the classes above it (standard may
+# fill 90 %, sheddable 80 %): at overload a burst of critical requests finds slots at once instead of
+# waiting for long standard streams to end (the "reserved slots" of SMG, peers.md section 4). Below
+# capacity in-flight stays far under the limits and nothing changes.
+CLASS_RESERVE_FRAC = 0.1
+MIN_PREFILL_CAP = 4.0
+FIRST_BYTE_RATE_TAU_S = 5.0
+
+
+def limit_config(config: SluiceConfig) -> ConcurrencyLimitConfig:
+    """The concurrency-limit settings with ``ttft_target_ms`` filled in: when unset, a quarter of the
+    smallest route TTFT SLO (the backend's share of it; the rest is left for the waiting room)."""
+    limits = config.admission.concurrency
+    if limits.ttft_target_ms is not None:
+        return limits
+    slos = [r.slo.ttft_ms for r in config.routes if r.slo.ttft_ms is not None]
+    if not slos:
+        return limits
+    return limits.model_copy(update={"ttft_target_ms": TTFT_TARGET_SLO_FRAC * min(slos)})
+
+
 @dataclass(slots=True)
 class _Charge:
     tenant: str
@@ -66,6 +87,7 @@ class _Charge:
 class _Queued:
     request_id: str
     model: str
+    rank: int
 
 
 class AdmissionControl:
@@ -77,7 +99,7 @@ class AdmissionControl:
         self._rank_of = {name: i for i, name in enumerate(self._classes)}
         self._tenants = TenantBudgets(config.tenants)
         self._limits = ConcurrencyLimits(
-            config.admission.concurrency, [(b.name, b.max_concurrency) for b in config.backends]
+            limit_config(config), [(b.name, b.max_concurrency) for b in config.backends]
         )
         self._room: WaitingRoom[_Queued] = WaitingRoom(
             len(self._classes), config.admission.waiting_room.max_requests
@@ -87,11 +109,13 @@ class AdmissionControl:
         self._reserved_ids: dict[str, str] = {}
         self._charges: dict[str, _Charge] = {}
         self._service_rate = ServiceRate()
-        # The latest decision's fleet (the limiters learn from the in-flight count a request saw).
-        self._seen_views: tuple[BackendView, ...] = ()
-        self._seen_row: dict[BackendId, int] = {}
-        # Current limit per limited backend; limits move only in ``observe``, which updates this.
-        self._limit_of: dict[BackendId, int] | None = None
+        self._in_flight_seen: dict[BackendId, int] = {}
+        # Per backend: (first bytes, their TTFT total) last read from a snapshot; backends listed here
+        # feed their limiter at the first byte, the others (no counters in their views) at the end.
+        self._first_bytes_seen: dict[BackendId, tuple[int, float]] = {}
+        self._first_byte_rates: dict[BackendId, ServiceRate] = {}
+        target_ms = limit_config(config).ttft_target_ms
+        self._ttft_target_s = None if target_ms is None else target_ms / 1000.0
 
     # ---- introspection (metrics, tests) -------------------------------------------------
     @property
@@ -120,13 +144,34 @@ class AdmissionControl:
         return name
 
     # ---- capacity ------------------------------------------------------------------------
-    def _free_slots(self, view: BackendView) -> float:
+    def _free_slots(self, view: BackendView, rank: int = 0) -> float:
+        """Slots under the backend's limit that class ``rank`` may take: each class below the most
+        important leaves ``CLASS_RESERVE_FRAC`` more of the limit to the classes above it."""
         limit = self._limits.limit(view.backend_id)
-        return math.inf if limit is None else float(limit - view.in_flight_requests)
+        if limit is None:
+            return math.inf
+        if view.awaiting_first_byte >= self._prefill_cap(view.backend_id):
+            return 0.0
+        return limit * (1.0 - CLASS_RESERVE_FRAC * rank) - view.in_flight_requests
 
-    def free_slots(self, model: str, snapshot: FleetSnapshot) -> float:
-        """Free concurrency slots for ``model`` across its healthy backends, minus wake-up reservations."""
-        free = sum(max(0.0, self._free_slots(v)) for v in snapshot.serving(model))
+    def _prefill_cap(self, backend_id: BackendId) -> float:
+        """Most requests a backend may hold before their first byte: its first-byte rate x the TTFT
+        target (Little's law: then its mean TTFT stays near the target), at least ``MIN_PREFILL_CAP``.
+
+        Why besides the concurrency limit: the limit counts whole streams, and when slots free in a
+        bunch (streams end together, a limit grows) the pump would hand one backend dozens of prompts
+        at once; their prefills queue in the engine and the last one waits seconds for its first token
+        (measured: backend TTFT p99 3.2 s at a 500 ms target in a 3x burst, 1.5 s with this cap).
+        Without a TTFT target there is no cap."""
+        if self._ttft_target_s is None:
+            return math.inf
+        rate = self._first_byte_rates.get(backend_id)
+        per_s = rate.rate_per_s(self._clock.now_s()) if rate is not None else 0.0
+        return max(MIN_PREFILL_CAP, per_s * self._ttft_target_s)
+
+    def free_slots(self, model: str, snapshot: FleetSnapshot, rank: int = 0) -> float:
+        """Free slots for ``model`` (for class ``rank``) across its healthy backends, minus reservations."""
+        free = sum(max(0.0, self._free_slots(v, rank)) for v in snapshot.serving(model))
         return free - self._reserved_by_model.get(model, 0)
 
     def _kv_fits(self, view: BackendView, needed_tokens: float) -> bool:
@@ -147,7 +192,7 @@ class AdmissionControl:
         prefix_matched_tokens: Mapping[BackendId, int],
     ) -> AdmissionDecision:
         now_s = self._clock.now_s()
-        self._seen_views = snapshot.backends
+        self._read_snapshot(snapshot)
         if not self._admission.enabled:
             return Admit()
         class_name = self.effective_class(features, route)
@@ -157,7 +202,14 @@ class AdmissionControl:
             p50, p90 = predictions.output_length.p50_tokens, predictions.output_length.p90_tokens
         cost_tokens = features.prompt_tokens + p50
         verdict = self._tenants.check(features.tenant, cost_tokens, now_s)
-        serving, has_free_slot, kv_ok = self._capacity(snapshot, features, prefix_matched_tokens, p90)
+        serving = snapshot.serving(features.model)
+        reserved = self._reserved_by_model.get(features.model, 0)
+        free_views = [v for v in serving if self._free_slots(v, rank) > 0]
+        has_free_slot = sum(self._free_slots(v, rank) for v in free_views) - reserved > 0
+        kv_ok = any(
+            self._kv_fits(v, features.prompt_tokens - prefix_matched_tokens.get(v.backend_id, 0) + p90)
+            for v in free_views
+        )
         best_ttft_ms: float | None = None
         if predictions is not None:
             per_backend = predictions.per_backend
@@ -172,7 +224,9 @@ class AdmissionControl:
         queued_ahead, _ = self._room.ahead_of(rank)
         admission_view = AdmissionView(
             now_s=now_s,
-            has_free_slot=has_free_slot or not serving,
+            # Nobody overtakes the queue: with requests of this class or a better one waiting, a free
+            # slot (a limit just grew) is theirs; this request queues and the pump serves in order.
+            has_free_slot=(has_free_slot and queued_ahead == 0) or not serving,
             kv_headroom_ok=kv_ok or not serving,
             queued_ahead_requests=queued_ahead,
             queue_can_accept=self._room.can_accept(rank),
@@ -193,58 +247,26 @@ class AdmissionControl:
             self._charges[features.request_id] = _Charge(features.tenant, cost_tokens, features.prompt_tokens)
         return decision
 
-    def _capacity(
-        self,
-        snapshot: FleetSnapshot,
-        features: RequestFeatures,
-        prefix_matched_tokens: Mapping[BackendId, int],
-        p90_tokens: float,
-    ) -> tuple[bool, bool, bool]:
-        """(some backend serves the model, a slot is free beyond reservations, KV fits on a free one).
-
-        Free slots are summed over the healthy backends serving the model
-        (unlimited ones count as infinite); KV headroom is checked on those
-        with a free slot, for the uncached prompt plus the p90 output. The
-        scan stops as soon as both answers are yes (more backends cannot
-        change them), so an unloaded fleet costs a few backends, not all.
-        """
-        model = features.model
-        limit_of = self._limit_of
-        if limit_of is None:
-            limit_of = self._limit_of = self._limits.limits()
-        reserved = self._reserved_by_model.get(model, 0)
-        prompt_tokens = features.prompt_tokens
-        ready = Health.READY
-        serving = kv_ok = False
-        free_slots = 0.0
+    def _read_snapshot(self, snapshot: FleetSnapshot) -> None:
+        """In-flight counts for the limiters, and the first bytes seen since the last snapshot: each new
+        one is a TTFT sample at the moment it happened (learning it only when the request ends lags by
+        the whole E2E, and a limiter that late overshoots the knee and then collapses)."""
         for view in snapshot.backends:
-            if view.health is not ready or model not in view.models:
+            backend_id = view.backend_id
+            self._in_flight_seen[backend_id] = view.in_flight_requests
+            if view.first_bytes == 0:
                 continue
-            serving = True
-            limit = limit_of.get(view.backend_id)
-            if limit is None:
-                free_slots = math.inf
-            elif limit > view.in_flight_requests:
-                free_slots += limit - view.in_flight_requests
-            else:
-                continue
-            if not kv_ok:
-                needed = prompt_tokens - prefix_matched_tokens.get(view.backend_id, 0) + p90_tokens
-                kv_ok = self._kv_fits(view, needed)
-            if kv_ok and free_slots > reserved:
-                break
-        return serving, free_slots - reserved > 0, kv_ok
-
-    def _in_flight_at_last_decision(self, backend_id: BackendId) -> int:
-        """The backend's in-flight count in the snapshot of the latest ``decide`` (0 if not in it)."""
-        views = self._seen_views
-        row = self._seen_row.get(backend_id)
-        if row is None or row >= len(views) or views[row].backend_id != backend_id:
-            self._seen_row = {view.backend_id: i for i, view in enumerate(views)}  # the fleet changed
-            row = self._seen_row.get(backend_id)
-            if row is None:
-                return 0
-        return views[row].in_flight_requests
+            count, total_ms = self._first_bytes_seen.get(backend_id, (0, 0.0))
+            new = view.first_bytes - count
+            if new > 0:
+                rate = self._first_byte_rates.get(backend_id)
+                if rate is None:
+                    rate = self._first_byte_rates[backend_id] = ServiceRate(FIRST_BYTE_RATE_TAU_S)
+                rate.record(self._clock.now_s(), float(new))
+                mean_ms = (view.first_byte_ttft_ms_total - total_ms) / new
+                for _ in range(new):
+                    self._limits.on_sample(backend_id, mean_ms, view.in_flight_requests)
+            self._first_bytes_seen[backend_id] = (view.first_bytes, view.first_byte_ttft_ms_total)
 
     # ---- the waiting room ----------------------------------------------------------------
     def enqueue(self, features: RequestFeatures, route: RouteConfig, decision: Queue) -> EnqueueResult:
@@ -254,7 +276,7 @@ class AdmissionControl:
         cost = self._charges.get(features.request_id)
         work = cost.tokens if cost is not None else float(features.prompt_tokens)
         result = self._room.push(
-            _Queued(features.request_id, features.model), rank, decision.deadline_s, now_s, work
+            _Queued(features.request_id, features.model, rank), rank, decision.deadline_s, now_s, work
         )
         if result.waiter is None:
             return EnqueueResult(Shed(ShedReason.QUEUE_FULL, self.retry_after_s(rank)))
@@ -277,14 +299,16 @@ class AdmissionControl:
 
     def pop_dispatchable(self, snapshot: FleetSnapshot) -> str | None:
         """The next queued request (most important class first) whose model has a free slot; reserves it."""
+        self._read_snapshot(snapshot)
         if not len(self._room):
             return None
-        free_by_model: dict[str, float] = {}
+        free_by_model: dict[tuple[str, int], float] = {}
 
         def can_dispatch(item: _Queued) -> bool:
-            if item.model not in free_by_model:
-                free_by_model[item.model] = self.free_slots(item.model, snapshot)
-            return free_by_model[item.model] > 0
+            key = (item.model, item.rank)
+            if key not in free_by_model:
+                free_by_model[key] = self.free_slots(item.model, snapshot, item.rank)
+            return free_by_model[key] > 0
 
         waiter = self._room.pop_dispatchable(can_dispatch)
         if waiter is None:
@@ -336,14 +360,10 @@ class AdmissionControl:
             return
         if outcome.status_code < 400 and not outcome.cancelled:
             self._service_rate.record(now_s)
-        if outcome.ttft_ms is not None:
-            self._limits.on_sample(backend_id, outcome.ttft_ms, self._in_flight_at_last_decision(backend_id))
+        backend_ttft_ms = outcome.ttft_at_backend_ms
+        if backend_ttft_ms is not None and backend_id not in self._first_bytes_seen:
+            # The backend's own TTFT: time spent in the waiting room is not the backend's congestion
+            # (fed back, it would shrink the limit, lengthen the queue and spiral to the minimum).
+            self._limits.on_sample(backend_id, backend_ttft_ms, self._in_flight_seen.get(backend_id, 0))
         elif outcome.status_code in (429, 503, 504):
             self._limits.on_drop(backend_id)
-        else:
-            return
-        limit_of = self._limit_of
-        if limit_of is not None and backend_id in limit_of:  # only this backend's limit may have moved
-            limit = self._limits.limit(backend_id)
-            if limit is not None:
-                limit_of[backend_id] = limit

@@ -61,6 +61,7 @@ class RequestRecord:
     error: str | None = None
     shed_reason: str | None = None
     retry_after_s: float | None = None
+    first_retry_after_s: float | None = None  # Retry-After of the first refused attempt
     attempts: int = 0
     retry_wait_ms: float = 0.0
     backend: str | None = None

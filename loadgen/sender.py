@@ -188,6 +188,8 @@ class Sender:
         if response.status == 429:
             record.shed_reason = response.headers.get(SHED_REASON_HEADER)
             record.retry_after_s = retry_after_s
+            if record.attempts == 1:
+                record.first_retry_after_s = retry_after_s
         return AttemptResult(response.status, retry_after_s)
 
     def _fail(self, record: RequestRecord, timer: StreamTimer, code: str) -> None:

@@ -157,7 +157,7 @@ class Predictor:
                 view_at_dispatch,
                 features,
                 cached if cached is not None else prefix_matched_tokens,
-                outcome.ttft_ms,
+                outcome.ttft_at_backend_ms,  # the view at dispatch explains the backend's TTFT only
                 observed_tpot_ms(outcome),
             )
 

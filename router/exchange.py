@@ -33,6 +33,7 @@ class Exchange:
         "arrival_s",
         "backend_id",
         "cancelled",
+        "dispatched_s",
         "error_code",
         "features",
         "first_byte_s",
@@ -64,6 +65,7 @@ class Exchange:
         self.cancelled = False
         self.streamed = False
         self.first_byte_s: float | None = None
+        self.dispatched_s: float | None = None  # the current attempt left for its backend
         self.last_byte_s: float | None = None
         self.output_tokens = 0
         self.usage: Usage | None = None
@@ -104,8 +106,11 @@ def finish(
     if ex.error_code is not None:
         metrics.errors.labels(ex.error_code).inc()
     ttft_ms: float | None = None
+    backend_ttft_ms: float | None = None
     if ex.first_byte_s is not None:
         ttft_ms = (ex.first_byte_s - ex.arrival_s) * 1e3
+        if ex.dispatched_s is not None:
+            backend_ttft_ms = (ex.first_byte_s - ex.dispatched_s) * 1e3
     if ex.output_tokens:
         series.output_tokens.inc(ex.output_tokens)
     if ex.streamed and ttft_ms is not None and not ex.cancelled and ex.backend_id is not None:
@@ -114,9 +119,11 @@ def finish(
         if tpot_ms is not None:
             series.itl.observe(tpot_ms / 1e3)
         if ex.error_code is None:
-            fleet.observe_latency(ex.backend_id, ttft_ms, tpot_ms)
+            fleet.observe_latency(
+                ex.backend_id, ttft_ms if backend_ttft_ms is None else backend_ttft_ms, tpot_ms
+            )
     if ex.features is not None:
-        _observe(decider, ex, ex.features, ttft_ms, e2e_s * 1e3, now_s)
+        _observe(decider, ex, ex.features, (ttft_ms, backend_ttft_ms), e2e_s * 1e3, now_s)
 
 
 def _disconnect_stage(ex: Exchange) -> str:
@@ -135,10 +142,11 @@ def _observe(
     decider: Decider,
     ex: Exchange,
     features: RequestFeatures,
-    ttft_ms: float | None,
+    ttfts_ms: tuple[float | None, float | None],
     e2e_ms: float,
     now_s: float,
 ) -> None:
+    """``ttfts_ms``: (from arrival, from the answering attempt's dispatch)."""
     usage = ex.usage
     prompt_tokens = features.prompt_tokens
     if usage is not None and usage.prompt_tokens is not None:
@@ -153,7 +161,8 @@ def _observe(
         prompt_tokens=prompt_tokens,
         output_tokens=ex.output_tokens,
         cached_prompt_tokens=usage.cached_prompt_tokens if usage is not None else None,
-        ttft_ms=ttft_ms,
+        ttft_ms=ttfts_ms[0],
+        backend_ttft_ms=ttfts_ms[1],
         e2e_ms=e2e_ms,
         cancelled=ex.cancelled,
         error_code=ex.error_code,

@@ -53,6 +53,7 @@ async def forward(
     for i, backend_id in enumerate(candidates):
         ex.backend_id = backend_id
         ex.predicted_ttft_ms = decision.predicted_ttft_ms if i == 0 else None
+        ex.dispatched_s = ctx.clock.now_s()
         ctx.decider.on_routed(features, decision, backend_id)
         with ctx.fleet.acquire(
             backend_id, features.prompt_tokens, decision.predicted_output_tokens or 0.0

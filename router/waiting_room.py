@@ -76,6 +76,7 @@ class AsyncWaitingRoom:
         """Park until woken (returns), evicted (raises its 429) or the deadline passes (429 queue_timeout)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._futures[request_id] = future
+        self.schedule_pump()  # a slot may be free already (a limit grew): the room, in order, decides
         try:
             await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline_s - now_s))
         except TimeoutError:

@@ -60,6 +60,8 @@ class BackendState:
     in_flight_predicted_decode_tokens: float = 0.0
     ewma_ttft_ms: float | None = None
     ewma_tpot_ms: float | None = None
+    first_bytes: int = 0
+    first_byte_ttft_ms_total: float = 0.0
     engine: EngineMetrics | None = None
     engine_received_s: float | None = None
     view: BackendView | None = None
@@ -158,6 +160,8 @@ class FleetState:
             metrics_stale=stale,
             ewma_ttft_ms=state.ewma_ttft_ms,
             ewma_tpot_ms=state.ewma_tpot_ms,
+            first_bytes=state.first_bytes,
+            first_byte_ttft_ms_total=state.first_byte_ttft_ms_total,
         )
         state.view = view
         state.view_valid_until_s = valid_until_s
@@ -183,7 +187,16 @@ class FleetState:
         state.in_flight_predicted_decode_tokens += predicted_decode_tokens
         self._total_in_flight += 1
         self.touch(state)
-        return InFlightGuard(self, state, prompt_tokens, predicted_decode_tokens, is_probe)
+        return InFlightGuard(
+            self, state, prompt_tokens, predicted_decode_tokens, is_probe, self._clock.now_s()
+        )
+
+    def record_first_byte(self, state: BackendState, dispatched_s: float, at_s: float | None = None) -> None:
+        """A first byte arrived (at ``at_s``, default now) for an attempt dispatched at ``dispatched_s``."""
+        arrived_s = self._clock.now_s() if at_s is None else at_s
+        state.first_bytes += 1
+        state.first_byte_ttft_ms_total += max(0.0, arrived_s - dispatched_s) * 1000.0
+        self.touch(state)
 
     def on_capacity_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever a slot may have freed (release, backend back up, undrain)."""

@@ -25,6 +25,7 @@ class InFlightGuard:
         "_awaiting_first_byte",
         "_backend",
         "_decode_tokens",
+        "_dispatched_s",
         "_failed",
         "_fleet",
         "_is_probe",
@@ -40,8 +41,10 @@ class InFlightGuard:
         prompt_tokens: int,
         decode_tokens: float,
         is_probe: bool,
+        dispatched_s: float = 0.0,
     ) -> None:
         self._fleet = fleet
+        self._dispatched_s = dispatched_s
         self._backend = backend
         self._prompt_tokens = prompt_tokens
         self._decode_tokens = decode_tokens
@@ -66,12 +69,12 @@ class InFlightGuard:
     ) -> None:
         self.release()
 
-    def first_byte(self) -> None:
-        """The backend sent its first byte: the request is no longer waiting for prefill."""
+    def first_byte(self, at_s: float | None = None) -> None:
+        """The backend sent its first byte (at ``at_s``, default now): no longer waiting for prefill."""
         if self._awaiting_first_byte and not self._released:
             self._awaiting_first_byte = False
             self._backend.awaiting_first_byte -= 1
-            self._fleet.touch(self._backend)
+            self._fleet.record_first_byte(self._backend, self._dispatched_s, at_s)
 
     def succeeded(self) -> None:
         """The backend answered (any status below 500): evidence that it works."""

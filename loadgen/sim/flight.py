@@ -32,6 +32,7 @@ class Flight:
         "attempt",
         "backend_id",
         "decision",
+        "dispatched_s",
         "done",
         "drop_after",
         "features",
@@ -62,6 +63,7 @@ class Flight:
         self.drop_after: int | None = None
         self.last_error: tuple[int, str] | None = None
         self.queued_at_s: float | None = None
+        self.dispatched_s: float | None = None  # the current attempt left for its backend
 
     @property
     def predicted_output_tokens(self) -> float | None:
@@ -104,6 +106,13 @@ class Flight:
             return (record.e2e_s - record.ttft_s) / (sim.num_output - 1) * 1000.0
         return None
 
+    def backend_ttft_ms(self) -> float | None:
+        """First token minus the answering attempt's dispatch (waiting room and earlier tries excluded)."""
+        r = self.record
+        if r.ttft_s is None or self.dispatched_s is None:
+            return None
+        return (r.sent_s + r.ttft_s - self.dispatched_s) * 1000.0
+
     def outcome(self, t: float) -> Outcome:
         r = self.record
         return Outcome(
@@ -117,6 +126,7 @@ class Flight:
             output_tokens=r.output_tokens,
             cached_prompt_tokens=r.cached_tokens,
             ttft_ms=None if r.ttft_s is None else r.ttft_s * 1000.0,
+            backend_ttft_ms=self.backend_ttft_ms(),
             e2e_ms=(r.e2e_s or 0.0) * 1000.0,
             error_code=r.error_code,
             finished_at_s=t,

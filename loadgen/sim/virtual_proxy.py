@@ -106,6 +106,7 @@ class VirtualProxy:
                 self._shed(flight, t, placed.shed.reason, placed.shed.retry_after_s)
             else:
                 self.side.schedule(decision.deadline_s, self._on_queue_deadline, flight)
+                self.pump_due = True  # as the proxy's room.wait: a slot may be free already
                 self._ensure_tick(t)
             return
         assert isinstance(decision, Admit)
@@ -162,6 +163,7 @@ class VirtualProxy:
             flight.attempt += 1
             flight.record.attempts = flight.attempt
             flight.backend_id = name
+            flight.dispatched_s = t
             self.decider.on_routed(flight.features, flight.decision, name)
             guard = self.state.acquire(
                 name, flight.features.prompt_tokens, flight.predicted_output_tokens or 0.0
@@ -198,7 +200,8 @@ class VirtualProxy:
     def first_byte(self, flight: Flight) -> None:
         flight.first_byte = True
         if flight.guard is not None:
-            flight.guard.first_byte()
+            ttft_s = flight.record.ttft_s
+            flight.guard.first_byte(None if ttft_s is None else flight.record.sent_s + ttft_s)
 
     def stream_broken(self, flight: Flight, t: float) -> None:
         if flight.guard is not None:
@@ -221,8 +224,9 @@ class VirtualProxy:
         if guard is not None:
             guard.release()
         record = flight.record
-        if guard is not None and code is None and record.ttft_s is not None and record.backend_id:
-            self.state.observe_latency(record.backend_id, record.ttft_s * 1000.0, tpot_ms)
+        backend_ttft_ms = flight.backend_ttft_ms()
+        if guard is not None and code is None and backend_ttft_ms is not None and record.backend_id:
+            self.state.observe_latency(record.backend_id, backend_ttft_ms, tpot_ms)
         self.side.ended(flight, t)
         self.decider.observe(flight.outcome(t))
         self.pump_due = True  # the outcome may have moved a concurrency limit

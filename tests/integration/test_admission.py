@@ -188,3 +188,61 @@ async def test_hopeless_wait_is_refused_now_not_timed_out_later(start_fleet: Sta
     assert (status, headers["x-sluice-shed-reason"]) == (429, "slo_infeasible")
     assert body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
     await assert_no_leaks(proxy, [backend])
+
+
+async def _post_body(
+    session: aiohttp.ClientSession, proxy: Proxy, body: dict[str, object], headers: dict[str, str]
+) -> tuple[int, dict[str, object], dict[str, str]]:
+    async with session.post(proxy.url + CHAT, json=body, headers=headers) as resp:
+        return resp.status, orjson.loads(await resp.read()), dict(resp.headers)
+
+
+async def test_zero_budget_and_unknown_tenants_get_the_default_budget_refused_at_once(
+    start_fleet: StartFleet,
+) -> None:
+    # Every unlisted tenant gets the default budget, here zero: refused before any backend is asked.
+    tenants = "tenants:\n  default: {tokens_per_s: 0}\n  budgets:\n    acme: {}\n"
+    proxy, (backend,) = await start_fleet(1, extra=tenants)
+    async with aiohttp.ClientSession() as session:
+        stranger = await _post(session, proxy, {"x-sluice-tenant": "never-configured"})
+        nameless = await _post(session, proxy, {})  # no tenant header: tenant "default", same budget
+        acme = await _post(session, proxy, {"x-sluice-tenant": "acme"})
+    for status, body, headers in (stranger, nameless):
+        assert (status, headers["x-sluice-shed-reason"]) == (429, "tenant_budget")
+        assert body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        assert int(headers["Retry-After"]) >= 1
+    assert acme[0] == 200
+    assert len(backend.requests) == 1  # only acme's request reached the backend
+    await assert_no_leaks(proxy, [backend])
+
+
+async def test_absurd_max_tokens_is_charged_the_predicted_output_not_the_cap(start_fleet: StartFleet) -> None:
+    # A bucket of 3,000 tokens refilling at 1 token/s: three requests capped at a billion tokens each
+    # all pass, because each is charged its prompt + predicted output (a few hundred tokens).
+    tenants = "tenants:\n  budgets:\n    acme: {tokens_per_s: 1, burst_tokens: 3000}\n"
+    proxy, (backend,) = await start_fleet(1, extra=tenants)
+    body: dict[str, object] = {
+        "model": "m1",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 1_000_000_000,
+    }
+    async with aiohttp.ClientSession() as session:
+        results = [await _post_body(session, proxy, body, {"x-sluice-tenant": "acme"}) for _ in range(3)]
+    assert [r[0] for r in results] == [200, 200, 200]
+    await assert_no_leaks(proxy, [backend])
+
+
+async def test_a_hammering_client_is_refused_every_time_without_reaching_a_backend(
+    start_fleet: StartFleet,
+) -> None:
+    # A client that ignores Retry-After and hammers: every request is refused, none is forwarded,
+    # nothing is left in flight or queued.
+    tenants = "tenants:\n  budgets:\n    hammer: {tokens_per_s: 0}\n"
+    proxy, (backend,) = await start_fleet(1, extra=tenants)
+    async with aiohttp.ClientSession() as session:
+        results = await asyncio.gather(
+            *(_post(session, proxy, {"x-sluice-tenant": "hammer"}) for _ in range(200))
+        )
+    assert {(r[0], r[2]["x-sluice-shed-reason"]) for r in results} == {(429, "tenant_budget")}
+    assert len(backend.requests) == 0
+    await assert_no_leaks(proxy, [backend])

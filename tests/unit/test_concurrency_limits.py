@@ -62,3 +62,24 @@ def test_backend_max_concurrency_caps_adaptive_and_fixed_limits() -> None:
     assert fixed.limits() == {"a": 3, "b": 5}
     none = ConcurrencyLimits(ConcurrencyLimitConfig(algorithm="none"), [("a", 3)])
     assert none.limit("a") is None
+
+
+def test_gradient2_with_a_ttft_target_steers_to_it_not_to_the_first_ttft_seen() -> None:
+    cfg = ConcurrencyLimitConfig(initial=16, min=4, max=1000, ttft_target_ms=500.0)
+    limiter = Gradient2Limit(cfg, 16)
+    feed(limiter, 50.0, 100)
+    early = limiter.limit
+    feed(limiter, 400.0, 300)  # 8x the baseline: the ratio rule alone would halve the limit
+    assert limiter.limit > early
+    before = limiter.limit
+    feed(limiter, 1000.0, 10)  # one window at twice the target
+    assert before * 0.85 <= limiter.limit < before
+    feed(limiter, 2000.0, 300)
+    assert limiter.limit < before / 4  # x0.9 per window while 4x over the target
+
+
+def test_gradient2_growth_per_window_is_bounded_under_a_target() -> None:
+    cfg = ConcurrencyLimitConfig(initial=100, min=4, max=10_000, queue_size=4, ttft_target_ms=500.0)
+    limiter = Gradient2Limit(cfg, 100)
+    feed(limiter, 1.0, 10)  # 500x under the target: still at most x1.25 + queue_size per window
+    assert limiter.limit == int(100 * 1.25 + 4)

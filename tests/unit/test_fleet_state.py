@@ -222,3 +222,17 @@ def test_snapshot_is_cached_until_something_changes() -> None:
         # The untouched backend's view object is reused.
         assert s2.by_id()["b"] is s1.by_id()["b"]
     assert fleet.snapshot().by_id()["a"].in_flight_requests == 0
+
+
+def test_first_bytes_are_counted_with_the_ttft_from_dispatch_at_the_first_byte() -> None:
+    fleet, clock = make_fleet()
+    ready(fleet, "a")
+    with fleet.acquire("a", 100) as guard:
+        clock.advance(0.25)
+        guard.first_byte()
+        assert (view(fleet, "a").first_bytes, view(fleet, "a").first_byte_ttft_ms_total) == (1, 250.0)
+        clock.advance(5.0)  # the stream goes on: the TTFT sample was taken at the first byte
+        guard.first_byte()  # a second call is a no-op
+    with fleet.acquire("a", 100) as guard:
+        guard.first_byte(at_s=clock.now_s() + 0.5)  # virtual time reports the event's own instant
+    assert (view(fleet, "a").first_bytes, view(fleet, "a").first_byte_ttft_ms_total) == (2, 750.0)

@@ -1,0 +1,234 @@
+"""Overload benchmark (issue 7, item 5): load steps 0.5x -> 1x -> 3x for 60 s -> 0.7x capacity, mixed classes.
+
+The scenario (fleet, request shape, class mix, SLO, steps, calibrated capacity) is
+``bench/_overload_setup.py``; the figures and their definitions (admitted, lost, goodput, shed
+fraction by class and phase, recovery time, Retry-After accuracy) are ``bench/_overload_analysis.py``.
+
+Parts (``--part``):
+
+* ``virtual``: Sluice's real ``DecisionEngine`` on the virtual-time fleet (``loadgen.sim.virtual``):
+  round robin with admission, ``sluice_predictive`` with admission, round robin without admission,
+  ``--seeds`` seeds each; deterministic per seed. The same retrying clients as in real time
+  (``bench/_overload_retry.py``). Samples Sluice's waiting room by class and the engines' own queues
+  every second.
+* ``realtime`` (wrap it in ``flock /tmp/sluice-realtime.lock``): ``sluice sim`` backends, then in
+  turn ``sluice serve`` with admission, ``sluice serve`` without, and sglang-router 0.3.2 with
+  ``--max-concurrent-requests`` and its queue, each fed the same open-loop step workload plus a
+  small stream of retrying clients that honour Retry-After (``bench/_overload_realtime.py``). With
+  admission, Sluice's CPU per refused request of a hammering client (zero budget, ignores
+  Retry-After) is compared with its CPU per admitted streamed request.
+
+Writes ``bench/results/overload_<part>.json`` (command, config, git rev, figures) and PNG plots
+``bench/results/overload_<part>_{shed,ttft,queue}.png``; prints a table per system and the verdict
+per target.
+
+    nice -n 10 python bench/overload.py --part virtual --seeds 0 1 2
+    flock /tmp/sluice-realtime.lock nice -n 10 python bench/overload.py --part realtime
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import _overload_setup as setup
+from _overload_analysis import CLASSES, phases, rescore_recovery, retry_after_accuracy, score
+from _overload_plots import plot_all
+from _overload_retry import RetryingStream, join
+from _results import RESULTS, write_result
+
+from decision.engine import DecisionEngine
+from loadgen.sim.virtual import VirtualFleet
+
+
+def _sampler(vf: VirtualFleet, samples: list[dict[str, Any]], end_s: float) -> None:
+    """Every second of virtual time: Sluice's waiting room by class and its concurrency limits."""
+
+    def sample(t: float, _: None) -> None:
+        decider = vf.decider
+        if isinstance(decider, DecisionEngine):
+            room = decider.admission.queue_depths()
+            limits = decider.admission.limits()
+            samples.append({"t_s": t, "queued": room, "limits": limits})
+        if t < end_s:
+            vf.schedule(t + 1.0, sample, None)
+
+    vf.schedule(0.0, sample, None)
+
+
+def engine_waiting(vf: VirtualFleet, end_s: float) -> list[dict[str, Any]]:
+    """Requests waiting inside the engines, summed over backends (each at its latest poll), per second."""
+    samples = sorted(vf.samples, key=lambda s: s.t_s)
+    latest: dict[str, int] = {}
+    out, i = [], 0
+    for t in range(int(end_s) + 1):
+        while i < len(samples) and samples[i].t_s <= t:
+            latest[samples[i].backend] = samples[i].waiting or 0
+            i += 1
+        out.append({"t_s": float(t), "engine_waiting": sum(latest.values())})
+    return out
+
+
+def compact(figures: dict[str, Any], keep_series: bool) -> dict[str, Any]:
+    """Keep the per-second series of the first seed only (small results files), floats rounded."""
+    series = ("timeline", "waiting_room", "engine_waiting")
+    out = {k: v for k, v in figures.items() if keep_series or k not in series}
+    kept: dict[str, Any] = json.loads(json.dumps(out), parse_float=lambda x: round(float(x), 3))
+    return kept
+
+
+def run_virtual_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dict[str, Any]:
+    fleet = setup.fleet()
+    phase_list = phases(setup.STEP_S, setup.LEVELS)
+    end_s = phase_list[-1].end_s + 20.0
+    systems: dict[str, Any] = {}
+    for policy, admission in setup.VIRTUAL_SYSTEMS:
+        name = setup.system_name(policy, admission)
+        runs: list[dict[str, Any]] = []
+        for seed in args.seeds:
+            cap = capacity["capacity_rps"]
+            base = heapq.merge(
+                setup.step_workload(cap, seed).requests(),
+                setup.retry_workload(cap, seed).requests(),
+                key=lambda wr: wr.arrival_s,
+            )
+            vf = setup.virtual_fleet(fleet, setup.virtual_config(fleet, admission, policy), seed)
+            room: list[dict[str, Any]] = []
+            _sampler(vf, room, end_s)
+            stream = RetryingStream(vf, base, setup.RETRY_TENANT, setup.RETRY_MAX)
+            everyone = [r.to_load_record(with_itl=False) for r in vf.run(stream)]
+            records, retrying = join(everyone, setup.RETRY_TENANT)
+            figures = score(records, phase_list, setup.TTFT_SLO_MS)
+            figures["retrying_clients"] = retry_after_accuracy(retrying)
+            figures["seed"] = seed
+            figures["waiting_room"] = room
+            figures["engine_waiting"] = engine_waiting(vf, end_s)
+            runs.append(compact(figures, keep_series=not runs))
+            print(f"  {name} seed {seed}: " + verdict_line(figures), flush=True)
+        systems[name] = {"runs": runs, "mean": mean_over_seeds(runs)}
+    return systems
+
+
+def mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean of the headline figures across seeds, and in how many seeds each target was met."""
+
+    def mean(values: list[float | None]) -> float | None:
+        kept = [v for v in values if v is not None]
+        return sum(kept) / len(kept) if kept else None
+
+    out: dict[str, Any] = {"seeds": len(runs)}
+    for phase in runs[0]["by_phase_and_class"]:
+        for cls in CLASSES:
+            for key in ("shed_frac", "goodput_frac", "ttft_p99_ms"):
+                out[f"{phase}.{cls}.{key}"] = mean([r["by_phase_and_class"][phase][cls][key] for r in runs])
+    out["recovery_s"] = mean([r["recovery_s"] for r in runs])
+    out["lost"] = sum(r["lost"] for r in runs)
+    out["targets_met_in_seeds"] = {
+        k: sum(bool(r["targets_met"][k]) for r in runs) for k in runs[0]["targets_met"]
+    }
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
+def verdict_line(f: dict[str, Any]) -> str:
+    crit = f["by_phase_and_class"]["all"]["critical"]
+    met = sum(bool(v) for v in f["targets_met"].values())
+    rec = f["recovery_s"]
+    return (
+        f"critical goodput {_pct(crit['goodput_frac'])}, TTFT p99 {_ms(crit['ttft_p99_ms'])} ms, "
+        f"lost {f['lost']}, recovery {'-' if rec is None else f'{rec:.0f} s'}, "
+        f"targets met {met}/{len(f['targets_met'])}"
+    )
+
+
+def print_table(name: str, f: dict[str, Any]) -> None:
+    print(f"\n{name}")
+    print(
+        f"  {'phase':<6} {'class':<10} {'offered':>7} {'shed':>7} {'goodput':>8} "
+        f"{'p50 ms':>7} {'p99 ms':>7} lost"
+    )
+    for phase, row in f["by_phase_and_class"].items():
+        for cls in CLASSES:
+            c = row[cls]
+            print(
+                f"  {phase:<6} {cls:<10} {c['offered']:>7} {_pct(c['shed_frac']):>7} "
+                f"{_pct(c['goodput_frac']):>8} {_ms(c['ttft_p50_ms']):>7} "
+                f"{_ms(c['ttft_p99_ms']):>7} {c['lost']}"
+            )
+    print("  targets: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in f["targets_met"].items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--part", choices=("virtual", "realtime"), required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="virtual part")
+    parser.add_argument("--seed", type=int, default=0, help="realtime part")
+    parser.add_argument("--peers-venv", type=Path, default=Path("/work/peers-venv"))
+    parser.add_argument("--runs-dir", type=Path, default=setup.ROOT / "runs" / "overload")
+    parser.add_argument(
+        "--only", nargs="*", help="realtime systems to run (sluice+admission, sluice, sglang)"
+    )
+    parser.add_argument("--step-s", type=float, default=setup.STEP_S, help="seconds per load step (smoke: 3)")
+    args = parser.parse_args()
+    setup.STEP_S = args.step_s
+    fleet = setup.fleet()
+    capacity = setup.calibrate(fleet)
+    print(f"capacity {capacity['capacity_rps']:.2f} req/s ({capacity['definition']})", flush=True)
+    config = {
+        "fleet_file": str(setup.FLEET_FILE.relative_to(setup.ROOT)),
+        "capacity": capacity,
+        "levels": list(setup.LEVELS),
+        "step_s": setup.STEP_S,
+        "shape": setup.SHAPE,
+        "class_mix": setup.MIX,
+        "ttft_slo_ms": setup.TTFT_SLO_MS,
+        "queue_deadline_ms": setup.QUEUE_DEADLINE_MS,
+        "sluice_config": setup.sluice_base(admission=True),
+        "seeds": args.seeds if args.part == "virtual" else [args.seed],
+    }
+
+    kept: dict[str, Any] = {}
+    if args.part == "realtime" and args.only and (RESULTS / "overload_realtime.json").exists():
+        # A partial re-run keeps the other systems of the last run (re-scored with today's rules).
+        previous = json.loads((RESULTS / "overload_realtime.json").read_text())["figures"]["systems"]
+        for name, system in previous.items():
+            if not any(o in name for o in args.only):
+                rescore_recovery(system["runs"][0], phases(setup.STEP_S, setup.LEVELS))
+                kept[name] = system
+
+    def save(systems: dict[str, Any]) -> Path:
+        return write_result(f"overload_{args.part}", config, {"systems": {**kept, **systems}})
+
+    if args.part == "virtual":
+        systems = run_virtual_part(args, capacity)
+    else:
+        from _overload_realtime import run_realtime_part
+
+        systems = run_realtime_part(args, capacity, save)  # saves after each system
+    systems = {**kept, **systems}
+    for name, system in systems.items():
+        print_table(name, system["runs"][0])
+    path = save(systems)
+    for png in plot_all(systems, phases(setup.STEP_S, setup.LEVELS), RESULTS / f"overload_{args.part}"):
+        print(f"wrote {png}")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
