@@ -1,0 +1,175 @@
+"""The issue-6 targets read off a ``sluice bench`` results document: one row per workload x load level.
+
+Targets (issue 6, item 6), for the candidate policy (``sluice_predictive``) against, at the same
+fleet, workload, load level and seeds (common random numbers, so ratios are paired per seed):
+
+- goodput >= 1.3x the best baseline (the ``baseline``-role policy with the highest mean goodput);
+- goodput >= 2x ``round_robin``;
+- TTFT p99 at least 2x lower than ``round_robin`` (``rr / candidate`` >= 2);
+- goodput within 15% of the oracle (``candidate / oracle`` >= 0.85).
+
+A target is ``met`` when the mean of the per-seed ratios reaches it, and ``met (CI)`` when the lower
+end of its 95% Student-t interval does too. ``ceiling`` is ``oracle / best baseline``: how much
+better than the best baseline the clairvoyant router itself is, i.e. the most that the 1.3x target
+could ask of any router at that point. Ratios come from the aggregate (``ratios``) where it has
+them; the oracle's are paired here from the per-seed values of each row.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from loadgen.bench.aggregate import interval
+
+TARGET_VS_BEST = 1.3
+TARGET_VS_RR = 2.0
+TARGET_TTFT_LOWER_VS_RR = 2.0
+TARGET_VS_ORACLE = 0.85
+REFERENCE = "round_robin"  # the targets name it, whatever the matrix's own ``reference`` is
+
+
+def _per_seed(row: Mapping[str, Any], metric: str) -> dict[int, float]:
+    """``seed -> value`` of a row's metric (only when every seed has a value, so pairs stay aligned)."""
+    values = row["metrics"][metric]["values"]
+    seeds = row["seeds"]
+    return dict(zip(seeds, values, strict=True)) if len(values) == len(seeds) else {}
+
+
+def paired_ratio(mine: Mapping[str, Any], theirs: Mapping[str, Any], metric: str) -> dict[str, Any]:
+    """Mean and 95% interval of ``mine / theirs`` over the seeds both rows have."""
+    a, b = _per_seed(mine, metric), _per_seed(theirs, metric)
+    return interval(a[s] / b[s] for s in sorted(a.keys() & b.keys()) if b[s])
+
+
+def _inverse(block: Mapping[str, Any]) -> dict[str, Any]:
+    """``1 / ratio`` per seed: turns ``candidate / rr`` TTFT p99 into "x lower than rr"."""
+    return interval(1.0 / v for v in block["values"] if v)
+
+
+def verdict(block: Mapping[str, Any], target: float) -> str:
+    mean, ci = block.get("mean"), block.get("ci95")
+    if mean is None:
+        return "n/a"
+    if mean < target:
+        return "missed"
+    return "met (CI)" if ci is not None and ci[0] >= target else "met"
+
+
+def cell(
+    rows: Sequence[Mapping[str, Any]], candidate: str, reference: str, oracle: str
+) -> dict[str, Any] | None:
+    """The figures of one (fleet, workload, load) group of ``results`` rows; None without the candidate."""
+    by_policy = {r["policy"]: r for r in rows}
+    mine = by_policy.get(candidate)
+    if mine is None:
+        return None
+    rr, orc = by_policy.get(reference), by_policy.get(oracle)
+    best_name = mine["ratios"].get("vs_best_baseline", {}).get("policy")
+    best = by_policy.get(best_name) if best_name else None
+    out: dict[str, Any] = {
+        "fleet": mine["fleet"],
+        "workload": mine["workload"],
+        "load_level": mine["load_level"],
+        "seeds": mine["seeds"],
+        "goodput_rps": _drop_values(mine["metrics"]["goodput_rps"]),
+        "slo_attainment_frac": _drop_values(mine["metrics"]["slo_attainment_frac"]),
+        "ttft_p99_ms": _drop_values(mine["metrics"]["ttft_p99_ms"]),
+        "best_baseline": best_name,
+    }
+    targets: dict[str, Any] = {}
+    if best is not None:
+        targets["goodput_vs_best"] = (paired_ratio(mine, best, "goodput_rps"), TARGET_VS_BEST)
+    if rr is not None:
+        out["rr_ttft_p99_ms"] = _drop_values(rr["metrics"]["ttft_p99_ms"])
+        targets["goodput_vs_rr"] = (paired_ratio(mine, rr, "goodput_rps"), TARGET_VS_RR)
+        ttft = _inverse(paired_ratio(mine, rr, "ttft_p99_ms"))
+        targets["ttft_p99_lower_vs_rr"] = (ttft, TARGET_TTFT_LOWER_VS_RR)
+    if orc is not None:
+        out["oracle_goodput_rps"] = _drop_values(orc["metrics"]["goodput_rps"])
+        targets["goodput_vs_oracle"] = (paired_ratio(mine, orc, "goodput_rps"), TARGET_VS_ORACLE)
+        if best is not None:
+            out["ceiling_oracle_vs_best"] = _drop_values(paired_ratio(orc, best, "goodput_rps"))
+    out["targets"] = {
+        name: {**_drop_values(block), "target": target, "verdict": verdict(block, target)}
+        for name, (block, target) in targets.items()
+    }
+    return out
+
+
+def _drop_values(block: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in block.items() if k != "values"}
+
+
+def cells(
+    doc: Mapping[str, Any], candidate: str = "sluice_predictive", oracle: str = "oracle"
+) -> list[dict[str, Any]]:
+    """Every (fleet, workload, load level) of ``doc`` that has the candidate, in the document's order."""
+    groups: dict[tuple[str, str, float], list[Mapping[str, Any]]] = {}
+    for row in doc["results"]:
+        groups.setdefault((row["fleet"], row["workload"], row["load_level"]), []).append(row)
+    found = (cell(rows, candidate, REFERENCE, oracle) for rows in groups.values())
+    return [c for c in found if c is not None]
+
+
+def _fmt_ratio(block: Mapping[str, Any] | None) -> str:
+    if not block or block.get("mean") is None:
+        return "–"
+    ci = block.get("ci95")
+    text = f"{block['mean']:.2f}x"
+    return text + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+def _fmt_ms(block: Mapping[str, Any] | None) -> str:
+    if not block or block.get("mean") is None or not math.isfinite(block["mean"]):
+        return "–"
+    return f"{block['mean'] / 1000.0:.2f} s" if block["mean"] >= 1000 else f"{block['mean']:.0f} ms"
+
+
+COLUMNS = (
+    "workload",
+    "load",
+    "goodput req/s",
+    "SLO ok",
+    "x round_robin (>= 2)",
+    "x best baseline (>= 1.3)",
+    "TTFT p99 (rr)",
+    "TTFT p99 x lower (>= 2)",
+    "x oracle (>= 0.85)",
+    "oracle / best",
+)
+
+
+def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The docs table: paired ratio means with their 95% intervals, one line per workload x load."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for c in rows:
+        t = c["targets"]
+        g = c["goodput_rps"]
+        ok = c["slo_attainment_frac"]["mean"]
+        best = c.get("best_baseline") or "–"
+        fields = (
+            c["workload"],
+            f"{c['load_level']:g}x",
+            f"{g['mean']:.1f}" + (f" ± {(g['ci95'][1] - g['ci95'][0]) / 2:.1f}" if g.get("ci95") else ""),
+            f"{ok:.1%}" if ok is not None else "–",
+            _fmt_ratio(t.get("goodput_vs_rr")),
+            f"{_fmt_ratio(t.get('goodput_vs_best'))} ({best})",
+            f"{_fmt_ms(c['ttft_p99_ms'])} ({_fmt_ms(c.get('rr_ttft_p99_ms'))})",
+            _fmt_ratio(t.get("ttft_p99_lower_vs_rr")),
+            _fmt_ratio(t.get("goodput_vs_oracle")),
+            _fmt_ratio(c.get("ceiling_oracle_vs_best")),
+        )
+        lines.append("| " + " | ".join(fields) + " |")
+    return "\n".join(lines)
+
+
+def verdicts(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
+    """Per target: how many cells met it (mean), met it with the interval, or missed it."""
+    out: dict[str, dict[str, int]] = {}
+    for c in rows:
+        for name, block in c["targets"].items():
+            tally = out.setdefault(name, {"met (CI)": 0, "met": 0, "missed": 0, "n/a": 0})
+            tally[block["verdict"]] += 1
+    return out

@@ -1,0 +1,114 @@
+"""The issue-6 target table: paired ratios against the right policies, verdicts that can say "missed"."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from loadgen.bench.aggregate import aggregate
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench.{name}", BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[f"bench.{name}"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+table = load("_issue6_table")
+
+ROLES = {
+    "round_robin": "baseline",
+    "least_outstanding": "baseline",
+    "sluice_predictive": "candidate",
+    "oracle": "oracle",
+}
+
+
+def point(policy: str, seed: int, goodput: float, ttft_p99_ms: float, load: float = 0.9) -> dict[str, Any]:
+    scaling = {"target_rps": 10.0}
+    return {
+        "point": {
+            "fleet": "f",
+            "workload": "w",
+            "load_level": load,
+            "policy": policy,
+            "seed": seed,
+            "scaling": scaling,
+        },
+        "summary": {
+            "window_goodput_rps": goodput,
+            "slo_attainment_frac": goodput / 10.0,
+            "ttft_ms": {"p99": ttft_p99_ms},
+        },
+        "by_backend": {},
+        "quantiles": {"ttft_ms": None, "tpot_ms": None},
+    }
+
+
+def doc(points: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"reference": "round_robin", "results": aggregate(points, ROLES, "round_robin")}
+
+
+def matrix(candidate: tuple[float, ...], best: tuple[float, ...]) -> dict[str, Any]:
+    points = []
+    for i, seed in enumerate((1, 2, 3)):
+        points += [
+            point("round_robin", seed, 4.0 + 0.1 * i, 60_000.0),
+            point("least_outstanding", seed, best[i], 30_000.0),
+            point("sluice_predictive", seed, candidate[i], 1_000.0 + 100 * i),
+            point("oracle", seed, 9.9, 900.0),
+        ]
+    return doc(points)
+
+
+def test_ratios_are_paired_against_round_robin_the_best_baseline_and_the_oracle() -> None:
+    (c,) = table.cells(matrix(candidate=(9.0, 9.2, 9.4), best=(6.0, 6.0, 6.0)))
+    t = c["targets"]
+    assert c["best_baseline"] == "least_outstanding"
+    assert t["goodput_vs_best"]["mean"] == pytest.approx((9.0 / 6 + 9.2 / 6 + 9.4 / 6) / 3)
+    assert t["goodput_vs_rr"]["mean"] == pytest.approx((9.0 / 4.0 + 9.2 / 4.1 + 9.4 / 4.2) / 3)
+    assert t["ttft_p99_lower_vs_rr"]["mean"] == pytest.approx((60 / 1.0 + 60 / 1.1 + 60 / 1.2) / 3)
+    assert t["goodput_vs_oracle"]["mean"] == pytest.approx((9.0 + 9.2 + 9.4) / 3 / 9.9)
+    assert c["ceiling_oracle_vs_best"]["mean"] == pytest.approx(9.9 / 6.0)
+    assert {name: block["verdict"] for name, block in t.items()} == {
+        "goodput_vs_best": "met (CI)",
+        "goodput_vs_rr": "met (CI)",
+        "ttft_p99_lower_vs_rr": "met (CI)",
+        "goodput_vs_oracle": "met (CI)",
+    }
+
+
+def test_a_target_below_its_threshold_is_missed_and_a_wide_interval_is_only_met() -> None:
+    (c,) = table.cells(matrix(candidate=(6.2, 6.3, 6.1), best=(6.0, 6.0, 6.0)))
+    assert c["targets"]["goodput_vs_best"]["verdict"] == "missed"
+    assert c["targets"]["goodput_vs_oracle"]["verdict"] == "missed"
+    assert table.verdict({"mean": 1.4, "ci95": [1.1, 1.7]}, 1.3) == "met"
+    assert table.verdict({"mean": None, "ci95": None}, 1.3) == "n/a"
+    tally = table.verdicts([c])
+    assert tally["goodput_vs_best"]["missed"] == 1
+
+
+def test_the_best_baseline_is_the_strongest_one_never_the_candidate_or_oracle() -> None:
+    (c,) = table.cells(matrix(candidate=(9.0, 9.0, 9.0), best=(3.0, 3.0, 3.0)))
+    assert c["best_baseline"] == "round_robin"  # least_outstanding is weaker here
+    assert c["targets"]["goodput_vs_best"]["mean"] == pytest.approx(c["targets"]["goodput_vs_rr"]["mean"])
+
+
+def test_markdown_has_one_row_per_workload_and_load_and_no_rows_without_the_candidate() -> None:
+    d = matrix(candidate=(9.0, 9.2, 9.4), best=(6.0, 6.0, 6.0))
+    text = table.markdown(table.cells(d))
+    lines = text.splitlines()
+    assert len(lines) == 3 and lines[2].startswith("| w | 0.9x | 9.2")
+    assert "(least_outstanding)" in lines[2]
+    without = doc([point("round_robin", 1, 4.0, 1.0), point("oracle", 1, 9.0, 1.0)])
+    assert table.cells(without) == []
