@@ -11,7 +11,8 @@ fleet, workload, load level and seeds (common random numbers, so ratios are pair
 A target is ``met`` when the mean of the per-seed ratios reaches it, and ``met (CI)`` when the lower
 end of its 95% Student-t interval does too. ``ceiling`` is ``oracle / best baseline``: how much
 better than the best baseline the clairvoyant router itself is, i.e. the most that the 1.3x target
-could ask of any router at that point. Ratios come from the aggregate (``ratios``) where it has
+could ask of any router at that point. With fewer than two baselines in the run there is no
+"best baseline" and that target is left out. Ratios come from the aggregate (``ratios``) where it has
 them; the oracle's are paired here from the per-seed values of each row.
 """
 
@@ -67,12 +68,17 @@ def cell(
         return None
     rr, orc = by_policy.get(reference), by_policy.get(oracle)
     best_name = mine["ratios"].get("vs_best_baseline", {}).get("policy")
+    baselines = sum(r["role"] == "baseline" for r in rows)
+    if baselines < 2:  # "best of one" is no best baseline: that target needs the baselines run
+        best_name = None
     best = by_policy.get(best_name) if best_name else None
     out: dict[str, Any] = {
         "fleet": mine["fleet"],
         "workload": mine["workload"],
         "load_level": mine["load_level"],
         "seeds": mine["seeds"],
+        "target_rps": mine["target_rps"],
+        "offered_rps": _drop_values(mine["metrics"]["offered_rps"]),
         "goodput_rps": _drop_values(mine["metrics"]["goodput_rps"]),
         "slo_attainment_frac": _drop_values(mine["metrics"]["slo_attainment_frac"]),
         "ttft_p99_ms": _drop_values(mine["metrics"]["ttft_p99_ms"]),
@@ -130,6 +136,7 @@ def _fmt_ms(block: Mapping[str, Any] | None) -> str:
 COLUMNS = (
     "workload",
     "load",
+    "offered req/s (target)",
     "goodput req/s",
     "SLO ok",
     "x round_robin (>= 2)",
@@ -152,6 +159,7 @@ def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         fields = (
             c["workload"],
             f"{c['load_level']:g}x",
+            f"{c['offered_rps']['mean']:.1f} ({c['target_rps']:.1f})",
             f"{g['mean']:.1f}" + (f" ± {(g['ci95'][1] - g['ci95'][0]) / 2:.1f}" if g.get("ci95") else ""),
             f"{ok:.1%}" if ok is not None else "–",
             _fmt_ratio(t.get("goodput_vs_rr")),

@@ -47,6 +47,7 @@ def point(policy: str, seed: int, goodput: float, ttft_p99_ms: float, load: floa
         },
         "summary": {
             "window_goodput_rps": goodput,
+            "window_offered_rps": 10.0,
             "slo_attainment_frac": goodput / 10.0,
             "ttft_ms": {"p99": ttft_p99_ms},
         },
@@ -108,7 +109,14 @@ def test_markdown_has_one_row_per_workload_and_load_and_no_rows_without_the_cand
     d = matrix(candidate=(9.0, 9.2, 9.4), best=(6.0, 6.0, 6.0))
     text = table.markdown(table.cells(d))
     lines = text.splitlines()
-    assert len(lines) == 3 and lines[2].startswith("| w | 0.9x | 9.2")
+    assert len(lines) == 3 and lines[2].startswith("| w | 0.9x | 10.0 (10.0) | 9.2")
     assert "(least_outstanding)" in lines[2]
     without = doc([point("round_robin", 1, 4.0, 1.0), point("oracle", 1, 9.0, 1.0)])
     assert table.cells(without) == []
+
+
+def test_with_round_robin_as_the_only_baseline_there_is_no_best_baseline_target() -> None:
+    points = [point("round_robin", 1, 4.0, 60_000.0), point("sluice_predictive", 1, 9.0, 1_000.0)]
+    (c,) = table.cells(doc(points))
+    assert c["best_baseline"] is None
+    assert set(c["targets"]) == {"goodput_vs_rr", "ttft_p99_lower_vs_rr"}
