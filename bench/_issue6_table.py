@@ -18,11 +18,13 @@ them; the oracle's are paired here from the per-seed values of each row.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from loadgen.bench.aggregate import interval
+from loadgen.bench.aggregate import aggregate, interval
 
 TARGET_VS_BEST = 1.3
 TARGET_VS_RR = 2.0
@@ -181,3 +183,49 @@ def verdicts(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
             tally = out.setdefault(name, {"met (CI)": 0, "met": 0, "missed": 0, "n/a": 0})
             tally[block["verdict"]] += 1
     return out
+
+
+def points_from_files(dirs: Sequence[Path], duration_s: float, warmup_s: float) -> list[dict[str, Any]]:
+    """Per-point summaries rebuilt from ``points/**/seed-*.json`` files, as ``run_point`` returns them.
+
+    Lets runs of the same matrix split by seed (e.g. two processes) be aggregated as one. The
+    window figures are ``loadgen.bench.point``'s (``good`` and ``requests`` over the measured
+    window); per-point quantile curves are not in the files, so merged rows have no CDFs. A point
+    found in several directories is taken once (points are deterministic for their seed).
+    """
+    window_s = duration_s - warmup_s
+    found: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for root in dirs:
+        for path in sorted(root.glob("**/seed-*.json")):
+            if path.name.endswith(".samples.json"):
+                continue
+            doc = json.loads(path.read_text())
+            p = doc["point"]
+            summary = dict(doc["summary"])
+            summary["window_s"] = window_s
+            summary["window_goodput_rps"] = summary["good"] / window_s
+            summary["window_offered_rps"] = summary["requests"] / window_s
+            key = (p["fleet"], p["workload"], float(p["load_level"]), p["policy"], int(p["seed"]))
+            found.setdefault(
+                key,
+                {
+                    "point": p,
+                    "summary": summary,
+                    "by_backend": doc["by_backend"],
+                    "quantiles": {"ttft_ms": None, "tpot_ms": None},
+                },
+            )
+    return list(found.values())
+
+
+def merged(doc: Mapping[str, Any], dirs: Sequence[Path]) -> dict[str, Any]:
+    """``doc`` with its ``results`` re-aggregated over the point files of ``dirs`` (roles kept)."""
+    roles = {r["policy"]: r["role"] for r in doc["results"]}
+    points = points_from_files(dirs, float(doc["duration_s"]), float(doc["warmup_s"]))
+    seeds = sorted({int(p["point"]["seed"]) for p in points})
+    return {
+        **doc,
+        "results": aggregate(points, roles, doc.get("reference", REFERENCE)),
+        "seeds": seeds,
+        "merged_from": [str(d) for d in dirs],
+    }

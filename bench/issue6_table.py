@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench._issue6_table import cells, markdown, verdicts  # noqa: E402
+from bench._issue6_table import cells, markdown, merged, verdicts  # noqa: E402
 from bench._results import write_result  # noqa: E402
 
 
@@ -32,8 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidate", default="sluice_predictive")
     parser.add_argument("--oracle", default="oracle")
     parser.add_argument("--name", default="issue6", help="bench/results/<name>.json")
+    parser.add_argument(
+        "--merge-points",
+        type=Path,
+        nargs="*",
+        default=None,
+        help="re-aggregate from these points/ directories (runs of the same matrix split by seed)",
+    )
+    parser.add_argument("--merged-out", type=Path, help="write the merged results document here")
     args = parser.parse_args(argv)
     doc = json.loads(args.results.read_text())
+    if args.merge_points:
+        doc = merged(doc, args.merge_points)
+        if args.merged_out is not None:
+            args.merged_out.write_text(json.dumps(doc) + "\n")
     rows = cells(doc, args.candidate, args.oracle)
     if not rows:
         print(f"{args.results}: no rows for {args.candidate!r}", file=sys.stderr)
@@ -50,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         "matrix_git_rev": doc.get("git_rev"),
         "partial": doc.get("partial"),
         "seeds": doc.get("seeds"),
+        "merged_from": doc.get("merged_from"),
         "duration_s": doc.get("duration_s"),
         "warmup_s": doc.get("warmup_s"),
         "load_levels": doc.get("load_levels"),

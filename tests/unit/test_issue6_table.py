@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -120,3 +121,25 @@ def test_with_round_robin_as_the_only_baseline_there_is_no_best_baseline_target(
     (c,) = table.cells(doc(points))
     assert c["best_baseline"] is None
     assert set(c["targets"]) == {"goodput_vs_rr", "ttft_p99_lower_vs_rr"}
+
+
+def test_runs_split_by_seed_merge_into_one_aggregate_from_their_point_files(tmp_path: Path) -> None:
+    def write(root: Path, policy: str, seed: int, good: int) -> None:
+        path = root / "f" / "w" / "load-0.9" / policy / f"seed-{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        p = point(policy, seed, 0.0, 1_000.0)
+        summary = {"requests": 100, "good": good, "slo_attainment_frac": good / 100, "ttft_ms": {"p99": 1.0}}
+        path.write_text(json.dumps({"point": p["point"], "summary": summary, "by_backend": {}}))
+
+    first, second = tmp_path / "a", tmp_path / "b"
+    for policy, good in (("round_robin", 40), ("sluice_predictive", 90)):
+        write(first, policy, 1, good)
+        write(second, policy, 1, good)  # the same point twice is counted once
+        write(second, policy, 2, good + 5)
+    base = doc([point("round_robin", 1, 4.0, 1.0), point("sluice_predictive", 1, 9.0, 1.0)])
+    out = table.merged({**base, "duration_s": 12.0, "warmup_s": 2.0}, [first, second])
+    assert out["seeds"] == [1, 2]
+    (c,) = table.cells(out)
+    assert c["seeds"] == [1, 2]
+    assert c["goodput_rps"]["mean"] == pytest.approx((90 / 10 + 95 / 10) / 2)
+    assert c["targets"]["goodput_vs_rr"]["mean"] == pytest.approx((90 / 40 + 95 / 45) / 2)
