@@ -159,6 +159,7 @@ class MatrixRun:
         self.partial_reason: str | None = None
         self._started = time.monotonic()
         self._started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self._git_rev = git_revision()  # the code that runs the points, not what is checked out at the end
 
     def run(self) -> dict[str, Any]:
         try:
@@ -245,7 +246,7 @@ class MatrixRun:
             "description": spec.description,
             "matrix_file": self.matrix.path,
             "command": list(self.options.command),
-            "git_rev": git_revision(),
+            "git_rev": self._git_rev,
             "started_at": self._started_at,
             "partial": self.partial_reason is not None,
             "partial_reason": self.partial_reason,
