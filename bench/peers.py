@@ -65,8 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _peer_routers import Router, nginx, sglang_router, vllm_router
-from _peers_table import BASELINES, ratio_table, row_from
-from _results import write_result
+from _peers_table import BASELINES, absolute_table, ratio_table, row_from
+from _results import RESULTS, write_result
 
 from loadgen.client import ClientOptions
 from loadgen.demo import PREFERRED_POLICIES
@@ -283,10 +283,30 @@ def main() -> None:
     parser.add_argument("--nginx", default="nginx", help="nginx binary")
     parser.add_argument("--only", nargs="*", help="router names or families to run (e.g. sluice nginx)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "peers")
+    parser.add_argument(
+        "--tables", action="store_true", help="run nothing; print the Markdown tables of the saved results"
+    )
     args = parser.parse_args()
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     for name in names:
-        run_scenario(SCENARIOS[name], args)
+        if args.tables:
+            print_tables(name)
+        else:
+            run_scenario(SCENARIOS[name], args)
+
+
+def print_tables(name: str) -> None:
+    """The docs' tables (docs/peers.md) from ``bench/results/peers_<name>.json``."""
+    path = RESULTS / f"peers_{name}.json"
+    if not path.exists():
+        print(f"\n## {name}: no {path} yet")
+        return
+    doc = json.loads(path.read_text())
+    rows = doc["figures"]["rows"]
+    print(f"\n## {name} (git {doc['git_rev'][:12]}, load average {doc['host']['load_avg_1m']:.1f})\n")
+    print(ratio_table(rows, markdown=True))
+    print()
+    print(absolute_table(rows))
 
 
 if __name__ == "__main__":
