@@ -86,6 +86,6 @@ def test_nginx_config_round_robins_every_backend_on_loopback(tmp_path: Path) -> 
 
 def test_absolute_table_shows_each_routers_own_figures() -> None:
     text = table.absolute_table([row("sglang-router cache_aware", 12.5, 1500.0)])
-    header, rule, line = text.splitlines()
+    header, _rule, line = text.splitlines()
     assert header.startswith("| router | goodput req/s | TTFT p50 ms | TTFT p99 ms | TPOT p99 ms")
     assert line == "| sglang-router cache_aware | 12.50 | 375 | 1,500 | 1500.0 | 80% | 90% of 100 | 25% |"
