@@ -162,8 +162,11 @@ def peers(doc: Doc) -> Iterator[Headline]:
     for row in [*sluice, *([best_peer] if best_peer else [])]:
         r = ratios(row, base)
         ttft = "-" if r["ttft_p99_ms"] is None else f"{r['ttft_p99_ms']:.2f}x"
-        yield Headline(f"{row['router']}: goodput / TTFT p99 vs {base['router']}",
-                       f"{r['goodput_rps'] or 0:.2f}x / {ttft}")  # fmt: skip
+        # SLO ok (share of sent requests meeting both SLOs) next to goodput in req/s, which also
+        # rewards a run that simply ended sooner.
+        slo = row["summary"]["slo_attainment_frac"] or 0.0
+        value = f"goodput {r['goodput_rps'] or 0:.2f}x, SLO ok {slo:.0%}, TTFT p99 {ttft}"
+        yield Headline(f"{row['router']} vs {base['router']}", value)
 
 
 READERS: dict[str, Callable[[Doc], Iterator[Headline]]] = {
