@@ -25,7 +25,7 @@ demo: install
 	$(PY) -m sluice demo
 
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

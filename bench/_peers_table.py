@@ -121,3 +121,33 @@ def ratio_table(rows: Sequence[Mapping[str, Any]], markdown: bool = False) -> st
     widths = [max(len(str(x)) for x in col) for col in zip(header, *lines, strict=True)]
     fmt = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
     return "\n".join([fmt.format(*header), *(fmt.format(*line) for line in lines), "", absolute])
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def absolute_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Markdown: each router's own figures (goodput, TTFT p50/p99, TPOT p99, SLO ok, done, cache hit)."""
+    header = [
+        "router",
+        "goodput req/s",
+        "TTFT p50 ms",
+        "TTFT p99 ms",
+        "TPOT p99 ms",
+        "SLO ok",
+        "done",
+        "cache hit",
+    ]
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        s = row["summary"]
+        done = s["completed"] / s["requests"] if s["requests"] else 0.0
+        slo = "-" if s["slo_attainment_frac"] is None else f"{s['slo_attainment_frac']:.0%}"
+        tpot = "-" if s["tpot_p99_ms"] is None else f"{s['tpot_p99_ms']:.1f}"
+        cells = [
+            row["router"], f"{s['goodput_rps'] or 0:.2f}", _ms(s["ttft_p50_ms"]), _ms(s["ttft_p99_ms"]), tpot,
+            slo, f"{done:.0%} of {s['requests']}", f"{row['prefix_hit_frac']:.0%}",
+        ]  # fmt: skip
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)

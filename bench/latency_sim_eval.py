@@ -24,6 +24,7 @@ import argparse
 import csv
 import gzip
 import json
+import random
 import subprocess
 import sys
 import time
@@ -35,11 +36,21 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.types import Endpoint
+from decision.engine import DecisionEngine
 from loadgen.workload import WorkloadRequest
 from predictors.latency_eval import SampleRecorder, evaluate_latency
 from predictors.training_data import data_dir
 
 FLEET = "configs/fleets/hetero-16.yaml"
+
+
+class FullRecorder(SampleRecorder):
+    """``SampleRecorder`` plus the rest of the ``Decider`` protocol (queue calls), delegated as is."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
 MODEL = "llama-3.1-8b"
 _CHAT_OVERHEAD_CHARS = len("user\n\n\n")
 
@@ -88,9 +99,18 @@ def main() -> int:
         return 2
     fleet = load_fleet(FLEET)
     loaded = virtual_sluice_config(fleet, {"routes": [{"name": "default", "policy": {"name": args.policy}}]})
-    virtual = VirtualFleet(fleet, loaded, options=VirtualOptions(seed=args.seed))
-    recorder = SampleRecorder(virtual.decider)
-    virtual.decider = recorder
+    recorders: list[FullRecorder] = []
+
+    def recording_engine(vf: VirtualFleet) -> FullRecorder:
+        # The proxy keeps the decider it is built with, so the recorder must be the one it gets.
+        engine = DecisionEngine.from_config(loaded, vf.clock, random.Random(args.seed))
+        recorders.append(FullRecorder(engine))
+        return recorders[0]
+
+    virtual = VirtualFleet(
+        fleet, loaded, options=VirtualOptions(seed=args.seed), decider_factory=recording_engine
+    )
+    recorder = recorders[0]
     started = time.monotonic()
     virtual.run(list(azure_conversation(args.rate_scale, args.limit)))
     report: dict[str, Any] = evaluate_latency(recorder.samples, warmup=50)

@@ -19,6 +19,13 @@ Scenarios (``SCENARIOS``):
   router can win.
 * ``hetero``: the Azure 2023 conversation trace (no shared prefixes) on the demo fleet (H100 + A100
   + L4) at 50 % of capacity, time-compressed. Knowing backend speeds is all a router can win.
+* ``issue6``: the real-time half of issue 6's comparison: the Mooncake conversation trace (real
+  prefix sharing: equal ``hash_ids`` become equal text) on ``configs/fleets/hetero-6.yaml`` (2 H100
+  + 2 A100 + 2 L4) at 90 % of capacity, time-compressed, SLO TTFT p99 2 s / TPOT p99 100 ms; only
+  Sluice round_robin, sglang_cache_aware and sluice_predictive against sglang-router cache_aware
+  and round_robin. Both speed and cache affinity matter. ShareGPT at 0.9x of this fleet would be
+  ~110 requests/s of ~330-token streams, which a 2-core machine cannot generate, route and simulate
+  at once; Mooncake's long prompts (~14k tokens) make 0.9x only ~8 requests/s.
 
 sglang-router drops custom headers, ``x-sim-output-tokens`` included, so the fleet is also given
 the true output lengths by request id (``sluice sim --output-lengths``): every router is measured
@@ -34,7 +41,7 @@ per-token stream costs the client, the router and the simulator one write per to
 token vs ~15 ms coalesced in the same setup). TTFT, TPOT and E2E are unaffected by coalescing;
 chunk gaps are not reported here.
 
-Usage: ``python bench/peers.py [--scenario prefix|hetero|all] [--duration-s 60] [--peers-venv DIR]
+Usage: ``python bench/peers.py [--scenario prefix|hetero|issue6|all] [--duration-s 60] [--peers-venv DIR]
 [--only NAME ...]``
 """
 
@@ -58,8 +65,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _peer_routers import Router, nginx, sglang_router, vllm_router
-from _peers_table import BASELINES, ratio_table, row_from
-from _results import write_result
+from _peers_table import BASELINES, absolute_table, ratio_table, row_from
+from _results import RESULTS, write_result
 
 from loadgen.client import ClientOptions
 from loadgen.demo import PREFERRED_POLICIES
@@ -72,6 +79,18 @@ from loadgen.sizing import ScaleKnob, Sizing, size_workload
 from loadgen.stack import ROOT, FleetProcess, proxy_config, start_fleet, start_sluice, write_proxy_config
 
 SLO_DEFAULT = SLO(ttft_ms=2000.0, tpot_ms=100.0)
+# ``pipeline`` validates with no parameters, but empty (no scorers, a max-score picker over equal
+# scores) it is not a policy anyone would run; the presets are its real configurations.
+ASSEMBLED_IN_CONFIG = frozenset({"pipeline"})
+
+
+ISSUE6_ROUTERS = (
+    "sluice round_robin",
+    "sluice sglang_cache_aware",
+    "sluice sluice_predictive",
+    "sglang-router cache_aware",
+    "sglang-router round_robin",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +101,7 @@ class Scenario:
     fleet_file: str
     load_frac: float
     params: Mapping[str, str] = field(default_factory=dict)
+    routers: tuple[str, ...] = ()  # row names to run; empty = every router
 
 
 SCENARIOS = {
@@ -89,6 +109,9 @@ SCENARIOS = {
         "prefix", "sharegpt", "rate", "configs/fleets/peers-prefix.yaml", 1.3, {"think_time_mean_s": "3"}
     ),
     "hetero": Scenario("hetero", "azure_conv", "time", "configs/fleets/demo.yaml", 0.5),
+    "issue6": Scenario(
+        "issue6", "mooncake_conversation", "time", "configs/fleets/hetero-6.yaml", 0.9, routers=ISSUE6_ROUTERS
+    ),
 }
 
 
@@ -98,10 +121,12 @@ def sluice_routers(scenario: Scenario, admission_policy: str | None) -> list[Rou
 
     rows = []
     for name, spec in sorted(policies.registered().items()):
+        if name in ASSEMBLED_IN_CONFIG:
+            continue
         try:
             spec.params_model.model_validate({})
         except ValueError:
-            continue  # e.g. ``pipeline``: assembled in config, no default
+            continue  # needs parameters that have no default
         rows.append(sluice_router(scenario, name, admission=False))
     if admission_policy is not None:
         rows.append(sluice_router(scenario, admission_policy, admission=True))
@@ -187,6 +212,8 @@ def all_routers(scenario: Scenario, args: argparse.Namespace) -> list[Router]:
             vllm_router(args.peers_venv, "power_of_two"),
         ]
     routers.append(nginx(args.nginx))
+    if scenario.routers:
+        routers = [r for r in routers if r.name in scenario.routers]
     if args.only:
         routers = [r for r in routers if r.name in args.only or r.family in args.only]
     return routers
@@ -256,10 +283,30 @@ def main() -> None:
     parser.add_argument("--nginx", default="nginx", help="nginx binary")
     parser.add_argument("--only", nargs="*", help="router names or families to run (e.g. sluice nginx)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs" / "peers")
+    parser.add_argument(
+        "--tables", action="store_true", help="run nothing; print the Markdown tables of the saved results"
+    )
     args = parser.parse_args()
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     for name in names:
-        run_scenario(SCENARIOS[name], args)
+        if args.tables:
+            print_tables(name)
+        else:
+            run_scenario(SCENARIOS[name], args)
+
+
+def print_tables(name: str) -> None:
+    """The docs' tables (docs/peers.md) from ``bench/results/peers_<name>.json``."""
+    path = RESULTS / f"peers_{name}.json"
+    if not path.exists():
+        print(f"\n## {name}: no {path} yet")
+        return
+    doc = json.loads(path.read_text())
+    rows = doc["figures"]["rows"]
+    print(f"\n## {name} (git {doc['git_rev'][:12]}, load average {doc['host']['load_avg_1m']:.1f})\n")
+    print(ratio_table(rows, markdown=True))
+    print()
+    print(absolute_table(rows))
 
 
 if __name__ == "__main__":

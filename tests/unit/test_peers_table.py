@@ -82,3 +82,10 @@ def test_nginx_config_round_robins_every_backend_on_loopback(tmp_path: Path) -> 
     assert "listen 127.0.0.1:18080" in text and "worker_processes 1;" in text
     assert "server 127.0.0.1:1001;" in text and "server 127.0.0.1:1002;" in text
     assert "proxy_buffering off;" in text and f"pid {tmp_path}/nginx.pid;" in text
+
+
+def test_absolute_table_shows_each_routers_own_figures() -> None:
+    text = table.absolute_table([row("sglang-router cache_aware", 12.5, 1500.0)])
+    header, _rule, line = text.splitlines()
+    assert header.startswith("| router | goodput req/s | TTFT p50 ms | TTFT p99 ms | TPOT p99 ms")
+    assert line == "| sglang-router cache_aware | 12.50 | 375 | 1,500 | 1500.0 | 80% | 90% of 100 | 25% |"
