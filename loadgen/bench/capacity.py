@@ -74,6 +74,17 @@ def _search_config(fleet: Fleet, sluice: dict[str, Any]) -> LoadedConfig:
     )
 
 
+def replay_virtual(fleet: Fleet, loaded: LoadedConfig, workload: Workload, seed: int) -> list[RequestRecord]:
+    """One virtual-time replay with the proxy's own ``DecisionEngine`` (seeded), as load-client records."""
+    vf = VirtualFleet(
+        fleet,
+        loaded,
+        decider_factory=lambda f: DecisionEngine.from_config(loaded, f.clock, random.Random(seed)),
+        options=VirtualOptions(seed=seed),
+    )
+    return [r.to_load_record(with_itl=False) for r in vf.run(workload.requests())]
+
+
 def search_capacity(
     fleet: Fleet,
     workload: Workload,
@@ -97,14 +108,7 @@ def search_capacity(
 
     def run_at_rate(rate_rps: float) -> list[RequestRecord]:
         scaling = scaling_for(workload, shape, scale_by, rate_rps, duration_s, seed, warmup_s)
-        wl = scaled(workload, seed, scaling, duration_s)
-        vf = VirtualFleet(
-            fleet,
-            loaded,
-            decider_factory=lambda f: DecisionEngine.from_config(loaded, f.clock, random.Random(seed)),
-            options=VirtualOptions(seed=seed),
-        )
-        return [r.to_load_record(with_itl=False) for r in vf.run(wl.requests())]
+        return replay_virtual(fleet, loaded, scaled(workload, seed, scaling, duration_s), seed)
 
     found = goodput_capacity(
         run_at_rate,

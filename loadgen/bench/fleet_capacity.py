@@ -11,18 +11,16 @@ shed requests count as misses, so the capacity is what the fleet serves, not wha
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 from typing import Any
 
 from core.config import LoadedConfig
-from decision.engine import DecisionEngine
+from loadgen.bench.capacity import replay_virtual
 from loadgen.bench.scaling import native_shape, scaled, scaling_for
 from loadgen.goodput import goodput_capacity
 from loadgen.records import RequestRecord
 from loadgen.results import SLO
 from loadgen.sim.fleet_config import Fleet, virtual_sluice_config
-from loadgen.sim.virtual import VirtualFleet, VirtualOptions
 from loadgen.workloads import Workload
 
 
@@ -55,19 +53,8 @@ def search_fleet_capacity(
     shape = native_shape(workload, seed, duration_s)
 
     def run_at_rate(rate_rps: float) -> list[RequestRecord]:
-        wl = scaled(
-            workload,
-            seed,
-            scaling_for(workload, shape, scale_by, rate_rps, duration_s, seed, warmup_s),
-            duration_s,
-        )
-        vf = VirtualFleet(
-            fleet,
-            loaded,
-            decider_factory=lambda f: DecisionEngine.from_config(loaded, f.clock, random.Random(seed)),
-            options=VirtualOptions(seed=seed),
-        )
-        return [r.to_load_record(with_itl=False) for r in vf.run(wl.requests())]
+        scaling = scaling_for(workload, shape, scale_by, rate_rps, duration_s, seed, warmup_s)
+        return replay_virtual(fleet, loaded, scaled(workload, seed, scaling, duration_s), seed)
 
     found = goodput_capacity(
         run_at_rate,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -55,6 +56,8 @@ def test_serving_tables_reproduce_sklearn_on_real_prompts() -> None:
     try:
         samples = load_samples(["alpaca_eval", "hh_rlhf"])[::9]
     except TrainingDataError:
+        if os.environ.get("SLUICE_DATA_DIR"):  # CI points at the data: missing there is a failure
+            raise
         pytest.skip("shared data not available")
     fitted = fit_length_model(samples[::2], TrainConfig(n_folds=3))
     _assert_fast_path_equals_sklearn(fitted, samples[1::2])
