@@ -156,13 +156,23 @@ class FleetSnapshot:
     backends: tuple[BackendView, ...]
     taken_at_s: float
     version: int = 0
+    # ``serving`` per model, filled on first use: admission and the routing pipeline both ask for it on
+    # the same snapshot for every request, and the snapshot never changes.
+    _serving_by_model: dict[str, tuple[BackendView, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def by_id(self) -> dict[BackendId, BackendView]:
         return {b.backend_id: b for b in self.backends}
 
     def serving(self, model: str) -> tuple[BackendView, ...]:
-        """Selectable backends that serve ``model``."""
-        return tuple(b for b in self.backends if b.selectable and model in b.models)
+        """Selectable backends that serve ``model``, in fleet order (computed once per model)."""
+        views = self._serving_by_model.get(model)
+        if views is None:
+            ready = Health.READY
+            views = tuple(b for b in self.backends if b.health is ready and model in b.models)
+            self._serving_by_model[model] = views
+        return views
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,6 @@ from core.types import (
     BackendId,
     BackendView,
     FleetSnapshot,
-    Health,
     RoutingDecision,
     RoutingRequest,
 )
@@ -88,10 +87,7 @@ class Pipeline:
         self, request: RoutingRequest, snapshot: FleetSnapshot, now_s: float, rng: random.Random
     ) -> RoutingDecision:
         model = request.features.model
-        ready = Health.READY
-        candidates: Sequence[BackendView] = [
-            v for v in snapshot.backends if v.health is ready and model in v.models
-        ]
+        candidates: Sequence[BackendView] = snapshot.serving(model)
         if not candidates:
             reason = f"no healthy backend serves {model!r}"
             return RoutingDecision(ranked=(), policy=self._name, reason=reason)
