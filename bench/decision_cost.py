@@ -28,7 +28,12 @@ backends scraped once a second at 100 requests/s). 64 backends
 (H100/A100/L4 mix). GC as in ``sluice serve``: start-up objects frozen
 (``gc.freeze``), the collector otherwise enabled.
 
-Usage: ``python bench/decision_cost.py [--requests N] [--rounds R] [--policy NAME ...]``
+``observe`` (the outcome fed back: admission bookkeeping, prefix-index
+correction, latency and length learning) runs between requests and is
+reported separately too, per observed outcome. ``--backends 2`` times the
+same path on the 2-backend fleet of ``bench/overhead.py``.
+
+Usage: ``python bench/decision_cost.py [--requests N] [--rounds R] [--policy NAME ...] [--backends N]``
 Writes ``bench/results/decision_cost.json``. Target (issue 6): p99 <= 100 µs for
 sluice_predictive. Timings are noisy on a shared 2-core machine: compare
 ratios within one run.
@@ -76,7 +81,7 @@ from state.prefix_index import PrefixIndex  # noqa: E402
 
 SHAREGPT = Path("/work/shared/data/sharegpt/sharegpt_v3_first17671.jsonl.gz")
 RESULTS = SCRIPT.parents[1] / "bench" / "results" / "decision_cost.json"
-N_BACKENDS = 64
+N_BACKENDS = 64  # --backends sets it (at most 64) before anything is built
 MODEL = "llama-3.1-8b"
 SYSTEM_PROMPTS = [
     f"You are assistant #{i} of ACME Corp. Follow the policies below carefully. " + "Policy text. " * 80
@@ -160,9 +165,12 @@ class Fleet:
         )
         self.running.append((features, backend_id))
 
-    def step(self, engine: DecisionEngine, now_s: float) -> None:
-        """One completion (fed back to the engine) and, sometimes, one engine-metrics scrape."""
+    def step(self, engine: DecisionEngine, now_s: float) -> int | None:
+        """One completion (fed back to the engine) and, sometimes, one engine-metrics scrape.
+
+        Returns the wall ns ``engine.observe`` took, or None when nothing completed."""
         rng = self.rng
+        observe_ns: int | None = None
         if len(self.running) > 200 or (self.running and rng.random() < 0.9):
             features, backend_id = self.running.pop(rng.randrange(len(self.running)))
             view = self.views[int(backend_id[4:])]
@@ -175,22 +183,23 @@ class Fleet:
             )
             ttft_ms = rng.uniform(30.0, 1_500.0)
             output_tokens = rng.randrange(1, 800)
-            engine.observe(
-                Outcome(
-                    request_id=features.request_id,
-                    backend_id=backend_id,
-                    route="chat",
-                    model=MODEL,
-                    tenant="default",
-                    status_code=200,
-                    prompt_tokens=features.prompt_tokens,
-                    output_tokens=output_tokens,
-                    cached_prompt_tokens=features.prompt_tokens // 2,
-                    ttft_ms=ttft_ms,
-                    e2e_ms=ttft_ms + output_tokens * rng.uniform(5.0, 60.0),
-                    finished_at_s=now_s,
-                )
+            outcome = Outcome(
+                request_id=features.request_id,
+                backend_id=backend_id,
+                route="chat",
+                model=MODEL,
+                tenant="default",
+                status_code=200,
+                prompt_tokens=features.prompt_tokens,
+                output_tokens=output_tokens,
+                cached_prompt_tokens=features.prompt_tokens // 2,
+                ttft_ms=ttft_ms,
+                e2e_ms=ttft_ms + output_tokens * rng.uniform(5.0, 60.0),
+                finished_at_s=now_s,
             )
+            t0 = time.perf_counter_ns()
+            engine.observe(outcome)
+            observe_ns = time.perf_counter_ns() - t0
         if rng.random() < 0.64:
             slot = rng.randrange(N_BACKENDS)
             view = self.views[slot]
@@ -201,6 +210,7 @@ class Fleet:
                 kv_usage_frac=rng.random(),
                 metrics_stale=False,
             )
+        return observe_ns
 
 
 def engine_for(policy: str) -> DecisionEngine:
@@ -220,7 +230,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-STAGES = ("features", "admit", "route", "total", "total_cpu", "on_routed")
+STAGES = ("features", "admit", "route", "total", "total_cpu", "on_routed", "observe")
 
 
 def run_policy(policy: str, bodies: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
@@ -265,10 +275,13 @@ def run_policy(policy: str, bodies: list[tuple[str, dict[str, Any]]]) -> dict[st
         assert decision.chosen is not None
         engine.on_routed(features, decision, decision.chosen)
         t4 = wall()
-        for stage, value in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t3 - t0, c3 - c0, t4 - t3), strict=True):
+        per_request = (t1 - t0, t2 - t1, t3 - t2, t3 - t0, c3 - c0, t4 - t3)
+        for stage, value in zip(STAGES[:-1], per_request, strict=True):  # observe: per outcome, below
             samples[stage].append(value)
         fleet.dispatched(features, decision.chosen)
-        fleet.step(engine, clock.now_s())
+        observe_ns = fleet.step(engine, clock.now_s())
+        if observe_ns is not None:
+            samples["observe"].append(observe_ns)
     gc.unfreeze()
     warm = len(bodies) // 10  # the first 10% warm the prefix index, the latency model and caches
     index = engine.prefix_index
@@ -341,7 +354,7 @@ def aggregate(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def print_table(results: list[dict[str, Any]], which: str, title: str = "") -> None:
-    header = ("features", "admit", "route", "total wall", "total CPU", "on_routed")
+    header = ("features", "admit", "route", "total wall", "total CPU", "on_routed", "observe")
     print(f"{title} p50/p99 in µs, {which} of the rounds (total = features + admit + route)".strip())
     print(f"{'policy':<21}" + "".join(f"{h:>16}" for h in header))
     for r in results:
@@ -408,6 +421,7 @@ def run_tree_round(tree: Path, args: argparse.Namespace, policies: list[str]) ->
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rounds.json"
         command = [sys.executable, str(SCRIPT), "--requests", str(args.requests), "--rounds", "1"]
+        command += ["--backends", str(args.backends)]
         command += [f"--policy={p}" for p in policies] + ["--raw-rounds-out", str(out)]
         env = {**os.environ, "DECISION_COST_TREE": str(tree)}
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -449,6 +463,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--policy", action="append", default=None)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--backends", type=int, default=64, choices=range(1, 65), metavar="1..64")
     parser.add_argument(
         "--baseline",
         type=Path,
@@ -457,6 +472,8 @@ def main() -> int:
     )
     parser.add_argument("--raw-rounds-out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global N_BACKENDS
+    N_BACKENDS = args.backends
     policies = args.policy or [
         "sluice_predictive",
         "round_robin",

@@ -42,6 +42,11 @@ KV_PRESSURE_START_FRAC = 0.8  # as predictors.latency
 MIN_MS = 0.01
 _PRESSURE_SCALE = 1.0 / (1.0 - KV_PRESSURE_START_FRAC)
 _COLUMNS = 6  # queue_ms, t0, t1, tpot_base, p2, in_flight_prompt
+# Up to this many eligible backends the request's costs are computed on the rows' Python floats: a
+# dozen numpy calls on tiny arrays cost ~15 µs of per-call overhead, more than the arithmetic itself
+# (measured with bench/decision_cost.py --backends 2). Same IEEE operations in the same order, so
+# the same bits as the column path.
+SMALL_FLEET_ROWS = 16
 
 Coefficients = tuple[float, ...]  # (t0, t1, t2, t3, t4, t5, p0, p1, p2), per token
 Floats = npt.NDArray[np.float64]
@@ -87,18 +92,21 @@ def row_terms(view: BackendView, coefs: Coefficients) -> tuple[float, float, flo
 class _Eligible:
     """The rows selectable for one model: their ids, positions and row indices (None = every row)."""
 
-    __slots__ = ("ids", "position", "rows")
+    __slots__ = ("ids", "position", "row_list", "rows")
 
-    def __init__(self, ids: tuple[BackendId, ...], rows: npt.NDArray[np.intp] | None) -> None:
+    def __init__(
+        self, ids: tuple[BackendId, ...], rows: npt.NDArray[np.intp] | None, row_list: tuple[int, ...]
+    ) -> None:
         self.ids = ids
         self.position = {backend_id: i for i, backend_id in enumerate(ids)}
         self.rows = rows
+        self.row_list = row_list
 
 
 class FleetColumns:
     """Request-independent cost terms of every backend, updated row by row (see module docstring)."""
 
-    __slots__ = ("_coefs_for", "_columns", "_dirty", "_eligible", "_ids", "_row_of", "_views")
+    __slots__ = ("_coefs_for", "_columns", "_dirty", "_eligible", "_ids", "_row_of", "_terms", "_views")
 
     def __init__(self, coefs_for: Callable[[BackendId], Coefficients]) -> None:
         self._coefs_for = coefs_for
@@ -106,6 +114,7 @@ class FleetColumns:
         self._ids: tuple[BackendId, ...] = ()
         self._row_of: dict[BackendId, int] = {}
         self._columns: tuple[Floats, ...] = tuple(np.zeros(0) for _ in range(_COLUMNS))
+        self._terms: list[tuple[float, ...]] = []  # the same rows as Python floats (small fleets)
         self._eligible: dict[str | None, _Eligible] = {}
         self._dirty: set[BackendId] = set()
 
@@ -141,6 +150,7 @@ class FleetColumns:
         self._ids = tuple(view.backend_id for view in views)
         self._row_of = {backend_id: i for i, backend_id in enumerate(self._ids)}
         self._columns = tuple(np.zeros(len(views)) for _ in range(_COLUMNS))
+        self._terms = [()] * len(views)
         self._eligible.clear()
         self._dirty.clear()
         for i, view in enumerate(views):
@@ -148,6 +158,7 @@ class FleetColumns:
 
     def _set_row(self, row: int, view: BackendView) -> None:
         terms = row_terms(view, self._coefs_for(view.backend_id))
+        self._terms[row] = terms
         for column, value in zip(self._columns, terms, strict=True):
             column[row] = value
 
@@ -162,7 +173,9 @@ class FleetColumns:
             ]
             all_rows = len(rows) == len(self._views)
             ids = tuple(self._ids[i] for i in rows)
-            eligible = self._eligible[model] = _Eligible(ids, None if all_rows else np.array(rows, np.intp))
+            eligible = self._eligible[model] = _Eligible(
+                ids, None if all_rows else np.array(rows, np.intp), tuple(rows)
+            )
         return eligible
 
     def table(
@@ -174,6 +187,8 @@ class FleetColumns:
     ) -> CostTable:
         """Costs of one request on every selectable backend serving ``model`` (after ``sync``)."""
         eligible = self._eligible_for(model)
+        if len(eligible.ids) <= SMALL_FLEET_ROWS:
+            return self._small_table(eligible, prompt_tokens, matched_tokens, output_p50_tokens)
         rows = eligible.rows
         columns = self._columns if rows is None else tuple(column[rows] for column in self._columns)
         queue_ms, t0, t1, tpot_base, p2, in_flight_prompt = columns
@@ -201,6 +216,48 @@ class FleetColumns:
             prefill_ms,
             ttft_list,
             _floats(tpot_ms),
+            prompt_tokens=prompt_tokens,
+            matched_tokens=matched_tokens,
+            decode_steps=output_p50_tokens - 1.0 if output_p50_tokens > 1.0 else 0.0,
+            best_ttft_ms=min(ttft_list) if ttft_list else None,
+        )
+
+    def _small_table(
+        self,
+        eligible: _Eligible,
+        prompt_tokens: int,
+        matched_tokens: Mapping[BackendId, int],
+        output_p50_tokens: float,
+    ) -> CostTable:
+        """``table`` for a few backends, row by row on Python floats (``SMALL_FLEET_ROWS``)."""
+        prompt = float(prompt_tokens)
+        position = eligible.position
+        new_tokens = [prompt] * len(eligible.ids)
+        for backend_id, matched in matched_tokens.items():
+            i = position.get(backend_id)
+            if i is not None and matched > 0:
+                new_tokens[i] = prompt_tokens - (prompt_tokens if matched > prompt_tokens else matched)
+        queue_list: list[float] = []
+        prefill_list: list[float] = []
+        ttft_list: list[float] = []
+        tpot_list: list[float] = []
+        terms = self._terms
+        for row, new in zip(eligible.row_list, new_tokens, strict=True):
+            queue_ms, t0, t1, tpot_base, p2, in_flight_prompt = terms[row]
+            prefill_ms = t1 * new + t0
+            ttft_ms = prefill_ms + queue_ms
+            tpot_ms = (in_flight_prompt + prompt) * p2 + tpot_base
+            queue_list.append(queue_ms)
+            prefill_list.append(prefill_ms)
+            ttft_list.append(MIN_MS if ttft_ms < MIN_MS else ttft_ms)  # as np.maximum, NaN stays NaN
+            tpot_list.append(MIN_MS if tpot_ms < MIN_MS else tpot_ms)
+        return CostTable(
+            eligible.ids,
+            position,
+            queue_list,
+            prefill_list,
+            ttft_list,
+            tpot_list,
             prompt_tokens=prompt_tokens,
             matched_tokens=matched_tokens,
             decode_steps=output_p50_tokens - 1.0 if output_p50_tokens > 1.0 else 0.0,
