@@ -89,3 +89,34 @@ def test_the_limit_learns_ttft_at_the_first_byte_and_steers_to_the_target() -> N
     assert ac.limits()["a"] >= grown
     observe(3000.0, 100)  # over the target: shrinks
     assert ac.limits()["a"] < grown
+
+
+TWO_FIXED_10 = FIXED_10.replace(
+    '  - {name: a, url: "http://127.0.0.1:1", models: [m]}\n',
+    '  - {name: a, url: "http://127.0.0.1:1", models: [m]}\n'
+    '  - {name: b, url: "http://127.0.0.1:2", models: [m]}\n',
+)
+
+
+def test_any_backend_with_a_free_slot_and_kv_room_admits_whatever_its_place_in_the_fleet() -> None:
+    ac, config, _ = control(TWO_FIXED_10)
+    route = config.routes[0]
+    full = view("a", in_flight_requests=10)
+    kv_full = view(
+        "a", in_flight_requests=1, kv_usage_frac=0.99, kv_capacity_tokens=10_000, metrics_stale=False
+    )
+    roomy = view("b", in_flight_requests=1, kv_usage_frac=0.1, kv_capacity_tokens=10_000, metrics_stale=False)
+    kv_full_b = replace(kv_full, backend_id="b")
+    verdicts = {
+        "no slot on the first, room on the second": ac.decide(
+            features(request_id="r1"), route, snapshot(full, roomy), None, {}
+        ),
+        "no KV on the first, room on the second": ac.decide(
+            features(request_id="r2"), route, snapshot(kv_full, roomy), None, {}
+        ),
+        "no KV anywhere": ac.decide(features(request_id="r3"), route, snapshot(kv_full, kv_full_b), None, {}),
+        "no slot anywhere": ac.decide(
+            features(request_id="r4"), route, snapshot(full, replace(full, backend_id="b")), None, {}
+        ),
+    }
+    assert [type(v) for v in verdicts.values()] == [Admit, Admit, Queue, Queue], verdicts
