@@ -121,6 +121,16 @@ class RouteAdmissionConfig(_Strict):
         default_factory=dict, description="per class; default: the route's TTFT SLO, else 30 s"
     )
     shed_infeasible: bool = Field(True, description="refuse now what cannot meet the TTFT SLO")
+    class_reserve_frac: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="share of each backend's concurrency limit each class leaves to the classes above it "
+        "(standard may fill 90 %, sheddable 80 %)",
+    )
+    min_prefill_cap: float = Field(
+        4.0, ge=1, description="fewest requests a backend may hold before their first byte (cap floor)"
+    )
 
     @model_validator(mode="after")
     def _positive(self) -> RouteAdmissionConfig:

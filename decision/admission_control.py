@@ -55,12 +55,10 @@ KV_BLOCK_TOKENS = 16
 
 
 TTFT_TARGET_SLO_FRAC = 0.25
-# Share of each backend's concurrency limit that each class leaves to the classes above it (standard may
-# fill 90 %, sheddable 80 %): at overload a burst of critical requests finds slots at once instead of
-# waiting for long standard streams to end (the "reserved slots" of SMG, peers.md section 4). Below
-# capacity in-flight stays far under the limits and nothing changes.
-CLASS_RESERVE_FRAC = 0.1
-MIN_PREFILL_CAP = 4.0
+# The class reserve (routes[].admission.class_reserve_frac): the share of each backend's concurrency
+# limit that each class leaves to the classes above it, so that at overload a burst of critical requests
+# finds slots at once instead of waiting for long standard streams to end (the "reserved slots" of SMG,
+# peers.md section 4). Below capacity in-flight stays far under the limits and nothing changes.
 FIRST_BYTE_RATE_TAU_S = 5.0
 
 
@@ -88,6 +86,8 @@ class _Queued:
     request_id: str
     model: str
     rank: int
+    class_reserve_frac: float
+    min_prefill_cap: float
 
 
 class AdmissionControl:
@@ -144,21 +144,23 @@ class AdmissionControl:
         return name
 
     # ---- capacity ------------------------------------------------------------------------
-    def _free_slots(self, view: BackendView, rank: int = 0) -> float:
+    def _free_slots(
+        self, view: BackendView, rank: int, class_reserve_frac: float, min_prefill_cap: float
+    ) -> float:
         """Slots under the backend's limit that class ``rank`` may take: each class below the most
-        important leaves ``CLASS_RESERVE_FRAC`` more of the limit to the classes above it."""
+        important leaves ``class_reserve_frac`` more of the limit to the classes above it."""
         limit = self._limits.limit(view.backend_id)
         if limit is None:
             return math.inf
         awaiting = view.awaiting_first_byte
-        # The cap is never below MIN_PREFILL_CAP, so under it the first-byte rate need not be read.
-        if awaiting >= MIN_PREFILL_CAP and awaiting >= self._prefill_cap(view.backend_id):
+        # The cap is never below min_prefill_cap, so under it the first-byte rate need not be read.
+        if awaiting >= min_prefill_cap and awaiting >= self._prefill_cap(view.backend_id, min_prefill_cap):
             return 0.0
-        return limit * (1.0 - CLASS_RESERVE_FRAC * rank) - view.in_flight_requests
+        return limit * max(0.0, 1.0 - class_reserve_frac * rank) - view.in_flight_requests
 
-    def _prefill_cap(self, backend_id: BackendId) -> float:
+    def _prefill_cap(self, backend_id: BackendId, min_prefill_cap: float) -> float:
         """Most requests a backend may hold before their first byte: its first-byte rate x the TTFT
-        target (Little's law: then its mean TTFT stays near the target), at least ``MIN_PREFILL_CAP``.
+        target (Little's law: then its mean TTFT stays near the target), at least ``min_prefill_cap``.
 
         Why besides the concurrency limit: the limit counts whole streams, and when slots free in a
         bunch (streams end together, a limit grows) the pump would hand one backend dozens of prompts
@@ -169,11 +171,21 @@ class AdmissionControl:
             return math.inf
         rate = self._first_byte_rates.get(backend_id)
         per_s = rate.rate_per_s(self._clock.now_s()) if rate is not None else 0.0
-        return max(MIN_PREFILL_CAP, per_s * self._ttft_target_s)
+        return max(min_prefill_cap, per_s * self._ttft_target_s)
 
-    def free_slots(self, model: str, snapshot: FleetSnapshot, rank: int = 0) -> float:
+    def free_slots(
+        self,
+        model: str,
+        snapshot: FleetSnapshot,
+        rank: int = 0,
+        class_reserve_frac: float = 0.1,
+        min_prefill_cap: float = 4.0,
+    ) -> float:
         """Free slots for ``model`` (for class ``rank``) across its healthy backends, minus reservations."""
-        free = sum(max(0.0, self._free_slots(v, rank)) for v in snapshot.serving(model))
+        free = sum(
+            max(0.0, self._free_slots(v, rank, class_reserve_frac, min_prefill_cap))
+            for v in snapshot.serving(model)
+        )
         return free - self._reserved_by_model.get(model, 0)
 
     def _capacity(
@@ -184,6 +196,8 @@ class AdmissionControl:
         prompt_tokens: int,
         output_tokens: float,
         prefix_matched_tokens: Mapping[BackendId, int],
+        class_reserve_frac: float,
+        min_prefill_cap: float,
     ) -> tuple[bool, bool]:
         """(free slots for class ``rank`` beyond the reservations, some backend with a free slot has KV
         room for the prompt beyond its cached prefix plus ``output_tokens``), in one pass that stops
@@ -195,7 +209,7 @@ class AdmissionControl:
         free_total = 0.0
         kv_ok = False
         for view in serving:
-            slots = self._free_slots(view, rank)
+            slots = self._free_slots(view, rank, class_reserve_frac, min_prefill_cap)
             if slots <= 0:
                 continue
             free_total += slots
@@ -237,8 +251,9 @@ class AdmissionControl:
         verdict = self._tenants.check(features.tenant, cost_tokens, now_s)
         serving = snapshot.serving(features.model)
         reserved = self._reserved_by_model.get(features.model, 0)
+        reserve_frac, min_cap = route.admission.class_reserve_frac, route.admission.min_prefill_cap
         has_free_slot, kv_ok = self._capacity(
-            serving, rank, reserved, features.prompt_tokens, p90, prefix_matched_tokens
+            serving, rank, reserved, features.prompt_tokens, p90, prefix_matched_tokens, reserve_frac, min_cap
         )
         best_ttft_ms: float | None = None
         if predictions is not None:
@@ -306,7 +321,17 @@ class AdmissionControl:
         cost = self._charges.get(features.request_id)
         work = cost.tokens if cost is not None else float(features.prompt_tokens)
         result = self._room.push(
-            _Queued(features.request_id, features.model, rank), rank, decision.deadline_s, now_s, work
+            _Queued(
+                features.request_id,
+                features.model,
+                rank,
+                route.admission.class_reserve_frac,
+                route.admission.min_prefill_cap,
+            ),
+            rank,
+            decision.deadline_s,
+            now_s,
+            work,
         )
         if result.waiter is None:
             return EnqueueResult(Shed(ShedReason.QUEUE_FULL, self.retry_after_s(rank)))
@@ -332,12 +357,14 @@ class AdmissionControl:
         self._read_snapshot(snapshot)
         if not len(self._room):
             return None
-        free_by_model: dict[tuple[str, int], float] = {}
+        free_by_model: dict[tuple[str, int, float, float], float] = {}
 
         def can_dispatch(item: _Queued) -> bool:
-            key = (item.model, item.rank)
+            key = (item.model, item.rank, item.class_reserve_frac, item.min_prefill_cap)
             if key not in free_by_model:
-                free_by_model[key] = self.free_slots(item.model, snapshot, item.rank)
+                free_by_model[key] = self.free_slots(
+                    item.model, snapshot, item.rank, item.class_reserve_frac, item.min_prefill_cap
+                )
             return free_by_model[key] > 0
 
         waiter = self._room.pop_dispatchable(can_dispatch)

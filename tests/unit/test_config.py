@@ -120,3 +120,28 @@ def test_every_example_config_is_valid() -> None:
     for path in paths:
         loaded = load_config(path)
         DecisionEngine.from_config(loaded, ManualClock(), random.Random(0))
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("class_reserve_frac", "1.0", "less than 1"),
+        ("class_reserve_frac", "-0.1", "greater than or equal to 0"),
+        ("min_prefill_cap", "0", "greater than or equal to 1"),
+    ],
+)
+def test_check_config_rejects_bad_admission_reserve_and_prefill_cap(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], key: str, value: str, message: str
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(MINIMAL + f"routes:\n  - name: r\n    admission:\n      {key}: {value}\n")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:11: routes[0].admission.{key}" in err
+    assert message in err
+
+
+def test_admission_reserve_and_prefill_cap_defaults_unchanged() -> None:
+    route = load_config_text(MINIMAL + "routes:\n  - name: r\n").config.routes[0]
+    assert route.admission.class_reserve_frac == 0.1
+    assert route.admission.min_prefill_cap == 4.0
