@@ -29,7 +29,13 @@ backend with no data at generic 8B-class speeds and keeps a coefficient that
 the data cannot see (e.g. KV pressure on an idle backend) from drifting.
 Coefficients are constrained to be >= 0 (more load never makes a request
 faster) by an active-set re-solve. An H100 and an A100 thus learn different
-``t1`` and ``p0`` from their own outcomes, without ``gpu_class`` being used.
+``t1`` and TPOT speeds from their own outcomes, without ``gpu_class`` being used.
+
+TPOT is learnt on a shared shape: ``TPOT = per_slot * (batch + offset) +
+p2 * context_k`` (``p0 = per_slot * offset``, ``p1 = per_slot``, offset 32
+batch slots), against the mean of the load at dispatch and at the request's
+end (``decode_load``). Learning a free intercept per backend from the load at
+dispatch made sluice_predictive herd: see ``LatencyModel.observe``.
 
 Memory is bounded: at most ``max_backends`` backends (LRU by last observation).
 Prediction is plain Python arithmetic over tuples; learning solves a 6x6
