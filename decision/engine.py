@@ -72,7 +72,12 @@ class PredictorFacade(Protocol):
     def predict(self, request: RoutingRequest, snapshot: FleetSnapshot) -> Predictions: ...
 
     def observe(
-        self, outcome: Outcome, features: RequestFeatures, view_at_dispatch: BackendView | None
+        self,
+        outcome: Outcome,
+        features: RequestFeatures,
+        view_at_dispatch: BackendView | None,
+        prefix_matched_tokens: int = 0,
+        view_at_end: BackendView | None = None,
     ) -> None: ...
 
 
@@ -120,6 +125,8 @@ class DecisionEngine:
         self._max_pending = max_pending_requests
         self.admission = AdmissionControl(config, clock)
         self._row_of: dict[BackendId, int] = {}
+        # The backends of the latest snapshot routed on: a finished request's load at its end.
+        self._latest_views: tuple[BackendView, ...] = ()
 
     @classmethod
     def from_config(
@@ -236,6 +243,7 @@ class DecisionEngine:
         else:
             request = self._routing_request(features, snapshot)
         decision = self.policy_for(features.route).route(request, snapshot, now_s, self._rng)
+        self._latest_views = snapshot.backends
         if decision.predicted_output_tokens is None:
             predictions = request.predictions
             length = predictions.output_length if predictions else prior_output_length(features)
@@ -281,7 +289,12 @@ class DecisionEngine:
         ):
             self.prefix_index.correct(routed, outcome.cached_prompt_tokens / outcome.prompt_tokens)
         if self._predictor is not None:
-            self._predictor.observe(outcome, pending.features, pending.view_at_dispatch)
+            view_at_end = (
+                self._view_of(self._latest_views, outcome.backend_id) if outcome.backend_id else None
+            )
+            self._predictor.observe(
+                outcome, pending.features, pending.view_at_dispatch, view_at_end=view_at_end
+            )
 
     def _remember(self, features: RequestFeatures) -> _Pending:
         pending = self._pending.get(features.request_id)

@@ -20,7 +20,9 @@ Rule (formulas.md §3), as one pipeline:
 4. ``p2c`` - the better of two random draws among the ``top_k`` best that are
    within ``near_best_frac`` of the best score, so proxy replicas deciding on
    the same snapshot don't all herd onto one argmin, while a clearly better
-   backend is never given away.
+   backend is never given away; with ``prefer_prefix`` the draw is among those
+   of them that cache the longest prefix of the prompt (cache affinity breaks
+   near-ties: a conversation stays where its history is cached).
 
 Costs come from ``RoutingRequest.predictions`` (the predictors facade, learned
 per-backend speeds and output-length quantiles); when a request carries none,
@@ -29,7 +31,8 @@ the fallback estimator in ``policies.estimate`` is used.
 Parameters and defaults: ``max_candidates`` 16, ``keep_prefix_matches`` 4,
 ``objective`` e2e, ``tail_weight`` 1.0 (p90), ``slo_margin_frac`` 0.0,
 ``check_tpot`` true, ``top_k`` 3, ``near_best_frac`` 0.9 (a cost within ~11%
-of the best), ``guard_abs_threshold`` 32, ``guard_rel_threshold`` 3.0.
+of the best), ``guard_abs_threshold`` 32, ``guard_rel_threshold`` 3.0,
+``prefer_prefix`` true.
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ class PredictiveParams(PolicyParams):
     near_best_frac: float = Field(0.9, ge=0.0, le=1.0)
     guard_abs_threshold: float = Field(32.0, ge=0.0)
     guard_rel_threshold: float = Field(3.0, ge=1.0)
+    prefer_prefix: bool = True
 
 
 @register(
@@ -73,5 +77,7 @@ def build_predictive(params: PredictiveParams, ctx: BuildContext | None = None) 
     )
     slo = SLOHeadroomFilter(SLOHeadroomParams(margin_frac=p.slo_margin_frac, check_tpot=p.check_tpot))
     scorer = PredictedCostScorer(PredictedCostParams(objective=p.objective, tail_weight=p.tail_weight))
-    picker = P2CPicker(P2CParams(top_k=p.top_k, near_best_frac=p.near_best_frac))
+    picker = P2CPicker(
+        P2CParams(top_k=p.top_k, near_best_frac=p.near_best_frac, prefer_prefix=p.prefer_prefix)
+    )
     return Pipeline(NAME, (subset, guard, slo), ((scorer, 1.0),), picker)

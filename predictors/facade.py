@@ -146,8 +146,13 @@ class Predictor:
         features: RequestFeatures,
         view_at_dispatch: BackendView | None,
         prefix_matched_tokens: int = 0,
+        view_at_end: BackendView | None = None,
     ) -> None:
-        """Learn from a finished request; failed, cancelled and errored requests teach nothing."""
+        """Learn from a finished request; failed, cancelled and errored requests teach nothing.
+
+        ``view_at_end``: the backend's latest view before the outcome, if the caller has one (the
+        TPOT model learns against the load over the request's decode, ``LatencyModel.observe``).
+        """
         if not _learnable(outcome):
             return
         self.observe_length(features, outcome.output_tokens)
@@ -159,6 +164,7 @@ class Predictor:
                 cached if cached is not None else prefix_matched_tokens,
                 outcome.ttft_at_backend_ms,  # the view at dispatch explains the backend's TTFT only
                 observed_tpot_ms(outcome),
+                view_at_end,
             )
 
     def observe_length(self, features: RequestFeatures, output_tokens: int) -> None:

@@ -29,7 +29,13 @@ backend with no data at generic 8B-class speeds and keeps a coefficient that
 the data cannot see (e.g. KV pressure on an idle backend) from drifting.
 Coefficients are constrained to be >= 0 (more load never makes a request
 faster) by an active-set re-solve. An H100 and an A100 thus learn different
-``t1`` and ``p0`` from their own outcomes, without ``gpu_class`` being used.
+``t1`` and TPOT speeds from their own outcomes, without ``gpu_class`` being used.
+
+TPOT is learnt on a shared shape: ``TPOT = per_slot * (batch + offset) +
+p2 * context_k`` (``p0 = per_slot * offset``, ``p1 = per_slot``, offset 32
+batch slots), against the mean of the load at dispatch and at the request's
+end (``decode_load``). Learning a free intercept per backend from the load at
+dispatch made sluice_predictive herd: see ``LatencyModel.observe``.
 
 Memory is bounded: at most ``max_backends`` backends (LRU by last observation).
 Prediction is plain Python arithmetic over tuples; learning solves a 6x6
@@ -50,7 +56,8 @@ from core.types import BackendCostEstimate, BackendView, Health, RequestFeatures
 from predictors.cost_columns import FleetColumns
 
 TTFT_TERMS = ("overhead", "new_k", "queued_k", "waiting", "running", "kv_decode_k")
-TPOT_TERMS = ("overhead", "batch", "context_k")
+TPOT_TERMS = ("overhead", "batch", "context_k")  # the prediction's form: p0 + p1 batch + p2 context_k
+TPOT_LEARNT = ("per_slot", "context_k")  # what is learnt: p0 = per_slot x offset, p1 = per_slot
 KV_PRESSURE_START_FRAC = 0.8
 _MIN_MS = 0.01
 
@@ -66,9 +73,10 @@ class LatencyPriors:
     """
 
     ttft_ms: tuple[float, ...] = (15.0, 35.0, 35.0, 4.0, 0.05, 5.0)
-    tpot_ms: tuple[float, ...] = (10.0, 0.015, 0.05)
+    tpot_ms: tuple[float, ...] = (0.3, 0.05)
     ttft_sd_floor: tuple[float, ...] = (5.0, 10.0, 10.0, 2.0, 0.5, 5.0)
-    tpot_sd_floor: tuple[float, ...] = (3.0, 0.05, 0.2)
+    tpot_sd_floor: tuple[float, ...] = (0.1, 0.2)
+    tpot_batch_offset: float = 32.0
     relative_sd: float = 2.0
     noise_rel: float = 0.25
     forgetting: float = 0.998
@@ -77,10 +85,12 @@ class LatencyPriors:
     def __post_init__(self) -> None:
         if len(self.ttft_ms) != len(TTFT_TERMS) or len(self.ttft_sd_floor) != len(TTFT_TERMS):
             raise ValueError(f"TTFT priors need {len(TTFT_TERMS)} values: {TTFT_TERMS}")
-        if len(self.tpot_ms) != len(TPOT_TERMS) or len(self.tpot_sd_floor) != len(TPOT_TERMS):
-            raise ValueError(f"TPOT priors need {len(TPOT_TERMS)} values: {TPOT_TERMS}")
+        if len(self.tpot_ms) != len(TPOT_LEARNT) or len(self.tpot_sd_floor) != len(TPOT_LEARNT):
+            raise ValueError(f"TPOT priors need {len(TPOT_LEARNT)} values: {TPOT_LEARNT}")
         if not 0 < self.forgetting <= 1 or self.noise_rel <= 0 or self.relative_sd <= 0:
             raise ValueError("need 0 < forgetting <= 1, noise_rel > 0, relative_sd > 0")
+        if self.tpot_batch_offset <= 0:
+            raise ValueError("tpot_batch_offset must be > 0")
         if min(self.ttft_ms + self.tpot_ms) < 0 or self.max_backends < 1:
             raise ValueError("prior coefficients must be >= 0 and max_backends >= 1")
 
@@ -250,6 +260,21 @@ def request_terms(
     return ttft, (1.0, batch, in_flight_prompt_k + prompt_tokens / 1000.0)
 
 
+def decode_load(tpot_terms: tuple[float, ...], load_at_end: BackendLoad) -> tuple[float, ...]:
+    """TPOT regressors over a request's decode: the mean of those at dispatch and at its end.
+
+    ``load_at_end`` is read while the request is still in flight, so it
+    already counts the request itself (its batch slot and its prompt), which
+    the dispatch terms add explicitly: the end point's batch is ``batch - 1``
+    and its context the in-flight prompt tokens alone. The mean is a
+    two-point (trapezoid) estimate of the load the request decoded with.
+    """
+    overhead, batch, context_k = tpot_terms
+    end_batch = load_at_end[4] - 1.0 if load_at_end[4] > 1.0 else 1.0
+    end_context_k = load_at_end[5]
+    return (overhead, 0.5 * (batch + end_batch), 0.5 * (context_k + end_context_k))
+
+
 def _slot_setters() -> tuple[Callable[[BackendCostEstimate, Any], None], ...]:
     """Setters for ``BackendCostEstimate``'s slots, to build values without the frozen ``__init__``.
 
@@ -278,6 +303,17 @@ def _slot_setters() -> tuple[Callable[[BackendCostEstimate, Any], None], ...]:
 _SETTERS = _slot_setters()
 
 
+def tpot_form(learnt: tuple[float, ...], batch_offset: float) -> tuple[float, ...]:
+    """The prediction's ``(p0, p1, p2)`` from the learnt ``(per_slot, context_k)``: p0 = per_slot x offset."""
+    per_slot, context = learnt
+    return (per_slot * batch_offset, per_slot, context)
+
+
+def learnt_tpot_terms(tpot_terms: tuple[float, ...], batch_offset: float) -> tuple[float, float]:
+    """``(batch + offset, context_k)``: the regressors of ``TPOT_LEARNT`` from the ``TPOT_TERMS`` vector."""
+    return (tpot_terms[1] + batch_offset, tpot_terms[2])
+
+
 def _per_token(ttft: tuple[float, ...], tpot: tuple[float, ...]) -> tuple[float, ...]:
     """``(t0, t1, t2, t3, t4, t5, p0, p1, p2)`` with the ``*_k`` terms' coefficients divided by 1000."""
     t0, t1, t2, t3, t4, t5 = ttft
@@ -295,7 +331,7 @@ class LatencyModel:
         self._backends: OrderedDict[str, _BackendModel] = OrderedDict()
         # (TTFT, TPOT) coefficients per learned backend, read on the request path in one lookup.
         self._coefs: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {}
-        self._prior = (self._priors.ttft_ms, self._priors.tpot_ms)
+        self._prior = (self._priors.ttft_ms, tpot_form(self._priors.tpot_ms, self._priors.tpot_batch_offset))
         # The same coefficients per token instead of per 1000 tokens, flat: the request path's form.
         self._fast: dict[str, tuple[float, ...]] = {}
         self._fast_prior = _per_token(*self._prior)
@@ -430,21 +466,39 @@ class LatencyModel:
         cached_prompt_tokens: int,
         ttft_ms: float | None,
         tpot_ms: float | None,
+        view_at_end: BackendView | None = None,
     ) -> None:
-        """Learn from one request that ran on ``view.backend_id`` (``view`` = the state at dispatch)."""
+        """Learn from one request that ran on ``view.backend_id`` (``view`` = the state at dispatch).
+
+        ``view_at_end`` is the same backend's latest state before the outcome
+        (the decider's most recent snapshot). TTFT is learnt against the load at
+        dispatch, which is what delayed it; TPOT against the mean of the load
+        at dispatch and at the end (``decode_load``), because a request decodes
+        alongside whatever arrives while it runs. Regressing TPOT on the load
+        at dispatch alone is biased under any load-following policy: a backend
+        that looks idle when a request is dispatched is the one the next
+        requests are sent to, so low dispatch load goes with high TPOT, the
+        fit loses its load slope, and each backend keeps a TPOT intercept set
+        by its past load - the idle one looks expensive, the busy one cheap,
+        and the router herds (docs/policies.md, "Herding").
+        """
         if ttft_ms is None and tpot_ms is None:
             return
-        ttft_terms, tpot_terms = request_terms(
-            backend_load(view), features.prompt_tokens, cached_prompt_tokens
-        )
+        load = backend_load(view)
+        ttft_terms, tpot_terms = request_terms(load, features.prompt_tokens, cached_prompt_tokens)
+        if view_at_end is not None and view_at_end.backend_id == view.backend_id:
+            tpot_terms = decode_load(tpot_terms, backend_load(view_at_end))
         model = self._model(view.backend_id)
         noise = self._priors.noise_rel
         if ttft_ms is not None and ttft_ms > 0:
             model.ttft.update(ttft_terms, ttft_ms, 1.0 / (max(ttft_ms, 1.0) * noise) ** 2)
+        offset = self._priors.tpot_batch_offset
         if tpot_ms is not None and tpot_ms > 0:
-            model.tpot.update(tpot_terms, tpot_ms, 1.0 / (max(tpot_ms, 0.5) * noise) ** 2)
-        self._coefs[view.backend_id] = (model.ttft.coef, model.tpot.coef)
-        self._fast[view.backend_id] = _per_token(model.ttft.coef, model.tpot.coef)
+            learnt = learnt_tpot_terms(tpot_terms, offset)
+            model.tpot.update(learnt, tpot_ms, 1.0 / (max(tpot_ms, 0.5) * noise) ** 2)
+        tpot = tpot_form(model.tpot.coef, offset)
+        self._coefs[view.backend_id] = (model.ttft.coef, tpot)
+        self._fast[view.backend_id] = _per_token(model.ttft.coef, tpot)
         self._columns.coefficients_changed(view.backend_id)
 
     def cost_table(

@@ -2,17 +2,23 @@
 
 Rule: the *eligible* set is the first ``top_k`` candidates by score (all when
 ``top_k`` is unset) that also score at least ``near_best_frac`` times the best
-total. Two distinct eligible candidates are drawn uniformly at random and the
-better-scored one wins; the others follow in score order. With one eligible
-candidate it wins outright.
+total. With ``prefer_prefix``, if eligible candidates differ in the prompt
+tokens the prefix index believes they cache, only those with the longest match
+stay eligible. Two distinct eligible candidates are drawn uniformly at random
+and the better-scored one wins; the others follow in score order. With one
+eligible candidate it wins outright.
 
 Why: with d = 2 choices the maximum queue drops from ln n / ln ln n to
 ln ln n / ln 2 (Mitzenmacher 2001), and sampling keeps several proxy replicas
 acting on the same stale snapshot from all picking the same argmin (herding).
 ``near_best_frac`` confines the randomisation to near-ties, so a clearly
-better backend is not given away. Parameters: ``top_k`` (default unset),
-``near_best_frac`` (default 0). As a baseline (``power_of_two``) it samples
-among all candidates, as Envoy/Ray do.
+better backend is not given away. ``prefer_prefix`` breaks those near-ties by
+cache affinity instead of at random: a near-tie in *predicted* cost ignores
+what keeping a conversation on the backend that holds its history is worth to
+its next turns (their prefill is then cached too), so randomising there throws
+prefix hits away. Parameters: ``top_k`` (default unset), ``near_best_frac``
+(default 0), ``prefer_prefix`` (default false). As a baseline
+(``power_of_two``) it samples among all candidates, as Envoy/Ray do.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ TYPE = "p2c"
 class P2CParams(PolicyParams):
     top_k: int | None = Field(None, ge=1)
     near_best_frac: float = Field(0.0, ge=0.0, le=1.0)
+    prefer_prefix: bool = False
 
 
 class P2CPicker:
@@ -39,6 +46,7 @@ class P2CPicker:
         self.name = TYPE
         self._top_k = params.top_k
         self._near_best_frac = params.near_best_frac
+        self._prefer_prefix = params.prefer_prefix
 
     def pick(
         self,
@@ -52,14 +60,26 @@ class P2CPicker:
         if self._near_best_frac > 0.0 and best > 0.0:
             floor = self._near_best_frac * best
             eligible = [b for b in eligible if totals[b] >= floor]
+        if self._prefer_prefix and len(eligible) > 1 and ctx.request.prefix_matched_tokens:
+            eligible = _longest_matches(ctx, eligible)
         if len(eligible) < 2:
-            return tuple(by_score)
+            winner = eligible[0]
+            return (winner, *(b for b in by_score if b != winner))
         first, second = rng.sample(eligible, 2)
         if totals[first] != totals[second]:
             winner = first if totals[first] > totals[second] else second
         else:
             winner = first  # the draw order is already random
         return (winner, *(b for b in by_score if b != winner))
+
+
+def _longest_matches(ctx: RouteContext, eligible: list[BackendId]) -> list[BackendId]:
+    """The eligible backends whose cached prefix of this prompt is the longest (all when none is cached)."""
+    matched = [ctx.matched_tokens(b) for b in eligible]
+    longest = max(matched)
+    if longest <= 0:
+        return eligible
+    return [b for b, m in zip(eligible, matched, strict=True) if m == longest]
 
 
 @register_plugin("picker", TYPE, P2CParams, "best of two random draws among the top candidates")

@@ -139,9 +139,14 @@ def test_predictor_facade_is_consulted_and_fed() -> None:
             return Predictions(OutputLengthEstimate(50.0, 50.0))
 
         def observe(
-            self, outcome: Outcome, features: RequestFeatures, view_at_dispatch: BackendView | None
+            self,
+            outcome: Outcome,
+            features: RequestFeatures,
+            view_at_dispatch: BackendView | None,
+            prefix_matched_tokens: int = 0,
+            view_at_end: BackendView | None = None,
         ) -> None:
-            self.observed.append((outcome, features, view_at_dispatch))
+            self.observed.append((outcome, features, view_at_dispatch, view_at_end))
 
     predictor = FakePredictor()
     engine, _ = make_engine(predictor=predictor)
@@ -150,10 +155,12 @@ def test_predictor_facade_is_consulted_and_fed() -> None:
     assert decision.predicted_output_tokens == 50.0
     engine.observe(outcome(feats, decision.chosen or "", cached_tokens=None))
     assert predictor.requests[0].slo.ttft_ms == 2000
-    ((done, done_features, dispatched_view),) = predictor.observed
+    ((done, done_features, dispatched_view, end_view),) = predictor.observed
     assert done.request_id == "r1"
     assert done_features is feats and dispatched_view is not None
     assert dispatched_view.backend_id == decision.chosen
+    # The latest snapshot's view of the same backend: the load the request decoded with at its end.
+    assert end_view is not None and end_view.backend_id == decision.chosen
 
 
 def test_without_a_predictor_the_expected_length_comes_from_the_prior() -> None:

@@ -183,3 +183,44 @@ def test_bad_priors_are_rejected() -> None:
         LatencyPriors(ttft_ms=(1.0,))
     with pytest.raises(ValueError, match="forgetting"):
         LatencyPriors(forgetting=0.0)
+
+
+def _decode_sample(
+    model: LatencyModel, backend: str, batch_at_dispatch: int, batch_at_end: int, tpot_ms: float
+) -> None:
+    """One finished request: its backend's running batch at dispatch and at its end, and its TPOT."""
+    f = chat_features("y" * 4000)
+    at_dispatch = _view(backend, in_flight_requests=batch_at_dispatch)
+    at_end = _view(backend, in_flight_requests=batch_at_end + 1)  # the request itself is still in flight
+    model.observe(at_dispatch, f, 0, 100.0, tpot_ms, at_end)
+
+
+def test_identical_backends_learnt_at_different_loads_rank_by_current_load() -> None:
+    """The herding regression: one backend was busy while it was observed, the other quiet.
+
+    Both follow the same physics (TPOT = 0.5 ms x (32 + batch)). A model that learns TPOT as a
+    per-backend constant keeps the busy past of the first backend in its intercept, so once it is
+    idle it still looks slower than the second one, now busy, and every request goes to the busy
+    one. Ranking must follow the current load, not the load each backend happened to be observed at.
+    """
+    model = LatencyModel()
+    for i in range(200):
+        busy, quiet = 60 + i % 20, 5 + i % 10
+        _decode_sample(model, "was_busy", busy, busy, 0.5 * (32 + busy))
+        _decode_sample(model, "was_quiet", quiet, quiet, 0.5 * (32 + quiet))
+    now = [_view("was_busy"), _view("was_quiet", in_flight_requests=100, in_flight_prompt_tokens=200_000)]
+    costs = model.estimate_all(now, "m", 2000, {}, 200.0)
+    assert costs["was_busy"].tpot_ms < 0.5 * costs["was_quiet"].tpot_ms
+    assert costs["was_busy"].e2e_ms < costs["was_quiet"].e2e_ms
+
+
+def test_tpot_is_learnt_against_the_load_over_the_decode_not_at_dispatch() -> None:
+    """Requests dispatched to an idle backend that filled up behind them decoded in a full batch."""
+    herded, steady = LatencyModel(), LatencyModel()
+    for _ in range(200):
+        _decode_sample(herded, "b", 0, 120, 0.5 * (32 + 60))  # idle at dispatch, 120 at the end
+        _decode_sample(steady, "b", 60, 60, 0.5 * (32 + 60))  # the same mean load throughout
+    per_slot_herded = herded.coefficients("b")[1][1]
+    per_slot_steady = steady.coefficients("b")[1][1]
+    assert per_slot_herded == pytest.approx(per_slot_steady, rel=0.05)
+    assert per_slot_steady == pytest.approx(0.5, rel=0.1)

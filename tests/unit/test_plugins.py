@@ -317,6 +317,27 @@ def test_p2c_near_best_confines_randomness_to_near_ties() -> None:
     assert set(counts) == {"a", "b"} and 330 <= counts["a"] <= 470
 
 
+def test_p2c_prefer_prefix_breaks_near_ties_by_the_longest_cached_prefix() -> None:
+    picker = build("picker", "p2c", top_k=3, near_best_frac=0.9, prefer_prefix=True)
+    near_ties = {"a": 1.0, "b": 0.97, "c": 0.95, "d": 0.5}
+    views = snapshot(*(view(b) for b in ORDER))
+
+    def picks(matched: dict[str, int]) -> Counter[str]:
+        ctx = RouteContext(request(matched=matched), views, 0.0)
+        return Counter(picker.pick(ctx, ORDER, near_ties, random.Random(s))[0] for s in range(300))
+
+    # The conversation's history is cached on c (within the band): it stays there.
+    assert picks({"b": 1000, "c": 3000}) == Counter({"c": 300})
+    # A deeper match outside the band (d is clearly worse) gives nothing away.
+    assert set(picks({"d": 9000})) == {"a", "b"}
+    # Equal matches: the usual P2C draw among them (c loses every pair it is drawn in).
+    assert set(picks({"a": 2000, "b": 2000, "c": 2000})) == {"a", "b"}
+    ranked = picker.pick(
+        RouteContext(request(matched={"c": 1}), views, 0.0), ORDER, near_ties, random.Random(0)
+    )
+    assert ranked[0] == "c" and sorted(ranked) == ORDER
+
+
 def test_softmax_prefers_high_scores_and_temperature_zero_is_max_score() -> None:
     counts = winners(build("picker", "softmax", temperature=0.2), 2_000)
     assert counts["a"] > counts["b"] > counts["c"] > counts["d"]
