@@ -224,3 +224,38 @@ def test_tpot_is_learnt_against_the_load_over_the_decode_not_at_dispatch() -> No
     per_slot_steady = steady.coefficients("b")[1][1]
     assert per_slot_herded == pytest.approx(per_slot_steady, rel=0.05)
     assert per_slot_steady == pytest.approx(0.5, rel=0.1)
+
+
+def test_amortised_solve_matches_a_solve_after_every_sample_at_each_solve() -> None:
+    """Solving every ``solve_every`` samples after the warm-up loses nothing but freshness.
+
+    The normal equations absorb every sample either way, so at each solve the
+    coefficients are those of a model that solved after every sample; in between
+    they are the last solve's (never a half-updated state).
+    """
+    import random
+
+    from predictors.latency import ForgettingRidge
+
+    every = LatencyPriors(warmup_samples=0, solve_every=1)
+    amortised = LatencyPriors(warmup_samples=4, solve_every=8)
+    fresh = ForgettingRidge(every.ttft_ms, every.ttft_sd_floor, every)
+    lazy = ForgettingRidge(amortised.ttft_ms, amortised.ttft_sd_floor, amortised)
+    rng = random.Random(7)
+    last_solved = lazy.coef
+    for sample in range(1, 61):
+        terms = tuple(rng.uniform(0.0, 4.0) for _ in TTFT_TERMS)
+        observed = 20.0 + 30.0 * terms[1] + rng.uniform(0.0, 5.0)
+        fresh.update(terms, observed, 1.0 / observed**2)
+        solved = lazy.update(terms, observed, 1.0 / observed**2)
+        assert solved == (sample <= 4 or (sample - 4) % 8 == 0)
+        if solved:
+            assert lazy.coef == pytest.approx(fresh.coef, rel=1e-12, abs=1e-12)
+            last_solved = lazy.coef
+        else:
+            assert lazy.coef == last_solved
+
+
+def test_priors_reject_a_zero_solve_interval() -> None:
+    with pytest.raises(ValueError, match="solve_every"):
+        LatencyPriors(solve_every=0)
