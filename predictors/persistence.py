@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.metadata
 import json
 import platform
 import zlib
@@ -36,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sklearn
 
 from predictors.features import feature_spec, feature_spec_hash
 from predictors.output_length import OutputLengthModel, model_tables_from_mapping, model_tables_to_mapping
@@ -67,7 +67,7 @@ def build_metadata(
     return {
         "feature_spec": feature_spec(),
         "feature_spec_hash": feature_spec_hash(),
-        "sklearn_version": sklearn.__version__,
+        "sklearn_version": importlib.metadata.version("scikit-learn"),
         "numpy_version": np.__version__,
         "python_version": platform.python_version(),
         "training_data_sha256": training_data_sha256,
