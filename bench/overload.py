@@ -91,6 +91,8 @@ def run_virtual_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dict
     systems: dict[str, Any] = {}
     for policy, admission in setup.VIRTUAL_SYSTEMS:
         name = setup.system_name(policy, admission)
+        if args.only and not any(o in name for o in args.only):
+            continue
         runs: list[dict[str, Any]] = []
         for seed in args.seeds:
             cap = capacity["capacity_rps"]
@@ -182,7 +184,10 @@ def main() -> None:
     parser.add_argument("--peers-venv", type=Path, default=Path("/work/peers-venv"))
     parser.add_argument("--runs-dir", type=Path, default=setup.ROOT / "runs" / "overload")
     parser.add_argument(
-        "--only", nargs="*", help="realtime systems to run (sluice+admission, sluice, sglang)"
+        "--only",
+        nargs="*",
+        help="systems to run, by substring of their name (e.g. 'round_robin +admission', sglang); "
+        "a realtime partial run keeps the other systems of the last results file",
     )
     parser.add_argument("--step-s", type=float, default=setup.STEP_S, help="seconds per load step (smoke: 3)")
     args = parser.parse_args()
