@@ -190,8 +190,15 @@ def main() -> None:
         "a realtime partial run keeps the other systems of the last results file",
     )
     parser.add_argument("--step-s", type=float, default=setup.STEP_S, help="seconds per load step (smoke: 3)")
+    parser.add_argument(
+        "--retry-max",
+        type=int,
+        default=setup.RETRY_MAX,
+        help="retries per request of a retrying client (default: the openai client's 2)",
+    )
     args = parser.parse_args()
     setup.STEP_S = args.step_s
+    setup.RETRY_MAX = args.retry_max
     fleet = setup.fleet()
     capacity = setup.calibrate(fleet)
     print(f"capacity {capacity['capacity_rps']:.2f} req/s ({capacity['definition']})", flush=True)
@@ -206,6 +213,7 @@ def main() -> None:
         "queue_deadline_ms": setup.QUEUE_DEADLINE_MS,
         "sluice_config": setup.sluice_base(admission=True),
         "seeds": args.seeds if args.part == "virtual" else [args.seed],
+        "retry_max": setup.RETRY_MAX,
     }
 
     kept: dict[str, Any] = {}
