@@ -98,10 +98,11 @@ def test_a_client_returning_on_time_redeems_its_promise_once() -> None:
     assert not book.redeem("acme", STANDARD, 1, now_s=14.6)  # a promise is kept once
 
 
-def test_a_client_without_a_retry_counter_redeems_by_tenant_and_class() -> None:
+def test_a_client_without_a_retry_counter_cannot_be_told_from_a_fresh_request() -> None:
     book = ledger()
     book.promise("acme", STANDARD, 4.0, now_s=10.0)
-    assert book.redeem("acme", STANDARD, None, now_s=13.0)
+    assert not book.redeem("acme", STANDARD, None, now_s=14.0)
+    assert book.redeem("acme", STANDARD, 2, now_s=14.0)  # the promise is still there for the retry
 
 
 def test_a_late_return_finds_its_promise_expired() -> None:
