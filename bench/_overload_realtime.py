@@ -14,9 +14,10 @@ Per system, a fresh ``sluice sim`` fleet (``configs/fleets/overload.yaml``, SSE 
   (``--output-lengths``) and every request is one class to it.
 
 Two open-loop clients run at once: the step workload (never retries) and the retrying clients
-(``RETRY_LOAD_FRAC`` x capacity, Poisson, same class mix, honour Retry-After up to 6 times). A
-sampler reads every second the engines' queues (``vllm:num_requests_waiting``) and, for Sluice, its
-waiting room by class (``sluice_queue_depth``). Clients stop waiting ``DRAIN_S`` after the last
+(``RETRY_LOAD_FRAC`` x capacity, Poisson, same class mix, honour Retry-After as the openai client
+does: ``retry-after-ms`` first, at most 2 retries). A sampler reads every second the engines'
+queues (``vllm:num_requests_waiting``) and, for Sluice, its waiting room by class
+(``sluice_queue_depth``). Clients stop waiting ``DRAIN_S`` after the last
 arrival; what is still running then is cancelled and counted lost.
 
 Then, with Sluice's admission only, the hammer: ``HAMMER_REQUESTS`` requests of a tenant whose budget

@@ -8,6 +8,10 @@ base requests and retries in time order. An attempt is a new request id (``<id>~
 (``attempts``, ``retry_wait_ms``, ``first_retry_after_s``), so ``retry_after_accuracy`` scores both
 the same way.
 
+Like the openai client (and ``loadgen.client``), every attempt carries ``x-stainless-retry-count``
+(0 on the first), the delay used is the precise one (``retry-after-ms``), and a delay outside
+(0, 120] s is not waited out (``loadgen.client.honoured_retry_after``).
+
 A retry is due at least one second after its refusal (Retry-After is whole seconds >= 1) while the
 fleet has already pulled at most one base arrival ahead; a retry due before that arrival (possible
 only when arrivals are more than a second apart) is sent at that arrival's time instead.
@@ -20,6 +24,8 @@ import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
+from core import headers
+from loadgen.client import honoured_retry_after
 from loadgen.records import Outcome, RequestRecord
 from loadgen.sim.virtual import VirtualFleet
 from loadgen.workload import WorkloadRequest
@@ -46,14 +52,20 @@ class RetryingStream:
         records = self._vf._records  # the fleet's finished requests, in finish order
         for record in records[self._seen_records :]:
             wr = self._by_id.get(record.request_id)
-            if wr is None or record.status != 429 or record.retry_after_s is None:
+            if wr is None or record.status != 429 or not honoured_retry_after(record.retry_after_s):
                 continue
+            assert record.retry_after_s is not None
             root, _, n = record.request_id.partition(SEP)
             attempt = int(n) if n else 0
             if attempt >= self._max_retries:
                 continue
             at_s = record.sent_s + (record.e2e_s or 0.0) + record.retry_after_s
-            retry = replace(wr, request_id=f"{root}{SEP}{attempt + 1}", arrival_s=at_s)
+            retry = replace(
+                wr,
+                request_id=f"{root}{SEP}{attempt + 1}",
+                arrival_s=at_s,
+                extra_headers={**wr.extra_headers, headers.CLIENT_RETRY_COUNT: str(attempt + 1)},
+            )
             self._seq += 1
             heapq.heappush(self._due, (at_s, self._seq, retry))
         self._seen_records = len(records)
@@ -68,7 +80,7 @@ class RetryingStream:
             _, _, wr = heapq.heappop(self._due)
             wr = replace(wr, arrival_s=max(wr.arrival_s, self._last_s))
         elif base is not None:
-            wr = base
+            wr = replace(base, extra_headers={**base.extra_headers, headers.CLIENT_RETRY_COUNT: "0"})
             self._next_base = next(self._base, None)
         else:
             raise StopIteration

@@ -24,6 +24,7 @@ from typing import Any
 
 from core.config import LoadedConfig
 from decision.engine import DecisionEngine
+from loadgen.client import OPENAI_DEFAULT_MAX_RETRIES
 from loadgen.goodput import goodput_capacity
 from loadgen.records import RequestRecord
 from loadgen.results import SLO
@@ -43,7 +44,7 @@ QUEUE_DEADLINE_MS = {"critical": 1400.0, "standard": 1400.0, "sheddable": 1000.0
 HAMMER_TENANT = "hammer"
 RETRY_TENANT = "retrying"
 RETRY_LOAD_FRAC = 0.1  # retrying clients' own arrivals, as a fraction of capacity
-RETRY_MAX = 6  # retries per request of a retrying client
+RETRY_MAX = OPENAI_DEFAULT_MAX_RETRIES  # retries per request of a retrying client, as the openai client
 # Routing under every admission setting: round robin, so the comparison is about admission (and
 # like-for-like with sglang-router's round_robin). sluice_predictive is run too in virtual time:
 # in this scenario it concentrates load on one backend (see docs/admission.md, "Overload benchmark").

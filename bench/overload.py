@@ -91,6 +91,8 @@ def run_virtual_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dict
     systems: dict[str, Any] = {}
     for policy, admission in setup.VIRTUAL_SYSTEMS:
         name = setup.system_name(policy, admission)
+        if args.only and not any(o in name for o in args.only):
+            continue
         runs: list[dict[str, Any]] = []
         for seed in args.seeds:
             cap = capacity["capacity_rps"]
@@ -182,11 +184,21 @@ def main() -> None:
     parser.add_argument("--peers-venv", type=Path, default=Path("/work/peers-venv"))
     parser.add_argument("--runs-dir", type=Path, default=setup.ROOT / "runs" / "overload")
     parser.add_argument(
-        "--only", nargs="*", help="realtime systems to run (sluice+admission, sluice, sglang)"
+        "--only",
+        nargs="*",
+        help="systems to run, by substring of their name (e.g. 'round_robin +admission', sglang); "
+        "a realtime partial run keeps the other systems of the last results file",
     )
     parser.add_argument("--step-s", type=float, default=setup.STEP_S, help="seconds per load step (smoke: 3)")
+    parser.add_argument(
+        "--retry-max",
+        type=int,
+        default=setup.RETRY_MAX,
+        help="retries per request of a retrying client (default: the openai client's 2)",
+    )
     args = parser.parse_args()
     setup.STEP_S = args.step_s
+    setup.RETRY_MAX = args.retry_max
     fleet = setup.fleet()
     capacity = setup.calibrate(fleet)
     print(f"capacity {capacity['capacity_rps']:.2f} req/s ({capacity['definition']})", flush=True)
@@ -201,6 +213,7 @@ def main() -> None:
         "queue_deadline_ms": setup.QUEUE_DEADLINE_MS,
         "sluice_config": setup.sluice_base(admission=True),
         "seeds": args.seeds if args.part == "virtual" else [args.seed],
+        "retry_max": setup.RETRY_MAX,
     }
 
     kept: dict[str, Any] = {}

@@ -42,6 +42,7 @@ import orjson
 
 ERROR_CODE_HEADER = "x-sluice-error-code"
 SHED_REASON_HEADER = "x-sluice-shed-reason"
+RETRY_AFTER_MS_HEADER = "retry-after-ms"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,8 @@ class Rejected(SluiceError):
         headers = super().headers()
         # Retry-After is whole seconds (RFC 9110); never 0, so clients back off.
         headers["Retry-After"] = str(max(1, int(self.retry_after_s + 0.999)))
+        # The precise figure for clients that read it first (the openai client does).
+        headers[RETRY_AFTER_MS_HEADER] = str(max(1, round(self.retry_after_s * 1000.0)))
         headers[SHED_REASON_HEADER] = self.reason
         return headers
 

@@ -79,6 +79,17 @@ def _chat_prompt_and_stats(messages: list[Any]) -> tuple[str, str, int]:
     return "".join(pieces), last_user, user_turns
 
 
+def client_retry_count(value: str | None) -> int | None:
+    """The openai client's ``x-stainless-retry-count`` (a non-negative int), None if absent or garbled."""
+    if value is None:
+        return None
+    try:
+        count = int(value.strip())
+    except ValueError:
+        return None
+    return count if count >= 0 else None
+
+
 def build_features(
     *,
     request_id: str,
@@ -89,6 +100,7 @@ def build_features(
     priority: str,
     arrival_s: float,
     session_key: str | None = None,
+    client_retry_count: int | None = None,
 ) -> RequestFeatures:
     messages = body.get("messages") if endpoint is Endpoint.CHAT else None
     if isinstance(messages, list):
@@ -117,4 +129,5 @@ def build_features(
         stream=body.get("stream") is True,
         arrival_s=arrival_s,
         session_key=session_key,
+        client_retry_count=client_retry_count,
     )

@@ -74,6 +74,9 @@ class RequestFeatures:
     stream: bool
     arrival_s: float
     session_key: str | None = None
+    # The client's own attempt counter (``x-stainless-retry-count``: 0 first, n on the n-th retry);
+    # None when the client sends none. Tells a returning retry from a fresh request.
+    client_retry_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,12 @@ reserved for it until the request is routed (``on_routed``) or ends
 
 Requests whose class name is unknown fall back to the route's default class
 (never an error); a tenant's ``max_priority`` lowers what it may claim.
+
+Retry-After is a promise booked in a ``RetryLedger`` (``state/retry_ledger.py``): every capacity
+refusal (``slo_infeasible``, ``queue_full``, eviction, ``queue_timeout``) books its expected return,
+and a request that returns on time redeems it. The waiting room has two sub-ranks per class
+(``_room_rank``): returns queue ahead of fresh requests of their class (behind every more important
+class), so the capacity promised to them is theirs.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from core.types import (
 )
 from policies.admission import AdmissionView, decide
 from state.concurrency_limits import ConcurrencyLimits
+from state.retry_ledger import RetryLedger
 from state.service_rate import ServiceRate
 from state.tenant_budgets import TenantBudgets
 from state.waiting_room import Waiter, WaitingRoom
@@ -88,6 +95,32 @@ class _Queued:
     rank: int
     class_reserve_frac: float
     min_prefill_cap: float
+    tenant: str = "default"
+    slot_rank: int = -1  # the class whose reserve share it may fill (``_slot_rank``); -1: its own
+
+    @property
+    def share_rank(self) -> int:
+        return self.rank if self.slot_rank < 0 else self.slot_rank
+
+
+# Sheds whose Retry-After is a capacity promise (booked in the ledger); a tenant's own budget is not.
+PROMISED_REASONS = frozenset({ShedReason.SLO_INFEASIBLE, ShedReason.QUEUE_FULL, ShedReason.QUEUE_TIMEOUT})
+
+
+def _room_rank(rank: int, returning: bool) -> int:
+    """The waiting-room rank of class ``rank``: a returning retry just ahead of the fresh requests of
+    its class, behind every more important class."""
+    return 2 * rank + (0 if returning else 1)
+
+
+def _slot_rank(rank: int, returning: bool) -> int:
+    """The class whose share of each concurrency limit (class reserve) a request may fill: a returning
+    retry that of the class above its own. Why: the capacity left to a class in a burst comes in
+    clumps (whenever the classes above pause), and a return that waits for one at the head of its
+    class's queue often saw its queue deadline pass first (measured: half of the returning standard
+    requests timed out in the 3x burst). The reserve it borrows is one class step, for the few
+    requests that were promised the slot."""
+    return rank - 1 if returning and rank > 0 else rank
 
 
 class AdmissionControl:
@@ -102,8 +135,11 @@ class AdmissionControl:
             limit_config(config), [(b.name, b.max_concurrency) for b in config.backends]
         )
         self._room: WaitingRoom[_Queued] = WaitingRoom(
-            len(self._classes), config.admission.waiting_room.max_requests
+            2 * len(self._classes), config.admission.waiting_room.max_requests
         )
+        self._ledger = RetryLedger(len(self._classes), config.admission.retry_after_max_s)
+        # Requests decided Queue that redeemed a promise (their enqueue puts them ahead of fresh ones).
+        self._returning: set[str] = set()
         self._waiters: dict[str, Waiter[_Queued]] = {}
         self._reserved_by_model: dict[str, int] = {}
         self._reserved_ids: dict[str, str] = {}
@@ -126,7 +162,14 @@ class AdmissionControl:
         return self._limits.limits()
 
     def queue_depths(self) -> dict[str, int]:
-        return {name: self._room.count(rank) for name, rank in self._rank_of.items()}
+        return {
+            name: self._room.count(_room_rank(rank, True)) + self._room.count(_room_rank(rank, False))
+            for name, rank in self._rank_of.items()
+        }
+
+    @property
+    def ledger(self) -> RetryLedger:
+        return self._ledger
 
     def queued(self) -> int:
         return len(self._room)
@@ -252,8 +295,16 @@ class AdmissionControl:
         serving = snapshot.serving(features.model)
         reserved = self._reserved_by_model.get(features.model, 0)
         reserve_frac, min_cap = route.admission.class_reserve_frac, route.admission.min_prefill_cap
+        returning = self._ledger.redeem(features.tenant, rank, features.client_retry_count, now_s)
         has_free_slot, kv_ok = self._capacity(
-            serving, rank, reserved, features.prompt_tokens, p90, prefix_matched_tokens, reserve_frac, min_cap
+            serving,
+            _slot_rank(rank, returning),
+            reserved,
+            features.prompt_tokens,
+            p90,
+            prefix_matched_tokens,
+            reserve_frac,
+            min_cap,
         )
         best_ttft_ms: float | None = None
         if predictions is not None:
@@ -266,16 +317,23 @@ class AdmissionControl:
         deadline_ms = route.admission.queue_deadline_ms.get(
             class_name, slo_ttft_ms if slo_ttft_ms is not None else DEFAULT_QUEUE_DEADLINE_MS
         )
-        queued_ahead, _ = self._room.ahead_of(rank)
+        room_rank = _room_rank(rank, returning)
+        queued_ahead, _ = self._room.ahead_of(room_rank)
+        service_rate = self._service_rate.rate_per_s(now_s)
+        # Nobody overtakes the queue: with requests of this class or a better one waiting, a free
+        # slot (a limit just grew) is theirs; this request queues and the pump serves in order.
+        free_now = (has_free_slot and queued_ahead == 0) or not serving
+        kv_now = kv_ok or not serving
         admission_view = AdmissionView(
             now_s=now_s,
-            # Nobody overtakes the queue: with requests of this class or a better one waiting, a free
-            # slot (a limit just grew) is theirs; this request queues and the pump serves in order.
-            has_free_slot=(has_free_slot and queued_ahead == 0) or not serving,
-            kv_headroom_ok=kv_ok or not serving,
+            has_free_slot=free_now,
+            kv_headroom_ok=kv_now,
             queued_ahead_requests=queued_ahead,
-            queue_can_accept=self._room.can_accept(rank),
-            service_rate_rps=self._service_rate.rate_per_s(now_s),
+            queue_can_accept=self._room.can_accept(room_rank),
+            service_rate_rps=service_rate,
+            capacity_retry_after_s=0.0
+            if free_now and kv_now
+            else self._retry_after(rank, service_rate, now_s),
             best_predicted_ttft_ms=best_ttft_ms,
             slo_ttft_ms=slo_ttft_ms,
             slo_margin_frac=route.admission.slo_margin_frac,
@@ -287,10 +345,32 @@ class AdmissionControl:
             retry_after_max_s=self._admission.retry_after_max_s,
         )
         decision = decide(admission_view)
-        if not isinstance(decision, Shed):
-            self._tenants.acquire(features.tenant, cost_tokens, now_s)
-            self._charges[features.request_id] = _Charge(features.tenant, cost_tokens, features.prompt_tokens)
+        if isinstance(decision, Shed):
+            if decision.reason in PROMISED_REASONS:
+                self._ledger.promise(features.tenant, rank, decision.retry_after_s, now_s)
+            return decision
+        self._tenants.acquire(features.tenant, cost_tokens, now_s)
+        self._charges[features.request_id] = _Charge(features.tenant, cost_tokens, features.prompt_tokens)
+        if isinstance(decision, Admit):
+            self._ledger.on_admitted(rank, now_s)
+        elif returning:
+            self._returning.add(features.request_id)
         return decision
+
+    def _retry_after(self, rank: int, service_rate: float, now_s: float) -> float:
+        """The Retry-After to promise class ``rank`` now: when the capacity left to it by the classes
+        above covers the work queued ahead of a returning request and the returns already promised."""
+        queued_ahead, _ = self._room.ahead_of(_room_rank(rank, True))
+        return self._ledger.retry_after_s(
+            rank, queued_ahead, service_rate, now_s, self._admission.retry_after_min_s
+        )
+
+    def _promise(self, tenant: str, rank: int) -> float:
+        """A Retry-After for a request refused now (queue full, evicted, timed out), booked."""
+        now_s = self._clock.now_s()
+        retry_after_s = self._retry_after(rank, self._service_rate.rate_per_s(now_s), now_s)
+        self._ledger.promise(tenant, rank, retry_after_s, now_s)
+        return retry_after_s
 
     def _read_snapshot(self, snapshot: FleetSnapshot) -> None:
         """In-flight counts for the limiters, and the first bytes seen since the last snapshot: each new
@@ -318,6 +398,8 @@ class AdmissionControl:
         """Put a ``Queue``-decided request in the waiting room (it may evict less important ones)."""
         now_s = self._clock.now_s()
         rank = self._rank_of[self.effective_class(features, route)]
+        returning = features.request_id in self._returning
+        self._returning.discard(features.request_id)
         cost = self._charges.get(features.request_id)
         work = cost.tokens if cost is not None else float(features.prompt_tokens)
         result = self._room.push(
@@ -327,30 +409,28 @@ class AdmissionControl:
                 rank,
                 route.admission.class_reserve_frac,
                 route.admission.min_prefill_cap,
+                features.tenant,
+                _slot_rank(rank, returning),
             ),
-            rank,
+            _room_rank(rank, returning),
             decision.deadline_s,
             now_s,
             work,
         )
         if result.waiter is None:
-            return EnqueueResult(Shed(ShedReason.QUEUE_FULL, self.retry_after_s(rank)))
+            return EnqueueResult(Shed(ShedReason.QUEUE_FULL, self._promise(features.tenant, rank)))
         self._waiters[features.request_id] = result.waiter
         evicted = tuple(w.item.request_id for w in result.evicted)
         for request_id in evicted:
             self._waiters.pop(request_id, None)
-        evicted_rank = max((w.rank for w in result.evicted), default=rank)
-        return EnqueueResult(None, evicted, self.retry_after_s(evicted_rank))
-
-    def retry_after_s(self, rank: int) -> float:
-        """Predicted wait for a new request of ``rank``, clamped: the Retry-After to send."""
-        rate = self._service_rate.rate_per_s(self._clock.now_s())
-        ahead, _ = self._room.ahead_of(rank)
-        wait_s = (ahead + 1) / rate if rate > 0 else self._admission.retry_after_min_s
-        return min(self._admission.retry_after_max_s, max(self._admission.retry_after_min_s, wait_s))
+        evicted_retry_after_s = 0.0
+        for w in result.evicted:
+            evicted_retry_after_s = self._promise(w.item.tenant, w.item.rank)
+        return EnqueueResult(None, evicted, evicted_retry_after_s)
 
     def retry_after_for(self, features: RequestFeatures, route: RouteConfig) -> float:
-        return self.retry_after_s(self._rank_of[self.effective_class(features, route)])
+        """The Retry-After for this request, refused now (its queue deadline passed): booked as a promise."""
+        return self._promise(features.tenant, self._rank_of[self.effective_class(features, route)])
 
     def pop_dispatchable(self, snapshot: FleetSnapshot) -> str | None:
         """The next queued request (most important class first) whose model has a free slot; reserves it."""
@@ -360,10 +440,10 @@ class AdmissionControl:
         free_by_model: dict[tuple[str, int, float, float], float] = {}
 
         def can_dispatch(item: _Queued) -> bool:
-            key = (item.model, item.rank, item.class_reserve_frac, item.min_prefill_cap)
+            key = (item.model, item.share_rank, item.class_reserve_frac, item.min_prefill_cap)
             if key not in free_by_model:
                 free_by_model[key] = self.free_slots(
-                    item.model, snapshot, item.rank, item.class_reserve_frac, item.min_prefill_cap
+                    item.model, snapshot, item.share_rank, item.class_reserve_frac, item.min_prefill_cap
                 )
             return free_by_model[key] > 0
 
@@ -372,6 +452,7 @@ class AdmissionControl:
             return None
         request_id, model = waiter.item.request_id, waiter.item.model
         self._waiters.pop(request_id, None)
+        self._ledger.on_admitted(waiter.item.rank, self._clock.now_s())
         self._reserved_by_model[model] = self._reserved_by_model.get(model, 0) + 1
         self._reserved_ids[request_id] = model
         return request_id
@@ -408,6 +489,7 @@ class AdmissionControl:
         now_s = self._clock.now_s()
         self._unreserve(outcome.request_id)
         self.leave_queue(outcome.request_id)
+        self._returning.discard(outcome.request_id)
         charge = self._charges.pop(outcome.request_id, None)
         if charge is not None:
             actual = float(charge.prompt_tokens + outcome.output_tokens)

@@ -13,7 +13,11 @@ The only waits are the ones real clients have:
   ``--max-concurrency``; time spent waiting for a slot shows up as send lag;
 * ``honour_retry_after``: a 429 (or 503) with ``Retry-After`` is retried
   after the advertised delay, at most ``max_retries`` times; attempts and the
-  total wait are recorded.
+  total wait are recorded. As the openai client (``openai._base_client``):
+  ``retry-after-ms`` is read before ``Retry-After``, a delay over
+  ``OPENAI_MAX_RETRY_AFTER_S`` (or not positive) is not waited out (the client
+  gives up), and every attempt carries ``x-stainless-retry-count`` (0 on the
+  first attempt), whether or not the client retries.
 
 ``drain_timeout_s`` (optional) bounds the wait after the last request was
 sent: what is still running then is cancelled and recorded ``cancelled``
@@ -36,9 +40,20 @@ from dataclasses import dataclass
 
 import aiohttp
 
+from core import headers as hdr
 from loadgen.records import Outcome, RequestRecord
 from loadgen.sender import RealTimer, Sender, Timer, encode_body
 from loadgen.workload import WorkloadRequest
+
+# The openai client honours a server-directed delay only in (0, 120] s (``MAX_RETRY_AFTER_DELAY``)
+# and retries twice by default (``DEFAULT_MAX_RETRIES``).
+OPENAI_MAX_RETRY_AFTER_S = 120.0
+OPENAI_DEFAULT_MAX_RETRIES = 2
+
+
+def honoured_retry_after(retry_after_s: float | None) -> bool:
+    """Whether the openai client would wait out this server-directed delay and retry."""
+    return retry_after_s is not None and 0.0 < retry_after_s <= OPENAI_MAX_RETRY_AFTER_S
 
 
 class TargetUnreachable(Exception):
@@ -54,7 +69,7 @@ class ClientOptions:
     base_url: str
     max_concurrency: int | None = None
     honour_retry_after: bool = False
-    max_retries: int = 3
+    max_retries: int = OPENAI_DEFAULT_MAX_RETRIES
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 600.0
     api_key: str | None = None
@@ -212,8 +227,9 @@ class LoadClient:
         record.sent_s = first_sent_s - self._start_s
         self.counters.sent += 1
         while True:
-            result = await self._sender.attempt(record, request.path, body, request_headers, first_sent_s)
-            retryable = result.status in (429, 503) and result.retry_after_s is not None
+            attempt_headers = {**request_headers, hdr.CLIENT_RETRY_COUNT: str(record.attempts)}
+            result = await self._sender.attempt(record, request.path, body, attempt_headers, first_sent_s)
+            retryable = result.status in (429, 503) and honoured_retry_after(result.retry_after_s)
             if (
                 not (self.options.honour_retry_after and retryable)
                 or record.attempts > self.options.max_retries

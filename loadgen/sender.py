@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import aiohttp
 import orjson
 
 from core import headers as hdr
-from core.errors import ERROR_CODE_HEADER, SHED_REASON_HEADER
+from core.errors import ERROR_CODE_HEADER, RETRY_AFTER_MS_HEADER, SHED_REASON_HEADER
 from loadgen.records import Outcome, RequestRecord
 from loadgen.stream import SSEDecoder, StreamTimer, message_text
 
@@ -70,6 +71,19 @@ def parse_retry_after(value: str | None, now_epoch_s: float | None = None) -> fl
         now = time.time() if now_epoch_s is None else now_epoch_s
         return max(0.0, when.timestamp() - now)
     return seconds if seconds >= 0 else None
+
+
+def retry_after_from(response_headers: Mapping[str, str]) -> float | None:
+    """The server's delay as the openai client reads it: ``retry-after-ms`` first, then ``Retry-After``."""
+    value = response_headers.get(RETRY_AFTER_MS_HEADER)
+    if value is not None:
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = math.nan
+        if math.isfinite(ms) and ms >= 0:
+            return ms / 1000.0
+    return parse_retry_after(response_headers.get("Retry-After"))
 
 
 def _error_code(body: bytes, response_headers: Mapping[str, str]) -> str | None:
@@ -184,7 +198,7 @@ class Sender:
         record.end_s = self._timer.now_s()
         record.outcome = _outcome_for_status(response.status)
         record.error = _error_code(body, response.headers) or f"http_{response.status}"
-        retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after_s = retry_after_from(response.headers)
         if response.status == 429:
             record.shed_reason = response.headers.get(SHED_REASON_HEADER)
             record.retry_after_s = retry_after_s

@@ -35,7 +35,7 @@ from core.errors import (
     SluiceError,
     UnknownModel,
 )
-from core.features import build_features
+from core.features import build_features, client_retry_count
 from core.types import Endpoint
 from router.admission import admit
 from router.context import ProxyContext
@@ -120,6 +120,7 @@ async def _proxied(
         priority=priority,
         arrival_s=ex.arrival_s,
         session_key=session_key_from(req_headers.get(headers.SESSION), parsed),
+        client_retry_count=client_retry_count(req_headers.get(headers.CLIENT_RETRY_COUNT)),
     )
     ex.features = features
     snapshot = await admit(features, ctx.fleet, ctx.decider, ctx.clock, limits.max_in_flight, ctx.room())

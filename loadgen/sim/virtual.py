@@ -41,7 +41,7 @@ from core import headers
 from core.clock import ManualClock
 from core.config import LoadedConfig
 from core.errors import SluiceError
-from core.features import build_features
+from core.features import build_features, client_retry_count
 from core.protocols import Decider
 from decision.engine import DecisionEngine
 from loadgen.records import BackendSample
@@ -224,6 +224,7 @@ class VirtualFleet:
             priority=wr.priority,
             arrival_s=t,
             session_key=wr.session_id,
+            client_retry_count=client_retry_count(hdrs.get(headers.CLIENT_RETRY_COUNT)),
         )
         record = RequestRecord(
             wr.request_id, wr.arrival_s, t, wr.tenant, wr.priority, route.name, wr.session_id

@@ -19,8 +19,11 @@ The rule, in order (formulas.md §5; Google SRE "Handling Overload"):
 5. **Queue** until the class deadline if the waiting room can take it (it may
    evict a less important class to make room); else 429 ``queue_full``.
 
-Retry-After is the predicted wait, clamped to the configured bounds, so a
-client that honours it comes back when the work ahead has drained.
+Retry-After for a capacity refusal is ``capacity_retry_after_s``: the time at
+which the capacity left to the request's class (after the classes above it)
+covers the work ahead of it and the returns already promised
+(``state.retry_ledger``), so a client that honours it is served when it
+comes back, not refused again by the next wave of more important arrivals.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ class AdmissionView:
     queued_ahead_requests: int
     queue_can_accept: bool
     service_rate_rps: float
+    # The Retry-After a capacity refusal promises (``state.retry_ledger``: when the capacity left to
+    # this class covers the work ahead), already within the bounds.
+    capacity_retry_after_s: float
     best_predicted_ttft_ms: float | None
     slo_ttft_ms: float | None
     slo_margin_frac: float
@@ -69,7 +75,7 @@ def decide(view: AdmissionView) -> AdmissionDecision:
     if view.has_free_slot and view.kv_headroom_ok:
         return Admit()
     wait_s = view.predicted_wait_s()
-    retry_after_s = view.clamp_retry_after(wait_s if wait_s is not None else view.retry_after_min_s)
+    retry_after_s = view.clamp_retry_after(view.capacity_retry_after_s)
     if view.shed_infeasible and view.slo_ttft_ms is not None and wait_s is not None:
         budget_ms = (1.0 - view.slo_margin_frac) * view.slo_ttft_ms
         ttft_if_queued_ms = wait_s * 1000.0 + (view.best_predicted_ttft_ms or 0.0)

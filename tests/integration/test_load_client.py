@@ -89,17 +89,23 @@ async def test_ttft_itl_tpot_e2e_are_measured_exactly() -> None:
     assert seen_headers[headers.TENANT] == "acme" and seen_headers[headers.REQUEST_ID] == "r0"
 
 
-def shed_then_stream(retry_after: str = "2") -> Callable[[FakeRequest, Responder], Awaitable[None]]:
+def shed_then_stream(
+    retry_after: str = "2", retry_after_ms: str | None = None, seen: list[FakeRequest] | None = None
+) -> Callable[[FakeRequest, Responder], Awaitable[None]]:
     calls = {"n": 0}
     stream = token_streamer()
 
     async def handler(request: FakeRequest, reply: Responder) -> None:
         calls["n"] += 1
+        if seen is not None:
+            seen.append(request)
         if calls["n"] == 1:
             body = {
                 "error": {"message": "busy", "type": "rate_limit_error", "code": "overloaded", "param": None}
             }
             extra = {"Retry-After": retry_after, "x-sluice-shed-reason": "slo_infeasible"}
+            if retry_after_ms is not None:
+                extra["retry-after-ms"] = retry_after_ms
             await reply.json(429, body, extra)
         else:
             await stream(request, reply)
@@ -123,6 +129,26 @@ async def test_honour_retry_after_waits_and_retries() -> None:
     assert record.retry_wait_ms == pytest.approx(2000.0)
     assert record.retry_after_s == 2.0
     assert record.ttft_ms is not None and record.ttft_ms >= 2000.0  # the user waited the Retry-After too
+
+
+async def test_retrying_client_behaves_like_the_openai_client() -> None:
+    # retry-after-ms is read first, and every attempt says which one it is (x-stainless-retry-count).
+    seen: list[FakeRequest] = []
+    timer = SteppedTimer()
+    handler = shed_then_stream("3", retry_after_ms="2500", seen=seen)
+    client, _ = await run_client(handler, [req(0)], timer, honour_retry_after=True)
+    (record,) = client.records()
+    assert record.outcome is Outcome.OK and record.attempts == 2
+    assert record.retry_wait_ms == pytest.approx(2500.0)
+    assert [r.headers.get(headers.CLIENT_RETRY_COUNT) for r in seen] == ["0", "1"]
+
+
+async def test_a_retry_after_beyond_the_openai_bound_is_not_waited_out() -> None:
+    client, server = await run_client(
+        shed_then_stream("121"), [req(0)], SteppedTimer(), honour_retry_after=True
+    )
+    (record,) = client.records()
+    assert record.outcome is Outcome.SHED and record.attempts == 1 and server.requests_seen == 1
 
 
 async def test_503_and_other_statuses() -> None:

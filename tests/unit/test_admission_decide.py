@@ -18,6 +18,7 @@ BASE = AdmissionView(
     queued_ahead_requests=0,
     queue_can_accept=True,
     service_rate_rps=10.0,
+    capacity_retry_after_s=7.0,
     best_predicted_ttft_ms=200.0,
     slo_ttft_ms=2000.0,
     slo_margin_frac=0.1,
@@ -46,10 +47,14 @@ def test_at_capacity_queues_until_class_deadline() -> None:
     assert decide(view()) == Queue(deadline_s=102.0)
 
 
-def test_infeasible_wait_is_shed_now_with_retry_after_of_the_wait() -> None:
-    # 30 ahead at 10 req/s = 3.1 s wait > 0.9 * 2 s budget.
+def test_infeasible_wait_is_shed_now_with_the_promised_retry_after() -> None:
+    # 30 ahead at 10 req/s = 3.1 s wait > 0.9 * 2 s budget; the Retry-After is the ledger's promise
+    # (capacity left to the class), not that wait.
     decision = decide(view(queued_ahead_requests=30))
-    assert decision == Shed(ShedReason.SLO_INFEASIBLE, pytest.approx(3.1))
+    assert decision == Shed(ShedReason.SLO_INFEASIBLE, pytest.approx(7.0))
+    assert decide(view(queued_ahead_requests=30, capacity_retry_after_s=500.0)) == Shed(
+        ShedReason.SLO_INFEASIBLE, 60.0
+    )
 
 
 def test_no_slo_or_early_rejection_off_means_queue_until_full() -> None:
@@ -74,7 +79,7 @@ def test_tenant_refusal_comes_first_and_clamps_retry_after() -> None:
 
 
 def test_zero_deadline_class_is_never_queued() -> None:
-    assert decide(view(queue_deadline_ms=0.0)) == Shed(ShedReason.QUEUE_FULL, pytest.approx(1.0))
+    assert decide(view(queue_deadline_ms=0.0)) == Shed(ShedReason.QUEUE_FULL, pytest.approx(7.0))
 
 
 def _rank(decision: object) -> int:
