@@ -212,6 +212,11 @@ class PredictorsConfig(StrictModel):
     enabled: bool = Field(True, description="predict for every request (routing and admission)")
     output_length_model: str | None = Field(None, description="path; None = the bundled default model")
     online_refinement: bool = True
+    online_feature_weights: bool = Field(
+        False,
+        description="with online_refinement: also learn a bounded sparse linear correction on the length "
+        "features (ranking within a tenant, predictors/online_features.py)",
+    )
 
 
 class SluiceConfig(StrictModel):

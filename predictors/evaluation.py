@@ -42,6 +42,7 @@ from predictors.facade import Predictor
 from predictors.features import normalise_model
 from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineLengthCorrector
+from predictors.online_features import FeatureWeightParams, OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
 from predictors.training_data import LengthSample
 
@@ -170,10 +171,18 @@ def model_estimates(model: OutputLengthModel, test: Sequence[LengthSample]) -> l
 
 
 def prequential_online_estimates(
-    model: OutputLengthModel, test: Sequence[LengthSample], seed: int = 0
+    model: OutputLengthModel,
+    test: Sequence[LengthSample],
+    seed: int = 0,
+    feature_params: FeatureWeightParams | None = None,
 ) -> list[tuple[float, float]]:
-    """Predict each request, then learn from its true length, in a seeded random arrival order."""
-    predictor = Predictor(model, online=OnlineLengthCorrector())
+    """Predict each request, then learn from its true length, in a seeded random arrival order.
+
+    Per-key means only (today's refinement) when ``feature_params`` is None; with it, also the
+    online feature weights (``predictors.online_features``).
+    """
+    weights = OnlineFeatureWeights(feature_params) if feature_params is not None else None
+    predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=weights)
     order = list(range(len(test)))
     random.Random(seed).shuffle(order)
     out: list[tuple[float, float]] = [(0.0, 0.0)] * len(test)

@@ -142,16 +142,20 @@ class OnlineLengthCorrector:
         mu_base: float,
         z90_base_offset: float,
         censored: bool = False,
+        ranking_offset: float = 0.0,
     ) -> None:
         """Learn from one finished request.
 
         ``mu_base`` is the model's uncorrected log location for the request and
         ``z90_base_offset`` its ``k90 * scale`` (so ``z90 = mu + offset``).
+        ``ranking_offset`` is what the online feature weights
+        (``predictors.online_features``) added to this request's location: it
+        moves the p90 the quantile tracker judges, not the residual the means learn.
         """
         model_state = _touch(self._models, model, self._params.max_models)
         key_state = _touch(self._keys, (route, model, tenant), self._params.max_keys)
         corrected = mu_base + self._shrunk(model_state) + self._shrunk(key_state)
-        z90 = corrected + z90_base_offset + key_state.d90
+        z90 = corrected + ranking_offset + z90_base_offset + key_state.d90
         if not censored or z_observed > z90:
             miss = 1.0 if z_observed > z90 else 0.0
             key_state.d90 += self._params.quantile_rate * (miss - _MISS_TARGET)
