@@ -18,6 +18,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _triple(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "–"
+    return " / ".join(_cell(metrics.get(c)) for c in ("kendall_tau", "log_mae", "p90_coverage"))
+
+
 def _rows(label: str, by_source: dict[str, dict[str, Any]], sources: list[str]) -> list[str]:
     lines = []
     for source in sources:
@@ -73,6 +79,17 @@ def markdown_report(results: dict[str, Any]) -> str:
             f"Mean within-model tau: static {_cell(section.get('model_within_model_tau'))}, "
             f"online key means {_cell(section.get('model_online_within_model_tau'))}, "
             f"online + feature weights {_cell(section.get('model_online_features_within_model_tau'))}",
+            "",
+            "First request of each conversation/instruction in the stream only (tau / log-MAE / P90 cov., "
+            f"n {_cell(section.get('model_first_of_group', {}).get('n'))}): "
+            + ", ".join(
+                f"{label} {_triple(section.get(key))}"
+                for label, key in (
+                    ("static", "model_first_of_group"),
+                    ("key means", "model_online_prequential_first_of_group"),
+                    ("+ feature weights", "model_online_features_prequential_first_of_group"),
+                )
+            ),
         ]
     pooled = results.get("cross_dataset_pooled") or {}
     if pooled:

@@ -45,7 +45,7 @@ from core.types import OutputLengthEstimate, RequestFeatures
 from predictors.facade import Predictor
 from predictors.features import normalise_model
 from predictors.length_training import TrainConfig, fit_length_model
-from predictors.online import OnlineLengthCorrector
+from predictors.online import OnlineLengthCorrector, OnlineParams
 from predictors.online_features import FeatureWeightParams, OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
 from predictors.training_data import LengthSample
@@ -174,11 +174,35 @@ def model_estimates(model: OutputLengthModel, test: Sequence[LengthSample]) -> l
     return out
 
 
+def stream_order(n: int, seed: int = 0) -> list[int]:
+    """The seeded random arrival order of the prequential protocol."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def first_of_group(test: Sequence[LengthSample], seed: int = 0) -> list[int]:
+    """Indices of the requests that arrive before any other request of their group in the stream.
+
+    An alpaca_eval instruction is answered by 30 models, so later arrivals of it
+    are ranked partly by memory of the same prompt; these requests show what is
+    learned that carries over to prompts never seen before.
+    """
+    seen: set[str] = set()
+    first = []
+    for i in stream_order(len(test), seed):
+        if test[i].group not in seen:
+            seen.add(test[i].group)
+            first.append(i)
+    return sorted(first)
+
+
 def prequential_online_estimates(
     model: OutputLengthModel,
     test: Sequence[LengthSample],
     seed: int = 0,
     feature_params: FeatureWeightParams | None = None,
+    online_params: OnlineParams | None = None,
 ) -> list[tuple[float, float]]:
     """Predict each request, then learn from its true length, in a seeded random arrival order.
 
@@ -186,9 +210,8 @@ def prequential_online_estimates(
     online feature weights (``predictors.online_features``).
     """
     weights = OnlineFeatureWeights(feature_params) if feature_params is not None else None
-    predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=weights)
-    order = list(range(len(test)))
-    random.Random(seed).shuffle(order)
+    predictor = Predictor(model, online=OnlineLengthCorrector(online_params), feature_weights=weights)
+    order = stream_order(len(test), seed)
     out: list[tuple[float, float]] = [(0.0, 0.0)] * len(test)
     for i in order:
         s = test[i]
@@ -218,8 +241,19 @@ def _evaluate(
         estimates["model_online_features_prequential"] = prequential_online_estimates(
             model, test, feature_params=feature_params or FeatureWeightParams()
         )
+        first = first_of_group(test)
         for name in ("model_online_prequential", "model_online_features_prequential"):
             result[name] = _metrics_by_source(test, estimates[name])
+            result[name + "_first_of_group"] = length_metrics(
+                [test[i].output_tokens for i in first],
+                [estimates[name][i][0] for i in first],
+                [estimates[name][i][1] for i in first],
+            )
+        result["model_first_of_group"] = length_metrics(
+            [test[i].output_tokens for i in first],
+            [estimates["model"][i][0] for i in first],
+            [estimates["model"][i][1] for i in first],
+        )
         result["model_online_within_model_tau"] = within_model_tau(
             test, estimates["model_online_prequential"]
         )
