@@ -314,7 +314,7 @@ def summary(
     in_dist: dict[str, Any],
     cross: dict[str, Any],
     by_seed: dict[str, Any] | None = None,
-    pooled: dict[str, Any] | None = None,
+    cross_pooled: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The headline figures against the issue's targets (tau spread over held-out seeds when given).
 
@@ -345,7 +345,7 @@ def summary(
         "cross_dataset_tau_online_feature_weights": features_tau,
         "cross_dataset_pooled_tau": {
             name: metrics["kendall_tau"]
-            for name, metrics in (pooled or {}).items()
+            for name, metrics in (cross_pooled or {}).items()
             if isinstance(metrics, dict)
         },
         "in_distribution_online_feature_weights_tau": in_online.get("kendall_tau"),
