@@ -213,7 +213,7 @@ class PredictorsConfig(StrictModel):
     output_length_model: str | None = Field(None, description="path; None = the bundled default model")
     online_refinement: bool = True
     online_feature_weights: bool = Field(
-        False,
+        True,
         description="with online_refinement: also learn a bounded sparse linear correction on the length "
         "features (ranking within a tenant, predictors/online_features.py)",
     )

@@ -23,7 +23,7 @@ they only ever raise the location, never lower it.
 
 Memory is bounded: each level is an LRU (``max_keys``, ``max_models``) ordered
 by last observation; reads on the request path do not reorder it. Parameters
-and defaults: ``prior_n=10``, ``min_rate=1/200``, ``quantile_rate=0.02``,
+and defaults: ``prior_n=10``, ``min_rate=1/200``, ``quantile_rate=0.05``,
 ``max_keys=10_000``, ``max_models=1_000``. A tenant whose answers run 3x longer
 than the model predicts is corrected to within ~10% of its median after ~100
 requests (``tests/unit/test_online_length.py``).
@@ -52,7 +52,7 @@ class _KeyState:
 class OnlineParams:
     prior_n: float = 10.0
     min_rate: float = 1.0 / 200.0
-    quantile_rate: float = 0.02
+    quantile_rate: float = 0.05
     max_keys: int = 10_000
     max_models: int = 1_000
 

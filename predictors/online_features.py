@@ -58,12 +58,12 @@ _WG = list[float]
 class FeatureWeightParams:
     """Hyper-parameters (chosen on a tuning half of the held-out groups: docs/predictors.md)."""
 
-    rate: float = 0.05
-    g0: float = 1.0
+    rate: float = 0.1
+    g0: float = 0.1
     l2: float = 1e-4
     error_clip: float = 3.0
     max_correction: float = 2.0
-    max_weights: int = 200_000
+    max_weights: int = 100_000
     use_pairs: bool = True
 
     def __post_init__(self) -> None:
