@@ -129,7 +129,7 @@ class Predictor:
                 d90 = correction.p90_offset
                 source += "+online"
             if self._feature_weights is not None:
-                mu += self._feature_weights.score(row)
+                mu += correction.ranking_gain * self._feature_weights.score(row)
         return quantiles_to_estimate(
             mu + length.k50 * scale, mu + length.k90 * scale + d90, features.max_tokens, source
         )
@@ -200,7 +200,8 @@ class Predictor:
         route, model_key, tenant = features.route, normalise_model(features.model), features.tenant
         ranking = 0.0
         if weights is not None and row is not None:
-            # The weights learn what the per-key means leave (their state before this outcome).
+            # The weights learn what the per-key means leave (their state before this outcome), fully:
+            # the per-key gain only scales how much of them a key applies.
             ranking = weights.score(row)
             error = z_observed - mu - self._online.correction(route, model_key, tenant).location - ranking
             if not censored or error > 0:
@@ -213,5 +214,5 @@ class Predictor:
             mu_base=mu,
             z90_base_offset=length.k90 * scale,
             censored=censored,
-            ranking_offset=ranking,
+            ranking_score=ranking,
         )
