@@ -138,3 +138,24 @@ def test_bad_parameters_are_rejected() -> None:
         FeatureWeightParams(rate=0.0)
     with pytest.raises(ValueError, match="max_weights"):
         FeatureWeightParams(max_weights=0)
+
+
+def test_a_tenant_the_weights_do_not_fit_applies_less_of_them(model) -> None:
+    """Tenant "flat" sends the same cue words but always gets ~60 tokens: its gain falls, it stays flat."""
+    online = OnlineLengthCorrector()
+    predictor = Predictor(model, online=online, feature_weights=OnlineFeatureWeights())
+    rng = random.Random(5)
+    for text, tokens in _stream(600, seed=6):
+        predictor.observe(_outcome(tokens, "cued"), chat_features(text, "terse", tenant="cued"), None)
+        flat_tokens = max(1, int(60 * rng.lognormvariate(0.0, 0.4)))
+        predictor.observe(_outcome(flat_tokens, "flat"), chat_features(text, "terse", tenant="flat"), None)
+    assert online.correction("default", "terse", "flat").ranking_gain < 0.3
+    assert online.correction("default", "terse", "cued").ranking_gain > 0.9
+
+    def p50(cue: str, tenant: str) -> float:
+        return predictor.predict_length(chat_features(f"{cue} tea", "terse", tenant=tenant)).p50_tokens
+
+    # The weights are shared, so the flat tenant's outcomes dilute them (truth: 20x); the cued tenant
+    # still ranks, and the flat one is not pushed into a ranking its answers do not have.
+    assert p50(NEW_LONG[0], "cued") > 3 * p50(NEW_SHORT[0], "cued")
+    assert p50(NEW_LONG[0], "flat") < 1.6 * p50(NEW_SHORT[0], "flat")
