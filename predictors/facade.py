@@ -79,6 +79,8 @@ class Predictor:
         self._length = length_model
         self._online = online
         self._feature_weights = feature_weights if online is not None else None
+        if self._feature_weights is not None:
+            self._feature_weights.bind(length_model)
         # request id -> (fingerprint of the features, mu, scale) from predict, consumed by observe.
         self._predicted: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
         self._latency = latency or LatencyModel()
@@ -108,13 +110,21 @@ class Predictor:
         """Swap in a model fitted elsewhere (e.g. in an executor); online corrections are kept."""
         self._length = model
         self._predicted.clear()
+        if self._feature_weights is not None:
+            self._feature_weights.bind(model)
 
     def predict_length(self, features: RequestFeatures) -> OutputLengthEstimate:
         if features.endpoint is Endpoint.EMBEDDINGS:
             return NO_OUTPUT
         length = self._length
         row = length_features(features)
-        mu, s = length.location_scale(row)
+        weights = self._feature_weights
+        if weights is not None:
+            # One pass over the shared table gives the offline scores and the online one.
+            mu, s, ranking = weights.location_scale_score(row)
+        else:
+            mu, s = length.location_scale(row)
+            ranking = 0.0
         mu = min(max(mu, 0.0), MAX_LOG_TOKENS)
         scale = s if s > length.scale_floor else length.scale_floor
         if self._online is not None:
@@ -128,8 +138,7 @@ class Predictor:
                 mu += correction.location
                 d90 = correction.p90_offset
                 source += "+online"
-            if self._feature_weights is not None:
-                mu += correction.ranking_gain * self._feature_weights.score(row)
+            mu += correction.ranking_gain * ranking
         return quantiles_to_estimate(
             mu + length.k50 * scale, mu + length.k90 * scale + d90, features.max_tokens, source
         )
@@ -188,21 +197,25 @@ class Predictor:
         weights = self._feature_weights
         row = length_features(features) if weights is not None else None
         remembered = self._predicted.pop(features.request_id, None)
+        ranking = 0.0
         if remembered is not None and remembered[0] == _fingerprint(features):
             _, mu, scale = remembered
+            if weights is not None and row is not None:
+                ranking = weights.score(row)  # now, not at predict: the step needs the current error
         else:
-            mu, s = length.location_scale(row) if row is not None else length.location_scale_of(features)
+            if weights is not None and row is not None:
+                mu, s, ranking = weights.location_scale_score(row)
+            else:
+                mu, s = length.location_scale_of(features)
             mu = min(max(mu, 0.0), MAX_LOG_TOKENS)
             scale = s if s > length.scale_floor else length.scale_floor
         max_tokens = features.max_tokens
         censored = max_tokens is not None and output_tokens >= max_tokens
         z_observed = math.log1p(max(output_tokens, 0))
         route, model_key, tenant = features.route, normalise_model(features.model), features.tenant
-        ranking = 0.0
         if weights is not None and row is not None:
             # The weights learn what the per-key means leave (their state before this outcome), fully:
             # the per-key gain only scales how much of them a key applies.
-            ranking = weights.score(row)
             error = z_observed - mu - self._online.correction(route, model_key, tenant).location - ranking
             if not censored or error > 0:
                 weights.update(row, error)

@@ -28,16 +28,20 @@ ignored (known ones keep learning); the first ``max_weights`` distinct
 features of the stream are the ones kept, which are mostly the frequent ones.
 Deterministic (no string hashing, whose seed varies per process).
 
-Cost and where it runs: prediction is one dict lookup per token plus one per
-pair and per categorical key (a few microseconds); an update touches the same
-<= ~110 weights once, a few microseconds more than the prediction. That is
-"refinement" in the issue's sense (an incremental step whose cost is bounded
-by the request's own feature count, like the per-key means), not "training"
-(a refit over stored samples, which stays in ``sluice predict train`` or an
-executor). It runs on the event loop next to the rest of ``observe``: in
-CPython a worker thread would take the GIL for the same pure-Python work, so
-it would not give the loop that CPU back; ``bench/predictor_speed.py``
-reports the measured cost of ``observe`` with and without this part.
+Cost and where it runs: the online weights live in one table with the
+offline model's own text and categorical weights (``bind`` copies those in),
+so a request's offline location, scale and online score come from the same
+dict lookups (``location_scale_score``): the online part adds a few float
+additions per token, not a second pass. ``tests/unit/test_online_features.py``
+checks the offline part equals ``OutputLengthModel.location_scale`` exactly.
+An update touches the same <= ~110 weights once. That is "refinement" in
+the issue's sense (an incremental step whose cost is bounded by the request's
+own feature count, like the per-key means), not "training" (a refit over
+stored samples, which stays in ``sluice predict train`` or an executor). It
+runs on the event loop next to the rest of ``observe``: in CPython a worker
+thread would take the GIL for the same pure-Python work, so it would not give
+the loop that CPU back; ``bench/predictor_speed.py`` reports the cost of
+``predict_length`` and ``observe`` with and without this part.
 """
 
 from __future__ import annotations
@@ -47,11 +51,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from predictors.features import LengthFeatureRow
-
-# Mutable lists, not objects: index access is the cheapest read in CPython.
-# A text term: [weight, sum of squared gradients, pairs it starts (second token -> [w, G]) or None];
-# a pair or categorical key: [weight, sum of squared gradients].
-_WG = list[float]
+from predictors.output_length import OutputLengthModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +74,24 @@ class FeatureWeightParams:
 
 
 class OnlineFeatureWeights:
-    """Sparse linear residual model on the length features, learnt one observation at a time."""
+    """Sparse linear residual model on the length features, learnt one observation at a time.
 
-    __slots__ = ("_categorical", "_n_weights", "_params", "_text", "n_updates")
+    Table layout (lists: index access is the cheapest read in CPython):
+
+    * text term: ``[w_offline, w, G, pairs | None]``, ``pairs``: second token -> ``[w_offline, w, G]``;
+    * categorical key: ``[w_mu_offline, w_scale_offline, w, G]``.
+
+    ``G`` is the AdaGrad sum of squared gradients; offline weights are 0.0 for terms the offline
+    model does not have (adding 0.0 leaves its sums bit-identical).
+    """
+
+    __slots__ = ("_categorical", "_intercept", "_n_weights", "_params", "_text", "n_updates")
 
     def __init__(self, params: FeatureWeightParams | None = None) -> None:
         self._params = params or FeatureWeightParams()
         self._text: dict[str, list[Any]] = {}
-        self._categorical: dict[str, _WG] = {}
+        self._categorical: dict[str, list[float]] = {}
+        self._intercept: tuple[float, float] = (0.0, 0.0)
         self._n_weights = 0
         self.n_updates = 0
 
@@ -90,36 +100,86 @@ class OnlineFeatureWeights:
         return self._params
 
     def __len__(self) -> int:
-        """Number of weights held (bounded by ``max_weights``)."""
+        """Number of online weights created (bounded by ``max_weights``; the offline ones not counted)."""
         return self._n_weights
 
-    def score(self, row: LengthFeatureRow) -> float:
-        """``f(x)``, clipped to ``+-max_correction`` (read-only; runs on the request path)."""
-        if not self.n_updates:
-            return 0.0
+    def bind(self, model: OutputLengthModel) -> None:
+        """Load ``model``'s weights into the shared table (at start and on model replacement).
+
+        Online weights learned so far are kept; terms the new model lacks get offline weight 0.
+        """
+        self._intercept = model.intercept
+        for old in self._text.values():
+            old[0] = 0.0
+            if old[3] is not None:
+                for old_pair in old[3].values():
+                    old_pair[0] = 0.0
+        for old_cat in self._categorical.values():
+            old_cat[0] = old_cat[1] = 0.0
+        text = self._text
+        for token, (weight, base_pairs) in model.text_table.items():
+            entry = text.get(token)
+            if entry is None:
+                entry = text[token] = [0.0, 0.0, 0.0, None]
+            entry[0] = weight
+            if base_pairs:
+                pairs = entry[3]
+                if pairs is None:
+                    pairs = entry[3] = {}
+                for second, pair_weight in base_pairs.items():
+                    pair = pairs.get(second)
+                    if pair is None:
+                        pair = pairs[second] = [0.0, 0.0, 0.0]
+                    pair[0] = pair_weight
+        cat = self._categorical
+        for key, (w_mu, w_s) in model.categorical.items():
+            cat_entry = cat.get(key)
+            if cat_entry is None:
+                cat_entry = cat[key] = [0.0, 0.0, 0.0, 0.0]
+            cat_entry[0] = w_mu
+            cat_entry[1] = w_s
+
+    def location_scale_score(self, row: LengthFeatureRow) -> tuple[float, float, float]:
+        """``(mu, s, f)``: the bound offline model's two linear scores (unclamped) and the online score.
+
+        ``f`` is clipped to ``+-max_correction``. Runs on the request path: one pass, one lookup
+        per token, per pair and per categorical key.
+        """
+        mu, s = self._intercept
         text = 0.0
+        online = 0.0
         get = self._text.get
         for tokens in (row.head, row.tail):
-            pairs: dict[str, _WG] | None = None
+            pairs = None
             for token in tokens:
                 if pairs is not None:
                     pair = pairs.get(token)
                     if pair is not None:
                         text += pair[0]
+                        online += pair[1]
                 entry = get(token)
                 if entry is None:
                     pairs = None
                 else:
                     text += entry[0]
-                    pairs = entry[2]
-        total = text * row.text_value
+                    online += entry[1]
+                    pairs = entry[3]
+        value = row.text_value
+        mu += text * value
+        online *= value
         cat = self._categorical
         for key in row.categorical:
-            wg = cat.get(key)
-            if wg is not None:
-                total += wg[0]
+            cat_entry = cat.get(key)
+            if cat_entry is not None:
+                mu += cat_entry[0]
+                s += cat_entry[1]
+                online += cat_entry[2]
         limit = self._params.max_correction
-        return limit if total > limit else -limit if total < -limit else total
+        return mu, s, limit if online > limit else -limit if online < -limit else online
+
+    def score(self, row: LengthFeatureRow) -> float:
+        """``f(x)`` alone (clipped)."""
+        return self.location_scale_score(row)[2]
 
     def update(self, row: LengthFeatureRow, error: float) -> None:
         """One step toward ``error`` = target - current ``f(x)`` (target: what the base + keys missed)."""
@@ -129,43 +189,44 @@ class OnlineFeatureWeights:
         if e == 0.0:
             return
         self.n_updates += 1
-        rate, g0, keep, cap = p.rate, p.g0, 1.0 - p.l2, p.max_weights
-        x = row.text_value
-        gx = e * x
+        rate, g0, keep, cap, use_pairs = p.rate, p.g0, 1.0 - p.l2, p.max_weights, p.use_pairs
+        sqrt = math.sqrt
+        g = e * row.text_value
+        gg = g * g
         text = self._text
         for tokens in (row.head, row.tail):
             previous: list[Any] | None = None
             for token in tokens:
                 entry = text.get(token)
                 if entry is None and self._n_weights < cap:
-                    entry = text[token] = [0.0, 0.0, None]
+                    entry = text[token] = [0.0, 0.0, 0.0, None]
                     self._n_weights += 1
-                if p.use_pairs and previous is not None:
-                    pairs = previous[2]
+                if use_pairs and previous is not None:
+                    pairs = previous[3]
                     pair = pairs.get(token) if pairs is not None else None
                     if pair is None and self._n_weights < cap:
                         if pairs is None:
-                            pairs = previous[2] = {}
-                        pair = pairs[token] = [0.0, 0.0]
+                            pairs = previous[3] = {}
+                        pair = pairs[token] = [0.0, 0.0, 0.0]
                         self._n_weights += 1
                     if pair is not None:
-                        _step(pair, gx, rate, g0, keep)
+                        total = pair[2] + gg
+                        pair[2] = total
+                        pair[1] = keep * (pair[1] + rate * g / sqrt(g0 + total))
                 if entry is not None:
-                    _step(entry, gx, rate, g0, keep)
+                    total = entry[2] + gg
+                    entry[2] = total
+                    entry[1] = keep * (entry[1] + rate * g / sqrt(g0 + total))
                 previous = entry
         cat = self._categorical
+        ee = e * e
         for key in row.categorical:
-            wg = cat.get(key)
-            if wg is None:
+            cat_entry = cat.get(key)
+            if cat_entry is None:
                 if self._n_weights >= cap:
                     continue
-                wg = cat[key] = [0.0, 0.0]
+                cat_entry = cat[key] = [0.0, 0.0, 0.0, 0.0]
                 self._n_weights += 1
-            _step(wg, e, rate, g0, keep)
-
-
-def _step(wg: list[Any], g: float, rate: float, g0: float, keep: float) -> None:
-    """AdaGrad step on one weight ``wg = [w, G, ...]`` for gradient ``-g`` (``g = e x_j``), then decay."""
-    total = wg[1] + g * g
-    wg[1] = total
-    wg[0] = keep * (wg[0] + rate * g / math.sqrt(g0 + total))
+            total = cat_entry[3] + ee
+            cat_entry[3] = total
+            cat_entry[2] = keep * (cat_entry[2] + rate * e / sqrt(g0 + total))

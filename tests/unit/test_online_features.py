@@ -159,3 +159,22 @@ def test_a_tenant_the_weights_do_not_fit_applies_less_of_them(model) -> None:
     # still ranks, and the flat one is not pushed into a ranking its answers do not have.
     assert p50(NEW_LONG[0], "cued") > 3 * p50(NEW_SHORT[0], "cued")
     assert p50(NEW_LONG[0], "flat") < 1.6 * p50(NEW_SHORT[0], "flat")
+
+
+def test_shared_table_reproduces_the_offline_scores_exactly(model) -> None:
+    """The one-pass table gives the offline model's (mu, s) bit for bit, before and after learning."""
+    other = fit_length_model(synthetic_samples(400, seed=9), TrainConfig(min_df=2, n_folds=3)).model
+    weights = OnlineFeatureWeights()
+    weights.bind(model)
+    texts = [text for text, _ in _stream(50, seed=7)] + [f"write a detailed essay about {t}" for t in TOPICS]
+    rows = [length_features(chat_features(text, m)) for text in texts for m in ("terse", "verbose", "new")]
+    for row in rows:
+        assert weights.location_scale_score(row)[:2] == model.location_scale(row)
+    for row in rows:
+        weights.update(row, 0.7)
+    learned = [weights.score(row) for row in rows]
+    for row in rows:
+        assert weights.location_scale_score(row)[:2] == model.location_scale(row)
+    weights.bind(other)  # a replaced model: its weights, the online ones kept
+    for row, score in zip(rows, learned, strict=True):
+        assert weights.location_scale_score(row) == (*other.location_scale(row), score)
