@@ -197,28 +197,23 @@ class Predictor:
         weights = self._feature_weights
         row = length_features(features) if weights is not None else None
         remembered = self._predicted.pop(features.request_id, None)
-        ranking = 0.0
         if remembered is not None and remembered[0] == _fingerprint(features):
             _, mu, scale = remembered
-            if weights is not None and row is not None:
-                ranking = weights.score(row)  # now, not at predict: the step needs the current error
         else:
-            if weights is not None and row is not None:
-                mu, s, ranking = weights.location_scale_score(row)
-            else:
-                mu, s = length.location_scale_of(features)
+            mu, s = length.location_scale(row) if row is not None else length.location_scale_of(features)
             mu = min(max(mu, 0.0), MAX_LOG_TOKENS)
             scale = s if s > length.scale_floor else length.scale_floor
         max_tokens = features.max_tokens
         censored = max_tokens is not None and output_tokens >= max_tokens
         z_observed = math.log1p(max(output_tokens, 0))
         route, model_key, tenant = features.route, normalise_model(features.model), features.tenant
+        ranking = 0.0
         if weights is not None and row is not None:
             # The weights learn what the per-key means leave (their state before this outcome), fully:
-            # the per-key gain only scales how much of them a key applies.
-            error = z_observed - mu - self._online.correction(route, model_key, tenant).location - ranking
-            if not censored or error > 0:
-                weights.update(row, error)
+            # the per-key gain only scales how much of them a key applies. Their score is taken now,
+            # not at predict: the step needs the current error.
+            left = z_observed - mu - self._online.correction(route, model_key, tenant).location
+            ranking = weights.learn(row, left, only_raise=censored)
         self._online.observe(
             route,
             model_key,

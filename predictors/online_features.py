@@ -182,18 +182,23 @@ class OnlineFeatureWeights:
         return self.location_scale_score(row)[2]
 
     def update(self, row: LengthFeatureRow, error: float) -> None:
-        """One step toward ``error`` = target - current ``f(x)`` (target: what the base + keys missed)."""
+        """One step toward ``error`` = target - current ``f(x)`` (``learn`` with the target implied)."""
+        self.learn(row, error + self.score(row))
+
+    def learn(self, row: LengthFeatureRow, target: float, *, only_raise: bool = False) -> float:
+        """Score ``row`` and take one step of ``f(x)`` toward ``target``; returns ``f(x)`` before the step.
+
+        ``target`` is what the offline model and the per-key means left for this request. With
+        ``only_raise`` (an answer cut by ``max_tokens``) the step is taken only if it raises ``f``.
+        One pass finds (or creates, below the cap) the request's weights and sums ``f``; the
+        second steps the same weights without looking them up again.
+        """
         p = self._params
-        clip = p.error_clip
-        e = clip if error > clip else -clip if error < -clip else error
-        if e == 0.0:
-            return
-        self.n_updates += 1
-        rate, g0, keep, cap, use_pairs = p.rate, p.g0, 1.0 - p.l2, p.max_weights, p.use_pairs
-        sqrt = math.sqrt
-        g = e * row.text_value
-        gg = g * g
+        cap, use_pairs = p.max_weights, p.use_pairs
         text = self._text
+        words: list[list[Any]] = []
+        pairs_seen: list[list[float]] = []
+        online = 0.0
         for tokens in (row.head, row.tail):
             previous: list[Any] | None = None
             for token in tokens:
@@ -201,25 +206,24 @@ class OnlineFeatureWeights:
                 if entry is None and self._n_weights < cap:
                     entry = text[token] = [0.0, 0.0, 0.0, None]
                     self._n_weights += 1
-                if use_pairs and previous is not None:
+                if previous is not None:
                     pairs = previous[3]
                     pair = pairs.get(token) if pairs is not None else None
-                    if pair is None and self._n_weights < cap:
+                    if pair is None and use_pairs and self._n_weights < cap:
                         if pairs is None:
                             pairs = previous[3] = {}
                         pair = pairs[token] = [0.0, 0.0, 0.0]
                         self._n_weights += 1
                     if pair is not None:
-                        total = pair[2] + gg
-                        pair[2] = total
-                        pair[1] = keep * (pair[1] + rate * g / sqrt(g0 + total))
+                        online += pair[1]
+                        pairs_seen.append(pair)
                 if entry is not None:
-                    total = entry[2] + gg
-                    entry[2] = total
-                    entry[1] = keep * (entry[1] + rate * g / sqrt(g0 + total))
+                    online += entry[1]
+                    words.append(entry)
                 previous = entry
+        online *= row.text_value
         cat = self._categorical
-        ee = e * e
+        cats: list[list[float]] = []
         for key in row.categorical:
             cat_entry = cat.get(key)
             if cat_entry is None:
@@ -227,6 +231,33 @@ class OnlineFeatureWeights:
                     continue
                 cat_entry = cat[key] = [0.0, 0.0, 0.0, 0.0]
                 self._n_weights += 1
-            total = cat_entry[3] + ee
-            cat_entry[3] = total
-            cat_entry[2] = keep * (cat_entry[2] + rate * e / sqrt(g0 + total))
+            online += cat_entry[2]
+            cats.append(cat_entry)
+        limit = p.max_correction
+        f = limit if online > limit else -limit if online < -limit else online
+        error = target - f
+        if only_raise and error <= 0.0:
+            return f
+        clip = p.error_clip
+        e = clip if error > clip else -clip if error < -clip else error
+        if e == 0.0:
+            return f
+        self.n_updates += 1
+        rate, g0, keep, sqrt = p.rate, p.g0, 1.0 - p.l2, math.sqrt
+        g = e * row.text_value
+        gg = g * g
+        for wg in words:
+            total = wg[2] + gg
+            wg[2] = total
+            wg[1] = keep * (wg[1] + rate * g / sqrt(g0 + total))
+        if use_pairs:
+            for wg in pairs_seen:
+                total = wg[2] + gg
+                wg[2] = total
+                wg[1] = keep * (wg[1] + rate * g / sqrt(g0 + total))
+        ee = e * e
+        for cg in cats:
+            total = cg[3] + ee
+            cg[3] = total
+            cg[2] = keep * (cg[2] + rate * e / sqrt(g0 + total))
+        return f
