@@ -12,7 +12,7 @@ collection stays enabled.
 Reported: wall-clock percentiles of the full call, plus the output-length part
 alone and the 16-backend latency part alone (to locate a regression), and the
 thread CPU time of the full call (excludes time the OS gave to other
-processes). The output-length part and ``observe`` (one finished request:
+processes). The full call, the output-length part and ``observe`` (one finished request:
 online length refinement + latency model update) are also timed on a second
 predictor without the online feature weights (``predictors.online_features``),
 in the same rounds, so their cost is a difference measured in one run.
@@ -262,6 +262,9 @@ def main() -> int:
     def full(i: int) -> object:
         return predictor.predict(routing[i % n], snapshot)
 
+    def full_plain(i: int) -> object:
+        return plain.predict(routing[i % n], snapshot)
+
     def length_only(i: int) -> object:
         return predictor.predict_length(requests[i % n])
 
@@ -283,6 +286,7 @@ def main() -> int:
             {
                 "full_predict_16_backends": _summary(_time(full, args.calls)),
                 "full_predict_16_backends_thread_cpu": _summary(_time(full, args.calls, time.thread_time_ns)),
+                "full_predict_16_backends_without_feature_weights": _summary(_time(full_plain, args.calls)),
                 "output_length_only": _summary(_time(length_only, args.calls)),
                 "output_length_only_without_feature_weights": _summary(_time(length_only_plain, args.calls)),
                 "latency_only_16_backends": _summary(_time(latency_only, args.calls)),
