@@ -59,6 +59,15 @@ GRIDS: dict[str, dict[str, list[Any]]] = {
         "ranking_gain_prior": [None, 0.1, 0.5, 2.0],
     },
 }
+# Unigrams + categorical keys only: the online pairs cost +10 us p50 / +31 us p99 on the full predict
+# call (bench/predictor_speed.py), over the 100 us p99 budget; without them +3.5 / +7 us.
+GRIDS["unigrams"] = {
+    "rate": [0.1, 0.2],
+    "g0": [0.1],
+    "use_pairs": [False],
+    "quantile_rate": [0.05],
+    "ranking_gain_prior": [0.5],
+}
 ONLINE_KEYS = ("quantile_rate", "ranking_gain_prior")
 # In-distribution check: the held-out part of this split seed (the published in-distribution
 # figures use seed 0; seed 1 appears there only as the static model's tau).
