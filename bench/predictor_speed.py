@@ -317,6 +317,7 @@ def main() -> int:
             "gc_enabled": True,
             "online_refinement": config.online_refinement,
             "online_feature_weights": config.online_feature_weights,
+            "online_feature_pairs": config.online_feature_pairs,
         },
         "machine": {
             "python": platform.python_version(),

@@ -91,7 +91,11 @@ class Predictor:
         path = config.output_length_model
         model = load_model(path) if path is not None else load_default_model()
         online = OnlineLengthCorrector(OnlineParams()) if config.online_refinement else None
-        weights = OnlineFeatureWeights(FeatureWeightParams()) if config.online_feature_weights else None
+        weights = (
+            OnlineFeatureWeights(FeatureWeightParams(use_pairs=config.online_feature_pairs))
+            if config.online_feature_weights
+            else None
+        )
         return cls(model, online=online, latency=LatencyModel(LatencyPriors()), feature_weights=weights)
 
     @property

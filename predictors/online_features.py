@@ -4,15 +4,18 @@
 restores calibration on a new workload but cannot reorder two requests of one
 (route, model, tenant). This module learns, from the outcomes the proxy sees,
 a sparse linear function of the same features the offline ridge uses
-(``predictors.features.length_features``: token unigrams and adjacent pairs
-of the two prompt slices, scaled by ``text_value``, and the categorical keys):
+(``predictors.features.length_features``: token unigrams of the two prompt
+slices, scaled by ``text_value``, and the categorical keys; adjacent token
+pairs too with ``use_pairs``, which ranks better but costs request-path time,
+see docs/predictors.md):
 
     f(x) = sum_j w_j x_j              (in z = log(1 + tokens))
     target of f: z_obs - mu_base(x) - c_keys      (what the key means left over)
 
-so ``mu = mu_base + c_keys + f(x)``. Fitting ``f`` to what the per-key means
-leave makes the two parts separate: the keys carry the level of a tenant or
-model, ``f`` the differences between requests within it.
+so ``mu = mu_base + c_keys + gain_key * f(x)`` (``gain_key``: ``predictors.online``).
+Fitting ``f`` to what the per-key means leave makes the two parts separate:
+the keys carry the level of a tenant or model, ``f`` the differences between
+requests within it.
 
 Learning rule: one AdaGrad step of squared loss per observation on the
 features present in the request, ``w_j += rate * e x_j / sqrt(g0 + G_j)``
@@ -58,13 +61,13 @@ from predictors.output_length import OutputLengthModel
 class FeatureWeightParams:
     """Hyper-parameters (chosen on a tuning half of the held-out groups: docs/predictors.md)."""
 
-    rate: float = 0.1
+    rate: float = 0.2
     g0: float = 0.1
     l2: float = 1e-4
     error_clip: float = 3.0
     max_correction: float = 2.0
     max_weights: int = 100_000
-    use_pairs: bool = True
+    use_pairs: bool = False
 
     def __post_init__(self) -> None:
         if self.rate <= 0 or self.g0 <= 0 or not 0 <= self.l2 < 1:
