@@ -37,7 +37,7 @@ from core.types import (
 from predictors.features import length_features, normalise_model
 from predictors.latency import LatencyModel, LatencyPriors
 from predictors.online import OnlineLengthCorrector, OnlineParams
-from predictors.online_features import FeatureWeightParams, OnlineFeatureWeights
+from predictors.online_features import PAIRS_PARAMS, FeatureWeightParams, OnlineFeatureWeights
 from predictors.output_length import MAX_LOG_TOKENS, OutputLengthModel, quantiles_to_estimate
 from predictors.persistence import load_default_model, load_model
 
@@ -92,7 +92,7 @@ class Predictor:
         model = load_model(path) if path is not None else load_default_model()
         online = OnlineLengthCorrector(OnlineParams()) if config.online_refinement else None
         weights = (
-            OnlineFeatureWeights(FeatureWeightParams(use_pairs=config.online_feature_pairs))
+            OnlineFeatureWeights(PAIRS_PARAMS if config.online_feature_pairs else FeatureWeightParams())
             if config.online_feature_weights
             else None
         )

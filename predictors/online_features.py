@@ -76,6 +76,10 @@ class FeatureWeightParams:
             raise ValueError("need error_clip > 0, max_correction > 0 and max_weights >= 1")
 
 
+# With adjacent pairs (``predictors.online_feature_pairs``): the rate chosen for them on the tuning half.
+PAIRS_PARAMS = FeatureWeightParams(rate=0.1, use_pairs=True)
+
+
 class OnlineFeatureWeights:
     """Sparse linear residual model on the length features, learnt one observation at a time.
 

@@ -138,6 +138,8 @@ def test_answers_cut_by_max_tokens_never_lower_the_weights(model) -> None:
 def test_config_switches_the_weights_and_they_need_online_refinement() -> None:
     assert Predictor.from_config(PredictorsConfig(online_feature_weights=True)).feature_weights is not None
     assert Predictor.from_config(PredictorsConfig(online_feature_weights=False)).feature_weights is None
+    with_pairs = Predictor.from_config(PredictorsConfig(online_feature_pairs=True)).feature_weights
+    assert with_pairs is not None and with_pairs.params.use_pairs
     off = PredictorsConfig(online_refinement=False, online_feature_weights=True)
     assert Predictor.from_config(off).feature_weights is None
 
