@@ -76,6 +76,12 @@ def predictor_eval(doc: Doc) -> Iterator[Headline]:
     for name, value in s["cross_dataset_tau_online"].items():
         ok = value >= t["cross_dataset_tau"]
         yield Headline(f"tau on unseen {name} (online)", f"{value:.3f}", f">= {t['cross_dataset_tau']}", ok)
+    pooled = s.get("cross_dataset_pooled_tau", {}).get("model_online_features_prequential")
+    if pooled is not None:
+        ok = pooled >= t["cross_dataset_tau"]
+        yield Headline(
+            "tau on unseen sources pooled (online)", f"{pooled:.3f}", f">= {t['cross_dataset_tau']}", ok
+        )
     low, high = t["p90_coverage"]
     cov = s["in_distribution_p90_coverage"]
     yield Headline("p90 coverage", f"{cov:.3f}", f"{low}-{high}", low <= cov <= high)

@@ -12,7 +12,11 @@ collection stays enabled.
 Reported: wall-clock percentiles of the full call, plus the output-length part
 alone and the 16-backend latency part alone (to locate a regression), and the
 thread CPU time of the full call (excludes time the OS gave to other
-processes). The machine is shared (other jobs, a hypervisor), so every
+processes). The full call, the output-length part and ``observe`` (one finished request:
+online length refinement + latency model update) are also timed on a second
+predictor without the online feature weights (``predictors.online_features``),
+in the same rounds, so their cost is a difference measured in one run.
+The machine is shared (other jobs, a hypervisor), so every
 measurement is repeated over ``--rounds`` rounds and the headline is the
 median over rounds of each percentile; all rounds, the load average and the
 CPU steal ticks are recorded.
@@ -142,6 +146,51 @@ def _warm(
         predictor.observe(outcome, f, view)
 
 
+def _outcomes(requests: list[RequestFeatures], snapshot: FleetSnapshot, rng: random.Random) -> list[Outcome]:
+    views = snapshot.backends
+    out = []
+    for i, f in enumerate(requests):
+        out_tokens = rng.randint(5, 900)
+        ttft_ms = 20.0 + f.prompt_tokens * 0.03
+        out.append(
+            Outcome(
+                request_id=f.request_id,
+                backend_id=views[i % len(views)].backend_id,
+                route=f.route,
+                model=f.model,
+                tenant=f.tenant,
+                status_code=200,
+                prompt_tokens=f.prompt_tokens,
+                output_tokens=out_tokens,
+                cached_prompt_tokens=0,
+                ttft_ms=ttft_ms,
+                e2e_ms=ttft_ms + out_tokens * 12.0,
+            )
+        )
+    return out
+
+
+def _time_observe(
+    predictor: Predictor,
+    requests: list[RequestFeatures],
+    outcomes: list[Outcome],
+    snapshot: FleetSnapshot,
+    calls: int,
+) -> list[float]:
+    """``observe`` after an untimed ``predict_length`` of the same request (as in the proxy)."""
+    views = snapshot.backends
+    n = len(requests)
+    samples_us = []
+    clock = time.perf_counter_ns
+    for i in range(calls):
+        f = requests[i % n]
+        predictor.predict_length(f)
+        t0 = clock()
+        predictor.observe(outcomes[i % n], f, views[i % len(views)])
+        samples_us.append((clock() - t0) / 1000.0)
+    return samples_us
+
+
 def _time(
     fn: Callable[[int], object], calls: int, clock: Callable[[], int] = time.perf_counter_ns
 ) -> list[float]:
@@ -194,10 +243,14 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results/predictor_speed.json")
     args = parser.parse_args()
     rng = random.Random(args.seed)
-    predictor = Predictor.from_config(PredictorsConfig())
+    config = PredictorsConfig()
+    predictor = Predictor.from_config(config)
+    plain = Predictor.from_config(config.model_copy(update={"online_feature_weights": False}))
     requests = _requests(args.requests, rng)
     snapshot = _snapshot(rng)
-    _warm(predictor, requests, snapshot, rng)
+    _warm(predictor, requests, snapshot, random.Random(args.seed + 1))
+    _warm(plain, requests, snapshot, random.Random(args.seed + 1))
+    outcomes = _outcomes(requests, snapshot, rng)
     matched = {f"b{j:02d}": 0 for j in range(0, N_BACKENDS, 5)}
     routing = [
         RoutingRequest(features=f, prefix_matched_tokens={b: f.prompt_tokens // 2 for b in matched})
@@ -209,8 +262,14 @@ def main() -> int:
     def full(i: int) -> object:
         return predictor.predict(routing[i % n], snapshot)
 
+    def full_plain(i: int) -> object:
+        return plain.predict(routing[i % n], snapshot)
+
     def length_only(i: int) -> object:
         return predictor.predict_length(requests[i % n])
+
+    def length_only_plain(i: int) -> object:
+        return plain.predict_length(requests[i % n])
 
     def latency_only(i: int) -> object:
         r = routing[i % n]
@@ -227,8 +286,14 @@ def main() -> int:
             {
                 "full_predict_16_backends": _summary(_time(full, args.calls)),
                 "full_predict_16_backends_thread_cpu": _summary(_time(full, args.calls, time.thread_time_ns)),
+                "full_predict_16_backends_without_feature_weights": _summary(_time(full_plain, args.calls)),
                 "output_length_only": _summary(_time(length_only, args.calls)),
+                "output_length_only_without_feature_weights": _summary(_time(length_only_plain, args.calls)),
                 "latency_only_16_backends": _summary(_time(latency_only, args.calls)),
+                "observe": _summary(_time_observe(predictor, requests, outcomes, snapshot, args.calls)),
+                "observe_without_feature_weights": _summary(
+                    _time_observe(plain, requests, outcomes, snapshot, args.calls)
+                ),
             }
         )
     load_after = os.getloadavg()[0]
@@ -250,7 +315,9 @@ def main() -> int:
             "backends": N_BACKENDS,
             "seed": args.seed,
             "gc_enabled": True,
-            "online_refinement": True,
+            "online_refinement": config.online_refinement,
+            "online_feature_weights": config.online_feature_weights,
+            "online_feature_pairs": config.online_feature_pairs,
         },
         "machine": {
             "python": platform.python_version(),

@@ -212,6 +212,16 @@ class PredictorsConfig(StrictModel):
     enabled: bool = Field(True, description="predict for every request (routing and admission)")
     output_length_model: str | None = Field(None, description="path; None = the bundled default model")
     online_refinement: bool = True
+    online_feature_weights: bool = Field(
+        True,
+        description="with online_refinement: also learn a bounded sparse linear correction on the length "
+        "features (ranking within a tenant, predictors/online_features.py)",
+    )
+    online_feature_pairs: bool = Field(
+        False,
+        description="the online feature weights also learn adjacent token pairs (more ranking, "
+        "+~7 us p50 / +~25 us p99 per predict: docs/predictors.md)",
+    )
 
 
 class SluiceConfig(StrictModel):

@@ -18,6 +18,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _triple(metrics: dict[str, Any] | None) -> str:
+    if not metrics:
+        return "–"
+    return " / ".join(_cell(metrics.get(c)) for c in ("kendall_tau", "log_mae", "p90_coverage"))
+
+
 def _rows(label: str, by_source: dict[str, dict[str, Any]], sources: list[str]) -> list[str]:
     lines = []
     for source in sources:
@@ -33,7 +39,13 @@ def _table(section: dict[str, Any], sources: list[str], online: bool) -> list[st
     lines = [header, "|" + "---|" * (len(_COLUMNS) + 2)]
     lines += _rows("**sluice model**", section["model"], sources)
     if online:
-        lines += _rows("**sluice model + online**", section["model_online_prequential"], sources)
+        lines += _rows("**+ online key means**", section["model_online_prequential"], sources)
+        if "model_online_features_prequential" in section:
+            lines += _rows(
+                "**+ online key means + feature weights**",
+                section["model_online_features_prequential"],
+                sources,
+            )
     for name, by_source in section["baselines"].items():
         lines += _rows(name, by_source, sources[:1])
     return lines
@@ -49,7 +61,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         "",
         f"### In-distribution ({in_dist['protocol']}; train {in_dist['train_n']}, test {in_dist['test_n']})",
         "",
-        *_table(in_dist, sources, online=False),
+        *_table(in_dist, sources, online="model_online_prequential" in in_dist),
         "",
         f"Mean within-model tau (alpaca_eval models): {_cell(in_dist.get('model_within_model_tau'))}",
     ]
@@ -65,6 +77,31 @@ def markdown_report(results: dict[str, Any]) -> str:
             *_table(section, ["all"], online=True),
             "",
             f"Mean within-model tau: static {_cell(section.get('model_within_model_tau'))}, "
-            f"online {_cell(section.get('model_online_within_model_tau'))}",
+            f"online key means {_cell(section.get('model_online_within_model_tau'))}, "
+            f"online + feature weights {_cell(section.get('model_online_features_within_model_tau'))}",
+            "",
+            "First request of each conversation/instruction in the stream only (tau / log-MAE / P90 cov., "
+            f"n {_cell(section.get('model_first_of_group', {}).get('n'))}): "
+            + ", ".join(
+                f"{label} {_triple(section.get(key))}"
+                for label, key in (
+                    ("static", "model_first_of_group"),
+                    ("key means", "model_online_prequential_first_of_group"),
+                    ("+ feature weights", "model_online_features_prequential_first_of_group"),
+                )
+            ),
         ]
+    pooled = results.get("cross_dataset_pooled") or {}
+    if pooled:
+        lines += [
+            "",
+            f"### Cross-dataset pooled: the held-out sources {', '.join(pooled['held_out_sources'])} "
+            "concatenated, each predicted by the model trained without it",
+            "",
+            "| predictor | " + " | ".join(_COLUMNS) + " |",
+            "|" + "---|" * (len(_COLUMNS) + 1),
+        ]
+        for name, metrics in pooled.items():
+            if isinstance(metrics, dict):
+                lines.append(f"| {name} | " + " | ".join(_cell(metrics.get(c)) for c in _COLUMNS) + " |")
     return "\n".join(lines) + "\n"

@@ -34,10 +34,11 @@ from core.types import (
     RequestFeatures,
     RoutingRequest,
 )
-from predictors.features import normalise_model
+from predictors.features import length_features, normalise_model
 from predictors.latency import LatencyModel, LatencyPriors
 from predictors.online import OnlineLengthCorrector, OnlineParams
-from predictors.output_length import OutputLengthModel, quantiles_to_estimate
+from predictors.online_features import PAIRS_PARAMS, FeatureWeightParams, OnlineFeatureWeights
+from predictors.output_length import MAX_LOG_TOKENS, OutputLengthModel, quantiles_to_estimate
 from predictors.persistence import load_default_model, load_model
 
 # In-flight requests whose base prediction is kept for observe (beyond it, observe recomputes).
@@ -64,7 +65,7 @@ def _learnable(outcome: Outcome) -> bool:
 class Predictor:
     """Output-length + per-backend latency predictions for the decision engine."""
 
-    __slots__ = ("_latency", "_length", "_online", "_predicted")
+    __slots__ = ("_feature_weights", "_latency", "_length", "_online", "_predicted")
 
     def __init__(
         self,
@@ -72,9 +73,14 @@ class Predictor:
         *,
         online: OnlineLengthCorrector | None = None,
         latency: LatencyModel | None = None,
+        feature_weights: OnlineFeatureWeights | None = None,
     ) -> None:
+        """``feature_weights`` (ranking refinement) is only used together with ``online`` (per-key means)."""
         self._length = length_model
         self._online = online
+        self._feature_weights = feature_weights if online is not None else None
+        if self._feature_weights is not None:
+            self._feature_weights.bind(length_model)
         # request id -> (fingerprint of the features, mu, scale) from predict, consumed by observe.
         self._predicted: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
         self._latency = latency or LatencyModel()
@@ -85,11 +91,20 @@ class Predictor:
         path = config.output_length_model
         model = load_model(path) if path is not None else load_default_model()
         online = OnlineLengthCorrector(OnlineParams()) if config.online_refinement else None
-        return cls(model, online=online, latency=LatencyModel(LatencyPriors()))
+        weights = (
+            OnlineFeatureWeights(PAIRS_PARAMS if config.online_feature_pairs else FeatureWeightParams())
+            if config.online_feature_weights
+            else None
+        )
+        return cls(model, online=online, latency=LatencyModel(LatencyPriors()), feature_weights=weights)
 
     @property
     def length_model(self) -> OutputLengthModel:
         return self._length
+
+    @property
+    def feature_weights(self) -> OnlineFeatureWeights | None:
+        return self._feature_weights
 
     @property
     def latency(self) -> LatencyModel:
@@ -99,12 +114,22 @@ class Predictor:
         """Swap in a model fitted elsewhere (e.g. in an executor); online corrections are kept."""
         self._length = model
         self._predicted.clear()
+        if self._feature_weights is not None:
+            self._feature_weights.bind(model)
 
     def predict_length(self, features: RequestFeatures) -> OutputLengthEstimate:
         if features.endpoint is Endpoint.EMBEDDINGS:
             return NO_OUTPUT
         length = self._length
-        mu, s = length.location_scale_of(features)
+        row = length_features(features)
+        weights = self._feature_weights
+        if weights is not None:
+            # One pass over the shared table gives the offline scores and the online one.
+            mu, s, ranking = weights.location_scale_score(row)
+        else:
+            mu, s = length.location_scale(row)
+            ranking = 0.0
+        mu = min(max(mu, 0.0), MAX_LOG_TOKENS)
         scale = s if s > length.scale_floor else length.scale_floor
         if self._online is not None:
             self._remember(features, mu, scale)
@@ -117,6 +142,7 @@ class Predictor:
                 mu += correction.location
                 d90 = correction.p90_offset
                 source += "+online"
+            mu += correction.ranking_gain * ranking
         return quantiles_to_estimate(
             mu + length.k50 * scale, mu + length.k90 * scale + d90, features.max_tokens, source
         )
@@ -172,19 +198,33 @@ class Predictor:
         if self._online is None or features.endpoint is Endpoint.EMBEDDINGS:
             return
         length = self._length
+        weights = self._feature_weights
+        row = length_features(features) if weights is not None else None
         remembered = self._predicted.pop(features.request_id, None)
         if remembered is not None and remembered[0] == _fingerprint(features):
             _, mu, scale = remembered
         else:
-            mu, s = length.location_scale_of(features)
+            mu, s = length.location_scale(row) if row is not None else length.location_scale_of(features)
+            mu = min(max(mu, 0.0), MAX_LOG_TOKENS)
             scale = s if s > length.scale_floor else length.scale_floor
         max_tokens = features.max_tokens
+        censored = max_tokens is not None and output_tokens >= max_tokens
+        z_observed = math.log1p(max(output_tokens, 0))
+        route, model_key, tenant = features.route, normalise_model(features.model), features.tenant
+        ranking = 0.0
+        if weights is not None and row is not None:
+            # The weights learn what the per-key means leave (their state before this outcome), fully:
+            # the per-key gain only scales how much of them a key applies. Their score is taken now,
+            # not at predict: the step needs the current error.
+            left = z_observed - mu - self._online.correction(route, model_key, tenant).location
+            ranking = weights.learn(row, left, only_raise=censored)
         self._online.observe(
-            features.route,
-            normalise_model(features.model),
-            features.tenant,
-            z_observed=math.log1p(max(output_tokens, 0)),
+            route,
+            model_key,
+            tenant,
+            z_observed=z_observed,
             mu_base=mu,
             z90_base_offset=length.k90 * scale,
-            censored=max_tokens is not None and output_tokens >= max_tokens,
+            censored=censored,
+            ranking_score=ranking,
         )

@@ -23,7 +23,7 @@ they only ever raise the location, never lower it.
 
 Memory is bounded: each level is an LRU (``max_keys``, ``max_models``) ordered
 by last observation; reads on the request path do not reorder it. Parameters
-and defaults: ``prior_n=10``, ``min_rate=1/200``, ``quantile_rate=0.02``,
+and defaults: ``prior_n=10``, ``min_rate=1/200``, ``quantile_rate=0.05``,
 ``max_keys=10_000``, ``max_models=1_000``. A tenant whose answers run 3x longer
 than the model predicts is corrected to within ~10% of its median after ~100
 requests (``tests/unit/test_online_length.py``).
@@ -46,30 +46,40 @@ class _KeyState:
     n: float = 0.0
     mean: float = 0.0
     d90: float = 0.0
+    # Forgetful sums of f * e and f * f (f: feature-weight score, e: what the means left), for the gain.
+    sum_fe: float = 0.0
+    sum_ff: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class OnlineParams:
     prior_n: float = 10.0
     min_rate: float = 1.0 / 200.0
-    quantile_rate: float = 0.02
+    quantile_rate: float = 0.05
     max_keys: int = 10_000
     max_models: int = 1_000
+    ranking_gain_prior: float | None = 0.5
 
     def __post_init__(self) -> None:
         if self.prior_n < 0 or not 0 < self.min_rate <= 1 or self.quantile_rate < 0:
             raise ValueError("need prior_n >= 0, 0 < min_rate <= 1, quantile_rate >= 0")
+        if self.ranking_gain_prior is not None and self.ranking_gain_prior <= 0:
+            raise ValueError("ranking_gain_prior must be > 0 (None: always apply the feature weights fully)")
         if self.max_keys < 1 or self.max_models < 1:
             raise ValueError("max_keys and max_models must be >= 1")
 
 
 class Correction(NamedTuple):
-    """What to add to the base log-space location and to the p90 offset; ``n`` = key observations."""
+    """What to add to the base log-space location and to the p90 offset; ``n`` = key observations.
+
+    ``ranking_gain`` in [0, 1]: how much of the online feature weights' score to apply for this key.
+    """
 
     location: float
     p90_offset: float
     n_model: float
     n_key: float
+    ranking_gain: float = 1.0
 
 
 NO_CORRECTION = Correction(0.0, 0.0, 0.0, 0.0)
@@ -116,6 +126,7 @@ class OnlineLengthCorrector:
         # ``_shrunk`` inlined: this runs once per request on the event loop.
         prior_n = self._params.prior_n
         location = n_model = n_key = d90 = 0.0
+        gain = 1.0
         if model_state is not None:
             n_model = model_state.n
             location = model_state.mean * n_model / (n_model + prior_n)
@@ -123,7 +134,21 @@ class OnlineLengthCorrector:
             n_key = key_state.n
             location += key_state.mean * n_key / (n_key + prior_n)
             d90 = key_state.d90
-        return Correction(location, d90, n_model, n_key)
+            gain = self._gain(key_state)
+        return Correction(location, d90, n_model, n_key, gain)
+
+    def _gain(self, state: _KeyState) -> float:
+        """Least-squares scale of the feature score for this key's residual, shrunk toward 1, in [0, 1].
+
+        ``(sum f e + g) / (sum f^2 + g)`` with prior mass ``g``: 1 while the weights are untested on
+        the key, falling toward 0 where their score does not predict what the means leave (e.g. a
+        tenant whose prompts the offline model already ranks as well as a linear model can).
+        """
+        prior = self._params.ranking_gain_prior
+        if prior is None:
+            return 1.0
+        gain = (state.sum_fe + prior) / (state.sum_ff + prior)
+        return 0.0 if gain < 0.0 else 1.0 if gain > 1.0 else gain
 
     def _step(self, state: _KeyState, residual: float, censored: bool) -> None:
         if censored and residual <= state.mean:
@@ -142,16 +167,26 @@ class OnlineLengthCorrector:
         mu_base: float,
         z90_base_offset: float,
         censored: bool = False,
+        ranking_score: float = 0.0,
     ) -> None:
         """Learn from one finished request.
 
         ``mu_base`` is the model's uncorrected log location for the request and
         ``z90_base_offset`` its ``k90 * scale`` (so ``z90 = mu + offset``).
+        ``ranking_score`` is the online feature weights' score ``f`` for this
+        request (``predictors.online_features``), before this outcome: the key
+        learns how much of it to apply (``ranking_gain``), and the applied part
+        moves the p90 the quantile tracker judges, not the residual the means learn.
         """
         model_state = _touch(self._models, model, self._params.max_models)
         key_state = _touch(self._keys, (route, model, tenant), self._params.max_keys)
         corrected = mu_base + self._shrunk(model_state) + self._shrunk(key_state)
-        z90 = corrected + z90_base_offset + key_state.d90
+        z90 = corrected + self._gain(key_state) * ranking_score + z90_base_offset + key_state.d90
+        if ranking_score != 0.0 and (not censored or z_observed > corrected + ranking_score):
+            keep = 1.0 - self._params.min_rate
+            left = z_observed - corrected
+            key_state.sum_fe = keep * key_state.sum_fe + ranking_score * left
+            key_state.sum_ff = keep * key_state.sum_ff + ranking_score * ranking_score
         if not censored or z_observed > z90:
             miss = 1.0 if z_observed > z90 else 0.0
             key_state.d90 += self._params.quantile_rate * (miss - _MISS_TARGET)

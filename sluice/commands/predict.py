@@ -137,12 +137,12 @@ def run_eval(args: argparse.Namespace) -> int:
     except TrainingDataError as exc:
         print(f"sluice predict eval: {exc}", file=sys.stderr)
         return 2
-    in_dist, _ = in_distribution(samples, config, seed=args.seed)
+    in_dist, _ = in_distribution(samples, config, seed=args.seed, online=True)
     seeds = [args.seed, *(int(v) for v in args.extra_seeds.split(",") if v.strip())]
     by_seed = {str(args.seed): in_dist["model"]}
     for seed in seeds[1:]:
         by_seed[str(seed)] = in_distribution(samples, config, seed=seed)[0]["model"]
-    cross = cross_dataset(samples, config) if len(sources) > 1 else {}
+    cross, pooled = cross_dataset(samples, config) if len(sources) > 1 else ({}, {})
     results: dict[str, Any] = {
         "command": _command_line(args),
         "git_rev": git_rev(),
@@ -152,9 +152,10 @@ def run_eval(args: argparse.Namespace) -> int:
         "in_distribution": in_dist,
         "in_distribution_by_seed": by_seed,
         "cross_dataset": cross,
+        "cross_dataset_pooled": pooled,
     }
     if cross:
-        results["summary"] = summary(in_dist, cross, by_seed)
+        results["summary"] = summary(in_dist, cross, by_seed, pooled)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -98,6 +98,15 @@ def test_train_info_eval_round_trip(
     assert main([*args, "--extra-seeds", "1"]) == 0
     report = json.loads(out.read_text())
     assert set(report["cross_dataset"]) == {"sharegpt", "alpaca_eval", "hh_rlhf"}
+    pooled = report["cross_dataset_pooled"]
+    assert pooled["model"]["n"] == sum(v["test_n"] for v in report["cross_dataset"].values()) == 280
+    assert set(report["summary"]["cross_dataset_pooled_tau"]) == {
+        "model",
+        "model_online_prequential",
+        "model_online_features_prequential",
+    }
+    for section in (report["in_distribution"], *report["cross_dataset"].values()):
+        assert section["model_online_features_prequential"]["all"]["n"] == section["test_n"]
     assert set(report["in_distribution"]["baselines"]) == {
         "global_mean",
         "per_model_mean",

@@ -1,0 +1,270 @@
+"""Online feature weights: a bounded sparse linear correction that learns *ranking* from observed lengths.
+
+``predictors.online`` shifts every request of a key by the same amount, so it
+restores calibration on a new workload but cannot reorder two requests of one
+(route, model, tenant). This module learns, from the outcomes the proxy sees,
+a sparse linear function of the same features the offline ridge uses
+(``predictors.features.length_features``: token unigrams of the two prompt
+slices, scaled by ``text_value``, and the categorical keys; adjacent token
+pairs too with ``use_pairs``, which ranks better but costs request-path time,
+see docs/predictors.md):
+
+    f(x) = sum_j w_j x_j              (in z = log(1 + tokens))
+    target of f: z_obs - mu_base(x) - c_keys      (what the key means left over)
+
+so ``mu = mu_base + c_keys + gain_key * f(x)`` (``gain_key``: ``predictors.online``).
+Fitting ``f`` to what the per-key means leave makes the two parts separate:
+the keys carry the level of a tenant or model, ``f`` the differences between
+requests within it.
+
+Learning rule: one AdaGrad step of squared loss per observation on the
+features present in the request, ``w_j += rate * e x_j / sqrt(g0 + G_j)``
+with ``G_j += (e x_j)^2`` and ``e`` the current error clipped to
+``+-error_clip``; then the touched weights decay by ``(1 - l2)`` (L2 toward 0:
+weights that stop being confirmed fade). ``g0`` damps the first steps of a
+new feature, so a term seen once moves its weight only a little. The output is
+clipped to ``+-max_correction``.
+
+Bounded memory: at most ``max_weights`` weights (unigrams + pairs +
+categorical keys). When the table is full, features not yet in it are
+ignored (known ones keep learning); the first ``max_weights`` distinct
+features of the stream are the ones kept, which are mostly the frequent ones.
+Deterministic (no string hashing, whose seed varies per process).
+
+Cost and where it runs: the online weights live in one table with the
+offline model's own text and categorical weights (``bind`` copies those in),
+so a request's offline location, scale and online score come from the same
+dict lookups (``location_scale_score``): the online part adds a few float
+additions per token, not a second pass. ``tests/unit/test_online_features.py``
+checks the offline part equals ``OutputLengthModel.location_scale`` exactly.
+An update touches the same <= ~110 weights once. That is "refinement" in
+the issue's sense (an incremental step whose cost is bounded by the request's
+own feature count, like the per-key means), not "training" (a refit over
+stored samples, which stays in ``sluice predict train`` or an executor). It
+runs on the event loop next to the rest of ``observe``: in CPython a worker
+thread would take the GIL for the same pure-Python work, so it would not give
+the loop that CPU back; ``bench/predictor_speed.py`` reports the cost of
+``predict_length`` and ``observe`` with and without this part.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from predictors.features import LengthFeatureRow
+from predictors.output_length import OutputLengthModel
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureWeightParams:
+    """Hyper-parameters (chosen on a tuning half of the held-out groups: docs/predictors.md)."""
+
+    rate: float = 0.2
+    g0: float = 0.1
+    l2: float = 1e-4
+    error_clip: float = 3.0
+    max_correction: float = 2.0
+    max_weights: int = 100_000
+    use_pairs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.rate <= 0 or self.g0 <= 0 or not 0 <= self.l2 < 1:
+            raise ValueError("need rate > 0, g0 > 0 and 0 <= l2 < 1")
+        if self.error_clip <= 0 or self.max_correction <= 0 or self.max_weights < 1:
+            raise ValueError("need error_clip > 0, max_correction > 0 and max_weights >= 1")
+
+
+# With adjacent pairs (``predictors.online_feature_pairs``): the rate chosen for them on the tuning half.
+PAIRS_PARAMS = FeatureWeightParams(rate=0.1, use_pairs=True)
+
+
+class OnlineFeatureWeights:
+    """Sparse linear residual model on the length features, learnt one observation at a time.
+
+    Table layout (lists: index access is the cheapest read in CPython):
+
+    * text term: ``[w_offline, w, G, pairs | None]``, ``pairs``: second token -> ``[w_offline, w, G]``;
+    * categorical key: ``[w_mu_offline, w_scale_offline, w, G]``.
+
+    ``G`` is the AdaGrad sum of squared gradients; offline weights are 0.0 for terms the offline
+    model does not have (adding 0.0 leaves its sums bit-identical).
+    """
+
+    __slots__ = ("_categorical", "_intercept", "_n_weights", "_params", "_text", "n_updates")
+
+    def __init__(self, params: FeatureWeightParams | None = None) -> None:
+        self._params = params or FeatureWeightParams()
+        self._text: dict[str, list[Any]] = {}
+        self._categorical: dict[str, list[float]] = {}
+        self._intercept: tuple[float, float] = (0.0, 0.0)
+        self._n_weights = 0
+        self.n_updates = 0
+
+    @property
+    def params(self) -> FeatureWeightParams:
+        return self._params
+
+    def __len__(self) -> int:
+        """Number of online weights created (bounded by ``max_weights``; the offline ones not counted)."""
+        return self._n_weights
+
+    def bind(self, model: OutputLengthModel) -> None:
+        """Load ``model``'s weights into the shared table (at start and on model replacement).
+
+        Online weights learned so far are kept; terms the new model lacks get offline weight 0.
+        """
+        self._intercept = model.intercept
+        for old in self._text.values():
+            old[0] = 0.0
+            if old[3] is not None:
+                for old_pair in old[3].values():
+                    old_pair[0] = 0.0
+        for old_cat in self._categorical.values():
+            old_cat[0] = old_cat[1] = 0.0
+        text = self._text
+        for token, (weight, base_pairs) in model.text_table.items():
+            entry = text.get(token)
+            if entry is None:
+                entry = text[token] = [0.0, 0.0, 0.0, None]
+            entry[0] = weight
+            if base_pairs:
+                pairs = entry[3]
+                if pairs is None:
+                    pairs = entry[3] = {}
+                for second, pair_weight in base_pairs.items():
+                    pair = pairs.get(second)
+                    if pair is None:
+                        pair = pairs[second] = [0.0, 0.0, 0.0]
+                    pair[0] = pair_weight
+        cat = self._categorical
+        for key, (w_mu, w_s) in model.categorical.items():
+            cat_entry = cat.get(key)
+            if cat_entry is None:
+                cat_entry = cat[key] = [0.0, 0.0, 0.0, 0.0]
+            cat_entry[0] = w_mu
+            cat_entry[1] = w_s
+
+    def location_scale_score(self, row: LengthFeatureRow) -> tuple[float, float, float]:
+        """``(mu, s, f)``: the bound offline model's two linear scores (unclamped) and the online score.
+
+        ``f`` is clipped to ``+-max_correction``. Runs on the request path: one pass, one lookup
+        per token, per pair and per categorical key.
+        """
+        mu, s = self._intercept
+        text = 0.0
+        online = 0.0
+        get = self._text.get
+        for tokens in (row.head, row.tail):
+            pairs = None
+            for token in tokens:
+                if pairs is not None:
+                    pair = pairs.get(token)
+                    if pair is not None:
+                        text += pair[0]
+                        online += pair[1]
+                entry = get(token)
+                if entry is None:
+                    pairs = None
+                else:
+                    text += entry[0]
+                    online += entry[1]
+                    pairs = entry[3]
+        value = row.text_value
+        mu += text * value
+        online *= value
+        cat = self._categorical
+        for key in row.categorical:
+            cat_entry = cat.get(key)
+            if cat_entry is not None:
+                mu += cat_entry[0]
+                s += cat_entry[1]
+                online += cat_entry[2]
+        limit = self._params.max_correction
+        return mu, s, limit if online > limit else -limit if online < -limit else online
+
+    def score(self, row: LengthFeatureRow) -> float:
+        """``f(x)`` alone (clipped)."""
+        return self.location_scale_score(row)[2]
+
+    def update(self, row: LengthFeatureRow, error: float) -> None:
+        """One step toward ``error`` = target - current ``f(x)`` (``learn`` with the target implied)."""
+        self.learn(row, error + self.score(row))
+
+    def learn(self, row: LengthFeatureRow, target: float, *, only_raise: bool = False) -> float:
+        """Score ``row`` and take one step of ``f(x)`` toward ``target``; returns ``f(x)`` before the step.
+
+        ``target`` is what the offline model and the per-key means left for this request. With
+        ``only_raise`` (an answer cut by ``max_tokens``) the step is taken only if it raises ``f``.
+        One pass finds (or creates, below the cap) the request's weights and sums ``f``; the
+        second steps the same weights without looking them up again.
+        """
+        p = self._params
+        cap, use_pairs = p.max_weights, p.use_pairs
+        text = self._text
+        words: list[list[Any]] = []
+        pairs_seen: list[list[float]] = []
+        online = 0.0
+        for tokens in (row.head, row.tail):
+            previous: list[Any] | None = None
+            for token in tokens:
+                entry = text.get(token)
+                if entry is None and self._n_weights < cap:
+                    entry = text[token] = [0.0, 0.0, 0.0, None]
+                    self._n_weights += 1
+                if previous is not None:
+                    pairs = previous[3]
+                    pair = pairs.get(token) if pairs is not None else None
+                    if pair is None and use_pairs and self._n_weights < cap:
+                        if pairs is None:
+                            pairs = previous[3] = {}
+                        pair = pairs[token] = [0.0, 0.0, 0.0]
+                        self._n_weights += 1
+                    if pair is not None:
+                        online += pair[1]
+                        pairs_seen.append(pair)
+                if entry is not None:
+                    online += entry[1]
+                    words.append(entry)
+                previous = entry
+        online *= row.text_value
+        cat = self._categorical
+        cats: list[list[float]] = []
+        for key in row.categorical:
+            cat_entry = cat.get(key)
+            if cat_entry is None:
+                if self._n_weights >= cap:
+                    continue
+                cat_entry = cat[key] = [0.0, 0.0, 0.0, 0.0]
+                self._n_weights += 1
+            online += cat_entry[2]
+            cats.append(cat_entry)
+        limit = p.max_correction
+        f = limit if online > limit else -limit if online < -limit else online
+        error = target - f
+        if only_raise and error <= 0.0:
+            return f
+        clip = p.error_clip
+        e = clip if error > clip else -clip if error < -clip else error
+        if e == 0.0:
+            return f
+        self.n_updates += 1
+        rate, g0, keep, sqrt = p.rate, p.g0, 1.0 - p.l2, math.sqrt
+        g = e * row.text_value
+        gg = g * g
+        for wg in words:
+            total = wg[2] + gg
+            wg[2] = total
+            wg[1] = keep * (wg[1] + rate * g / sqrt(g0 + total))
+        if use_pairs:
+            for wg in pairs_seen:
+                total = wg[2] + gg
+                wg[2] = total
+                wg[1] = keep * (wg[1] + rate * g / sqrt(g0 + total))
+        ee = e * e
+        for cg in cats:
+            total = cg[3] + ee
+            cg[3] = total
+            cg[2] = keep * (cg[2] + rate * e / sqrt(g0 + total))
+        return f
