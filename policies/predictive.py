@@ -55,7 +55,7 @@ NAME = "sluice_predictive"
 class PredictiveParams(PolicyParams):
     max_candidates: int = Field(16, ge=1)
     keep_prefix_matches: int = Field(4, ge=0)
-    objective: Literal["ttft", "e2e"] = "e2e"
+    objective: Literal["ttft", "e2e", "slo"] = "e2e"
     tail_weight: float = Field(1.0, ge=0.0, le=2.0)
     slo_margin_frac: float = Field(0.0, ge=0.0, lt=1.0)
     check_tpot: bool = True

@@ -7,7 +7,16 @@ estimator; see ``policies.context``):
   the uncached prompt tokens;
 - objective ``e2e``: ``c(b) = TTFT̂(b) + (L̂ - 1)·TPOT̂(b)`` with the
   tail-aware output length ``L̂ = p50 + tail_weight·(p90 - p50)`` (so decode
-  time is charged at that backend's own predicted speed).
+  time is charged at that backend's own predicted speed);
+- objective ``slo``: the route's SLO decides. ``c(b)`` is the largest fraction
+  of a bound the request is predicted to use on ``b``,
+  ``max(TTFT̂/S_ttft, TPOT̂/S_tpot, E2Ê/S_e2e)`` over the bounds the route
+  sets; with only a TTFT bound this orders backends exactly as ``ttft``. A route
+  without any SLO falls back to ``e2e``. Why: goodput counts a request that
+  meets every bound, however fast; saving decode time the SLO does not ask for
+  (``e2e``) queues requests for most of the TTFT budget, and a TTFT model that
+  under-predicts deep queues then turns that into misses. Minimising the
+  tightest predicted ratio keeps the most headroom on the bound most at risk.
 
 Score ``min_c / c(b)`` (in (0, 1]; the cheapest scores 1 and a backend twice as
 slow scores 0.5), which keeps relative distances, unlike min-max. Parameters:
@@ -31,7 +40,7 @@ _MIN_COST_MS = 1e-3
 
 
 class PredictedCostParams(PolicyParams):
-    objective: Literal["ttft", "e2e"] = "e2e"
+    objective: Literal["ttft", "e2e", "slo"] = "e2e"
     tail_weight: float = Field(1.0, ge=0.0, le=2.0)
 
 
@@ -44,12 +53,32 @@ class PredictedCostScorer:
         self._tail_weight = params.tail_weight
 
     def costs_ms(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> dict[BackendId, float]:
+        """Each candidate's cost: ms for ``ttft``/``e2e``; for ``slo`` a fraction of the SLO (unitless)."""
+        if self._objective == "slo":
+            slo = ctx.request.slo
+            if slo.ttft_ms is not None or slo.tpot_ms is not None or slo.e2e_ms is not None:
+                return self._slo_fractions(ctx, candidates)
         out: dict[BackendId, float] = {}
-        decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if self._objective == "e2e" else 0.0
+        decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if self._objective != "ttft" else 0.0
         for view in candidates:
             ttft_ms, tpot_ms = ctx.ttft_tpot(view)
             cost_ms = ttft_ms + decode_steps * tpot_ms
             out[view.backend_id] = cost_ms if cost_ms > _MIN_COST_MS else _MIN_COST_MS
+        return out
+
+    def _slo_fractions(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> dict[BackendId, float]:
+        """``max(TTFT̂/S_ttft, TPOT̂/S_tpot, E2Ê/S_e2e)`` over the route's bounds, per candidate."""
+        slo = ctx.request.slo
+        inv_ttft = 1.0 / slo.ttft_ms if slo.ttft_ms is not None else 0.0
+        inv_tpot = 1.0 / slo.tpot_ms if slo.tpot_ms is not None else 0.0
+        inv_e2e = 1.0 / slo.e2e_ms if slo.e2e_ms is not None else 0.0
+        decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if inv_e2e else 0.0
+        floor = _MIN_COST_MS * max(inv_ttft, inv_tpot, inv_e2e)
+        out: dict[BackendId, float] = {}
+        for view in candidates:
+            ttft_ms, tpot_ms = ctx.ttft_tpot(view)
+            frac = max(ttft_ms * inv_ttft, tpot_ms * inv_tpot, (ttft_ms + decode_steps * tpot_ms) * inv_e2e)
+            out[view.backend_id] = frac if frac > floor else floor
         return out
 
     def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]:
@@ -58,6 +87,6 @@ class PredictedCostScorer:
         return {backend_id: best / cost for backend_id, cost in costs.items()}
 
 
-@register_plugin("scorer", TYPE, PredictedCostParams, "lowest predicted TTFT or E2E")
+@register_plugin("scorer", TYPE, PredictedCostParams, "lowest predicted TTFT, E2E or SLO fraction")
 def _build(params: PredictedCostParams, ctx: BuildContext) -> PredictedCostScorer:
     return PredictedCostScorer(params)

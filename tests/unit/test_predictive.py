@@ -112,6 +112,31 @@ def test_objective_ttft_follows_the_cache_and_e2e_follows_decode_speed() -> None
     assert predictive(objective="e2e").route(req, fleet, 0.0, random.Random(0)).chosen == "h100-0"
 
 
+def test_objective_slo_follows_the_route_slo() -> None:
+    fleet = snapshot(view("h100-0", gpu_class="h100"), view("a100-0", gpu_class="a100"))
+    req = request(LONG, matched={"a100-0": 7_984})
+    slo = predictive(objective="slo")
+    # No SLO: E2E, decode speed wins. A TTFT bound: the cached prefix (lower TTFT) wins.
+    assert slo.route(req, fleet, 0.0, random.Random(0)).chosen == "h100-0"
+    with_ttft = request(LONG, matched={"a100-0": 7_984}, slo=SLOTargets(ttft_ms=2_000.0))
+    assert slo.route(with_ttft, fleet, 0.0, random.Random(0)).chosen == "a100-0"
+
+
+def test_objective_slo_keeps_headroom_on_the_bound_most_at_risk() -> None:
+    # a100 has the lower TTFT but decodes at 90% of the TPOT bound; h100 uses at most 60% of either.
+    length = OutputLengthEstimate(100.0, 100.0)
+    per_backend = {
+        "h100-0": BackendCostEstimate("h100-0", 1_100.0, 100.0, 1_200.0, 20.0, 3_180.0, 0),
+        "a100-0": BackendCostEstimate("a100-0", 0.0, 300.0, 300.0, 90.0, 9_210.0, 0),
+    }
+    fleet = snapshot(view("h100-0", gpu_class="h100"), view("a100-0", gpu_class="a100"))
+    slo = SLOTargets(ttft_ms=2_000.0, tpot_ms=100.0)
+    req = request(predictions=Predictions(length, per_backend), slo=slo)
+    for seed in range(20):
+        assert predictive(objective="slo").route(req, fleet, 0.0, random.Random(seed)).chosen == "h100-0"
+    assert predictive(objective="ttft").route(req, fleet, 0.0, random.Random(0)).chosen == "a100-0"
+
+
 def test_tail_weight_charges_long_answers_to_fast_decoders() -> None:
     fleet = snapshot(
         view(
