@@ -133,16 +133,24 @@ SCORER_CASES: list[tuple[str, str, dict[str, Any], list[Any], RoutingRequest, di
         {"a": 499 / 1_090, "b": 1.0},
     ),
     (
-        "predicted slo: the tightest bound's fraction decides",
+        "predicted slo: TPOT is the filter's constraint, the score is TTFT",
         "predicted_cost",
         {"objective": "slo"},
-        # TTFT 2 s, TPOT 100 ms: a = max(100/2000, 90/100) = 0.9, b = max(1000/2000, 20/100) = 0.5
+        # TTFT 2 s, TPOT 100 ms: both meet TPOT; a has a tenth of b's TTFT
         [view("a"), view("b")],
         request(
             predictions=costs(a=(100.0, 90.0), b=(1_000.0, 20.0)),
             slo=SLOTargets(ttft_ms=2_000.0, tpot_ms=100.0),
         ),
-        {"a": 0.5 / 0.9, "b": 1.0},
+        {"a": 1.0, "b": 0.1},
+    ),
+    (
+        "predicted slo: a TPOT-only route scores TTFT",
+        "predicted_cost",
+        {"objective": "slo"},
+        [view("a"), view("b")],
+        request(predictions=costs(a=(100.0, 90.0), b=(1_000.0, 20.0)), slo=SLOTargets(tpot_ms=100.0)),
+        {"a": 1.0, "b": 0.1},
     ),
     (
         "predicted slo: a TTFT-only route is the ttft objective",
