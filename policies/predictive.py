@@ -16,7 +16,14 @@ Rule (formulas.md §3), as one pipeline:
    objective: ``TTFT̂(b)`` = predicted queue wait + prefill of the uncached
    prompt tokens, or ``E2Ê(b) = TTFT̂(b) + (L̂ - 1)·TPOT̂(b)`` with the
    tail-aware length ``L̂ = p50 + tail_weight·(p90 - p50)`` and decode at that
-   backend's own (learned) speed.
+   backend's own (learned) speed, or (``slo``, the default) what the route's
+   SLO asks for: TTFT when it bounds TTFT or TPOT (TPOT is step 2's
+   constraint), the larger fraction of the TTFT/E2E deadlines when it bounds
+   E2E, E2E when it has no SLO. Why ``slo`` by default: goodput counts
+   requests that meet every bound, and ``e2e`` spends TTFT budget to save
+   decode time the SLO does not ask for (docs/policies.md, "Objective":
+   critical goodput 81-90% -> 96-98% in the overload scenario, a tie on the
+   issue-6 matrix).
 4. ``p2c`` - the better of two random draws among the ``top_k`` best that are
    within ``near_best_frac`` of the best score, so proxy replicas deciding on
    the same snapshot don't all herd onto one argmin, while a clearly better
@@ -29,7 +36,7 @@ per-backend speeds and output-length quantiles); when a request carries none,
 the fallback estimator in ``policies.estimate`` is used.
 
 Parameters and defaults: ``max_candidates`` 16, ``keep_prefix_matches`` 4,
-``objective`` e2e, ``tail_weight`` 1.0 (p90), ``slo_margin_frac`` 0.0,
+``objective`` slo, ``tail_weight`` 1.0 (p90), ``slo_margin_frac`` 0.0,
 ``check_tpot`` true, ``top_k`` 3, ``near_best_frac`` 0.9 (a cost within ~11%
 of the best), ``guard_abs_threshold`` 32, ``guard_rel_threshold`` 3.0,
 ``prefer_prefix`` true.
@@ -55,7 +62,7 @@ NAME = "sluice_predictive"
 class PredictiveParams(PolicyParams):
     max_candidates: int = Field(16, ge=1)
     keep_prefix_matches: int = Field(4, ge=0)
-    objective: Literal["ttft", "e2e"] = "e2e"
+    objective: Literal["ttft", "e2e", "slo"] = "slo"
     tail_weight: float = Field(1.0, ge=0.0, le=2.0)
     slo_margin_frac: float = Field(0.0, ge=0.0, lt=1.0)
     check_tpot: bool = True

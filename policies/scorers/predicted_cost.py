@@ -7,7 +7,20 @@ estimator; see ``policies.context``):
   the uncached prompt tokens;
 - objective ``e2e``: ``c(b) = TTFT̂(b) + (L̂ - 1)·TPOT̂(b)`` with the
   tail-aware output length ``L̂ = p50 + tail_weight·(p90 - p50)`` (so decode
-  time is charged at that backend's own predicted speed).
+  time is charged at that backend's own predicted speed);
+- objective ``slo``: the route's SLO decides. TPOT is a constraint, not a cost:
+  the ``slo_headroom`` filter keeps the backends predicted to meet it, and
+  among them this scores the deadlines. With a TTFT bound (or only a TPOT
+  bound) ``c(b) = TTFT̂(b)``, as ``ttft``; with an E2E bound ``c(b)`` is the
+  larger fraction of a deadline the request is predicted to use,
+  ``max(TTFT̂/S_ttft, E2Ê/S_e2e)``; without any SLO, ``e2e``. Why: goodput
+  counts a request that meets every bound, however fast. ``e2e`` saves decode
+  time the SLO does not ask for by queueing requests on the fast decoders for
+  most of the TTFT budget, and a TTFT model that under-predicts deep queues
+  turns that into misses (docs/policies.md, "Objective"). Scoring TPOT as a
+  fraction too (``max(.., TPOT̂/S_tpot)``) was measured and rejected: a TPOT
+  well inside its bound then outweighs the TTFT and the choice drifts back to
+  ``e2e``'s.
 
 Score ``min_c / c(b)`` (in (0, 1]; the cheapest scores 1 and a backend twice as
 slow scores 0.5), which keeps relative distances, unlike min-max. Parameters:
@@ -31,7 +44,7 @@ _MIN_COST_MS = 1e-3
 
 
 class PredictedCostParams(PolicyParams):
-    objective: Literal["ttft", "e2e"] = "e2e"
+    objective: Literal["ttft", "e2e", "slo"] = "e2e"
     tail_weight: float = Field(1.0, ge=0.0, le=2.0)
 
 
@@ -44,12 +57,38 @@ class PredictedCostScorer:
         self._tail_weight = params.tail_weight
 
     def costs_ms(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> dict[BackendId, float]:
+        """Each candidate's cost in ms, or (``slo`` with an E2E bound) a fraction of a deadline."""
+        objective = self._objective
+        if objective == "slo":
+            slo = ctx.request.slo
+            if slo.e2e_ms is not None:
+                return self._deadline_fractions(ctx, candidates, slo.ttft_ms, slo.e2e_ms)
+            objective = "ttft" if slo.ttft_ms is not None or slo.tpot_ms is not None else "e2e"
         out: dict[BackendId, float] = {}
-        decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if self._objective == "e2e" else 0.0
+        decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if objective == "e2e" else 0.0
         for view in candidates:
             ttft_ms, tpot_ms = ctx.ttft_tpot(view)
             cost_ms = ttft_ms + decode_steps * tpot_ms
             out[view.backend_id] = cost_ms if cost_ms > _MIN_COST_MS else _MIN_COST_MS
+        return out
+
+    def _deadline_fractions(
+        self,
+        ctx: RouteContext,
+        candidates: Sequence[BackendView],
+        ttft_slo_ms: float | None,
+        e2e_slo_ms: float,
+    ) -> dict[BackendId, float]:
+        """``max(TTFT̂/S_ttft, E2Ê/S_e2e)`` over the route's deadlines, per candidate."""
+        inv_ttft = 1.0 / ttft_slo_ms if ttft_slo_ms is not None else 0.0
+        inv_e2e = 1.0 / e2e_slo_ms
+        decode_steps = ctx.output_tokens(self._tail_weight) - 1.0
+        floor = _MIN_COST_MS * max(inv_ttft, inv_e2e)
+        out: dict[BackendId, float] = {}
+        for view in candidates:
+            ttft_ms, tpot_ms = ctx.ttft_tpot(view)
+            frac = max(ttft_ms * inv_ttft, (ttft_ms + decode_steps * tpot_ms) * inv_e2e)
+            out[view.backend_id] = frac if frac > floor else floor
         return out
 
     def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]:
@@ -58,6 +97,6 @@ class PredictedCostScorer:
         return {backend_id: best / cost for backend_id, cost in costs.items()}
 
 
-@register_plugin("scorer", TYPE, PredictedCostParams, "lowest predicted TTFT or E2E")
+@register_plugin("scorer", TYPE, PredictedCostParams, "lowest predicted TTFT, E2E or SLO fraction")
 def _build(params: PredictedCostParams, ctx: BuildContext) -> PredictedCostScorer:
     return PredictedCostScorer(params)

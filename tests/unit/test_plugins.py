@@ -132,6 +132,54 @@ SCORER_CASES: list[tuple[str, str, dict[str, Any], list[Any], RoutingRequest, di
         request(predictions=costs(a=(100.0, 10.0), b=(400.0, 1.0))),
         {"a": 499 / 1_090, "b": 1.0},
     ),
+    (
+        "predicted slo: TPOT is the filter's constraint, the score is TTFT",
+        "predicted_cost",
+        {"objective": "slo"},
+        # TTFT 2 s, TPOT 100 ms: both meet TPOT; a has a tenth of b's TTFT
+        [view("a"), view("b")],
+        request(
+            predictions=costs(a=(100.0, 90.0), b=(1_000.0, 20.0)),
+            slo=SLOTargets(ttft_ms=2_000.0, tpot_ms=100.0),
+        ),
+        {"a": 1.0, "b": 0.1},
+    ),
+    (
+        "predicted slo: a TPOT-only route scores TTFT",
+        "predicted_cost",
+        {"objective": "slo"},
+        [view("a"), view("b")],
+        request(predictions=costs(a=(100.0, 90.0), b=(1_000.0, 20.0)), slo=SLOTargets(tpot_ms=100.0)),
+        {"a": 1.0, "b": 0.1},
+    ),
+    (
+        "predicted slo: a TTFT-only route is the ttft objective",
+        "predicted_cost",
+        {"objective": "slo"},
+        [view("a"), view("b")],
+        request(predictions=costs(a=(100.0, 10.0), b=(400.0, 1.0)), slo=SLOTargets(ttft_ms=2_000.0)),
+        {"a": 1.0, "b": 0.25},
+    ),
+    (
+        "predicted slo: an E2E bound charges decode at backend speed",
+        "predicted_cost",
+        {"objective": "slo"},
+        # L = 100: E2E a = 1090, b = 499 (of 5 s); TTFT a = 100, b = 400 (of 2 s) -> a 0.218, b 0.2
+        [view("a"), view("b")],
+        request(
+            predictions=costs(a=(100.0, 10.0), b=(400.0, 1.0)),
+            slo=SLOTargets(ttft_ms=2_000.0, e2e_ms=5_000.0),
+        ),
+        {"a": 0.2 / 0.218, "b": 1.0},
+    ),
+    (
+        "predicted slo: a route without an SLO falls back to e2e",
+        "predicted_cost",
+        {"objective": "slo"},
+        [view("a"), view("b")],
+        request(predictions=costs(a=(100.0, 10.0), b=(400.0, 1.0))),
+        {"a": 499 / 1_090, "b": 1.0},
+    ),
 ]
 
 

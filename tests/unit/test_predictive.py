@@ -112,6 +112,51 @@ def test_objective_ttft_follows_the_cache_and_e2e_follows_decode_speed() -> None
     assert predictive(objective="e2e").route(req, fleet, 0.0, random.Random(0)).chosen == "h100-0"
 
 
+def test_objective_slo_follows_the_route_slo() -> None:
+    fleet = snapshot(view("h100-0", gpu_class="h100"), view("a100-0", gpu_class="a100"))
+    req = request(LONG, matched={"a100-0": 7_984})
+    slo = predictive(objective="slo")
+    # No SLO: E2E, decode speed wins. A TTFT bound: the cached prefix (lower TTFT) wins.
+    assert slo.route(req, fleet, 0.0, random.Random(0)).chosen == "h100-0"
+    with_ttft = request(LONG, matched={"a100-0": 7_984}, slo=SLOTargets(ttft_ms=2_000.0))
+    assert slo.route(with_ttft, fleet, 0.0, random.Random(0)).chosen == "a100-0"
+
+
+def test_objective_slo_minimises_ttft_among_backends_meeting_tpot() -> None:
+    length = OutputLengthEstimate(100.0, 100.0)
+    per_backend = {
+        "h100-0": BackendCostEstimate("h100-0", 1_100.0, 100.0, 1_200.0, 20.0, 3_180.0, 0),
+        "a100-0": BackendCostEstimate("a100-0", 300.0, 300.0, 600.0, 60.0, 6_540.0, 0),
+        "l4-0": BackendCostEstimate("l4-0", 0.0, 200.0, 200.0, 110.0, 11_090.0, 0),
+    }
+    slo = SLOTargets(ttft_ms=2_000.0, tpot_ms=100.0)
+    req = request(predictions=Predictions(length, per_backend), slo=slo)
+    # l4 has the lowest TTFT but is predicted to miss TPOT; of the rest a100 has half h100's TTFT,
+    # though h100 would finish first (the e2e choice).
+    for seed in range(20):
+        decision = predictive(objective="slo").route(req, MIXED, 0.0, random.Random(seed))
+        assert decision.chosen == "a100-0"
+        assert decision.removed == {"l4-0": "slo_headroom"}
+    assert predictive(objective="e2e").route(req, MIXED, 0.0, random.Random(0)).chosen == "h100-0"
+
+
+def test_objective_slo_with_an_e2e_bound_weighs_both_deadlines() -> None:
+    length = OutputLengthEstimate(100.0, 100.0)
+    # h100: TTFT 1,000 of 2,000 (0.5), E2E 2,980 of 10,000 (0.3) -> 0.5
+    # a100: TTFT 400 (0.2), E2E 6,340 (0.63) -> 0.63: the lower TTFT would use more of the E2E budget.
+    per_backend = {
+        "h100-0": BackendCostEstimate("h100-0", 900.0, 100.0, 1_000.0, 20.0, 2_980.0, 0),
+        "a100-0": BackendCostEstimate("a100-0", 100.0, 300.0, 400.0, 60.0, 6_340.0, 0),
+    }
+    fleet = snapshot(view("h100-0", gpu_class="h100"), view("a100-0", gpu_class="a100"))
+    slo = SLOTargets(ttft_ms=2_000.0, e2e_ms=10_000.0)
+    req = request(predictions=Predictions(length, per_backend), slo=slo)
+    for seed in range(20):
+        assert predictive(objective="slo").route(req, fleet, 0.0, random.Random(seed)).chosen == "h100-0"
+    ttft_only = request(predictions=Predictions(length, per_backend), slo=SLOTargets(ttft_ms=2_000.0))
+    assert predictive(objective="slo").route(ttft_only, fleet, 0.0, random.Random(0)).chosen == "a100-0"
+
+
 def test_tail_weight_charges_long_answers_to_fast_decoders() -> None:
     fleet = snapshot(
         view(
