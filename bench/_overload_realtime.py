@@ -3,7 +3,8 @@
 Per system, a fresh ``sluice sim`` fleet (``configs/fleets/overload.yaml``, SSE coalesced every
 ``COALESCE_MS``; the first token is never delayed) and one router in front of it:
 
-* ``sluice round_robin +admission`` and ``sluice round_robin no admission`` (``sluice serve``);
+* ``sluice round_robin +admission`` and ``sluice round_robin no admission`` (``sluice serve``), and
+  ``sluice sluice_predictive +admission`` (the default policy, with admission);
 * ``sglang-router round_robin`` 0.3.2 with ``--max-concurrent-requests B
   --rate-limit-tokens-per-second R --queue-size Q --queue-timeout-secs T``: its limit is a token
   bucket (SMG docs; tools.md §1 saw ~20 in flight at a limit of 8), so R = the measured capacity
@@ -67,11 +68,11 @@ def cpu_seconds(pid: int) -> float:
     return ticks / 100.0
 
 
-def sluice_starter(admission: bool) -> Starter:
+def sluice_starter(admission: bool, policy: str = setup.POLICY) -> Starter:
     async def start(group: ChildGroup, fleet: FleetProcess, run_dir: Path) -> tuple[str, int | None]:
         from loadgen.sim.fleet_config import sluice_config
 
-        config = sluice_config(setup.fleet(), fleet.urls, setup.sluice_base(admission))
+        config = sluice_config(setup.fleet(), fleet.urls, setup.sluice_base(admission, policy))
         path = write_proxy_config(run_dir / "sluice.yaml", config)
         child, url = await start_sluice(group, path)
         return url, child.pid
@@ -233,6 +234,7 @@ def run_realtime_part(
     systems_to_run: list[tuple[str, Starter]] = [
         (setup.system_name(setup.POLICY, True), sluice_starter(True)),
         (setup.system_name(setup.POLICY, False), sluice_starter(False)),
+        (setup.system_name("sluice_predictive", True), sluice_starter(True, "sluice_predictive")),
         (
             f"sglang-router round_robin --max-concurrent-requests {burst} "
             f"--rate-limit-tokens-per-second {rate}",

@@ -46,8 +46,8 @@ RETRY_TENANT = "retrying"
 RETRY_LOAD_FRAC = 0.1  # retrying clients' own arrivals, as a fraction of capacity
 RETRY_MAX = OPENAI_DEFAULT_MAX_RETRIES  # retries per request of a retrying client, as the openai client
 # Routing under every admission setting: round robin, so the comparison is about admission (and
-# like-for-like with sglang-router's round_robin). sluice_predictive is run too in virtual time:
-# in this scenario it concentrates load on one backend (see docs/admission.md, "Overload benchmark").
+# like-for-like with sglang-router's round_robin). sluice_predictive, the default policy, is run
+# with admission too, in virtual and in real time.
 POLICY = "round_robin"
 VIRTUAL_SYSTEMS = (("round_robin", True), ("sluice_predictive", True), ("round_robin", False))
 
