@@ -34,7 +34,7 @@ from core.types import (
     RequestFeatures,
     RoutingRequest,
 )
-from predictors.features import length_features, normalise_model
+from predictors.features import LengthFeatureRow, length_features, normalise_model
 from predictors.latency import LatencyModel, LatencyPriors
 from predictors.online import OnlineLengthCorrector, OnlineParams
 from predictors.online_features import PAIRS_PARAMS, FeatureWeightParams, OnlineFeatureWeights
@@ -43,6 +43,9 @@ from predictors.persistence import load_default_model, load_model
 
 # In-flight requests whose base prediction is kept for observe (beyond it, observe recomputes).
 MAX_REMEMBERED = 32_768
+# Feature rows kept for the online weights' step at the outcome (~4 KB each: ~16 MB at most). Only the
+# newest requests keep theirs; an older outcome recomputes its row (same row: length_features is pure).
+MAX_REMEMBERED_ROWS = 4_096
 NO_OUTPUT = OutputLengthEstimate(p50_tokens=0.0, p90_tokens=0.0, source="no-output")
 
 
@@ -65,7 +68,7 @@ def _learnable(outcome: Outcome) -> bool:
 class Predictor:
     """Output-length + per-backend latency predictions for the decision engine."""
 
-    __slots__ = ("_feature_weights", "_latency", "_length", "_online", "_predicted")
+    __slots__ = ("_feature_weights", "_latency", "_length", "_online", "_predicted", "_rows")
 
     def __init__(
         self,
@@ -83,6 +86,7 @@ class Predictor:
             self._feature_weights.bind(length_model)
         # request id -> (fingerprint of the features, mu, scale) from predict, consumed by observe.
         self._predicted: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+        self._rows: OrderedDict[str, LengthFeatureRow] = OrderedDict()
         self._latency = latency or LatencyModel()
 
     @classmethod
@@ -114,6 +118,7 @@ class Predictor:
         """Swap in a model fitted elsewhere (e.g. in an executor); online corrections are kept."""
         self._length = model
         self._predicted.clear()
+        self._rows.clear()
         if self._feature_weights is not None:
             self._feature_weights.bind(model)
 
@@ -133,6 +138,11 @@ class Predictor:
         scale = s if s > length.scale_floor else length.scale_floor
         if self._online is not None:
             self._remember(features, mu, scale)
+            if weights is not None:
+                rows = self._rows
+                rows[features.request_id] = row
+                if len(rows) > MAX_REMEMBERED_ROWS:
+                    rows.popitem(last=False)
         model_key = normalise_model(features.model)
         source = "model" if length.knows_model(model_key) else "prior"
         d90 = 0.0
@@ -199,11 +209,15 @@ class Predictor:
             return
         length = self._length
         weights = self._feature_weights
-        row = length_features(features) if weights is not None else None
         remembered = self._predicted.pop(features.request_id, None)
+        kept_row = self._rows.pop(features.request_id, None)
+        row: LengthFeatureRow | None = None
         if remembered is not None and remembered[0] == _fingerprint(features):
             _, mu, scale = remembered
+            if weights is not None:
+                row = kept_row if kept_row is not None else length_features(features)
         else:
+            row = length_features(features) if weights is not None else None
             mu, s = length.location_scale(row) if row is not None else length.location_scale_of(features)
             mu = min(max(mu, 0.0), MAX_LOG_TOKENS)
             scale = s if s > length.scale_floor else length.scale_floor

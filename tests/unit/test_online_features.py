@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -189,3 +190,22 @@ def test_shared_table_reproduces_the_offline_scores_exactly(model) -> None:
     weights.bind(other)  # a replaced model: its weights, the online ones kept
     for row, score in zip(rows, learned, strict=True):
         assert weights.location_scale_score(row) == (*other.location_scale(row), score)
+
+
+def test_rows_kept_from_predict_teach_exactly_what_recomputed_rows_teach(model) -> None:
+    """The outcome's step reuses the row built at predict time (the proxy path) or rebuilds it (an
+    outcome whose row was evicted, or that was never predicted): the learned state is the same."""
+    kept = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    rebuilt = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    for i, (text, tokens) in enumerate(_stream(200, seed=3)):
+        features = dataclasses.replace(chat_features(text, "terse"), request_id=f"r{i}")
+        kept.predict_length(features)
+        rebuilt.predict_length(features)
+        assert kept._rows[f"r{i}"] == length_features(features)  # kept for the outcome
+        rebuilt._rows.clear()  # as if evicted: observe must rebuild the identical row
+        kept.observe(_outcome(tokens), features, None)
+        rebuilt.observe(_outcome(tokens), features, None)
+    assert not kept._rows and not rebuilt._rows  # nothing left behind once outcomes arrive
+    for text, _ in _stream(50, seed=4):
+        probe = chat_features(text, "terse")
+        assert kept.predict_length(probe) == rebuilt.predict_length(probe)
