@@ -126,24 +126,9 @@ def _warm(
     predictor: Predictor, requests: list[RequestFeatures], snapshot: FleetSnapshot, rng: random.Random
 ) -> None:
     views = snapshot.backends
-    for i, f in enumerate(requests[:3000]):
-        view = views[i % len(views)]
-        out_tokens = rng.randint(5, 900)
-        ttft_ms = 20.0 + f.prompt_tokens * 0.03
-        outcome = Outcome(
-            request_id=f.request_id,
-            backend_id=view.backend_id,
-            route=f.route,
-            model=f.model,
-            tenant=f.tenant,
-            status_code=200,
-            prompt_tokens=f.prompt_tokens,
-            output_tokens=out_tokens,
-            cached_prompt_tokens=0,
-            ttft_ms=ttft_ms,
-            e2e_ms=ttft_ms + out_tokens * 12.0,
-        )
-        predictor.observe(outcome, f, view)
+    warm = requests[:3000]
+    for i, (f, outcome) in enumerate(zip(warm, _outcomes(warm, snapshot, rng), strict=True)):
+        predictor.observe(outcome, f, views[i % len(views)])
 
 
 def _outcomes(requests: list[RequestFeatures], snapshot: FleetSnapshot, rng: random.Random) -> list[Outcome]:
