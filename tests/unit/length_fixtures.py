@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from core.features import build_features
-from core.types import Endpoint, RequestFeatures
+from core.types import Endpoint, Outcome, RequestFeatures
 from predictors.training_data import LengthSample
 
 LONG_TASKS = ("write a detailed essay about", "explain step by step how", "write a long story about")
@@ -59,3 +59,21 @@ def synthetic_samples(
         text = f"{task} {rng.choice(TOPICS)} {rng.choice(TOPICS)}"
         out.append(LengthSample(chat_features(text, model), tokens, "synthetic", f"g{i // 3}"))
     return out
+
+
+def length_outcome(tokens: int, tenant: str = "t", status: int = 200, cancelled: bool = False) -> Outcome:
+    """A finished request of model ``terse`` with ``tokens`` output tokens (for the online learners)."""
+    return Outcome(
+        request_id="r",
+        backend_id="b",
+        route="default",
+        model="terse",
+        tenant=tenant,
+        status_code=status,
+        prompt_tokens=10,
+        output_tokens=tokens,
+        cached_prompt_tokens=None,
+        ttft_ms=10.0,
+        e2e_ms=100.0,
+        cancelled=cancelled,
+    )

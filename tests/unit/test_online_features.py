@@ -11,13 +11,12 @@ import pytest
 from scipy.stats import kendalltau
 
 from core.config import PredictorsConfig
-from core.types import Outcome
 from predictors import Predictor
 from predictors.features import length_features
 from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineLengthCorrector
 from predictors.online_features import FeatureWeightParams, OnlineFeatureWeights
-from tests.unit.length_fixtures import TOPICS, chat_features, synthetic_samples
+from tests.unit.length_fixtures import TOPICS, chat_features, length_outcome, synthetic_samples
 
 # Cue words the offline model never saw: it cannot tell these prompts apart, the stream can.
 NEW_LONG = ("compose a thorough treatise on", "elaborate exhaustively regarding")
@@ -41,25 +40,9 @@ def _stream(n: int, seed: int) -> list[tuple[str, int]]:
     return out
 
 
-def _outcome(tokens: int, tenant: str = "t") -> Outcome:
-    return Outcome(
-        request_id="r",
-        backend_id="b",
-        route="default",
-        model="terse",
-        tenant=tenant,
-        status_code=200,
-        prompt_tokens=10,
-        output_tokens=tokens,
-        cached_prompt_tokens=None,
-        ttft_ms=10.0,
-        e2e_ms=100.0,
-    )
-
-
 def _tau_after_learning(predictor: Predictor, n_learn: int) -> float:
     for text, tokens in _stream(n_learn, seed=1):
-        predictor.observe(_outcome(tokens), chat_features(text, "terse"), None)
+        predictor.observe(length_outcome(tokens), chat_features(text, "terse"), None)
     fresh = _stream(300, seed=2)
     p50 = [predictor.predict_length(chat_features(text, "terse")).p50_tokens for text, _ in fresh]
     return float(kendalltau(np.asarray(p50), np.asarray([t for _, t in fresh]))[0])
@@ -80,7 +63,7 @@ def test_learned_lengths_are_calibrated_per_prompt_kind(model) -> None:
     """Geometric mean of the p50 over every cue and topic: the median of each kind (300 and 15 tokens)."""
     predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
     for text, tokens in _stream(600, seed=3):
-        predictor.observe(_outcome(tokens), chat_features(text, "terse"), None)
+        predictor.observe(length_outcome(tokens), chat_features(text, "terse"), None)
 
     def typical_p50(cues: tuple[str, ...]) -> float:
         logs = [
@@ -101,7 +84,7 @@ def test_p90_coverage_stays_calibrated_with_the_weights(model) -> None:
         features = chat_features(text, "terse")
         if i >= 500:
             hits.append(tokens <= predictor.predict_length(features).p90_tokens)
-        predictor.observe(_outcome(tokens), features, None)
+        predictor.observe(length_outcome(tokens), features, None)
     assert 0.82 <= sum(hits) / len(hits) <= 0.97
 
 
@@ -132,7 +115,7 @@ def test_answers_cut_by_max_tokens_never_lower_the_weights(model) -> None:
     uncapped = chat_features(f"{NEW_LONG[0]} tea", "terse")
     before = predictor.predict_length(uncapped).p50_tokens
     for _ in range(100):
-        predictor.observe(_outcome(3), capped, None)
+        predictor.observe(length_outcome(3), capped, None)
     assert predictor.predict_length(uncapped).p50_tokens >= before
 
 
@@ -158,9 +141,10 @@ def test_a_tenant_the_weights_do_not_fit_applies_less_of_them(model) -> None:
     predictor = Predictor(model, online=online, feature_weights=OnlineFeatureWeights())
     rng = random.Random(5)
     for text, tokens in _stream(600, seed=6):
-        predictor.observe(_outcome(tokens, "cued"), chat_features(text, "terse", tenant="cued"), None)
+        predictor.observe(length_outcome(tokens, "cued"), chat_features(text, "terse", tenant="cued"), None)
         flat_tokens = max(1, int(60 * rng.lognormvariate(0.0, 0.4)))
-        predictor.observe(_outcome(flat_tokens, "flat"), chat_features(text, "terse", tenant="flat"), None)
+        flat = chat_features(text, "terse", tenant="flat")
+        predictor.observe(length_outcome(flat_tokens, "flat"), flat, None)
     assert online.correction("default", "terse", "flat").ranking_gain < 0.3
     assert online.correction("default", "terse", "cued").ranking_gain > 0.9
 
@@ -203,8 +187,8 @@ def test_rows_kept_from_predict_teach_exactly_what_recomputed_rows_teach(model) 
         rebuilt.predict_length(features)
         assert kept._rows[f"r{i}"] == length_features(features)  # kept for the outcome
         rebuilt._rows.clear()  # as if evicted: observe must rebuild the identical row
-        kept.observe(_outcome(tokens), features, None)
-        rebuilt.observe(_outcome(tokens), features, None)
+        kept.observe(length_outcome(tokens), features, None)
+        rebuilt.observe(length_outcome(tokens), features, None)
     assert not kept._rows and not rebuilt._rows  # nothing left behind once outcomes arrive
     for text, _ in _stream(50, seed=4):
         probe = chat_features(text, "terse")

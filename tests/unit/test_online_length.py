@@ -8,11 +8,10 @@ import statistics
 
 import pytest
 
-from core.types import Outcome
 from predictors import Predictor
 from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineLengthCorrector, OnlineParams
-from tests.unit.length_fixtures import chat_features, synthetic_samples
+from tests.unit.length_fixtures import chat_features, length_outcome, synthetic_samples
 
 PROMPT = "write a detailed essay about tea rivers"
 
@@ -20,23 +19,6 @@ PROMPT = "write a detailed essay about tea rivers"
 @pytest.fixture(scope="module")
 def model():
     return fit_length_model(synthetic_samples(600), TrainConfig(min_df=2, n_folds=3)).model
-
-
-def _outcome(tenant: str, tokens: int, status: int = 200, cancelled: bool = False) -> Outcome:
-    return Outcome(
-        request_id="r",
-        backend_id="b",
-        route="default",
-        model="terse",
-        tenant=tenant,
-        status_code=status,
-        prompt_tokens=10,
-        output_tokens=tokens,
-        cached_prompt_tokens=None,
-        ttft_ms=10.0,
-        e2e_ms=100.0,
-        cancelled=cancelled,
-    )
 
 
 def test_long_answer_tenant_is_learned_within_a_few_hundred_requests(model) -> None:
@@ -50,10 +32,10 @@ def test_long_answer_tenant_is_learned_within_a_few_hundred_requests(model) -> N
     for _ in range(150):  # 300 requests, alternating tenants
         tokens = int(3 * base_p50 * rng.lognormvariate(0, 0.3))
         long_truth.append(tokens)
-        predictor.observe(_outcome("long", tokens), long_f, None)
+        predictor.observe(length_outcome(tokens, "long"), long_f, None)
         tokens = int(base_p50 * rng.lognormvariate(0, 0.3))
         normal_truth.append(tokens)
-        predictor.observe(_outcome("normal", tokens), normal_f, None)
+        predictor.observe(length_outcome(tokens, "normal"), normal_f, None)
     learned = predictor.predict_length(long_f)
     assert learned.source == "model+online"
     assert learned.p50_tokens == pytest.approx(statistics.median(long_truth), rel=0.15)
@@ -68,7 +50,7 @@ def test_failed_cancelled_and_errored_requests_teach_nothing(model) -> None:
     predictor = Predictor(model, online=OnlineLengthCorrector())
     f = chat_features(PROMPT, "terse", tenant="x")
     before = predictor.predict_length(f)
-    for outcome in (_outcome("x", 5000, status=500), _outcome("x", 5000, cancelled=True)):
+    for outcome in (length_outcome(5000, "x", status=500), length_outcome(5000, "x", cancelled=True)):
         predictor.observe(outcome, f, None)
     assert predictor.predict_length(f) == before
 
@@ -79,7 +61,7 @@ def test_answers_cut_by_max_tokens_never_lower_the_estimate(model) -> None:
     uncapped = chat_features(PROMPT, "terse", tenant="x")
     before = predictor.predict_length(uncapped).p50_tokens
     for _ in range(50):
-        predictor.observe(_outcome("x", 5), f, None)
+        predictor.observe(length_outcome(5, "x"), f, None)
     assert predictor.predict_length(uncapped).p50_tokens >= before
 
 
@@ -87,7 +69,7 @@ def test_refinement_off_keeps_the_offline_model(model) -> None:
     predictor = Predictor(model, online=None)
     f = chat_features(PROMPT, "terse", tenant="x")
     before = predictor.predict_length(f)
-    predictor.observe(_outcome("x", 9000), f, None)
+    predictor.observe(length_outcome(9000, "x"), f, None)
     assert predictor.predict_length(f) == before
 
 
