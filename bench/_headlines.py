@@ -46,6 +46,9 @@ def overhead(doc: Doc) -> Iterator[Headline]:
     s = doc["summary"]  # issue 2 item 7: CPU per proxied request and per 100-chunk stream
     yield _at_most("Sluice CPU per small request", s["chat"]["sluice_cpu_us"], 250, "us", 0)
     yield _at_most("Sluice CPU per 100-chunk stream", s["stream"]["sluice_cpu_us"], 1000, "us", 0)
+    if "dataplane_cpu_us" in s["chat"]:  # files from before the data-plane-only variant lack it
+        dataplane_us = s["chat"]["dataplane_cpu_us"]
+        yield Headline("  the data plane alone (no predictors, no admission)", f"{dataplane_us:.0f} us")
     yield Headline("TTFT added by Sluice, p50", f"{s['ttft']['added_p50_ms']:.2f} ms")
 
 

@@ -8,7 +8,13 @@ Two workloads (issue 2, item 7; method of shared/reference/tools.md §2-3):
     (``bench/sse_streamer.py``), same concurrency.
 
 Each is measured directly against one backend, then through Sluice in front
-of two backends (round robin). Load comes from ``wrk -t1 -c64 --latency``
+of two backends (round robin), in two configurations of the same binary:
+``sluice`` is the default config (predictors, online learning and admission
+on for every request: what a user gets without a config of their own) and
+``dataplane`` the same with ``predictors.enabled: false`` and
+``admission.enabled: false``, i.e. the proxy of issue 2 alone (parse, route
+round robin, forward, relay, metrics, health, retries). The difference is
+what the decision engine costs per request on this load. Load comes from ``wrk -t1 -c64 --latency``
 with a Lua POST body; wrk's latency is time to the last byte. Sluice's CPU is
 utime + stime of its process from ``/proc/PID/stat`` over the measured window,
 divided by the responses completed: µs per request and per stream.
@@ -60,6 +66,8 @@ STREAM_BODY = (
     '{"model":"fake-stream","messages":[{"role":"user","content":"Count."}],"max_tokens":100,"stream":true}'
 )
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# The second Sluice process: the proxy without the decision engine's per-request work.
+DATAPLANE_ONLY = "predictors: {enabled: false}\nadmission: {enabled: false}\n"
 
 
 def free_port() -> int:
@@ -232,7 +240,10 @@ class Processes:
                     proc.wait()
 
 
-def start_fleet(procs: Processes, tmp: Path, chunks: int) -> tuple[list[int], list[int], int, str, str]:
+def start_fleet(
+    procs: Processes, tmp: Path, chunks: int
+) -> tuple[list[int], list[int], dict[str, tuple[int, str]], str]:
+    """The backends and two Sluice processes (default config, data plane only): their PIDs and URLs."""
     nginx_ports = [free_port(), free_port()]
     procs.start(
         ["nginx", "-p", str(tmp), "-c", str(nginx_conf(tmp, nginx_ports)), "-g", "daemon off;"],
@@ -260,42 +271,49 @@ def start_fleet(procs: Processes, tmp: Path, chunks: int) -> tuple[list[int], li
         for i, p in enumerate(stream_ports)
     ]
     config_text = "backends:\n" + "\n".join(backends) + "\n"
-    config = tmp / "sluice.yaml"
-    config.write_text(config_text)
-    sluice_port = free_port()
-    sluice = procs.start(
-        [
-            sys.executable,
-            "-m",
-            "sluice",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(sluice_port),
-            "--log-level",
-            "WARNING",
-        ],
-        cwd=ROOT,
-    )
+    sluices: dict[str, tuple[int, str]] = {}
+    for variant, extra in (("sluice", ""), ("dataplane", DATAPLANE_ONLY)):
+        config = tmp / f"{variant}.yaml"
+        config.write_text(config_text + extra)
+        port = free_port()
+        proc = procs.start(
+            [
+                sys.executable,
+                "-m",
+                "sluice",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=ROOT,
+        )
+        sluices[variant] = (proc.pid, f"http://127.0.0.1:{port}")
     for port in nginx_ports + stream_ports:
         wait_http(f"http://127.0.0.1:{port}/health")
-    sluice_url = f"http://127.0.0.1:{sluice_port}"
-    wait_http(sluice_url + "/ready")
-    return nginx_ports, stream_ports, sluice.pid, config_text, sluice_url
+    for _, url in sluices.values():
+        wait_http(url + "/ready")
+    return nginx_ports, stream_ports, sluices, config_text
 
 
 def measure(args: argparse.Namespace, tmp: Path, procs: Processes) -> dict[str, Any]:
-    nginx_ports, stream_ports, sluice_pid, config_text, sluice = start_fleet(procs, tmp, args.chunks)
+    nginx_ports, stream_ports, sluices, config_text = start_fleet(procs, tmp, args.chunks)
     chat_lua = lua_file(tmp, "chat.lua", CHAT_BODY)
     stream_lua = lua_file(tmp, "stream.lua", STREAM_BODY)
     direct_chat = f"http://127.0.0.1:{nginx_ports[0]}/v1/chat/completions"
     direct_stream = f"http://127.0.0.1:{stream_ports[0]}/v1/chat/completions"
+    sluice_pid, sluice = sluices["sluice"]
+    dataplane_pid, dataplane = sluices["dataplane"]
     cases = {
         "chat_direct": (direct_chat, chat_lua, None),
         "chat_sluice": (sluice + "/v1/chat/completions", chat_lua, sluice_pid),
+        "chat_dataplane": (dataplane + "/v1/chat/completions", chat_lua, dataplane_pid),
         "stream_direct": (direct_stream, stream_lua, None),
         "stream_sluice": (sluice + "/v1/chat/completions", stream_lua, sluice_pid),
+        "stream_dataplane": (dataplane + "/v1/chat/completions", stream_lua, dataplane_pid),
     }
     for url, lua, _ in cases.values():  # warm-up: connections, caches, code paths
         run_wrk(url, lua, args.warmup, args.connections, None)
@@ -320,6 +338,10 @@ def summarize(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             "p50_ratio": via["p50_ms"] / direct["p50_ms"],
             "p99_ratio": via["p99_ms"] / direct["p99_ms"],
             "errors": sum(r["non_2xx"] + r["socket_errors"] for r in runs[f"{kind}_sluice"]),
+            "dataplane_cpu_us": med[f"{kind}_dataplane"]["sluice_cpu_us_per_request"],
+            "dataplane_meets_target": med[f"{kind}_dataplane"]["sluice_cpu_us_per_request"] <= target,
+            "decision_engine_cpu_us": via["sluice_cpu_us_per_request"]
+            - med[f"{kind}_dataplane"]["sluice_cpu_us_per_request"],
         }
     return summary
 
@@ -337,7 +359,8 @@ def print_table(summary: dict[str, Any]) -> None:
             f"{kind}: Sluice/direct req/s x{s['rps_ratio_sluice_over_direct']:.2f}, "
             f"p50 x{s['p50_ratio']:.2f}, p99 x{s['p99_ratio']:.2f}; "
             f"{s['sluice_cpu_us']:.0f} us CPU per response "
-            f"({verdict} the {s['target_us']:.0f} us target); errors {s['errors']}"
+            f"({verdict} the {s['target_us']:.0f} us target); errors {s['errors']}; "
+            f"data plane only {s['dataplane_cpu_us']:.0f} us"
         )
     t = summary["ttft"]
     print(
@@ -389,6 +412,7 @@ def main() -> int:
             "load": "wrk -t1 --latency (latency = time to last byte)",
             "backends": "2 x nginx return 200 canned JSON (chat); 2 x raw-asyncio SSE streamer (stream)",
             "sluice_config": measured["sluice_config"],
+            "dataplane_config": measured["sluice_config"] + DATAPLANE_ONLY,
         },
         "summary": {k: v for k, v in summary.items() if k != "median"},
         "median": summary["median"],
