@@ -53,6 +53,8 @@ class SLOHeadroomFilter:
             meets_ttft.append(view)
             if tpot_limit is None or tpot_ms <= tpot_limit:
                 meets_both.append(view)
+        if len(meets_both) == len(candidates):
+            return candidates  # nothing removed: the pipeline skips its bookkeeping for the same object
         return meets_both or meets_ttft or candidates
 
 

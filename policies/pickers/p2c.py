@@ -31,6 +31,7 @@ from pydantic import Field
 from core.types import BackendId
 from policies.context import RouteContext
 from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.sampling import sample
 
 TYPE = "p2c"
 
@@ -65,7 +66,7 @@ class P2CPicker:
         if len(eligible) < 2:
             winner = eligible[0]
             return (winner, *(b for b in by_score if b != winner))
-        first, second = rng.sample(eligible, 2)
+        first, second = sample(rng, eligible, 2)
         if totals[first] != totals[second]:
             winner = first if totals[first] > totals[second] else second
         else:
