@@ -41,9 +41,11 @@ Not thread-safe: owned by one DecisionEngine on one event loop.
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from typing import cast
 
 from core.tokens import CHARS_PER_TOKEN, PREFIX_CHUNK_CHARS
 from core.types import BackendId
@@ -184,18 +186,24 @@ class PrefixIndex:
             self._partition_count += 1
         n = min(len(hashes), self.max_match_chunks)
         entries = partition.entries
-        prior = array("d")
-        for i in range(n):
-            routed_s = entries.get(hashes[i])
-            if routed_s is None:
-                break
-            prior.append(routed_s)
+        # Each chunk's last routed time, up to the first chunk this backend does not hold (C loops:
+        # a multi-turn prompt is mostly history the backend already holds).
+        routed_times = list(map(entries.get, hashes[:n] if n < len(hashes) else hashes))
+        held = routed_times.index(None) if None in routed_times else n
+        prior: array[float] = array("d", cast("list[float]", routed_times[:held]))
         holders = index.holders
         bit = 1 << partition.slot
         victim: _Partition | None = None
         victim_index = index
         evicted = 0
+        # Last to first, so the first chunks end up the most recently routed. The first `held` chunks
+        # are held: unless an eviction took one of them, they only move to the end, in bulk (C loops).
         for i in range(n - 1, -1, -1):
+            if i < held and not evicted:
+                newest_last = hashes[i::-1]
+                deque(map(entries.move_to_end, newest_last), maxlen=0)
+                entries.update(zip(newest_last, repeat(now_s)))
+                break
             chunk = hashes[i]
             if chunk in entries:
                 entries[chunk] = now_s
@@ -234,13 +242,13 @@ class PrefixIndex:
             return
         self.stats.corrections += 1
         missed_at_s = routed.prior_routed_s[actual_chunks]
-        entries = partition.entries
-        while entries:
-            chunk, routed_s = next(iter(entries.items()))
+        gone: list[int] = []  # the oldest entries, up to the missed one (read first, then removed)
+        for chunk, routed_s in partition.entries.items():
             if routed_s > missed_at_s:
                 break
-            self._drop(index, partition, chunk)
-            self.stats.evicted_by_correction += 1
+            gone.append(chunk)
+        self._drop_all(index, partition, gone)
+        self.stats.evicted_by_correction += len(gone)
         self.stats.entries = self._size
 
     def remove_backend(self, backend_id: BackendId) -> None:
@@ -293,6 +301,19 @@ class PrefixIndex:
         else:
             del index.holders[chunk]
         self._size -= 1
+
+    def _drop_all(self, index: _ModelIndex, partition: _Partition, chunks: list[int]) -> None:
+        """``_drop`` of each of ``chunks`` (held by ``partition``), in one loop."""
+        entries, holders = partition.entries, index.holders
+        keep = ~(1 << partition.slot)
+        for chunk in chunks:
+            del entries[chunk]
+            remaining = holders[chunk] & keep
+            if remaining:
+                holders[chunk] = remaining
+            else:
+                del holders[chunk]
+        self._size -= len(chunks)
 
     def _choose_victim(self, index: _ModelIndex, writing: _Partition) -> tuple[_Partition, _ModelIndex]:
         """The partition to evict from: the one being written if it has its fair share, else the largest."""
