@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from itertools import repeat
 from typing import Any
 
 from pydantic import Field
@@ -131,26 +130,21 @@ class Pipeline:
     def _score(
         self, ctx: RouteContext, candidates: Sequence[BackendView], ids: list[BackendId]
     ) -> tuple[dict[BackendId, float], dict[str, dict[BackendId, float]]]:
-        """Weighted totals and each scorer's clamped scores (negative/NaN/missing -> 0, above 1 -> 1).
-
-        One comprehension per scorer (``v >= 0.0`` is False for NaN); the totals add ``weight·score``
-        to 0.0 in scorer order, so a lone scorer's totals are ``weight·score`` exactly."""
-        totals: dict[BackendId, float] | None = None
+        """Weighted totals and each scorer's clamped scores (negative/NaN/missing -> 0, above 1 -> 1)."""
+        totals = dict.fromkeys(ids, 0.0)
         scores: dict[str, dict[BackendId, float]] = {}
         for scorer, weight in self._scorers:
-            get = scorer.score(ctx, candidates).get
-            clamped = {
-                backend_id: (value if value <= 1.0 else 1.0) if value >= 0.0 else 0.0
-                for backend_id, value in zip(ids, map(get, ids, repeat(0.0)), strict=True)
-            }
+            raw = scorer.score(ctx, candidates)
+            clamped: dict[BackendId, float] = {}
+            for backend_id in ids:
+                value = raw.get(backend_id, 0.0)
+                if not value >= 0.0:  # negative or NaN
+                    value = 0.0
+                elif value > 1.0:
+                    value = 1.0
+                clamped[backend_id] = value
+                totals[backend_id] += weight * value
             scores[scorer.name] = clamped
-            if totals is None:
-                totals = {b: 0.0 + weight * value for b, value in clamped.items()}
-            else:
-                for backend_id, value in clamped.items():
-                    totals[backend_id] += weight * value
-        if totals is None:
-            totals = dict.fromkeys(ids, 0.0)
         return totals, scores
 
 
