@@ -41,11 +41,9 @@ Not thread-safe: owned by one DecisionEngine on one event loop.
 from __future__ import annotations
 
 from array import array
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from typing import cast
 
 from core.tokens import CHARS_PER_TOKEN, PREFIX_CHUNK_CHARS
 from core.types import BackendId
@@ -186,24 +184,18 @@ class PrefixIndex:
             self._partition_count += 1
         n = min(len(hashes), self.max_match_chunks)
         entries = partition.entries
-        # Each chunk's last routed time, up to the first chunk this backend does not hold (C loops:
-        # a multi-turn prompt is mostly history the backend already holds).
-        routed_times = list(map(entries.get, hashes[:n] if n < len(hashes) else hashes))
-        held = routed_times.index(None) if None in routed_times else n
-        prior: array[float] = array("d", cast("list[float]", routed_times[:held]))
+        prior = array("d")
+        for i in range(n):
+            routed_s = entries.get(hashes[i])
+            if routed_s is None:
+                break
+            prior.append(routed_s)
         holders = index.holders
         bit = 1 << partition.slot
         victim: _Partition | None = None
         victim_index = index
         evicted = 0
-        # Last to first, so the first chunks end up the most recently routed. The first `held` chunks
-        # are held: unless an eviction took one of them, they only move to the end, in bulk (C loops).
         for i in range(n - 1, -1, -1):
-            if i < held and not evicted:
-                newest_last = hashes[i::-1]
-                deque(map(entries.move_to_end, newest_last), maxlen=0)
-                entries.update(zip(newest_last, repeat(now_s)))
-                break
             chunk = hashes[i]
             if chunk in entries:
                 entries[chunk] = now_s
