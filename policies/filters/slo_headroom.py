@@ -46,8 +46,7 @@ class SLOHeadroomFilter:
             return candidates
         meets_ttft: list[BackendView] = []
         meets_both: list[BackendView] = []
-        for view in candidates:
-            ttft_ms, tpot_ms = ctx.ttft_tpot(view)
+        for view, (ttft_ms, tpot_ms) in zip(candidates, ctx.ttft_tpot_all(candidates), strict=True):
             if ttft_limit is not None and ttft_ms > ttft_limit:
                 continue
             meets_ttft.append(view)

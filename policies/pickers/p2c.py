@@ -64,14 +64,20 @@ class P2CPicker:
         if self._prefer_prefix and len(eligible) > 1 and ctx.request.prefix_matched_tokens:
             eligible = _longest_matches(ctx, eligible)
         if len(eligible) < 2:
-            winner = eligible[0]
-            return (winner, *(b for b in by_score if b != winner))
+            return _winner_first(eligible[0], by_score)
         first, second = sample(rng, eligible, 2)
         if totals[first] != totals[second]:
             winner = first if totals[first] > totals[second] else second
         else:
             winner = first  # the draw order is already random
-        return (winner, *(b for b in by_score if b != winner))
+        return _winner_first(winner, by_score)
+
+
+def _winner_first(winner: BackendId, by_score: Sequence[BackendId]) -> tuple[BackendId, ...]:
+    """``winner``, then the others in score order (backend ids are distinct: one C-level removal)."""
+    rest = list(by_score)
+    rest.remove(winner)
+    return (winner, *rest)
 
 
 def _longest_matches(ctx: RouteContext, eligible: list[BackendId]) -> list[BackendId]:
