@@ -52,7 +52,7 @@ from policies.admission import AdmissionView, decide
 from state.concurrency_limits import ConcurrencyLimits
 from state.retry_ledger import RetryLedger
 from state.service_rate import ServiceRate
-from state.tenant_budgets import TenantBudgets
+from state.tenant_budgets import TenantBudgets, TenantVerdict
 from state.waiting_room import Waiter, WaitingRoom
 
 # Output-length prior (tokens) for budgets and KV headroom when no prediction is available:
@@ -150,6 +150,7 @@ class AdmissionControl:
         # feed their limiter at the first byte, the others (no counters in their views) at the end.
         self._first_bytes_seen: dict[BackendId, tuple[int, float]] = {}
         self._first_byte_rates: dict[BackendId, ServiceRate] = {}
+        self._views_read: tuple[BackendView, ...] = ()  # the views ``_read_snapshot`` last read
         target_ms = limit_config(config).ttft_target_ms
         self._ttft_target_s = None if target_ms is None else target_ms / 1000.0
 
@@ -248,17 +249,43 @@ class AdmissionControl:
 
         Why one early-exit pass: free slots are positive, so their running sum only grows and the first
         backends usually settle both answers; scanning (and re-reading every limiter of) a whole fleet per
-        request cost more than the rest of admission together. Same answers as summing all of them."""
+        request cost more than the rest of admission together. Same answers as summing all of them.
+
+        The loop is ``_free_slots`` and ``_kv_fits`` written out (same expressions, same order, so the
+        same floats): on a fleet whose backends mostly hold ``min_prefill_cap`` prompts awaiting their
+        first byte it visits a dozen or more backends per request, and two method calls per backend
+        were most of its cost."""
         free_total = 0.0
         kv_ok = False
+        limit_of = self._limits.current.get
+        share = max(0.0, 1.0 - class_reserve_frac * rank)
+        target_s = self._ttft_target_s
+        rates = self._first_byte_rates
+        now_s: float | None = None
         for view in serving:
-            slots = self._free_slots(view, rank, class_reserve_frac, min_prefill_cap)
-            if slots <= 0:
-                continue
+            backend_id = view.backend_id
+            limit = limit_of(backend_id)
+            if limit is None:
+                slots = math.inf
+            else:
+                awaiting = view.awaiting_first_byte
+                # The prefill cap (``_prefill_cap``) is never below min_prefill_cap, and is infinite
+                # without a TTFT target; under the floor the first-byte rate need not be read.
+                if awaiting >= min_prefill_cap and target_s is not None:
+                    rate = rates.get(backend_id)
+                    if rate is None:
+                        continue  # cap = min_prefill_cap <= awaiting: no free slot
+                    if now_s is None:
+                        now_s = self._clock.now_s()
+                    if awaiting >= max(min_prefill_cap, rate.rate_per_s(now_s) * target_s):
+                        continue
+                slots = limit * share - view.in_flight_requests
+                if slots <= 0:
+                    continue
             free_total += slots
             if not kv_ok:
                 kv_ok = self._kv_fits(
-                    view, prompt_tokens - prefix_matched_tokens.get(view.backend_id, 0) + output_tokens
+                    view, prompt_tokens - prefix_matched_tokens.get(backend_id, 0) + output_tokens
                 )
             if kv_ok and free_total > reserved:
                 break
@@ -306,6 +333,63 @@ class AdmissionControl:
             reserve_frac,
             min_cap,
         )
+        room_rank = _room_rank(rank, returning)
+        queued_ahead, _ = self._room.ahead_of(room_rank)
+        # Read even when unused below: the rate decays in place on every read, and reading it at the
+        # same moments keeps its floats (hence later Retry-After values) exactly as they were.
+        service_rate = self._service_rate.rate_per_s(now_s)
+        # Nobody overtakes the queue: with requests of this class or a better one waiting, a free
+        # slot (a limit just grew) is theirs; this request queues and the pump serves in order.
+        free_now = (has_free_slot and queued_ahead == 0) or not serving
+        kv_now = kv_ok or not serving
+        decision: AdmissionDecision
+        if verdict.reason is None and free_now and kv_now:
+            # Below capacity: ``decide`` passes rule 1 (no tenant reason) and admits by rule 2 (a free
+            # slot with KV headroom) before reading anything else, so the view is not built.
+            decision = Admit()
+        else:
+            decision = decide(
+                self._admission_view(
+                    route,
+                    class_name,
+                    rank,
+                    predictions,
+                    verdict,
+                    room_rank,
+                    queued_ahead,
+                    service_rate,
+                    free_now,
+                    kv_now,
+                    now_s,
+                )
+            )
+        if isinstance(decision, Shed):
+            if decision.reason in PROMISED_REASONS:
+                self._ledger.promise(features.tenant, rank, decision.retry_after_s, now_s)
+            return decision
+        self._tenants.acquire(features.tenant, cost_tokens, now_s)
+        self._charges[features.request_id] = _Charge(features.tenant, cost_tokens, features.prompt_tokens)
+        if isinstance(decision, Admit):
+            self._ledger.on_admitted(rank, now_s)
+        elif returning:
+            self._returning.add(features.request_id)
+        return decision
+
+    def _admission_view(
+        self,
+        route: RouteConfig,
+        class_name: str,
+        rank: int,
+        predictions: Predictions | None,
+        verdict: TenantVerdict,
+        room_rank: int,
+        queued_ahead: int,
+        service_rate: float,
+        free_now: bool,
+        kv_now: bool,
+        now_s: float,
+    ) -> AdmissionView:
+        """Everything the admission rule reads, for a request that is not simply admitted."""
         best_ttft_ms: float | None = None
         if predictions is not None:
             per_backend = predictions.per_backend
@@ -317,14 +401,7 @@ class AdmissionControl:
         deadline_ms = route.admission.queue_deadline_ms.get(
             class_name, slo_ttft_ms if slo_ttft_ms is not None else DEFAULT_QUEUE_DEADLINE_MS
         )
-        room_rank = _room_rank(rank, returning)
-        queued_ahead, _ = self._room.ahead_of(room_rank)
-        service_rate = self._service_rate.rate_per_s(now_s)
-        # Nobody overtakes the queue: with requests of this class or a better one waiting, a free
-        # slot (a limit just grew) is theirs; this request queues and the pump serves in order.
-        free_now = (has_free_slot and queued_ahead == 0) or not serving
-        kv_now = kv_ok or not serving
-        admission_view = AdmissionView(
+        return AdmissionView(
             now_s=now_s,
             has_free_slot=free_now,
             kv_headroom_ok=kv_now,
@@ -344,18 +421,6 @@ class AdmissionControl:
             retry_after_min_s=self._admission.retry_after_min_s,
             retry_after_max_s=self._admission.retry_after_max_s,
         )
-        decision = decide(admission_view)
-        if isinstance(decision, Shed):
-            if decision.reason in PROMISED_REASONS:
-                self._ledger.promise(features.tenant, rank, decision.retry_after_s, now_s)
-            return decision
-        self._tenants.acquire(features.tenant, cost_tokens, now_s)
-        self._charges[features.request_id] = _Charge(features.tenant, cost_tokens, features.prompt_tokens)
-        if isinstance(decision, Admit):
-            self._ledger.on_admitted(rank, now_s)
-        elif returning:
-            self._returning.add(features.request_id)
-        return decision
 
     def _retry_after(self, rank: int, service_rate: float, now_s: float) -> float:
         """The Retry-After to promise class ``rank`` now: when the capacity left to it by the classes
@@ -375,8 +440,23 @@ class AdmissionControl:
     def _read_snapshot(self, snapshot: FleetSnapshot) -> None:
         """In-flight counts for the limiters, and the first bytes seen since the last snapshot: each new
         one is a TTFT sample at the moment it happened (learning it only when the request ends lags by
-        the whole E2E, and a limiter that late overshoots the knee and then collapses)."""
-        for view in snapshot.backends:
+        the whole E2E, and a limiter that late overshoots the knee and then collapses).
+
+        Only the views that are not the very objects read last time are visited: views are immutable
+        and the fleet rebuilds only those that changed, and re-reading an unchanged one sets what it
+        set before (the same in-flight count; no new first bytes). Most snapshots differ from the
+        previous one in a backend or two, so this saves a pass over the fleet per request."""
+        views = snapshot.backends
+        last = self._views_read
+        if views is last:
+            return
+        self._views_read = views
+        changed = (
+            [view for view, old in zip(views, last, strict=True) if view is not old]
+            if len(views) == len(last)
+            else views
+        )
+        for view in changed:
             backend_id = view.backend_id
             self._in_flight_seen[backend_id] = view.in_flight_requests
             if view.first_bytes == 0:

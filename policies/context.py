@@ -13,6 +13,7 @@ the only place a decision caches anything.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from core.cost_table import CostTable
 from core.types import (
@@ -28,7 +29,17 @@ from policies.estimate import estimate_terms, prior_output_length
 
 
 class RouteContext:
-    __slots__ = ("_costs", "_length", "_table", "now_s", "request", "rng", "snapshot")
+    __slots__ = (
+        "_costs",
+        "_length",
+        "_pairs",
+        "_pairs_of",
+        "_table",
+        "now_s",
+        "request",
+        "rng",
+        "snapshot",
+    )
 
     def __init__(
         self,
@@ -46,6 +57,8 @@ class RouteContext:
         predictions = request.predictions
         per_backend = predictions.per_backend if predictions is not None else None
         self._table = per_backend if type(per_backend) is CostTable else None
+        self._pairs_of: Sequence[BackendView] | None = None
+        self._pairs: list[tuple[float, float]] = []
 
     @property
     def features(self) -> RequestFeatures:
@@ -90,6 +103,19 @@ class RouteContext:
         if isinstance(cached, tuple):
             return cached
         return cached.ttft_ms, cached.tpot_ms
+
+    def ttft_tpot_all(self, views: Sequence[BackendView]) -> list[tuple[float, float]]:
+        """``ttft_tpot`` of each of ``views``, in order; remembered for the last sequence asked about.
+
+        Why: the SLO filter and the cost scorer read the same candidates' costs one after the other
+        (the filter hands the very sequence on when it removes nothing), so the second read is free.
+        The numbers are those of ``ttft_tpot``, which reads fixed predictions or memoised estimates."""
+        if views is self._pairs_of and len(views) == len(self._pairs):
+            return self._pairs
+        ttft_tpot = self.ttft_tpot
+        pairs = [ttft_tpot(view) for view in views]
+        self._pairs_of, self._pairs = views, pairs
+        return pairs
 
     def cost(self, view: BackendView) -> BackendCostEstimate:
         """The full predicted cost on ``view``'s backend (built on demand; the hot path is ``ttft_tpot``)."""

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Protocol
 
 from core.admission_config import ConcurrencyLimitConfig
@@ -176,7 +176,12 @@ class VegasLimit(_Windowed):
 
 
 class ConcurrencyLimits:
-    """One limiter per backend; ``None`` limit means unlimited (algorithm ``none``)."""
+    """One limiter per backend; ``None`` limit means unlimited (algorithm ``none``).
+
+    ``current`` holds every limited backend's limit as a plain int, refreshed whenever a
+    limiter learns (``on_sample``, ``on_drop``): admission reads the limits of a dozen
+    backends per request, while they change once per window of samples.
+    """
 
     def __init__(self, config: ConcurrencyLimitConfig, backend_max: Iterable[tuple[str, int | None]]) -> None:
         self._config = config
@@ -185,6 +190,13 @@ class ConcurrencyLimits:
             limiter = self._make(max_concurrency)
             if limiter is not None:
                 self._limiters[backend_id] = limiter
+        self._current: dict[str, int] = self.limits()
+
+    @property
+    def current(self) -> Mapping[str, int]:
+        """Backend -> its limit now (absent: unlimited); live, and read-only by contract (the dict itself
+        is returned, since a proxy's ``get`` costs twice a dict's on the admission hot path)."""
+        return self._current
 
     def _make(self, max_concurrency: int | None) -> LimitAlgorithm | None:
         cfg = self._config
@@ -206,8 +218,7 @@ class ConcurrencyLimits:
         return Gradient2Limit(bounded, initial)
 
     def limit(self, backend_id: str) -> int | None:
-        limiter = self._limiters.get(backend_id)
-        return limiter.limit if limiter is not None else None
+        return self._current.get(backend_id)
 
     def limits(self) -> dict[str, int]:
         return {backend_id: limiter.limit for backend_id, limiter in self._limiters.items()}
@@ -216,8 +227,10 @@ class ConcurrencyLimits:
         limiter = self._limiters.get(backend_id)
         if limiter is not None:
             limiter.on_sample(ttft_ms, in_flight)
+            self._current[backend_id] = limiter.limit
 
     def on_drop(self, backend_id: str) -> None:
         limiter = self._limiters.get(backend_id)
         if limiter is not None:
             limiter.on_drop()
+            self._current[backend_id] = limiter.limit

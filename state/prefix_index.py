@@ -234,13 +234,13 @@ class PrefixIndex:
             return
         self.stats.corrections += 1
         missed_at_s = routed.prior_routed_s[actual_chunks]
-        entries = partition.entries
-        while entries:
-            chunk, routed_s = next(iter(entries.items()))
+        gone: list[int] = []  # the oldest entries, up to the missed one (read first, then removed)
+        for chunk, routed_s in partition.entries.items():
             if routed_s > missed_at_s:
                 break
-            self._drop(index, partition, chunk)
-            self.stats.evicted_by_correction += 1
+            gone.append(chunk)
+        self._drop_all(index, partition, gone)
+        self.stats.evicted_by_correction += len(gone)
         self.stats.entries = self._size
 
     def remove_backend(self, backend_id: BackendId) -> None:
@@ -293,6 +293,19 @@ class PrefixIndex:
         else:
             del index.holders[chunk]
         self._size -= 1
+
+    def _drop_all(self, index: _ModelIndex, partition: _Partition, chunks: list[int]) -> None:
+        """``_drop`` of each of ``chunks`` (held by ``partition``), in one loop."""
+        entries, holders = partition.entries, index.holders
+        keep = ~(1 << partition.slot)
+        for chunk in chunks:
+            del entries[chunk]
+            remaining = holders[chunk] & keep
+            if remaining:
+                holders[chunk] = remaining
+            else:
+                del holders[chunk]
+        self._size -= len(chunks)
 
     def _choose_victim(self, index: _ModelIndex, writing: _Partition) -> tuple[_Partition, _ModelIndex]:
         """The partition to evict from: the one being written if it has its fair share, else the largest."""

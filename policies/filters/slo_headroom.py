@@ -46,13 +46,14 @@ class SLOHeadroomFilter:
             return candidates
         meets_ttft: list[BackendView] = []
         meets_both: list[BackendView] = []
-        for view in candidates:
-            ttft_ms, tpot_ms = ctx.ttft_tpot(view)
+        for view, (ttft_ms, tpot_ms) in zip(candidates, ctx.ttft_tpot_all(candidates), strict=True):
             if ttft_limit is not None and ttft_ms > ttft_limit:
                 continue
             meets_ttft.append(view)
             if tpot_limit is None or tpot_ms <= tpot_limit:
                 meets_both.append(view)
+        if len(meets_both) == len(candidates):
+            return candidates  # nothing removed: the pipeline skips its bookkeeping for the same object
         return meets_both or meets_ttft or candidates
 
 

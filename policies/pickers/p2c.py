@@ -31,6 +31,7 @@ from pydantic import Field
 from core.types import BackendId
 from policies.context import RouteContext
 from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.sampling import sample
 
 TYPE = "p2c"
 
@@ -63,14 +64,20 @@ class P2CPicker:
         if self._prefer_prefix and len(eligible) > 1 and ctx.request.prefix_matched_tokens:
             eligible = _longest_matches(ctx, eligible)
         if len(eligible) < 2:
-            winner = eligible[0]
-            return (winner, *(b for b in by_score if b != winner))
-        first, second = rng.sample(eligible, 2)
+            return _winner_first(eligible[0], by_score)
+        first, second = sample(rng, eligible, 2)
         if totals[first] != totals[second]:
             winner = first if totals[first] > totals[second] else second
         else:
             winner = first  # the draw order is already random
-        return (winner, *(b for b in by_score if b != winner))
+        return _winner_first(winner, by_score)
+
+
+def _winner_first(winner: BackendId, by_score: Sequence[BackendId]) -> tuple[BackendId, ...]:
+    """``winner``, then the others in score order (backend ids are distinct: one C-level removal)."""
+    rest = list(by_score)
+    rest.remove(winner)
+    return (winner, *rest)
 
 
 def _longest_matches(ctx: RouteContext, eligible: list[BackendId]) -> list[BackendId]:

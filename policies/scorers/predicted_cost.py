@@ -66,8 +66,7 @@ class PredictedCostScorer:
             objective = "ttft" if slo.ttft_ms is not None or slo.tpot_ms is not None else "e2e"
         out: dict[BackendId, float] = {}
         decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if objective == "e2e" else 0.0
-        for view in candidates:
-            ttft_ms, tpot_ms = ctx.ttft_tpot(view)
+        for view, (ttft_ms, tpot_ms) in zip(candidates, ctx.ttft_tpot_all(candidates), strict=True):
             cost_ms = ttft_ms + decode_steps * tpot_ms
             out[view.backend_id] = cost_ms if cost_ms > _MIN_COST_MS else _MIN_COST_MS
         return out
@@ -85,8 +84,7 @@ class PredictedCostScorer:
         decode_steps = ctx.output_tokens(self._tail_weight) - 1.0
         floor = _MIN_COST_MS * max(inv_ttft, inv_e2e)
         out: dict[BackendId, float] = {}
-        for view in candidates:
-            ttft_ms, tpot_ms = ctx.ttft_tpot(view)
+        for view, (ttft_ms, tpot_ms) in zip(candidates, ctx.ttft_tpot_all(candidates), strict=True):
             frac = max(ttft_ms * inv_ttft, (ttft_ms + decode_steps * tpot_ms) * inv_e2e)
             out[view.backend_id] = frac if frac > floor else floor
         return out

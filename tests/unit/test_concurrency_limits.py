@@ -83,3 +83,20 @@ def test_gradient2_growth_per_window_is_bounded_under_a_target() -> None:
     limiter = Gradient2Limit(cfg, 100)
     feed(limiter, 1.0, 10)  # 500x under the target: still at most x1.25 + queue_size per window
     assert limiter.limit == int(100 * 1.25 + 4)
+
+
+def test_current_limits_follow_every_sample_and_drop() -> None:
+    # Admission reads ``current`` (plain ints) instead of asking each limiter; it must never lag.
+    limits = ConcurrencyLimits(ConcurrencyLimitConfig(initial=16, min=4, max=256), [("a", None), ("b", 64)])
+    seen = []
+    for step in range(400):
+        ttft_ms = 100.0 if step < 250 else 2_000.0  # flat TTFT (grow), then congestion (shrink)
+        limits.on_sample("a", ttft_ms, limits.limit("a") or 0)
+        if step % 37 == 0:
+            limits.on_drop("b")
+        assert limits.current == limits.limits()
+        seen.append(limits.current["a"])
+    assert max(seen) > 16  # it grew ...
+    assert seen[-1] < max(seen)  # ... and shrank, and `current` followed both ways
+    unlimited = ConcurrencyLimits(ConcurrencyLimitConfig(algorithm="none"), [("a", 8)])
+    assert unlimited.current == {} and unlimited.limit("a") is None

@@ -1,0 +1,49 @@
+"""``sample``: ``rng.sample(population, k)``, the same draws and result, at half the cost.
+
+Why: the ``subset`` filter draws a dozen candidates from a 64-backend fleet for every
+request, and ``random.Random.sample`` pays a Python call (``_randbelow``) per draw plus
+its own set-up; at 64 backends that sampling was the largest single cost of routing.
+This is CPython's own algorithm for a small population (the "pool" branch: a partial
+Fisher-Yates over a copy, each index drawn by rejection from ``getrandbits`` of the
+index's bit length) written as one loop, so it consumes exactly the same random bits
+and returns exactly the same list; decisions (and every later draw of the injected
+rng) are unchanged. Anything else - an ``rng`` of another type (a subclass may draw
+differently), a population above the pool threshold, an invalid ``k`` - goes to
+``rng.sample`` itself. ``tests/unit/test_sampling.py`` checks the equality over many
+seeds and sizes, so a Python release that changes ``sample`` fails there first.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from math import ceil, log
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_SMALL_SET = 21  # random.Random.sample's "size of a small set minus size of an empty list"
+
+
+def pool_threshold(k: int) -> int:
+    """Largest population that ``random.Random.sample`` draws ``k`` from by its pool branch."""
+    return _SMALL_SET + (4 ** ceil(log(k * 3, 4)) if k > 5 else 0)
+
+
+def sample(rng: random.Random, population: Sequence[T], k: int) -> list[T]:
+    """Exactly ``rng.sample(population, k)`` (same result, same state of ``rng`` afterwards)."""
+    n = len(population)
+    if type(rng) is not random.Random or not 0 <= k <= n or n > pool_threshold(k):
+        return rng.sample(population, k)
+    getrandbits = rng.getrandbits
+    pool = list(population)
+    result: list[T] = []
+    append = result.append
+    for left in range(n, n - k, -1):  # draw an index below `left`, then fill its hole with the last
+        bits = left.bit_length()
+        j = getrandbits(bits)
+        while j >= left:
+            j = getrandbits(bits)
+        append(pool[j])
+        pool[j] = pool[left - 1]
+    return result
