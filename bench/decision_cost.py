@@ -25,8 +25,9 @@ gains the request, a random running request completes (its outcome goes to
 ``DecisionEngine.observe``, so the latency model re-learns that backend), and
 with probability 0.64 one backend's engine metrics are re-scraped (64
 backends scraped once a second at 100 requests/s). 64 backends
-(H100/A100/L4 mix). GC as in ``sluice serve``: start-up objects frozen
-(``gc.freeze``), the collector otherwise enabled.
+(H100/A100/L4 mix). GC as in ``sluice serve`` (``sluice.heap``): start-up
+objects frozen (``gc.freeze``), the collector enabled with the proxy's
+thresholds.
 
 ``observe`` (the outcome fed back: admission bookkeeping, prefix-index
 correction, latency and length learning) runs between requests and is
@@ -42,7 +43,6 @@ ratios within one run.
 from __future__ import annotations
 
 import argparse
-import gc
 import gzip
 import json
 import os
@@ -77,6 +77,7 @@ from core.types import (  # noqa: E402
     Shed,
 )
 from decision.engine import DecisionEngine  # noqa: E402
+from sluice.heap import GEN0_THRESHOLD, GEN1_THRESHOLD, GEN2_THRESHOLD, restore, settle_after_startup  # noqa: E402
 from state.prefix_index import PrefixIndex  # noqa: E402
 
 SHAREGPT = Path("/work/shared/data/sharegpt/sharegpt_v3_first17671.jsonl.gz")
@@ -236,8 +237,7 @@ STAGES = ("features", "admit", "route", "total", "total_cpu", "on_routed", "obse
 def run_policy(policy: str, bodies: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     engine = engine_for(policy)
     # As ``sluice serve`` does after start-up; the bodies are frozen too, as a proxy holds no such heap.
-    gc.collect()
-    gc.freeze()
+    previous_gc = settle_after_startup()
     clock = engine._clock
     assert isinstance(clock, ManualClock)
     fleet = Fleet(random.Random(2))
@@ -282,7 +282,7 @@ def run_policy(policy: str, bodies: list[tuple[str, dict[str, Any]]]) -> dict[st
         observe_ns = fleet.step(engine, clock.now_s())
         if observe_ns is not None:
             samples["observe"].append(observe_ns)
-    gc.unfreeze()
+    restore(previous_gc)
     warm = len(bodies) // 10  # the first 10% warm the prefix index, the latency model and caches
     index = engine.prefix_index
     out: dict[str, Any] = {"policy": policy, "requests_timed": len(bodies) - warm, "queue_verdicts": queued}
@@ -392,7 +392,8 @@ def results_document(
             "admission enabled, route SLO ttft 2000 ms / tpot 100 ms",
             "fleet": "evolving: per request the chosen backend +1 in flight, one completion observed, "
             "one engine-metrics scrape with probability 0.64; a new snapshot per request",
-            "gc": "enabled; start-up objects (engine, bodies) frozen with gc.freeze(), as sluice serve does",
+            "gc": "as sluice serve (sluice.heap): start-up objects (engine, bodies) frozen with gc.freeze(), "
+            f"thresholds {GEN0_THRESHOLD}/{GEN1_THRESHOLD}/{GEN2_THRESHOLD}",
         },
         "target": {
             "policy": "sluice_predictive",

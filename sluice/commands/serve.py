@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import signal
 import sys
@@ -21,6 +20,7 @@ import uvloop
 
 from core.config import LoadedConfig, load_config
 from core.yaml_source import ConfigError
+from sluice.heap import settle_after_startup
 
 log = logging.getLogger("sluice.serve")
 
@@ -61,10 +61,9 @@ async def _serve(app: Any, loaded: LoadedConfig, host: str, port: int) -> None:
     runner, bound_host, bound_port = await start_server(
         app, host, port, access_log=listen.access_log, shutdown_grace_s=listen.shutdown_grace_s
     )
-    # Start-up objects (config, predictor tables, imported modules) live for the whole process: move them
-    # out of the collector's generations so that full collections stop rescanning them on the request path.
-    gc.collect()
-    gc.freeze()
+    # Start-up objects live for the whole process; request objects die young (sluice/heap.py says why and
+    # what it measured).
+    settle_after_startup()
     log.info(
         "Sluice listening on http://%s:%d (%d backends, models: %s)",
         bound_host,
