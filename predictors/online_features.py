@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from predictors.features import LengthFeatureRow
 from predictors.output_length import OutputLengthModel
@@ -80,13 +79,35 @@ class FeatureWeightParams:
 PAIRS_PARAMS = FeatureWeightParams(rate=0.1, use_pairs=True)
 
 
+class _Term:
+    """One text term (a token, or an adjacent pair under its first token): its two weights and ``G``.
+
+    ``both = complex(w_offline, w)``: the offline ridge weight and the online weight in one object,
+    so the request path adds both with one ``+=`` (complex addition is the two float additions,
+    real + real and imag + imag, so each sum is bit-identical to adding the floats one by one) and
+    reads one object per token instead of a list, its item array and two floats. That is what the
+    request path's time goes to: with a few thousand distinct prompts the table does not stay in
+    the CPU cache, and each token's lookup was ~0.5 us of cache misses (bench/predictor_speed.py,
+    docs/predictors.md). ``G`` is the AdaGrad sum of squared gradients; ``pairs``: second token ->
+    ``_Term`` (whose own ``pairs`` stays None).
+    """
+
+    __slots__ = ("both", "g", "pairs")
+
+    def __init__(self, both: complex = 0j, pairs: dict[str, _Term] | None = None) -> None:
+        self.both = both
+        self.g = 0.0
+        self.pairs = pairs
+
+
 class OnlineFeatureWeights:
     """Sparse linear residual model on the length features, learnt one observation at a time.
 
-    Table layout (lists: index access is the cheapest read in CPython):
+    Table layout:
 
-    * text term: ``[w_offline, w, G, pairs | None]``, ``pairs``: second token -> ``[w_offline, w, G]``;
-    * categorical key: ``[w_mu_offline, w_scale_offline, w, G]``.
+    * text term: ``_Term`` (``both = complex(w_offline, w)``, ``g``, ``pairs``);
+    * categorical key: ``[w_mu_offline, w_scale_offline, w, G]`` (a list: index access is the
+      cheapest read in CPython; a dozen per request, not worth a second layout).
 
     ``G`` is the AdaGrad sum of squared gradients; offline weights are 0.0 for terms the offline
     model does not have (adding 0.0 leaves its sums bit-identical).
@@ -96,7 +117,7 @@ class OnlineFeatureWeights:
 
     def __init__(self, params: FeatureWeightParams | None = None) -> None:
         self._params = params or FeatureWeightParams()
-        self._text: dict[str, list[Any]] = {}
+        self._text: dict[str, _Term] = {}
         self._categorical: dict[str, list[float]] = {}
         self._intercept: tuple[float, float] = (0.0, 0.0)
         self._n_weights = 0
@@ -117,27 +138,25 @@ class OnlineFeatureWeights:
         """
         self._intercept = model.intercept
         for old in self._text.values():
-            old[0] = 0.0
-            if old[3] is not None:
-                for old_pair in old[3].values():
-                    old_pair[0] = 0.0
-        for old_cat in self._categorical.values():
-            old_cat[0] = old_cat[1] = 0.0
+            old.both = complex(0.0, old.both.imag)
+            if old.pairs is not None:
+                for old_pair in old.pairs.values():
+                    old_pair.both = complex(0.0, old_pair.both.imag)
         text = self._text
         for token, (weight, base_pairs) in model.text_table.items():
             entry = text.get(token)
             if entry is None:
-                entry = text[token] = [0.0, 0.0, 0.0, None]
-            entry[0] = weight
+                entry = text[token] = _Term()
+            entry.both = complex(weight, entry.both.imag)
             if base_pairs:
-                pairs = entry[3]
+                pairs = entry.pairs
                 if pairs is None:
-                    pairs = entry[3] = {}
+                    pairs = entry.pairs = {}
                 for second, pair_weight in base_pairs.items():
                     pair = pairs.get(second)
                     if pair is None:
-                        pair = pairs[second] = [0.0, 0.0, 0.0]
-                    pair[0] = pair_weight
+                        pair = pairs[second] = _Term()
+                    pair.both = complex(pair_weight, pair.both.imag)
         cat = self._categorical
         for key, (w_mu, w_s) in model.categorical.items():
             cat_entry = cat.get(key)
@@ -153,8 +172,7 @@ class OnlineFeatureWeights:
         per token, per pair and per categorical key.
         """
         mu, s = self._intercept
-        text = 0.0
-        online = 0.0
+        both = 0j  # complex(offline text sum, online text sum): one addition per term (see _Term)
         get = self._text.get
         for tokens in (row.head, row.tail):
             pairs = None
@@ -162,18 +180,16 @@ class OnlineFeatureWeights:
                 if pairs is not None:
                     pair = pairs.get(token)
                     if pair is not None:
-                        text += pair[0]
-                        online += pair[1]
+                        both += pair.both
                 entry = get(token)
                 if entry is None:
                     pairs = None
                 else:
-                    text += entry[0]
-                    online += entry[1]
-                    pairs = entry[3]
+                    both += entry.both
+                    pairs = entry.pairs
         value = row.text_value
-        mu += text * value
-        online *= value
+        mu += both.real * value
+        online = both.imag * value
         cat = self._categorical
         for key in row.categorical:
             cat_entry = cat.get(key)
@@ -203,29 +219,29 @@ class OnlineFeatureWeights:
         p = self._params
         cap, use_pairs = p.max_weights, p.use_pairs
         text = self._text
-        words: list[list[Any]] = []
-        pairs_seen: list[list[float]] = []
+        words: list[_Term] = []
+        pairs_seen: list[_Term] = []
         online = 0.0
         for tokens in (row.head, row.tail):
-            previous: list[Any] | None = None
+            previous: _Term | None = None
             for token in tokens:
                 entry = text.get(token)
                 if entry is None and self._n_weights < cap:
-                    entry = text[token] = [0.0, 0.0, 0.0, None]
+                    entry = text[token] = _Term()
                     self._n_weights += 1
                 if previous is not None:
-                    pairs = previous[3]
+                    pairs = previous.pairs
                     pair = pairs.get(token) if pairs is not None else None
                     if pair is None and use_pairs and self._n_weights < cap:
                         if pairs is None:
-                            pairs = previous[3] = {}
-                        pair = pairs[token] = [0.0, 0.0, 0.0]
+                            pairs = previous.pairs = {}
+                        pair = pairs[token] = _Term()
                         self._n_weights += 1
                     if pair is not None:
-                        online += pair[1]
+                        online += pair.both.imag
                         pairs_seen.append(pair)
                 if entry is not None:
-                    online += entry[1]
+                    online += entry.both.imag
                     words.append(entry)
                 previous = entry
         online *= row.text_value
@@ -253,15 +269,11 @@ class OnlineFeatureWeights:
         rate, g0, keep, sqrt = p.rate, p.g0, 1.0 - p.l2, math.sqrt
         g = e * row.text_value
         gg = g * g
-        for wg in words:
-            total = wg[2] + gg
-            wg[2] = total
-            wg[1] = keep * (wg[1] + rate * g / sqrt(g0 + total))
-        if use_pairs:
-            for wg in pairs_seen:
-                total = wg[2] + gg
-                wg[2] = total
-                wg[1] = keep * (wg[1] + rate * g / sqrt(g0 + total))
+        for term in words if not use_pairs else words + pairs_seen:
+            total = term.g + gg
+            term.g = total
+            both = term.both
+            term.both = complex(both.real, keep * (both.imag + rate * g / sqrt(g0 + total)))
         ee = e * e
         for cg in cats:
             total = cg[3] + ee
