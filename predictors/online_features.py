@@ -82,22 +82,27 @@ PAIRS_PARAMS = FeatureWeightParams(rate=0.1, use_pairs=True)
 class _Term:
     """One text term (a token, or an adjacent pair under its first token): its two weights and ``G``.
 
-    ``both = complex(w_offline, w)``: the offline ridge weight and the online weight in one object,
-    so the request path adds both with one ``+=`` (complex addition is the two float additions,
-    real + real and imag + imag, so each sum is bit-identical to adding the floats one by one) and
-    reads one object per token instead of a list, its item array and two floats. That is what the
-    request path's time goes to: with a few thousand distinct prompts the table does not stay in
-    the CPU cache, and each token's lookup was ~0.5 us of cache misses (bench/predictor_speed.py,
-    docs/predictors.md). ``G`` is the AdaGrad sum of squared gradients; ``pairs``: second token ->
-    ``_Term`` (whose own ``pairs`` stays None).
+    ``offline``: the bound offline model's ridge weight; ``w``: the online weight; ``g``: the AdaGrad
+    sum of squared gradients; ``pairs``: second token -> ``_Term`` (whose own ``pairs`` stays None).
+    A slots object, so the request path reads one object per term (a list was the list, its item
+    array, then the floats): with a few thousand distinct prompts the table does not stay in the
+    CPU cache and the request path's time is mostly these reads (docs/predictors.md, speed).
+
+    ``next`` (pairs only): the term of the pair's second token, linked the first time both are
+    found. Most adjacent tokens of a prompt are a known pair (~13 of ~24 per prompt in the speed
+    bench), so the small pair dict of the previous token, searched anyway, hands over the token's
+    own term and the large table is not searched again. Terms are never removed or replaced
+    (``bind`` keeps them), so a link stays valid.
     """
 
-    __slots__ = ("both", "g", "pairs")
+    __slots__ = ("g", "next", "offline", "pairs", "w")
 
-    def __init__(self, both: complex = 0j, pairs: dict[str, _Term] | None = None) -> None:
-        self.both = both
+    def __init__(self) -> None:
+        self.offline = 0.0
+        self.w = 0.0
         self.g = 0.0
-        self.pairs = pairs
+        self.next: _Term | None = None
+        self.pairs: dict[str, _Term] | None = None
 
 
 class OnlineFeatureWeights:
@@ -105,7 +110,7 @@ class OnlineFeatureWeights:
 
     Table layout:
 
-    * text term: ``_Term`` (``both = complex(w_offline, w)``, ``g``, ``pairs``);
+    * text term: ``_Term`` (``offline``, ``w``, ``g``, ``pairs``, ``next``);
     * categorical key: ``[w_mu_offline, w_scale_offline, w, G]`` (a list: index access is the
       cheapest read in CPython; a dozen per request, not worth a second layout).
 
@@ -138,16 +143,16 @@ class OnlineFeatureWeights:
         """
         self._intercept = model.intercept
         for old in self._text.values():
-            old.both = complex(0.0, old.both.imag)
+            old.offline = 0.0
             if old.pairs is not None:
                 for old_pair in old.pairs.values():
-                    old_pair.both = complex(0.0, old_pair.both.imag)
+                    old_pair.offline = 0.0
         text = self._text
         for token, (weight, base_pairs) in model.text_table.items():
             entry = text.get(token)
             if entry is None:
                 entry = text[token] = _Term()
-            entry.both = complex(weight, entry.both.imag)
+            entry.offline = weight
             if base_pairs:
                 pairs = entry.pairs
                 if pairs is None:
@@ -156,7 +161,7 @@ class OnlineFeatureWeights:
                     pair = pairs.get(second)
                     if pair is None:
                         pair = pairs[second] = _Term()
-                    pair.both = complex(pair_weight, pair.both.imag)
+                    pair.offline = pair_weight
         cat = self._categorical
         for key, (w_mu, w_s) in model.categorical.items():
             cat_entry = cat.get(key)
@@ -169,27 +174,36 @@ class OnlineFeatureWeights:
         """``(mu, s, f)``: the bound offline model's two linear scores (unclamped) and the online score.
 
         ``f`` is clipped to ``+-max_correction``. Runs on the request path: one pass, one lookup
-        per token, per pair and per categorical key.
+        per token (in its predecessor's pairs if they know it, see ``_Term.next``, else in the
+        table), per pair and per categorical key.
         """
         mu, s = self._intercept
-        both = 0j  # complex(offline text sum, online text sum): one addition per term (see _Term)
+        text = 0.0
+        online = 0.0
         get = self._text.get
         for tokens in (row.head, row.tail):
             pairs = None
             for token in tokens:
+                entry = None
                 if pairs is not None:
                     pair = pairs.get(token)
                     if pair is not None:
-                        both += pair.both
-                entry = get(token)
+                        text += pair.offline
+                        online += pair.w
+                        entry = pair.next
+                        if entry is None:
+                            entry = pair.next = get(token)
+                if entry is None:
+                    entry = get(token)
                 if entry is None:
                     pairs = None
                 else:
-                    both += entry.both
+                    text += entry.offline
+                    online += entry.w
                     pairs = entry.pairs
         value = row.text_value
-        mu += both.real * value
-        online = both.imag * value
+        mu += text * value
+        online *= value
         cat = self._categorical
         for key in row.categorical:
             cat_entry = cat.get(key)
@@ -225,26 +239,35 @@ class OnlineFeatureWeights:
         for tokens in (row.head, row.tail):
             previous: _Term | None = None
             for token in tokens:
-                entry = text.get(token)
-                if entry is None and self._n_weights < cap:
-                    entry = text[token] = _Term()
-                    self._n_weights += 1
+                pair = entry = None
+                if previous is not None and previous.pairs is not None:
+                    pair = previous.pairs.get(token)
+                    if pair is not None:
+                        entry = pair.next
+                if entry is None:
+                    entry = text.get(token)
+                    if entry is None and self._n_weights < cap:
+                        entry = text[token] = _Term()
+                        self._n_weights += 1
+                    if pair is not None:
+                        pair.next = entry
                 if previous is not None:
-                    pairs = previous.pairs
-                    pair = pairs.get(token) if pairs is not None else None
                     if pair is None and use_pairs and self._n_weights < cap:
+                        pairs = previous.pairs
                         if pairs is None:
                             pairs = previous.pairs = {}
                         pair = pairs[token] = _Term()
+                        pair.next = entry
                         self._n_weights += 1
                     if pair is not None:
-                        online += pair.both.imag
+                        online += pair.w
                         pairs_seen.append(pair)
                 if entry is not None:
-                    online += entry.both.imag
+                    online += entry.w
                     words.append(entry)
                 previous = entry
-        online *= row.text_value
+        value = row.text_value
+        online *= value
         cat = self._categorical
         cats: list[list[float]] = []
         for key in row.categorical:
@@ -266,17 +289,18 @@ class OnlineFeatureWeights:
         if e == 0.0:
             return f
         self.n_updates += 1
-        rate, g0, keep, sqrt = p.rate, p.g0, 1.0 - p.l2, math.sqrt
-        g = e * row.text_value
+        g0, keep, sqrt = p.g0, 1.0 - p.l2, math.sqrt
+        g = e * value
         gg = g * g
+        rate_g = p.rate * g  # the step's numerator, as ``rate * g / sqrt(...)`` evaluates it
         for term in words if not use_pairs else words + pairs_seen:
             total = term.g + gg
             term.g = total
-            both = term.both
-            term.both = complex(both.real, keep * (both.imag + rate * g / sqrt(g0 + total)))
+            term.w = keep * (term.w + rate_g / sqrt(g0 + total))
         ee = e * e
+        rate_e = p.rate * e
         for cg in cats:
             total = cg[3] + ee
             cg[3] = total
-            cg[2] = keep * (cg[2] + rate * e / sqrt(g0 + total))
+            cg[2] = keep * (cg[2] + rate_e / sqrt(g0 + total))
         return f
