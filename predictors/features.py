@@ -140,6 +140,35 @@ def _capped_tokens(piece: str, cap: int, *, from_end: bool) -> list[str]:
     return tokens[-cap:] if from_end else tokens[:cap]
 
 
+def count_capped(text: str, char: str, cap: int) -> int:
+    """``min(text.count(char), cap)`` without counting past the cap.
+
+    ``str.find`` of one character is a memchr scan (~0.02 ns/char), ``str.count`` a loop
+    (~0.3 ns/char): on a 100 KB prompt that is ~0.1 us instead of ~30 us (issue 5: huge prompts).
+    """
+    n = 0
+    i = text.find(char)
+    while i >= 0:
+        n += 1
+        if n == cap:
+            break
+        i = text.find(char, i + 1)
+    return n
+
+
+def has_code_fence(text: str) -> bool:
+    """``"```" in text``, found from the backticks' memchr scans (the substring search, ~1 ns/char,
+    was the slowest scan of a long prompt); after 16 lone backticks it searches for the fence."""
+    i = text.find("`")
+    for _ in range(16):
+        if i < 0:
+            return False
+        if text.startswith("```", i):
+            return True
+        i = text.find("`", i + 1)
+    return i >= 0 and text.find("```", i) >= 0
+
+
 def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
     text = features.last_user_text
     text_bin = log2_bin(len(text))
@@ -155,10 +184,10 @@ def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
         f"m_ul:{model}:{text_bin}",
         f"m_oc:{model}:{other_bin}",
         f"oc_nt:{other_bin}:{min(turns, 4)}",
-        f"q:{min(text.count('?'), 3)}",
+        f"q:{count_capped(text, '?', 3)}",
         f"nl:{log2_bin(text.count(chr(10)))}",
     ]
-    if "```" in text:
+    if has_code_fence(text):
         keys.append("code")
     if features.endpoint is not Endpoint.CHAT:
         keys.append(f"ep:{features.endpoint.value}")

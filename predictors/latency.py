@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from core.cost_table import CostTable
 from core.types import BackendCostEstimate, BackendView, Health, RequestFeatures
 from predictors.cost_columns import FleetColumns
+from predictors.slots import slot_setters
 
 TTFT_TERMS = ("overhead", "new_k", "queued_k", "waiting", "running", "kv_decode_k")
 TPOT_TERMS = ("overhead", "batch", "context_k")  # the prediction's form: p0 + p1 batch + p2 context_k
@@ -309,32 +309,12 @@ def decode_load(tpot_terms: tuple[float, ...], load_at_end: BackendLoad) -> tupl
     return (overhead, 0.5 * (batch + end_batch), 0.5 * (context_k + end_context_k))
 
 
-def _slot_setters() -> tuple[Callable[[BackendCostEstimate, Any], None], ...]:
-    """Setters for ``BackendCostEstimate``'s slots, to build values without the frozen ``__init__``.
-
-    A frozen dataclass assigns each field through ``object.__setattr__``, which
-    doubles construction cost; sixteen of them per request were a third of
-    the latency budget. The request path sets the slots directly. The field
-    list is checked here at import, so an added core field fails loudly
-    instead of being left unset, and ``tests/unit`` compares the values with
-    the normal constructor.
-    """
-    names = (
-        "backend_id",
-        "queue_wait_ms",
-        "prefill_ms",
-        "ttft_ms",
-        "tpot_ms",
-        "e2e_ms",
-        "cached_prompt_tokens",
-    )
-    actual = tuple(f.name for f in fields(BackendCostEstimate))
-    if actual != names:
-        raise RuntimeError(f"BackendCostEstimate fields changed to {actual}; update predictors.latency")
-    return tuple(getattr(BackendCostEstimate, n).__set__ for n in names)
-
-
-_SETTERS = _slot_setters()
+# Built without the frozen ``__init__`` (predictors.slots): sixteen per request were a third of the
+# latency budget.
+_SETTERS = slot_setters(
+    BackendCostEstimate,
+    ("backend_id", "queue_wait_ms", "prefill_ms", "ttft_ms", "tpot_ms", "e2e_ms", "cached_prompt_tokens"),
+)
 
 
 def tpot_form(learnt: tuple[float, ...], batch_offset: float) -> tuple[float, ...]:
