@@ -69,7 +69,8 @@ class LengthFeatureRow(NamedTuple):
     def text_value(self) -> float:
         """What one occurrence of a unigram or bigram adds to its feature (length normalisation)."""
         n_head, n_tail = len(self.head), len(self.tail)
-        n_terms = n_head + n_tail + max(n_head - 1, 0) + max(n_tail - 1, 0)
+        # tokens + adjacent pairs within each slice (max(n - 1, 0) as comparisons: read per request)
+        n_terms = (2 * n_head - 1 if n_head else 0) + (2 * n_tail - 1 if n_tail else 0)
         return 1.0 / math.sqrt(n_terms) if n_terms else 0.0
 
     def unigrams(self) -> list[str]:
