@@ -184,17 +184,15 @@ class OnlineFeatureWeights:
         for tokens in (row.head, row.tail):
             pairs = None
             for token in tokens:
-                entry = None
-                if pairs is not None:
-                    pair = pairs.get(token)
-                    if pair is not None:
-                        text += pair.offline
-                        online += pair.w
-                        entry = pair.next
-                        if entry is None:
-                            entry = pair.next = get(token)
-                if entry is None:
+                pair = pairs.get(token) if pairs is not None else None
+                if pair is None:
                     entry = get(token)
+                else:
+                    text += pair.offline
+                    online += pair.w
+                    entry = pair.next
+                    if entry is None:
+                        entry = pair.next = get(token)
                 if entry is None:
                     pairs = None
                 else:
