@@ -184,7 +184,7 @@ class OnlineFeatureWeights:
         for tokens in (row.head, row.tail):
             pairs = None
             for token in tokens:
-                pair = pairs.get(token) if pairs is not None else None
+                pair: _Term | None = pairs.get(token) if pairs is not None else None
                 if pair is None:
                     entry = get(token)
                 else:
