@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from core.cost_table import CostTable
 from core.types import BackendCostEstimate, BackendView, Health, RequestFeatures
 from predictors.cost_columns import FleetColumns
+from predictors.slots import slot_setters
 
 TTFT_TERMS = ("overhead", "new_k", "queued_k", "waiting", "running", "kv_decode_k")
 TPOT_TERMS = ("overhead", "batch", "context_k")  # the prediction's form: p0 + p1 batch + p2 context_k
@@ -107,6 +107,7 @@ class LatencyPriors:
 def _solve_spd(matrix: list[list[float]], rhs: list[float]) -> list[float]:
     """Solve ``matrix @ x = rhs`` for a small symmetric positive-definite matrix (Cholesky, pure Python).
 
+    Reads only the upper triangle (``matrix[j][i]``, ``j <= i``): ``ForgettingRidge`` keeps no other.
     Plain lists beat numpy by ~5x at this size (numpy's per-call overhead
     dominates a 6x6 solve), and this runs once per finished request.
     """
@@ -116,7 +117,7 @@ def _solve_spd(matrix: list[list[float]], rhs: list[float]) -> list[float]:
         row_i = low[i]
         for j in range(i + 1):
             row_j = low[j]
-            total = matrix[i][j]
+            total = matrix[j][i]
             for k in range(j):
                 total -= row_i[k] * row_j[k]
             if i == j:
@@ -148,7 +149,9 @@ class ForgettingRidge:
     and ``r = b + P prior`` directly: one forgetting step is
     ``M <- lambda M + (1 - lambda) P + w x x^T`` (likewise ``r``).
     The solve runs after every sample for the first ``warmup_samples`` and
-    then every ``solve_every`` samples (module doc).
+    then every ``solve_every`` samples (module doc). ``M`` is symmetric and only
+    its upper triangle (``M[i][j]``, ``j >= i``) is kept up to date: the update
+    was mirroring 15 of its 36 entries per sample for a solve that reads one half.
     """
 
     __slots__ = (
@@ -158,6 +161,8 @@ class ForgettingRidge:
         "_prior_mean",
         "_prior_precision",
         "_r",
+        "_refill_precision",
+        "_refill_prior",
         "_solve_every",
         "_updates",
         "_warmup",
@@ -174,6 +179,12 @@ class ForgettingRidge:
         self._m = [[self._prior_precision[i] if i == j else 0.0 for j in range(dim)] for i in range(dim)]
         self._r = [p * m for p, m in zip(self._prior_precision, self._prior_mean, strict=True)]
         self._forgetting = priors.forgetting
+        refill = 1.0 - priors.forgetting
+        # Per-sample constants of the forgetting step, computed as the step wrote them inline.
+        self._refill_precision = tuple(refill * p for p in self._prior_precision)
+        self._refill_prior = tuple(
+            refill * p * m for p, m in zip(self._prior_precision, self._prior_mean, strict=True)
+        )
         self._warmup = priors.warmup_samples
         self._solve_every = priors.solve_every
         self._updates = 0  # samples folded in, ever
@@ -184,19 +195,16 @@ class ForgettingRidge:
     def update(self, terms: tuple[float, ...], observed: float, weight: float) -> bool:
         """Fold one sample in; returns whether ``coef`` was re-solved."""
         keep = self._forgetting
-        refill = 1.0 - keep
         m, r = self._m, self._r
-        precision, prior = self._prior_precision, self._prior_mean
+        refill_precision, refill_prior = self._refill_precision, self._refill_prior
         dim = len(r)
         for i in range(dim):
             weighted = weight * terms[i]
             row = m[i]
             for j in range(i, dim):
                 row[j] = row[j] * keep + weighted * terms[j]
-            row[i] += refill * precision[i]
-            for j in range(i + 1, dim):
-                m[j][i] = row[j]
-            r[i] = r[i] * keep + weighted * observed + refill * precision[i] * prior[i]
+            row[i] += refill_precision[i]
+            r[i] = r[i] * keep + weighted * observed + refill_prior[i]
         self.n = self.n * keep + 1.0
         self._updates += 1
         self._pending += 1
@@ -215,7 +223,8 @@ class ForgettingRidge:
         free = [i for i, value in enumerate(solution) if value >= 0.0]
         coef = [0.0] * len(r)
         while free:
-            solution = _solve_spd([[m[i][j] for j in free] for i in free], [r[i] for i in free])
+            sub = [[m[i][j] if i <= j else m[j][i] for j in free] for i in free]  # upper half kept
+            solution = _solve_spd(sub, [r[i] for i in free])
             if min(solution) >= 0.0:
                 for i, value in zip(free, solution, strict=True):
                     coef[i] = value
@@ -309,32 +318,12 @@ def decode_load(tpot_terms: tuple[float, ...], load_at_end: BackendLoad) -> tupl
     return (overhead, 0.5 * (batch + end_batch), 0.5 * (context_k + end_context_k))
 
 
-def _slot_setters() -> tuple[Callable[[BackendCostEstimate, Any], None], ...]:
-    """Setters for ``BackendCostEstimate``'s slots, to build values without the frozen ``__init__``.
-
-    A frozen dataclass assigns each field through ``object.__setattr__``, which
-    doubles construction cost; sixteen of them per request were a third of
-    the latency budget. The request path sets the slots directly. The field
-    list is checked here at import, so an added core field fails loudly
-    instead of being left unset, and ``tests/unit`` compares the values with
-    the normal constructor.
-    """
-    names = (
-        "backend_id",
-        "queue_wait_ms",
-        "prefill_ms",
-        "ttft_ms",
-        "tpot_ms",
-        "e2e_ms",
-        "cached_prompt_tokens",
-    )
-    actual = tuple(f.name for f in fields(BackendCostEstimate))
-    if actual != names:
-        raise RuntimeError(f"BackendCostEstimate fields changed to {actual}; update predictors.latency")
-    return tuple(getattr(BackendCostEstimate, n).__set__ for n in names)
-
-
-_SETTERS = _slot_setters()
+# Built without the frozen ``__init__`` (predictors.slots): sixteen per request were a third of the
+# latency budget.
+_SETTERS = slot_setters(
+    BackendCostEstimate,
+    ("backend_id", "queue_wait_ms", "prefill_ms", "ttft_ms", "tpot_ms", "e2e_ms", "cached_prompt_tokens"),
+)
 
 
 def tpot_form(learnt: tuple[float, ...], batch_offset: float) -> tuple[float, ...]:

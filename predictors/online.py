@@ -154,7 +154,10 @@ class OnlineLengthCorrector:
         if censored and residual <= state.mean:
             return
         state.n += 1.0
-        rate = max(1.0 / state.n, self._params.min_rate)
+        rate = 1.0 / state.n
+        min_rate = self._params.min_rate
+        if min_rate > rate:  # max(1 / n, min_rate), without the builtin call (once per outcome and level)
+            rate = min_rate
         state.mean += rate * (residual - state.mean)
 
     def observe(

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
 from predictors.features import LengthFeatureRow
 from predictors.output_length import OutputLengthModel
@@ -80,13 +79,40 @@ class FeatureWeightParams:
 PAIRS_PARAMS = FeatureWeightParams(rate=0.1, use_pairs=True)
 
 
+class _Term:
+    """One text term (a token, or an adjacent pair under its first token): its two weights and ``G``.
+
+    ``offline``: the bound offline model's ridge weight; ``w``: the online weight; ``g``: the AdaGrad
+    sum of squared gradients; ``pairs``: second token -> ``_Term`` (whose own ``pairs`` stays None).
+    A slots object, so the request path reads one object per term (a list was the list, its item
+    array, then the floats): with a few thousand distinct prompts the table does not stay in the
+    CPU cache and the request path's time is mostly these reads (docs/predictors.md, speed).
+
+    ``next`` (pairs only): the term of the pair's second token, linked the first time both are
+    found. Most adjacent tokens of a prompt are a known pair (~13 of ~24 per prompt in the speed
+    bench), so the small pair dict of the previous token, searched anyway, hands over the token's
+    own term and the large table is not searched again. Terms are never removed or replaced
+    (``bind`` keeps them), so a link stays valid.
+    """
+
+    __slots__ = ("g", "next", "offline", "pairs", "w")
+
+    def __init__(self) -> None:
+        self.offline = 0.0
+        self.w = 0.0
+        self.g = 0.0
+        self.next: _Term | None = None
+        self.pairs: dict[str, _Term] | None = None
+
+
 class OnlineFeatureWeights:
     """Sparse linear residual model on the length features, learnt one observation at a time.
 
-    Table layout (lists: index access is the cheapest read in CPython):
+    Table layout:
 
-    * text term: ``[w_offline, w, G, pairs | None]``, ``pairs``: second token -> ``[w_offline, w, G]``;
-    * categorical key: ``[w_mu_offline, w_scale_offline, w, G]``.
+    * text term: ``_Term`` (``offline``, ``w``, ``g``, ``pairs``, ``next``);
+    * categorical key: ``[w_mu_offline, w_scale_offline, w, G]`` (a list: index access is the
+      cheapest read in CPython; a dozen per request, not worth a second layout).
 
     ``G`` is the AdaGrad sum of squared gradients; offline weights are 0.0 for terms the offline
     model does not have (adding 0.0 leaves its sums bit-identical).
@@ -96,7 +122,7 @@ class OnlineFeatureWeights:
 
     def __init__(self, params: FeatureWeightParams | None = None) -> None:
         self._params = params or FeatureWeightParams()
-        self._text: dict[str, list[Any]] = {}
+        self._text: dict[str, _Term] = {}
         self._categorical: dict[str, list[float]] = {}
         self._intercept: tuple[float, float] = (0.0, 0.0)
         self._n_weights = 0
@@ -117,27 +143,25 @@ class OnlineFeatureWeights:
         """
         self._intercept = model.intercept
         for old in self._text.values():
-            old[0] = 0.0
-            if old[3] is not None:
-                for old_pair in old[3].values():
-                    old_pair[0] = 0.0
-        for old_cat in self._categorical.values():
-            old_cat[0] = old_cat[1] = 0.0
+            old.offline = 0.0
+            if old.pairs is not None:
+                for old_pair in old.pairs.values():
+                    old_pair.offline = 0.0
         text = self._text
         for token, (weight, base_pairs) in model.text_table.items():
             entry = text.get(token)
             if entry is None:
-                entry = text[token] = [0.0, 0.0, 0.0, None]
-            entry[0] = weight
+                entry = text[token] = _Term()
+            entry.offline = weight
             if base_pairs:
-                pairs = entry[3]
+                pairs = entry.pairs
                 if pairs is None:
-                    pairs = entry[3] = {}
+                    pairs = entry.pairs = {}
                 for second, pair_weight in base_pairs.items():
                     pair = pairs.get(second)
                     if pair is None:
-                        pair = pairs[second] = [0.0, 0.0, 0.0]
-                    pair[0] = pair_weight
+                        pair = pairs[second] = _Term()
+                    pair.offline = pair_weight
         cat = self._categorical
         for key, (w_mu, w_s) in model.categorical.items():
             cat_entry = cat.get(key)
@@ -150,7 +174,8 @@ class OnlineFeatureWeights:
         """``(mu, s, f)``: the bound offline model's two linear scores (unclamped) and the online score.
 
         ``f`` is clipped to ``+-max_correction``. Runs on the request path: one pass, one lookup
-        per token, per pair and per categorical key.
+        per token (in its predecessor's pairs if they know it, see ``_Term.next``, else in the
+        table), per pair and per categorical key.
         """
         mu, s = self._intercept
         text = 0.0
@@ -159,18 +184,21 @@ class OnlineFeatureWeights:
         for tokens in (row.head, row.tail):
             pairs = None
             for token in tokens:
-                if pairs is not None:
-                    pair = pairs.get(token)
-                    if pair is not None:
-                        text += pair[0]
-                        online += pair[1]
-                entry = get(token)
+                pair: _Term | None = pairs.get(token) if pairs is not None else None
+                if pair is None:
+                    entry = get(token)
+                else:
+                    text += pair.offline
+                    online += pair.w
+                    entry = pair.next
+                    if entry is None:
+                        entry = pair.next = get(token)
                 if entry is None:
                     pairs = None
                 else:
-                    text += entry[0]
-                    online += entry[1]
-                    pairs = entry[3]
+                    text += entry.offline
+                    online += entry.w
+                    pairs = entry.pairs
         value = row.text_value
         mu += text * value
         online *= value
@@ -203,32 +231,41 @@ class OnlineFeatureWeights:
         p = self._params
         cap, use_pairs = p.max_weights, p.use_pairs
         text = self._text
-        words: list[list[Any]] = []
-        pairs_seen: list[list[float]] = []
+        words: list[_Term] = []
+        pairs_seen: list[_Term] = []
         online = 0.0
         for tokens in (row.head, row.tail):
-            previous: list[Any] | None = None
+            previous: _Term | None = None
             for token in tokens:
-                entry = text.get(token)
-                if entry is None and self._n_weights < cap:
-                    entry = text[token] = [0.0, 0.0, 0.0, None]
-                    self._n_weights += 1
-                if previous is not None:
-                    pairs = previous[3]
-                    pair = pairs.get(token) if pairs is not None else None
-                    if pair is None and use_pairs and self._n_weights < cap:
-                        if pairs is None:
-                            pairs = previous[3] = {}
-                        pair = pairs[token] = [0.0, 0.0, 0.0]
+                pair = entry = None
+                if previous is not None and previous.pairs is not None:
+                    pair = previous.pairs.get(token)
+                    if pair is not None:
+                        entry = pair.next
+                if entry is None:
+                    entry = text.get(token)
+                    if entry is None and self._n_weights < cap:
+                        entry = text[token] = _Term()
                         self._n_weights += 1
                     if pair is not None:
-                        online += pair[1]
+                        pair.next = entry
+                if previous is not None:
+                    if pair is None and use_pairs and self._n_weights < cap:
+                        pairs = previous.pairs
+                        if pairs is None:
+                            pairs = previous.pairs = {}
+                        pair = pairs[token] = _Term()
+                        pair.next = entry
+                        self._n_weights += 1
+                    if pair is not None:
+                        online += pair.w
                         pairs_seen.append(pair)
                 if entry is not None:
-                    online += entry[1]
+                    online += entry.w
                     words.append(entry)
                 previous = entry
-        online *= row.text_value
+        value = row.text_value
+        online *= value
         cat = self._categorical
         cats: list[list[float]] = []
         for key in row.categorical:
@@ -250,21 +287,18 @@ class OnlineFeatureWeights:
         if e == 0.0:
             return f
         self.n_updates += 1
-        rate, g0, keep, sqrt = p.rate, p.g0, 1.0 - p.l2, math.sqrt
-        g = e * row.text_value
+        g0, keep, sqrt = p.g0, 1.0 - p.l2, math.sqrt
+        g = e * value
         gg = g * g
-        for wg in words:
-            total = wg[2] + gg
-            wg[2] = total
-            wg[1] = keep * (wg[1] + rate * g / sqrt(g0 + total))
-        if use_pairs:
-            for wg in pairs_seen:
-                total = wg[2] + gg
-                wg[2] = total
-                wg[1] = keep * (wg[1] + rate * g / sqrt(g0 + total))
+        rate_g = p.rate * g  # the step's numerator, as ``rate * g / sqrt(...)`` evaluates it
+        for term in words if not use_pairs else words + pairs_seen:
+            total = term.g + gg
+            term.g = total
+            term.w = keep * (term.w + rate_g / sqrt(g0 + total))
         ee = e * e
+        rate_e = p.rate * e
         for cg in cats:
             total = cg[3] + ee
             cg[3] = total
-            cg[2] = keep * (cg[2] + rate * e / sqrt(g0 + total))
+            cg[2] = keep * (cg[2] + rate_e / sqrt(g0 + total))
         return f

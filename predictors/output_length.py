@@ -29,11 +29,14 @@ from typing import Any
 
 from core.types import OutputLengthEstimate, RequestFeatures
 from predictors.features import LengthFeatureRow, length_features
+from predictors.slots import slot_setters
 
 Weights = tuple[float, float]
 _ZERO: Weights = (0.0, 0.0)
 # exp(12.2) ~ 2e5 tokens: beyond any context window; keeps expm1 finite for absurd inputs.
 MAX_LOG_TOKENS = 12.2
+_new = object.__new__
+_set_p50, _set_p90, _set_source = slot_setters(OutputLengthEstimate, ("p50_tokens", "p90_tokens", "source"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +123,29 @@ def quantiles_to_estimate(
     z50: float, z90: float, max_tokens: int | None, source: str
 ) -> OutputLengthEstimate:
     """Tokens from log-space quantiles: clamp, keep p90 >= p50, cap by ``max_tokens`` (>= 1)."""
-    z50 = min(max(z50, 0.0), MAX_LOG_TOKENS)
-    z90 = min(max(z90, z50), MAX_LOG_TOKENS)
+    # ``min``/``max`` written as comparisons (the same result, NaN included: ``max(x, y)`` is
+    # ``y if y > x else x``); this runs once per request and the builtin calls were a fifth of it.
+    if z50 < 0.0:
+        z50 = 0.0
+    if z50 > MAX_LOG_TOKENS:
+        z50 = MAX_LOG_TOKENS
+    if z50 > z90:
+        z90 = z50
+    if z90 > MAX_LOG_TOKENS:
+        z90 = MAX_LOG_TOKENS
     p50 = math.expm1(z50)
     p90 = math.expm1(z90)
     if max_tokens is not None and max_tokens > 0:
-        p50 = min(p50, float(max_tokens))
-        p90 = min(p90, float(max_tokens))
-    return OutputLengthEstimate(p50_tokens=max(p50, 1.0), p90_tokens=max(p90, 1.0), source=source)
+        cap = float(max_tokens)
+        if cap < p50:
+            p50 = cap
+        if cap < p90:
+            p90 = cap
+    estimate = _new(OutputLengthEstimate)
+    _set_p50(estimate, 1.0 if p50 < 1.0 else p50)
+    _set_p90(estimate, 1.0 if p90 < 1.0 else p90)
+    _set_source(estimate, source)
+    return estimate
 
 
 def model_tables_from_mapping(payload: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -10,8 +11,10 @@ from core.types import BackendCostEstimate, BackendView, Health
 from predictors.latency import (
     TPOT_TERMS,
     TTFT_TERMS,
+    ForgettingRidge,
     LatencyModel,
     LatencyPriors,
+    _solve_spd,
     backend_load,
     request_terms,
 )
@@ -259,3 +262,24 @@ def test_amortised_solve_matches_a_solve_after_every_sample_at_each_solve() -> N
 def test_priors_reject_a_zero_solve_interval() -> None:
     with pytest.raises(ValueError, match="solve_every"):
         LatencyPriors(solve_every=0)
+
+
+def test_ridge_solve_reads_the_upper_triangle_only() -> None:
+    """``ForgettingRidge`` keeps only M's upper triangle; its solve must not read the other half,
+    and with some coefficients pinned at 0 (active set) the rest solve the upper half's system."""
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(6, 6))
+    spd = a @ a.T + 6.0 * np.eye(6)
+    rhs = rng.normal(size=6)
+    upper_only = [[float(spd[i, j]) if j >= i else float("nan") for j in range(6)] for i in range(6)]
+    assert np.allclose(_solve_spd(upper_only, rhs.tolist()), np.linalg.solve(spd, rhs), rtol=1e-10)
+    priors = LatencyPriors(warmup_samples=0, solve_every=1)
+    ridge = ForgettingRidge(priors.ttft_ms, priors.ttft_sd_floor, priors)
+    for k in range(300):  # TTFT falls with "waiting": its coefficient is pinned at 0
+        terms = (1.0, 0.1 * (k % 7), 0.2 * (k % 5), float(k % 9), float(k % 4), 0.0)
+        ridge.update(terms, 400.0 - 40.0 * terms[3], 1.0)
+    assert min(ridge.coef) >= 0.0 and ridge.coef[3] == 0.0
+    m = np.array([[ridge._m[min(i, j)][max(i, j)] for j in range(6)] for i in range(6)])
+    free = [i for i in range(6) if ridge.coef[i] > 0.0]
+    expected = np.linalg.solve(m[np.ix_(free, free)], np.array(ridge._r)[free])
+    assert np.allclose([ridge.coef[i] for i in free], expected, rtol=1e-9)

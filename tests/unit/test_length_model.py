@@ -20,6 +20,8 @@ from predictors.features import (
     TAIL_CHARS,
     TAIL_TOKENS,
     TOKEN_RE,
+    count_capped,
+    has_code_fence,
     length_features,
     log2_bin,
     normalise_model,
@@ -166,3 +168,14 @@ def test_token_slices_equal_the_plain_definition(text: str) -> None:
         assert tail == TOKEN_RE.findall(text[tail_start:].lower())[-TAIL_TOKENS:]
     else:
         assert tail == []
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*"a?`\n ", "中"]), max_size=300))
+def test_bounded_scans_equal_the_plain_definition(text: str) -> None:
+    """The question-mark and code-fence features come from memchr scans that stop early."""
+    for cap in (1, 3, 5):
+        assert count_capped(text, "?", cap) == min(text.count("?"), cap)
+    assert has_code_fence(text) == ("```" in text)
+    many_lone_ticks = "` x " * 40 + text  # past the scan's 16 lone backticks
+    assert has_code_fence(many_lone_ticks) == ("```" in many_lone_ticks)

@@ -15,7 +15,7 @@ from predictors import Predictor
 from predictors.features import length_features
 from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineLengthCorrector
-from predictors.online_features import FeatureWeightParams, OnlineFeatureWeights
+from predictors.online_features import PAIRS_PARAMS, FeatureWeightParams, OnlineFeatureWeights
 from tests.unit.length_fixtures import TOPICS, chat_features, length_outcome, synthetic_samples
 
 # Cue words the offline model never saw: it cannot tell these prompts apart, the stream can.
@@ -193,3 +193,23 @@ def test_rows_kept_from_predict_teach_exactly_what_recomputed_rows_teach(model) 
     for text, _ in _stream(50, seed=4):
         probe = chat_features(text, "terse")
         assert kept.predict_length(probe) == rebuilt.predict_length(probe)
+
+
+@pytest.mark.parametrize("params", [FeatureWeightParams(), PAIRS_PARAMS])
+def test_pair_links_filled_by_scoring_change_nothing(model, params: FeatureWeightParams) -> None:
+    """A known pair hands over its second token's term (``_Term.next``), linked lazily by scoring and
+    learning: a table scored before every step learns and scores bit for bit like one never scored."""
+    scored, unscored = OnlineFeatureWeights(params), OnlineFeatureWeights(params)
+    scored.bind(model)
+    unscored.bind(model)
+    texts = [f"write a detailed essay about {t} and {u}" for t in TOPICS for u in TOPICS]
+    stream = [
+        (length_features(chat_features(text, "terse")), (i % 7) / 3.0 - 1.0) for i, text in enumerate(texts)
+    ]
+    for row, target in stream:
+        scored.location_scale_score(row)
+        assert scored.learn(row, target) == unscored.learn(row, target)
+    assert len(scored) == len(unscored)
+    for row, _ in stream:
+        assert scored.location_scale_score(row) == unscored.location_scale_score(row)
+        assert scored.location_scale_score(row)[:2] == model.location_scale(row)

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from core.config import PredictorsConfig
-from core.types import BackendView, FleetSnapshot, Health, Outcome, RoutingRequest
+from core.types import (
+    BackendView,
+    FleetSnapshot,
+    Health,
+    Outcome,
+    OutputLengthEstimate,
+    Predictions,
+    RoutingRequest,
+)
 from predictors import Predictor
 from predictors.facade import observed_tpot_ms
 from tests.unit.length_fixtures import chat_features
@@ -119,3 +129,24 @@ def test_predictors_never_read_simulator_ground_truth() -> None:
     for path in root.rglob("*.py"):
         text = path.read_text()
         assert "x-sim" not in text.lower() and "SIM_OUTPUT_TOKENS" not in text, path
+
+
+def test_values_built_without_init_equal_constructed_ones(predictor: Predictor) -> None:
+    """The request path builds ``OutputLengthEstimate`` and ``Predictions`` through their slots
+    (predictors.slots): they must be indistinguishable from constructor-built values."""
+    snapshot = FleetSnapshot(backends=(_view("a"),), taken_at_s=0.0)
+    for text, max_tokens in (("write a long essay about rivers", None), ("hi", 3), ("", None)):
+        predictions = predictor.predict(
+            RoutingRequest(features=chat_features(text, MODEL, max_tokens=max_tokens)), snapshot
+        )
+        length = predictions.output_length
+        rebuilt = OutputLengthEstimate(
+            p50_tokens=length.p50_tokens, p90_tokens=length.p90_tokens, source=length.source
+        )
+        assert length == rebuilt and hash(length) == hash(rebuilt) and repr(length) == repr(rebuilt)
+        assert 1.0 <= length.p50_tokens <= length.p90_tokens
+        if max_tokens is not None:
+            assert length.p90_tokens <= max_tokens
+        assert predictions == Predictions(output_length=rebuilt, per_backend=predictions.per_backend)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            length.p50_tokens = 1.0  # type: ignore[misc]
