@@ -147,9 +147,10 @@ class Gradient2Limit(_Windowed):
             # One cut per congestion episode (TCP cuts its window once per round trip, not per late
             # packet): a backend holding more requests than its limit for the whole window gets nothing
             # new, so this window's TTFTs are those of requests sent before the last cut. Cutting again
-            # on them collapsed one A100 to 47-63 slots with 140 streams in flight in the 3x burst
-            # (bench/overload.py); it then took no new request until most of them ended, and after the
-            # burst the other backend alone served the load while sheddable requests timed out.
+            # on them cut one A100 to 96-124 slots with ~166 streams in flight in the 3x burst
+            # (bench/overload.py, seed 3; 47-63 slots with ~140 streams under a 300 ms target); it then
+            # took no new request until dozens of them ended, and after the burst the other backend
+            # carried the load while sheddable requests timed out in the queue.
             return
         if not (self._target_ms > 0 and new_limit > self._estimate):
             # Growth under a TTFT target is taken whole: a throttled backend sees few samples, so a
