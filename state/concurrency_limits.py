@@ -13,7 +13,8 @@ Algorithms (formulas.md §5, Netflix/concurrency-limits):
   not judged against a congested past. App-limited (in flight < limit/2):
   unchanged. Otherwise ``gradient = clamp(tolerance * long / short, 0.5, 1)``,
   ``new = limit * gradient + queue_size`` and
-  ``limit = clamp((1 - s) * limit + s * new, min, max)``.
+  ``limit = clamp((1 - s) * limit + s * new, min, max)``; a window in which the backend held
+  more requests than its limit throughout (it was getting nothing new) does not cut again.
 * ``VegasLimit``: ``queue = ceil(limit * (1 - noload / short))`` with
   ``noload`` the lowest short-window TTFT seen (re-probed every
   ``30 * limit`` samples); alpha = 3 log10 L, beta = 6 log10 L; grows by beta
@@ -89,6 +90,7 @@ class _Windowed(ABC):
         self._window_sum_ms = 0.0
         self._window_n = 0
         self._window_max_in_flight = 0
+        self._window_min_in_flight: float = math.inf
 
     @property
     def limit(self) -> int:
@@ -100,20 +102,24 @@ class _Windowed(ABC):
         self._window_sum_ms += ttft_ms
         self._window_n += 1
         self._window_max_in_flight = max(self._window_max_in_flight, in_flight)
+        self._window_min_in_flight = min(self._window_min_in_flight, in_flight)
         if self._window_n >= _SHORT_WINDOW_SAMPLES:
             short_ms = max(self._window_sum_ms / self._window_n, 1e-3)
             in_flight_max = self._window_max_in_flight
+            throttled = self._window_min_in_flight > self._estimate
             self._window_sum_ms = 0.0
             self._window_n = 0
             self._window_max_in_flight = 0
-            self._update(short_ms, in_flight_max)
+            self._window_min_in_flight = math.inf
+            self._update(short_ms, in_flight_max, throttled)
 
     def on_drop(self) -> None:
         self._estimate = max(float(self._config.min), self._estimate * _DROP_BACKOFF)
 
     @abstractmethod
-    def _update(self, short_ms: float, in_flight: int) -> None:
-        """Adjust ``self._estimate`` from one window's mean TTFT and its peak in-flight count."""
+    def _update(self, short_ms: float, in_flight: int, throttled: bool) -> None:
+        """Adjust ``self._estimate`` from one window's mean TTFT, its peak in-flight count, and whether
+        the backend held more requests than its limit throughout the window (``throttled``)."""
 
 
 class Gradient2Limit(_Windowed):
@@ -122,7 +128,7 @@ class Gradient2Limit(_Windowed):
         self._long_ms: float | None = None
         self._alpha = 2.0 / (config.long_window + 1)
 
-    def _update(self, short_ms: float, in_flight: int) -> None:
+    def _update(self, short_ms: float, in_flight: int, throttled: bool) -> None:
         cfg = self._config
         long_ms = (
             short_ms if self._long_ms is None else self._long_ms + self._alpha * (short_ms - self._long_ms)
@@ -137,6 +143,15 @@ class Gradient2Limit(_Windowed):
         else:
             gradient = max(0.5, min(1.0, cfg.rtt_tolerance * long_ms / short_ms))
         new_limit = self._estimate * gradient + cfg.queue_size
+        if throttled and new_limit < self._estimate:
+            # One cut per congestion episode (TCP cuts its window once per round trip, not per late
+            # packet): a backend holding more requests than its limit for the whole window gets nothing
+            # new, so this window's TTFTs are those of requests sent before the last cut. Cutting again
+            # on them cut one A100 to 96-124 slots with ~166 streams in flight in the 3x burst
+            # (bench/overload.py, seed 3; 47-63 slots with ~140 streams under a 300 ms target); it then
+            # took no new request until dozens of them ended, and after the burst the other backend
+            # carried the load while sheddable requests timed out in the queue.
+            return
         if not (self._target_ms > 0 and new_limit > self._estimate):
             # Growth under a TTFT target is taken whole: a throttled backend sees few samples, so a
             # smoothed climb would leave it throttled long after its TTFT is back under the target.
@@ -150,7 +165,7 @@ class VegasLimit(_Windowed):
         self._noload_ms: float | None = None
         self._windows_since_probe = 0
 
-    def _update(self, short_ms: float, in_flight: int) -> None:
+    def _update(self, short_ms: float, in_flight: int, throttled: bool) -> None:
         cfg = self._config
         self._windows_since_probe += 1
         if self._noload_ms is None or short_ms < self._noload_ms:

@@ -100,3 +100,24 @@ def test_current_limits_follow_every_sample_and_drop() -> None:
     assert seen[-1] < max(seen)  # ... and shrank, and `current` followed both ways
     unlimited = ConcurrencyLimits(ConcurrencyLimitConfig(algorithm="none"), [("a", 8)])
     assert unlimited.current == {} and unlimited.limit("a") is None
+
+
+def test_gradient2_does_not_cut_again_while_the_backend_is_over_its_limit() -> None:
+    # A backend over its limit for a whole window gets nothing new: that window's TTFTs belong to
+    # requests sent before the last cut, so they must not cut again (one cut per congestion episode).
+    cfg = ConcurrencyLimitConfig(initial=100, min=4, max=1000, ttft_target_ms=500.0)
+    limiter = Gradient2Limit(cfg, 100)
+    for _ in range(10):
+        limiter.on_sample(2000.0, in_flight=100)  # at its limit: a normal congested window
+    cut = limiter.limit
+    assert cut < 100
+    for _ in range(50):
+        limiter.on_sample(2000.0, in_flight=cut + 40)  # still draining the streams it holds
+    assert limiter.limit == cut
+    for _ in range(10):
+        limiter.on_sample(2000.0, in_flight=cut)  # back at the limit and still slow: cut again
+    assert limiter.limit < cut
+    lower = limiter.limit
+    for _ in range(10):
+        limiter.on_sample(100.0, in_flight=lower + 40)  # over the limit but fast: growth is not held
+    assert limiter.limit > lower
