@@ -68,6 +68,8 @@ GRIDS["unigrams"] = {
     "quantile_rate": [0.05],
     "ranking_gain_prior": [0.5],
 }
+# Learning the online weights of the offline model's own adjacent pairs (no request-path cost).
+GRIDS["offline_pairs"] = {**GRIDS["unigrams"], "rate": [0.2], "learn_offline_pairs": [False, True]}
 ONLINE_KEYS = ("quantile_rate", "ranking_gain_prior")
 # In-distribution check: the held-out part of this split seed (the published in-distribution
 # figures use seed 0; seed 1 appears there only as the static model's tau).

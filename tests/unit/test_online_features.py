@@ -16,6 +16,7 @@ from predictors.features import length_features
 from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineLengthCorrector
 from predictors.online_features import PAIRS_PARAMS, FeatureWeightParams, OnlineFeatureWeights
+from predictors.output_length import OutputLengthModel
 from tests.unit.length_fixtures import TOPICS, chat_features, length_outcome, synthetic_samples
 
 # Cue words the offline model never saw: it cannot tell these prompts apart, the stream can.
@@ -213,3 +214,38 @@ def test_pair_links_filled_by_scoring_change_nothing(model, params: FeatureWeigh
     for row, _ in stream:
         assert scored.location_scale_score(row) == unscored.location_scale_score(row)
         assert scored.location_scale_score(row)[:2] == model.location_scale(row)
+
+
+def _pair_model() -> OutputLengthModel:
+    """Offline weights that cannot tell "alpha beta" from "beta alpha": both pairs exist at weight 0."""
+    return OutputLengthModel(
+        intercept=(4.0, 0.5),
+        k50=0.0,
+        k90=1.3,
+        scale_floor=0.05,
+        unigrams={"alpha": 0.0, "beta": 0.0},
+        bigrams={"alpha": {"beta": 0.0}, "beta": {"alpha": 0.0}},
+        categorical={},
+    )
+
+
+@pytest.mark.parametrize("learn_offline_pairs", [True, False])
+def test_word_order_is_learned_through_the_offline_models_pairs(learn_offline_pairs: bool) -> None:
+    """Same words, different order: only the offline pairs' online weights can rank these two prompts."""
+    weights = OnlineFeatureWeights(FeatureWeightParams(learn_offline_pairs=learn_offline_pairs))
+    weights.bind(_pair_model())
+    long_row = length_features(chat_features("alpha beta", "m"))
+    short_row = length_features(chat_features("beta alpha", "m"))
+    n_before = None
+    for _ in range(50):
+        weights.learn(long_row, 1.0)
+        weights.learn(short_row, -1.0)
+        n_before = n_before if n_before is not None else len(weights)
+    gap = weights.score(long_row) - weights.score(short_row)
+    if learn_offline_pairs:
+        assert gap > 0.5
+    else:
+        assert gap == pytest.approx(0.0, abs=1e-12)
+    # Pairs the offline model lacks are never created (with use_pairs off): the table stays as after step 1.
+    weights.learn(length_features(chat_features("gamma delta", "m")), 1.0)
+    assert len(weights) == n_before + 2  # the two new unigrams only
