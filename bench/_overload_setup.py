@@ -83,11 +83,17 @@ def virtual_config(the_fleet: Fleet, admission: bool, policy: str = POLICY) -> L
     return virtual_sluice_config(the_fleet, sluice_base(admission, policy))
 
 
-def step_workload(capacity_rps: float, seed: int) -> Workload:
+def control_levels() -> tuple[float, ...]:
+    """``LEVELS`` with the burst replaced by the after-burst level: the control run of ``--control``."""
+    after = LEVELS[-1]
+    return tuple(after if level > 1.0 else level for level in LEVELS)
+
+
+def step_workload(capacity_rps: float, seed: int, levels: tuple[float, ...] | None = None) -> Workload:
     params = {
         **SHAPE,
         "capacity_rps": capacity_rps,
-        "levels": ",".join(f"{x:g}" for x in LEVELS),
+        "levels": ",".join(f"{x:g}" for x in (LEVELS if levels is None else levels)),
         "step_s": STEP_S,
     }
     return build_workload("step", {"seed": seed, "priority_mix": MIX}, params)

@@ -11,6 +11,9 @@ Parts (``--part``):
   ``--seeds`` seeds each; deterministic per seed. The same retrying clients as in real time
   (``bench/_overload_retry.py``). Samples Sluice's waiting room by class and the engines' own queues
   every second.
+* ``virtual --control``: the same runs with the 3x steps at the after-burst level (0.7x), scored with
+  the burst run's phases: the recovery criterion's verdict on a fleet that was never overloaded, so
+  a burst run's recovery time can be read against it (``overload_virtual_control.json``).
 * ``realtime`` (wrap it in ``flock /tmp/sluice-realtime.lock``): ``sluice sim`` backends, then in
   turn ``sluice serve`` with admission, ``sluice serve`` without, and sglang-router 0.3.2 with
   ``--max-concurrent-requests`` and its queue, each fed the same open-loop step workload plus a
@@ -97,7 +100,7 @@ def run_virtual_part(args: argparse.Namespace, capacity: dict[str, Any]) -> dict
         for seed in args.seeds:
             cap = capacity["capacity_rps"]
             base = heapq.merge(
-                setup.step_workload(cap, seed).requests(),
+                setup.step_workload(cap, seed, setup.control_levels() if args.control else None).requests(),
                 setup.retry_workload(cap, seed).requests(),
                 key=lambda wr: wr.arrival_s,
             )
@@ -189,6 +192,13 @@ def main() -> None:
         help="systems to run, by substring of their name (e.g. 'round_robin +admission', sglang); "
         "a realtime partial run keeps the other systems of the last results file",
     )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="virtual part without the burst (its steps at the after-burst level), scored at the same "
+        "instants: how often the recovery criterion flags a fleet that never was overloaded "
+        "(writes overload_virtual_control.json)",
+    )
     parser.add_argument("--step-s", type=float, default=setup.STEP_S, help="seconds per load step (smoke: 3)")
     parser.add_argument(
         "--retry-max",
@@ -197,6 +207,8 @@ def main() -> None:
         help="retries per request of a retrying client (default: the openai client's 2)",
     )
     args = parser.parse_args()
+    if args.control and args.part != "virtual":
+        parser.error("--control is a virtual-time run")
     setup.STEP_S = args.step_s
     setup.RETRY_MAX = args.retry_max
     fleet = setup.fleet()
@@ -205,7 +217,8 @@ def main() -> None:
     config = {
         "fleet_file": str(setup.FLEET_FILE.relative_to(setup.ROOT)),
         "capacity": capacity,
-        "levels": list(setup.LEVELS),
+        "levels": list(setup.control_levels() if args.control else setup.LEVELS),
+        "scored_with_phases_of": list(setup.LEVELS),
         "step_s": setup.STEP_S,
         "shape": setup.SHAPE,
         "class_mix": setup.MIX,
@@ -226,7 +239,8 @@ def main() -> None:
                 kept[name] = system
 
     def save(systems: dict[str, Any]) -> Path:
-        return write_result(f"overload_{args.part}", config, {"systems": {**kept, **systems}})
+        name = f"overload_{args.part}" + ("_control" if args.control else "")
+        return write_result(name, config, {"systems": {**kept, **systems}})
 
     if args.part == "virtual":
         systems = run_virtual_part(args, capacity)
@@ -238,6 +252,9 @@ def main() -> None:
     for name, system in systems.items():
         print_table(name, system["runs"][0])
     path = save(systems)
+    if args.control:
+        print(f"wrote {path}")
+        return
     for png in plot_all(systems, phases(setup.STEP_S, setup.LEVELS), RESULTS / f"overload_{args.part}"):
         print(f"wrote {png}")
     print(f"wrote {path}")
