@@ -102,9 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         "--start-from", type=Path, default=DEFAULT_START, help="results JSON with config.capacity_rps"
     )
     parser.add_argument("--candidate", default="sluice_predictive")
+    parser.add_argument("--reference", default="round_robin", help="the 2x target's baseline")
     parser.add_argument("--oracle", default="oracle")
     parser.add_argument("--out", type=Path, default=RESULTS / "issue6_capacity.json")
     parser.add_argument("--resume", action="store_true", help="keep searches of --out with the same settings")
+    parser.add_argument(
+        "--tables-only", action="store_true", help="rewrite --out's tables from its searches; run nothing"
+    )
     args = parser.parse_args(argv)
     if not 0 <= args.warmup_frac < 1 or not 0 < args.rel_tol < 1:
         parser.error("--warmup-frac must be in [0, 1) and --rel-tol in (0, 1)")
@@ -117,10 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     slo = spec.slo.to_slo()
     durations = _durations(args.workload_duration_s)
     starts = _start_rates(args.start_from, args.fleet)
-    reference = spec.reference
+    reference = args.reference
 
     searches: list[dict[str, Any]] = []
-    if args.resume and args.out.is_file():
+    if (args.resume or args.tables_only) and args.out.is_file():
         searches = json.loads(args.out.read_text()).get("searches", [])
 
     def document() -> dict[str, Any]:
@@ -149,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             "figures": {"cells": rows, "markdown": markdown(rows, args.candidate, reference, args.oracle)},
         }
 
-    for workload in spec.workloads:
+    for workload in [] if args.tables_only else spec.workloads:
         duration_s = durations.get(workload.name, args.duration_s)
         settings = _settings(args, duration_s)
         for seed in args.seeds:
