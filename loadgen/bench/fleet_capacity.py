@@ -23,7 +23,7 @@ from typing import Any
 from core.config import LoadedConfig
 from loadgen.bench.capacity import replay_virtual
 from loadgen.bench.policies import config_policy, decider_factory
-from loadgen.bench.scaling import native_shape, scaled, scaling_for
+from loadgen.bench.scaling import NativeShape, native_shape, scaled, scaling_for
 from loadgen.goodput import goodput_capacity
 from loadgen.records import RequestRecord
 from loadgen.results import SLO
@@ -79,7 +79,16 @@ def search_fleet_capacity(
     params = dict(policy_params or {})
     loaded = fleet_config(fleet, policy, admission, slo, params)
     decider = decider_factory(policy, params, loaded, seed, slo)
-    shapes = {duration_s: native_shape(workload, seed, duration_s)}
+
+    # as the matrix runner: a rate-scaled workload is counted over the replay window, a time-scaled
+    # trace over its whole length (cut to the window first, it could not be compressed at all)
+    def shape_of(length_s: float) -> NativeShape:
+        key = length_s if scale_by == "rate" else -1.0
+        if key not in shapes:
+            shapes[key] = native_shape(workload, seed, length_s if scale_by == "rate" else None)
+        return shapes[key]
+
+    shapes: dict[float, NativeShape] = {}
     longest_s = max(duration_s, max_duration_s if max_duration_s is not None else duration_s)
     durations: dict[float, float] = {}
 
@@ -90,7 +99,7 @@ def search_fleet_capacity(
     def run_at_rate(rate_rps: float) -> list[RequestRecord]:
         length_s = window_s(rate_rps)
         durations[round(rate_rps, 9)] = length_s
-        shape = shapes.get(length_s) or shapes.setdefault(length_s, native_shape(workload, seed, length_s))
+        shape = shape_of(length_s)
         scaling = scaling_for(workload, shape, scale_by, rate_rps, length_s, seed, warmup_s)
         return replay_virtual(fleet, loaded, scaled(workload, seed, scaling, length_s), seed, decider)
 
@@ -98,7 +107,7 @@ def search_fleet_capacity(
         run_at_rate,
         slo,
         tuple(targets),
-        start_rps=max(start_rps if start_rps is not None else shapes[duration_s].rate_rps, 0.01),
+        start_rps=max(start_rps if start_rps is not None else shape_of(duration_s).rate_rps, 0.01),
         min_rps=0.01,
         max_rps=1e4,
         rel_tol=rel_tol,
