@@ -137,3 +137,34 @@ def test_low_rates_are_replayed_longer_for_enough_measured_requests() -> None:
         assert 10.0 <= p["duration_s"] <= 60.0
         if p["duration_s"] < 60.0:  # not capped: the window was sized for ~300 requests (Poisson noise)
             assert p["measured"] >= 0.8 * 300
+
+
+@pytest.mark.parametrize(("scale_by", "window_s"), [("rate", 30.0), ("time", None)])
+def test_a_time_scaled_trace_is_counted_over_its_whole_length_like_the_matrix(
+    monkeypatch: pytest.MonkeyPatch, scale_by: str, window_s: float | None
+) -> None:
+    """Cut to the replay window first, a trace could not be compressed and got rate-scaled instead."""
+    import loadgen.bench.fleet_capacity as fc
+
+    seen: list[float | None] = []
+    real = fc.native_shape
+
+    def spy(workload: Any, seed: int, duration_s: float | None) -> Any:
+        seen.append(duration_s)
+        return real(workload, seed, duration_s)
+
+    monkeypatch.setattr(fc, "native_shape", spy)
+    monkeypatch.setattr(fc, "replay_virtual", lambda *args: [])  # every rate fails: a short search
+    search_fleet_capacity(
+        load_fleet(DEMO),
+        build_workload("poisson"),
+        "round_robin",
+        slo=SLO(2000.0, 100.0, None),
+        targets=[0.9],
+        scale_by=scale_by,
+        seed=1,
+        duration_s=30.0,
+        warmup_s=3.0,
+        max_runs=3,
+    )
+    assert seen and set(seen) == {window_s}
