@@ -1,7 +1,8 @@
 """Issue 6's DistServe/MLPerf-style goodput: each policy's capacity on the issue-6 fleet at 90 % / 99 %.
 
-    nice -n 10 python bench/issue6_capacity.py --seeds 1 --resume \\
-        --workload-duration-s sharegpt_multiturn=30 azure_conversation=40 mooncake_conversation=420
+    nice -n 10 python bench/issue6_capacity.py --seeds 1 --resume --workloads azure_conversation \\
+        --duration-s 60 --policies round_robin sluice_predictive oracle
+    python bench/issue6_capacity.py --tables-only     # rebuild the tables of --out
 
 The fixed-load matrix (``sluice bench configs/bench/issue6.yaml``, ``bench/issue6_table.py``) counts
 good requests/s at 0.7x and 0.9x of the fleet's capacity; below capacity every decent policy serves
