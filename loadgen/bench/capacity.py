@@ -29,7 +29,7 @@ from loadgen.records import RequestRecord
 from loadgen.results import SLO
 from loadgen.sim.faults import FaultSpec
 from loadgen.sim.fleet_config import BackendSpec, Fleet, sluice_config
-from loadgen.sim.virtual import VirtualFleet, VirtualOptions
+from loadgen.sim.virtual import DeciderFactory, VirtualFleet, VirtualOptions
 from loadgen.workloads import Workload
 
 SEARCH_POLICY = "round_robin"
@@ -74,12 +74,23 @@ def _search_config(fleet: Fleet, sluice: dict[str, Any]) -> LoadedConfig:
     )
 
 
-def replay_virtual(fleet: Fleet, loaded: LoadedConfig, workload: Workload, seed: int) -> list[RequestRecord]:
-    """One virtual-time replay with the proxy's own ``DecisionEngine`` (seeded), as load-client records."""
+def replay_virtual(
+    fleet: Fleet,
+    loaded: LoadedConfig,
+    workload: Workload,
+    seed: int,
+    decider: DeciderFactory | None = None,
+) -> list[RequestRecord]:
+    """One virtual-time replay, as load-client records.
+
+    The decider is the proxy's own ``DecisionEngine`` (seeded) unless ``decider`` builds another one
+    (the matrix's ``loadgen.bench.policies.decider_factory``, so a bench-only oracle can be searched).
+    """
     vf = VirtualFleet(
         fleet,
         loaded,
-        decider_factory=lambda f: DecisionEngine.from_config(loaded, f.clock, random.Random(seed)),
+        decider_factory=decider
+        or (lambda f: DecisionEngine.from_config(loaded, f.clock, random.Random(seed))),
         options=VirtualOptions(seed=seed),
     )
     return [r.to_load_record(with_itl=False) for r in vf.run(workload.requests())]
