@@ -16,14 +16,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
 
-from core.errors import MethodNotAllowed, RouteNotFound, SluiceError, error_body
-from loadgen.sim.faults import FaultPatch
+from core.errors import MethodNotAllowed, RouteNotFound
 from loadgen.sim.fleet_config import Fleet, sluice_config
 from loadgen.sim.http11 import HttpConnection, HttpRequest
-from loadgen.sim.openai_api import decode_body
-from loadgen.sim.server import SimBackend
+from loadgen.sim.server import SimBackend, apply_fault_patch, read_fault_patch, respond_error
 
 
 class SimFleet:
@@ -83,40 +80,22 @@ class SimFleet:
         parts = request.path.strip("/").split("/")
         if request.path == "/admin/backends":
             if request.method != "GET":
-                _error(conn, MethodNotAllowed("use GET"))
+                respond_error(conn, MethodNotAllowed("use GET"))
                 return
             pairs = zip(self.addresses(), self.backends, strict=True)
             listing = [{**a, "faults": b.faults.model_dump()} for a, b in pairs]
             conn.respond(200, orjson.dumps(listing))
             return
         if len(parts) != 4 or parts[:2] != ["admin", "backends"] or parts[3] != "faults":
-            _error(conn, RouteNotFound(f"Route {request.path} not found"))
+            respond_error(conn, RouteNotFound(f"Route {request.path} not found"))
             return
         backend = self.by_name(parts[2])
         if backend is None:
-            _error(conn, RouteNotFound(f"no backend named {parts[2]!r}"))
+            respond_error(conn, RouteNotFound(f"no backend named {parts[2]!r}"))
             return
         if request.method != "POST":
-            _error(conn, MethodNotAllowed("use POST"))
+            respond_error(conn, MethodNotAllowed("use POST"))
             return
-        try:
-            patch = FaultPatch.model_validate(decode_body(request.body))
-        except SluiceError as err:
-            _error(conn, err)
-            return
-        except ValidationError as exc:
-            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            conn.respond(400, error_body(message, "invalid_request_error", "invalid_value"))
-            return
-
-        async def apply() -> None:
-            spec = await backend.set_faults(patch)
-            conn.respond(200, orjson.dumps(spec.model_dump()))
-
-        task = asyncio.ensure_future(apply())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-
-def _error(conn: HttpConnection, err: SluiceError) -> None:
-    conn.respond(err.status, err.body(), headers=list(err.headers().items()))
+        patch = read_fault_patch(conn, request)
+        if patch is not None:
+            apply_fault_patch(conn, backend, patch, self._tasks)

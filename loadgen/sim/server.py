@@ -254,16 +254,16 @@ class SimBackend:
         endpoint = _COMPLETIONS.get(path)
         if endpoint is not None:
             if request.method != "POST":
-                _error(conn, MethodNotAllowed(f"Method {request.method} not allowed for {path}"))
+                respond_error(conn, MethodNotAllowed(f"Method {request.method} not allowed for {path}"))
             else:
                 self._completion(request, conn, endpoint)
         elif path in _GETS:
             if request.method != "GET":
-                _error(conn, MethodNotAllowed(f"Method {request.method} not allowed for {path}"))
+                respond_error(conn, MethodNotAllowed(f"Method {request.method} not allowed for {path}"))
             else:
                 self._get(path, conn)
         else:
-            _error(conn, RouteNotFound(f"Route {path} not found"))
+            respond_error(conn, RouteNotFound(f"Route {path} not found"))
 
     def _get(self, path: str, conn: HttpConnection) -> None:
         if path == "/health":
@@ -319,7 +319,7 @@ class SimBackend:
                 output_spec=self.profile.output_length,
             )
         except SluiceError as err:
-            _error(conn, err)
+            respond_error(conn, err)
             return
         prefix = "chatcmpl" if endpoint is Endpoint.CHAT else "cmpl"
         request_id = request.headers.get(REQUEST_ID) or f"{self.name}-{next(self._ids)}"
@@ -363,32 +363,53 @@ class SimBackend:
 
     def _admin(self, request: HttpRequest, conn: HttpConnection) -> None:
         if request.path != "/admin/faults":
-            _error(conn, RouteNotFound(f"Route {request.path} not found"))
+            respond_error(conn, RouteNotFound(f"Route {request.path} not found"))
             return
         if request.method == "GET":
             conn.respond(200, orjson.dumps(self.faults.model_dump()))
             return
         if request.method != "POST":
-            _error(conn, MethodNotAllowed(f"Method {request.method} not allowed for {request.path}"))
+            respond_error(conn, MethodNotAllowed(f"Method {request.method} not allowed for {request.path}"))
             return
-        try:
-            patch = FaultPatch.model_validate(decode_body(request.body))
-        except SluiceError as err:
-            _error(conn, err)
-            return
-        except ValidationError as exc:
-            message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            conn.respond(400, error_body(message, "invalid_request_error", "invalid_value"))
-            return
-
-        async def apply() -> None:
-            spec = await self.set_faults(patch)
-            conn.respond(200, orjson.dumps(spec.model_dump()))
-
-        task = asyncio.ensure_future(apply())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        patch = read_fault_patch(conn, request)
+        if patch is not None:
+            apply_fault_patch(conn, self, patch, self._tasks)
 
 
-def _error(conn: HttpConnection, err: SluiceError) -> None:
+def respond_error(conn: HttpConnection, err: SluiceError) -> None:
+    """Answer ``conn`` with ``err`` in the OpenAI error format (status, body, headers from the table)."""
     conn.respond(err.status, err.body(), headers=list(err.headers().items()))
+
+
+def read_fault_patch(conn: HttpConnection, request: HttpRequest) -> FaultPatch | None:
+    """The body of a ``POST .../faults`` as a patch, or ``None`` once ``conn`` is answered with a 400.
+
+    Shared by a backend's own admin endpoint and the fleet's, so both reject bad patches alike.
+    """
+    try:
+        return FaultPatch.model_validate(decode_body(request.body))
+    except SluiceError as err:
+        respond_error(conn, err)
+    except ValidationError as exc:
+        message = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        conn.respond(400, error_body(message, "invalid_request_error", "invalid_value"))
+    return None
+
+
+def apply_fault_patch(
+    conn: HttpConnection, backend: SimBackend, patch: FaultPatch, tasks: set[asyncio.Future[None]]
+) -> None:
+    """Apply ``patch`` to ``backend`` and answer with the resulting spec.
+
+    ``set_faults`` may wait (it can close connections), so it runs as a task kept in ``tasks``
+    until done: the owner cancels what is left when it stops, and nothing is garbage-collected
+    while still running.
+    """
+
+    async def apply() -> None:
+        spec = await backend.set_faults(patch)
+        conn.respond(200, orjson.dumps(spec.model_dump()))
+
+    task = asyncio.ensure_future(apply())
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
