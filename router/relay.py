@@ -42,7 +42,8 @@ EVENT_STREAM = "text/event-stream"
 async def relay_body(
     ctx: ProxyContext, ex: Exchange, guard: InFlightGuard, watchdog: Watchdog, resp: UpstreamResponse
 ) -> web.Response:
-    watchdog.push(ctx.idle_s)
+    if not resp.done:  # a small body came with the head: read() will not wait, so no idle timer
+        watchdog.push(ctx.idle_s)
     try:
         data = await resp.read()
     except asyncio.CancelledError:

@@ -304,7 +304,6 @@ class UpstreamPool:
 def _request_head(
     method: str, target: str, host: str, headers: Iterable[tuple[str, str]], body_bytes: int
 ) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-    lines.append(f"Content-Length: {body_bytes}\r\n\r\n")
-    return "".join(lines).encode("utf-8", "surrogateescape")
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{fields}Content-Length: {body_bytes}\r\n\r\n"
+    return head.encode("utf-8", "surrogateescape")

@@ -318,3 +318,49 @@ async def test_stale_connection_after_a_stream_is_resent_and_remembered(server) 
     await _exchange(pool, origin, "/stream")
     assert (connections, pool.stale_resends) == (3, 1)
     pool.close()
+
+
+_HEAD_BYTES = st.sampled_from(
+    [
+        b"HTTP/1.1 ",
+        b"HTTP/1.0 ",
+        b"200",
+        b"404",
+        b"99",
+        b" OK",
+        b"\r\n",
+        b"\r",
+        b"\n",
+        b":",
+        b": ",
+        b" ",
+        b"\t",
+        b"\x0b",
+        b"\x1c",
+        b"\x1f",
+        b"X-A",
+        b"Content-Type",
+        b"v",
+        b"\xc3\xa9",
+        b"\xff",
+        b"abc",
+        b"",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(_HEAD_BYTES, max_size=16), prefix=st.sampled_from([b"HTTP/1.1 200 OK\r\n", b""]))
+def test_ascii_fast_path_parses_as_the_byte_parser(pieces: list[bytes], prefix: bytes) -> None:
+    """Whatever the head, ``parse_head`` (text fast path for ASCII) answers as the byte parser."""
+    from router.upstream.response import _parse_head_bytes
+
+    head = prefix + b"".join(pieces)
+    try:
+        expected = _parse_head_bytes(head)
+    except UpstreamProtocolError:
+        with pytest.raises(UpstreamProtocolError):
+            parse_head(head)
+        return
+    status, reason, headers = parse_head(head)
+    assert (status, reason, list(headers.items())) == (expected[0], expected[1], list(expected[2].items()))
