@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from core.clock import ManualClock
 from core.errors import InvalidParameter, MalformedJSON, MissingParameter, UnknownModel, UnsupportedMediaType
-from router import intake
+from router import intake, sse
 from router.hop_headers import client_response_headers, upstream_request_headers
 from router.metric_types import Counter, Histogram, LoopCollector
 from router.retry_budget import RetryBudget
@@ -183,3 +186,21 @@ def test_loop_metrics_render() -> None:
     assert 't_seconds_sum{a="x"} 5.65' in text
     with pytest.raises(ValueError, match="expected labels"):
         counter.labels("x", "y")
+
+
+_ONE_BYTE_PER_STEP = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')  # the plain form
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b'"usage"', b":", b" ", b"{", b"}", b'"a":1', b",", b"null", b"x", b"\n"]),
+        max_size=24,
+    )
+)
+def test_usage_pattern_matches_as_the_plain_form(pieces: list[bytes]) -> None:
+    """The possessive pattern of ``router.sse`` finds exactly what the backtracking form finds."""
+    tail = b"".join(pieces)
+    for start in range(len(tail) + 1):
+        ours, plain = sse._USAGE_OBJECT.match(tail, start), _ONE_BYTE_PER_STEP.match(tail, start)
+        assert (ours and ours.group(1)) == (plain and plain.group(1))
