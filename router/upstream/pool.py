@@ -207,7 +207,10 @@ class UpstreamPool:
         self, origin: Origin, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes
     ) -> UpstreamResponse:
         head = _request_head(method, origin.base_path + path, origin.host_header, headers, len(body))
-        conn, reused = await self._acquire(origin)
+        conn = self._idle_connection(origin)
+        reused = conn is not None
+        if conn is None:
+            conn, reused = await self._connect(origin)
         try:
             response = await conn.send(head, body)
         except ConnectFailed:
@@ -261,16 +264,20 @@ class UpstreamPool:
     def reuses_after_stream(self, origin: Origin) -> bool:
         return origin not in self._no_reuse_after_stream
 
-    async def _acquire(self, key: Origin) -> tuple[UpstreamConnection, bool]:
+    def _idle_connection(self, key: Origin) -> UpstreamConnection | None:
+        """The most recently pooled live connection to ``key`` (stale ones are closed), or None.
+
+        Not a coroutine: a pooled connection is the common case and needs no waiting.
+        """
         idle = self._idle.get(key)
         if idle:
             oldest_ok = asyncio.get_running_loop().time() - self._keepalive_s
             while idle:
                 conn = idle.pop()
                 if not conn.closed and conn.idle_since >= oldest_ok:
-                    return conn, True
+                    return conn
                 conn.abort()
-        return await self._connect(key)
+        return None
 
     async def _connect(self, key: Origin) -> tuple[UpstreamConnection, bool]:
         loop = asyncio.get_running_loop()

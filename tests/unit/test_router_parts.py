@@ -204,3 +204,32 @@ def test_usage_pattern_matches_as_the_plain_form(pieces: list[bytes]) -> None:
     for start in range(len(tail) + 1):
         ours, plain = sse._USAGE_OBJECT.match(tail, start), _ONE_BYTE_PER_STEP.match(tail, start)
         assert (ours and ours.group(1)) == (plain and plain.group(1))
+
+
+def test_response_headers_sluice_names_replace_the_backends_in_place() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from router.exchange import Exchange
+    from router.relay import _response_headers
+
+    ex = Exchange("rid-9", 0.0)
+    ex.backend_id = "b0"
+
+    def names(backend: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        resp: Any = SimpleNamespace(headers=CIMultiDict(backend))
+        return list(CIMultiDict(_response_headers(resp, ex)).items())
+
+    plain = [("Content-Type", "application/json"), ("Connection", "keep-alive"), ("X-Own", "1")]
+    assert names(plain) == [
+        ("Content-Type", "application/json"),
+        ("X-Own", "1"),
+        ("x-request-id", "rid-9"),
+        ("x-sluice-backend", "b0"),
+    ]
+    clashing = [("X-Request-Id", "theirs"), ("Content-Type", "application/json")]
+    assert names(clashing) == [
+        ("x-request-id", "rid-9"),
+        ("Content-Type", "application/json"),
+        ("x-sluice-backend", "b0"),
+    ]
