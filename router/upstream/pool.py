@@ -95,22 +95,29 @@ class UpstreamConnection(asyncio.Protocol):
         if self._head_waiter is None:
             self.abort()  # bytes nobody asked for
             return
-        self._head += data
+        if self._head:  # a head split across reads: join the pieces
+            self._head += data
+            data = bytes(self._head)
         try:
-            self._parse_head()
+            self._parse_head(data)
         except UpstreamProtocolError as exc:
             self._fail_head(exc)
 
-    def _parse_head(self) -> None:
+    def _parse_head(self, buffered: bytes) -> None:
+        """Parse the head(s) at the start of ``buffered``; keep an incomplete one for the next read.
+
+        Works on the bytes as received: a small answer (head and body in one read) is sliced once,
+        not copied through the buffer.
+        """
         while True:
-            end = self._head.find(b"\r\n\r\n")
+            end = buffered.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._head) > MAX_HEAD_BYTES:
+                if len(buffered) > MAX_HEAD_BYTES:
                     raise UpstreamProtocolError("response head too large")
+                self._head = bytearray(buffered)
                 return
-            status, reason, headers = parse_head(bytes(self._head[:end]))
-            rest = bytes(self._head[end + 4 :])
-            self._head = bytearray(rest)
+            status, reason, headers = parse_head(buffered[:end])
+            buffered = buffered[end + 4 :]
             if 100 <= status < 200 and status != 101:
                 continue  # informational (100 Continue): the real head follows
             assert self.transport is not None
@@ -121,7 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
             waiter, self._head_waiter = self._head_waiter, None
             if waiter is not None and not waiter.done():
                 waiter.set_result(response)
-            response.start(rest)
+            response.start(buffered)
             return
 
     def _fail_head(self, exc: BaseException) -> None:

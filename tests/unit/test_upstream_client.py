@@ -364,3 +364,30 @@ def test_ascii_fast_path_parses_as_the_byte_parser(pieces: list[bytes], prefix: 
         return
     status, reason, headers = parse_head(head)
     assert (status, reason, list(headers.items())) == (expected[0], expected[1], list(expected[2].items()))
+
+
+@settings(max_examples=150, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10), informational=st.booleans())
+def test_head_parsed_under_any_split_of_the_reads(cuts: list[int], informational: bool) -> None:
+    """The connection finds the head (after a 100 Continue) however the bytes are split across reads."""
+    from router.upstream.pool import UpstreamConnection
+
+    body = b'{"ok": true}'
+    wire = (b"HTTP/1.1 100 Continue\r\n\r\n" if informational else b"") + (
+        b"HTTP/1.1 201 Created\r\nX-A: 1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+    async def scenario() -> tuple[int, str, bytes]:
+        pool = UpstreamPool(connect_timeout_s=1.0, keepalive_s=60.0)
+        conn = UpstreamConnection(pool, Origin("127.0.0.1", 1, False, ""))
+        conn.connection_made(_FakeTransport())  # type: ignore[arg-type]
+        waiter: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
+        conn._head_waiter = waiter
+        points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
+        for a, b in itertools.pairwise(points):
+            if b > a:
+                conn.data_received(wire[a:b])
+        response = await waiter
+        return response.status, response.headers["X-A"], await response.read()
+
+    assert asyncio.run(scenario()) == (201, "1", body)
