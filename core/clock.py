@@ -18,12 +18,15 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """Wall-time monotonic clock for the real data plane."""
+    """Wall-time monotonic clock for the real data plane.
+
+    ``now_s`` is ``time.monotonic`` itself, not a method wrapping it: the proxy reads the clock
+    about fourteen times per request, and the wrapper's Python frame cost more than the read.
+    """
 
     __slots__ = ()
 
-    def now_s(self) -> float:
-        return time.monotonic()
+    now_s = staticmethod(time.monotonic)
 
 
 class ManualClock:

@@ -100,6 +100,14 @@ class CostTable(Mapping[BackendId, BackendCostEstimate]):
         )
         return built
 
+    def get(  # type: ignore[override]  # the two-argument form of Mapping.get's overloads
+        self, backend_id: BackendId, default: BackendCostEstimate | None = None
+    ) -> BackendCostEstimate | None:
+        """``Mapping.get`` without its ``try``/``KeyError`` frame (routing reads the chosen cost)."""
+        if backend_id in self._position:
+            return self[backend_id]
+        return default
+
     def __contains__(self, backend_id: object) -> bool:
         return backend_id in self._position
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from core.fast_init import fast_frozen_init
+
 BackendId = str
 
 _EMPTY_INT_MAP: Mapping[str, int] = MappingProxyType({})
@@ -47,6 +49,7 @@ class Health(StrEnum):
     DOWN = "down"
 
 
+@fast_frozen_init  # built per request: core.fast_init says why
 @dataclass(frozen=True, slots=True)
 class RequestFeatures:
     """Everything a decision may know about one request, taken from the request only.
@@ -79,6 +82,7 @@ class RequestFeatures:
     client_retry_count: int | None = None
 
 
+@fast_frozen_init  # built per request: core.fast_init says why
 @dataclass(frozen=True, slots=True)
 class BackendView:
     """One backend as seen at snapshot time.
@@ -152,6 +156,7 @@ class EngineMetrics:
     prefix_hit_rate_frac: float | None = None
 
 
+@fast_frozen_init  # built per request: core.fast_init says why
 @dataclass(frozen=True, slots=True)
 class FleetSnapshot:
     """All backends at one instant; taken once per decision and never mutated."""
@@ -187,6 +192,7 @@ class OutputLengthEstimate:
     source: str = "prior"
 
 
+@fast_frozen_init  # built per request: core.fast_init says why
 @dataclass(frozen=True, slots=True)
 class BackendCostEstimate:
     """Predicted cost of running one request on one backend."""
@@ -218,6 +224,7 @@ class SLOTargets:
 _NO_SLO = SLOTargets()
 
 
+@fast_frozen_init  # built per request: core.fast_init says why
 @dataclass(frozen=True, slots=True)
 class RoutingRequest:
     """Input of a routing policy: the request, its prefix matches, predictions and SLOs.
@@ -236,6 +243,7 @@ class RoutingRequest:
     slo: SLOTargets = _NO_SLO
 
 
+@fast_frozen_init  # built per request: core.fast_init says why
 @dataclass(frozen=True, slots=True)
 class RoutingDecision:
     """A ranked list of backends (first = chosen, rest = retry fallbacks) with its explanation.
@@ -309,6 +317,7 @@ class EnqueueResult:
     evicted_retry_after_s: float = 0.0
 
 
+@fast_frozen_init  # built per request: core.fast_init says why
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What actually happened to one request; feeds online learning and metrics.

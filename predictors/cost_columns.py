@@ -106,7 +106,17 @@ class _Eligible:
 class FleetColumns:
     """Request-independent cost terms of every backend, updated row by row (see module docstring)."""
 
-    __slots__ = ("_coefs_for", "_columns", "_dirty", "_eligible", "_ids", "_row_of", "_terms", "_views")
+    __slots__ = (
+        "_coefs_for",
+        "_columns",
+        "_dirty",
+        "_eligible",
+        "_ids",
+        "_row_of",
+        "_terms",
+        "_uses_columns",
+        "_views",
+    )
 
     def __init__(self, coefs_for: Callable[[BackendId], Coefficients]) -> None:
         self._coefs_for = coefs_for
@@ -117,6 +127,8 @@ class FleetColumns:
         self._terms: list[tuple[float, ...]] = []  # the same rows as Python floats (small fleets)
         self._eligible: dict[str | None, _Eligible] = {}
         self._dirty: set[BackendId] = set()
+        # Whether ``table`` can take the numpy path: only with more than SMALL_FLEET_ROWS backends.
+        self._uses_columns = False
 
     def coefficients_changed(self, backend_id: BackendId) -> None:
         """Recompute this backend's row at the next ``sync`` (its coefficients were re-learned)."""
@@ -151,6 +163,7 @@ class FleetColumns:
         self._row_of = {backend_id: i for i, backend_id in enumerate(self._ids)}
         self._columns = tuple(np.zeros(len(views)) for _ in range(_COLUMNS))
         self._terms = [()] * len(views)
+        self._uses_columns = len(views) > SMALL_FLEET_ROWS
         self._eligible.clear()
         self._dirty.clear()
         for i, view in enumerate(views):
@@ -159,8 +172,9 @@ class FleetColumns:
     def _set_row(self, row: int, view: BackendView) -> None:
         terms = row_terms(view, self._coefs_for(view.backend_id))
         self._terms[row] = terms
-        for column, value in zip(self._columns, terms, strict=True):
-            column[row] = value
+        if self._uses_columns:  # a small fleet's table reads ``_terms`` only: skip six numpy stores
+            for column, value in zip(self._columns, terms, strict=True):
+                column[row] = value
 
     def _eligible_for(self, model: str | None) -> _Eligible:
         eligible = self._eligible.get(model)

@@ -40,7 +40,7 @@ dispatch made sluice_predictive herd: see ``LatencyModel.observe``.
 Memory is bounded: at most ``max_backends`` backends (LRU by last observation).
 Prediction is plain Python arithmetic over tuples. Learning folds each
 observation into the normal equations (a few multiply-adds) and re-solves the
-6x6 system (~15 us in plain Python; numpy's call overhead would triple it)
+6x6 system (~13 us as Python loops, ~3 us written out per dimension; numpy's call overhead would cost more)
 after every observation for a backend's first ``warmup_samples`` and then
 every ``solve_every`` observations: with ~1/(1-forgetting) = 500 samples of
 memory, coefficients 7 samples late differ from fresh ones by about 1% of the
@@ -52,8 +52,9 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import cache
 
 from core.cost_table import CostTable
 from core.types import BackendCostEstimate, BackendView, Health, RequestFeatures
@@ -108,36 +109,70 @@ def _solve_spd(matrix: list[list[float]], rhs: list[float]) -> list[float]:
     """Solve ``matrix @ x = rhs`` for a small symmetric positive-definite matrix (Cholesky, pure Python).
 
     Reads only the upper triangle (``matrix[j][i]``, ``j <= i``): ``ForgettingRidge`` keeps no other.
-    Plain lists beat numpy by ~5x at this size (numpy's per-call overhead
-    dominates a 6x6 solve), and this runs once per finished request.
+    Plain Python floats beat numpy by ~5x at this size (numpy's per-call overhead dominates a 6x6
+    solve), and the loops are written out per dimension (``_solver``).
     """
-    n = len(rhs)
-    low = [[0.0] * n for _ in range(n)]
-    for i in range(n):
-        row_i = low[i]
+    return _solver(len(rhs))(matrix, rhs)
+
+
+_Vec = tuple[float, ...]
+_Fold = Callable[[list[list[float]], list[float], _Vec, float, float, float, _Vec, _Vec], None]
+
+
+@cache
+def _fold_step(dim: int) -> _Fold:
+    """``ForgettingRidge``'s forgetting step for ``dim`` terms, written out (no loops, no range objects).
+
+    Per row ``i``: ``M[i][j] = M[i][j] * keep + (weight * x_i) * x_j`` for ``j >= i``, the diagonal
+    then gets ``+ refill_precision[i]``, and ``r[i] = r[i] * keep + (weight * x_i) * y + refill_prior[i]``:
+    the loop's operations in the loop's order, so the same floats (tests/unit/test_latency_model.py
+    compares the two). The loop form cost ~3 us per 6-term sample, this one ~1.3 us.
+    """
+    names = ", ".join(f"x{i}" for i in range(dim))
+    lines = [
+        "def fold(m, r, terms, observed, weight, keep, refill_precision, refill_prior):",
+        f"    ({names},) = terms",
+    ]
+    for i in range(dim):
+        lines += [f"    w = weight * x{i}", f"    row = m[{i}]"]
+        lines.append(f"    row[{i}] = row[{i}] * keep + w * x{i} + refill_precision[{i}]")
+        lines += [f"    row[{j}] = row[{j}] * keep + w * x{j}" for j in range(i + 1, dim)]
+        lines.append(f"    r[{i}] = r[{i}] * keep + w * observed + refill_prior[{i}]")
+    namespace: dict[str, object] = {}
+    exec("\n".join(lines), namespace)  # generated from ``dim`` alone
+    fold: _Fold = namespace["fold"]  # type: ignore[assignment]
+    return fold
+
+
+@cache
+def _solver(dim: int) -> Callable[[list[list[float]], list[float]], list[float]]:
+    """``_solve_spd`` for ``dim`` unknowns, written out: the loops' operations in the loops' order.
+
+    Cholesky entries, the forward and the back substitution each become one expression whose
+    subtractions run left to right as the loop's ``total -= ...`` did, so every float is the same
+    (tests/unit/test_latency_model.py compares them); a 6x6 solve ~3x faster.
+    """
+    lines = ["def solve(matrix, rhs):"]
+    lines += [f"    m{j} = matrix[{j}]" for j in range(dim)]
+    for i in range(dim):
         for j in range(i + 1):
-            row_j = low[j]
-            total = matrix[j][i]
-            for k in range(j):
-                total -= row_i[k] * row_j[k]
+            terms = "".join(f" - l{i}_{k} * l{j}_{k}" for k in range(j))
+            lines.append(f"    total = m{j}[{i}]{terms}")
             if i == j:
-                row_i[i] = math.sqrt(total if total > 1e-300 else 1e-300)
+                lines.append(f"    l{i}_{i} = sqrt(total if total > 1e-300 else 1e-300)")
             else:
-                row_i[j] = total / row_j[j]
-    y = [0.0] * n
-    for i in range(n):
-        total = rhs[i]
-        row_i = low[i]
-        for k in range(i):
-            total -= row_i[k] * y[k]
-        y[i] = total / row_i[i]
-    x = [0.0] * n
-    for i in range(n - 1, -1, -1):
-        total = y[i]
-        for k in range(i + 1, n):
-            total -= low[k][i] * x[k]
-        x[i] = total / low[i][i]
-    return x
+                lines.append(f"    l{i}_{j} = total / l{j}_{j}")
+    for i in range(dim):
+        terms = "".join(f" - l{i}_{k} * y{k}" for k in range(i))
+        lines.append(f"    y{i} = (rhs[{i}]{terms}) / l{i}_{i}")
+    for i in range(dim - 1, -1, -1):
+        terms = "".join(f" - l{k}_{i} * x{k}" for k in range(i + 1, dim))
+        lines.append(f"    x{i} = (y{i}{terms}) / l{i}_{i}")
+    lines.append("    return [" + ", ".join(f"x{i}" for i in range(dim)) + "]")
+    namespace: dict[str, object] = {"sqrt": math.sqrt}
+    exec("\n".join(lines), namespace)  # generated from ``dim`` alone
+    solve: Callable[[list[list[float]], list[float]], list[float]] = namespace["solve"]  # type: ignore[assignment]
+    return solve
 
 
 class ForgettingRidge:
@@ -155,6 +190,7 @@ class ForgettingRidge:
     """
 
     __slots__ = (
+        "_fold",
         "_forgetting",
         "_m",
         "_pending",
@@ -187,6 +223,7 @@ class ForgettingRidge:
         )
         self._warmup = priors.warmup_samples
         self._solve_every = priors.solve_every
+        self._fold = _fold_step(dim)
         self._updates = 0  # samples folded in, ever
         self._pending = 0  # samples folded in since the last solve
         self.coef: tuple[float, ...] = self._prior_mean
@@ -195,16 +232,8 @@ class ForgettingRidge:
     def update(self, terms: tuple[float, ...], observed: float, weight: float) -> bool:
         """Fold one sample in; returns whether ``coef`` was re-solved."""
         keep = self._forgetting
-        m, r = self._m, self._r
         refill_precision, refill_prior = self._refill_precision, self._refill_prior
-        dim = len(r)
-        for i in range(dim):
-            weighted = weight * terms[i]
-            row = m[i]
-            for j in range(i, dim):
-                row[j] = row[j] * keep + weighted * terms[j]
-            row[i] += refill_precision[i]
-            r[i] = r[i] * keep + weighted * observed + refill_prior[i]
+        self._fold(self._m, self._r, terms, observed, weight, keep, refill_precision, refill_prior)
         self.n = self.n * keep + 1.0
         self._updates += 1
         self._pending += 1

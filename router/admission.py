@@ -30,15 +30,15 @@ def _shed_error(reason: ShedReason, retry_after_s: float) -> ShedError:
     )
 
 
-async def admit(
-    features: RequestFeatures,
-    fleet: FleetState,
-    decider: Decider,
-    clock: Clock,
-    max_in_flight: int | None,
-    room: AsyncWaitingRoom,
-) -> FleetSnapshot:
-    """Return the snapshot to route on, or raise a ``Rejected`` error (429)."""
+def admit(
+    features: RequestFeatures, fleet: FleetState, decider: Decider, max_in_flight: int | None
+) -> tuple[FleetSnapshot, Queue | None]:
+    """The snapshot to route on and, when the verdict is ``Queue``, that verdict (then await
+    ``wait_in_room``); raises a ``Rejected`` error (429) for a shed request.
+
+    Not a coroutine: most requests are admitted at once, and awaiting a coroutine that never
+    waits still costs its creation and frame on every request.
+    """
     if max_in_flight is not None and fleet.total_in_flight >= max_in_flight:
         raise ShedError(
             f"Sluice is at its limit of {max_in_flight} requests in flight; retry later",
@@ -49,14 +49,25 @@ async def admit(
     verdict = decider.admit(features, snapshot)
     if isinstance(verdict, Shed):
         raise _shed_error(verdict.reason, verdict.retry_after_s)
-    if isinstance(verdict, Queue):
-        placed = decider.enqueue(features, verdict)
-        for evicted_id in placed.evicted:
-            room.reject(evicted_id, _shed_error(ShedReason.QUEUE_FULL, placed.evicted_retry_after_s))
-        if placed.shed is not None:
-            raise _shed_error(placed.shed.reason, placed.shed.retry_after_s)
-        await room.wait(
-            features.request_id, verdict.deadline_s, clock.now_s(), lambda: decider.retry_after_s(features)
-        )
-        snapshot = fleet.snapshot()
-    return snapshot
+    return snapshot, verdict if isinstance(verdict, Queue) else None
+
+
+async def wait_in_room(
+    features: RequestFeatures,
+    verdict: Queue,
+    fleet: FleetState,
+    decider: Decider,
+    clock: Clock,
+    room: AsyncWaitingRoom,
+) -> FleetSnapshot:
+    """Queue the request (evicting less important ones if the decider says so) until it may go on;
+    returns the snapshot to route on, or raises the 429 of an eviction, a refusal or a timeout."""
+    placed = decider.enqueue(features, verdict)
+    for evicted_id in placed.evicted:
+        room.reject(evicted_id, _shed_error(ShedReason.QUEUE_FULL, placed.evicted_retry_after_s))
+    if placed.shed is not None:
+        raise _shed_error(placed.shed.reason, placed.shed.retry_after_s)
+    await room.wait(
+        features.request_id, verdict.deadline_s, clock.now_s(), lambda: decider.retry_after_s(features)
+    )
+    return fleet.snapshot()

@@ -47,26 +47,20 @@ def _dropped(source: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str]
 
 def upstream_request_headers(
     source: CIMultiDictProxy[str] | CIMultiDict[str], request_id: str
-) -> CIMultiDict[str]:
-    """Headers to send the backend for a client request."""
+) -> list[tuple[str, str]]:
+    """Headers to send the backend for a client request, in order, ``x-request-id`` last.
+
+    A list of pairs, not a multidict: the upstream client only iterates them once per attempt.
+    """
     extra = _dropped(source)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in source.items():
-        lower = name.lower()
-        if lower in _DROPPED_UPSTREAM or (extra is not None and lower in extra):
-            continue
-        out.add(name, value)
-    out[headers.REQUEST_ID] = request_id
+    dropped = _DROPPED_UPSTREAM if extra is None else _DROPPED_UPSTREAM | extra
+    out = [(name, value) for name, value in source.items() if name.lower() not in dropped]
+    out.append((headers.REQUEST_ID, request_id))
     return out
 
 
 def client_response_headers(source: CIMultiDictProxy[str] | CIMultiDict[str]) -> CIMultiDict[str]:
     """Headers to send the client from a backend response (Sluice adds its own after)."""
     extra = _dropped(source)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in source.items():
-        lower = name.lower()
-        if lower in _ALWAYS_DROPPED or (extra is not None and lower in extra):
-            continue
-        out.add(name, value)
-    return out
+    dropped = _ALWAYS_DROPPED if extra is None else _ALWAYS_DROPPED | extra
+    return CIMultiDict([(name, value) for name, value in source.items() if name.lower() not in dropped])

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from core.errors import BackendBadResponse, BackendConnectError, BackendTimeout
 from core.types import RequestFeatures, RoutingDecision
@@ -71,7 +70,7 @@ async def _attempt(
     ex: Exchange,
     guard: InFlightGuard,
     body: bytes,
-    upstream_headers: CIMultiDict[str],
+    upstream_headers: list[tuple[str, str]],
     has_next: bool,
 ) -> web.StreamResponse | str:
     """Relay this backend's answer, or return a retry reason (only when a retry was granted)."""
@@ -81,7 +80,7 @@ async def _attempt(
     try:
         try:
             resp = await pool.request(
-                ctx.origins[backend_id], "POST", request.raw_path, upstream_headers.items(), body
+                ctx.origins[backend_id], "POST", request.raw_path, upstream_headers, body
             )
         except asyncio.CancelledError:
             if watchdog.expired():

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from multidict import CIMultiDict
 
 from core.errors import (
     BackendBadResponse,
@@ -42,7 +43,8 @@ EVENT_STREAM = "text/event-stream"
 async def relay_body(
     ctx: ProxyContext, ex: Exchange, guard: InFlightGuard, watchdog: Watchdog, resp: UpstreamResponse
 ) -> web.Response:
-    watchdog.push(ctx.idle_s)
+    if not resp.done:  # a small body came with the head: read() will not wait, so no idle timer
+        watchdog.push(ctx.idle_s)
     try:
         data = await resp.read()
     except asyncio.CancelledError:
@@ -65,9 +67,15 @@ async def relay_body(
         ex.usage = usage
         if usage is not None and usage.completion_tokens is not None:
             ex.output_tokens = usage.completion_tokens
+    return web.Response(body=data, status=resp.status, headers=_response_headers(resp, ex))
+
+
+def _response_headers(resp: UpstreamResponse, ex: Exchange) -> CIMultiDict[str]:
+    """The backend's end-to-end headers, then Sluice's own (``x-request-id``, ``x-sluice-*``), which
+    replace any the backend sent under the same names (in place)."""
     out = client_response_headers(resp.headers)
     out.update(ex.response_headers())
-    return web.Response(body=data, status=resp.status, headers=out)
+    return out
 
 
 async def relay_stream(
@@ -78,9 +86,7 @@ async def relay_stream(
     watchdog: Watchdog,
     resp: UpstreamResponse,
 ) -> web.StreamResponse:
-    out = client_response_headers(resp.headers)
-    out.update(ex.response_headers())
-    stream = web.StreamResponse(status=resp.status, headers=out)
+    stream = web.StreamResponse(status=resp.status, headers=_response_headers(resp, ex))
     ex.status = resp.status
     ex.streamed = True
     tally = StreamTally()

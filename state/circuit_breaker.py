@@ -52,6 +52,8 @@ class CircuitBreaker:
 
     def allows_request(self, now_s: float) -> bool:
         """Whether a new request may be sent now (closed, or half-open with the probe slot free)."""
+        if self._open_until_s is None:  # closed: read for every snapshot view, so no state() call
+            return True
         state = self.state(now_s)
         if state is BreakerState.CLOSED:
             return True
@@ -63,6 +65,8 @@ class CircuitBreaker:
 
     def on_request_start(self, now_s: float) -> bool:
         """Note a request being sent; returns True when it is the half-open probe."""
+        if self._open_until_s is None:  # closed (every request while healthy)
+            return False
         if self.state(now_s) is BreakerState.HALF_OPEN and not self._probe_in_flight:
             self._probe_in_flight = True
             return True

@@ -95,22 +95,29 @@ class UpstreamConnection(asyncio.Protocol):
         if self._head_waiter is None:
             self.abort()  # bytes nobody asked for
             return
-        self._head += data
+        if self._head:  # a head split across reads: join the pieces
+            self._head += data
+            data = bytes(self._head)
         try:
-            self._parse_head()
+            self._parse_head(data)
         except UpstreamProtocolError as exc:
             self._fail_head(exc)
 
-    def _parse_head(self) -> None:
+    def _parse_head(self, buffered: bytes) -> None:
+        """Parse the head(s) at the start of ``buffered``; keep an incomplete one for the next read.
+
+        Works on the bytes as received: a small answer (head and body in one read) is sliced once,
+        not copied through the buffer.
+        """
         while True:
-            end = self._head.find(b"\r\n\r\n")
+            end = buffered.find(b"\r\n\r\n")
             if end < 0:
-                if len(self._head) > MAX_HEAD_BYTES:
+                if len(buffered) > MAX_HEAD_BYTES:
                     raise UpstreamProtocolError("response head too large")
+                self._head = bytearray(buffered)
                 return
-            status, reason, headers = parse_head(bytes(self._head[:end]))
-            rest = bytes(self._head[end + 4 :])
-            self._head = bytearray(rest)
+            status, reason, headers = parse_head(buffered[:end])
+            buffered = buffered[end + 4 :]
             if 100 <= status < 200 and status != 101:
                 continue  # informational (100 Continue): the real head follows
             assert self.transport is not None
@@ -121,7 +128,7 @@ class UpstreamConnection(asyncio.Protocol):
             waiter, self._head_waiter = self._head_waiter, None
             if waiter is not None and not waiter.done():
                 waiter.set_result(response)
-            response.start(rest)
+            response.start(buffered)
             return
 
     def _fail_head(self, exc: BaseException) -> None:
@@ -207,7 +214,10 @@ class UpstreamPool:
         self, origin: Origin, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes
     ) -> UpstreamResponse:
         head = _request_head(method, origin.base_path + path, origin.host_header, headers, len(body))
-        conn, reused = await self._acquire(origin)
+        conn = self._idle_connection(origin)
+        reused = conn is not None
+        if conn is None:
+            conn, reused = await self._connect(origin)
         try:
             response = await conn.send(head, body)
         except ConnectFailed:
@@ -261,16 +271,20 @@ class UpstreamPool:
     def reuses_after_stream(self, origin: Origin) -> bool:
         return origin not in self._no_reuse_after_stream
 
-    async def _acquire(self, key: Origin) -> tuple[UpstreamConnection, bool]:
+    def _idle_connection(self, key: Origin) -> UpstreamConnection | None:
+        """The most recently pooled live connection to ``key`` (stale ones are closed), or None.
+
+        Not a coroutine: a pooled connection is the common case and needs no waiting.
+        """
         idle = self._idle.get(key)
         if idle:
             oldest_ok = asyncio.get_running_loop().time() - self._keepalive_s
             while idle:
                 conn = idle.pop()
                 if not conn.closed and conn.idle_since >= oldest_ok:
-                    return conn, True
+                    return conn
                 conn.abort()
-        return await self._connect(key)
+        return None
 
     async def _connect(self, key: Origin) -> tuple[UpstreamConnection, bool]:
         loop = asyncio.get_running_loop()
@@ -304,7 +318,6 @@ class UpstreamPool:
 def _request_head(
     method: str, target: str, host: str, headers: Iterable[tuple[str, str]], body_bytes: int
 ) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n"]
-    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
-    lines.append(f"Content-Length: {body_bytes}\r\n\r\n")
-    return "".join(lines).encode("utf-8", "surrogateescape")
+    fields = "".join([f"{name}: {value}\r\n" for name, value in headers])
+    head = f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{fields}Content-Length: {body_bytes}\r\n\r\n"
+    return head.encode("utf-8", "surrogateescape")

@@ -37,7 +37,48 @@ class UpstreamClosed(Exception):
     """The connection ended before the response was complete."""
 
 
+# What ``bytes.strip()`` removes; ``str.strip()`` also removes \x1c-\x1f, so the text path names them.
+_BYTES_WHITESPACE = " \t\n\r\x0b\x0c"
+
+
 def parse_head(head: bytes) -> tuple[int, str, CIMultiDict[str]]:
+    """Status, reason and headers of a response head (without its final blank line).
+
+    An ASCII head (every real backend's) is decoded once and split as text; anything the text path
+    does not accept as valid goes through ``_parse_head_bytes``, which decides and names the error.
+    Both give the same result for a valid ASCII head (tests/unit/test_upstream_client.py).
+    """
+    if head.isascii():
+        parsed = _parse_ascii_head(head.decode("ascii"))
+        if parsed is not None:
+            return parsed
+    return _parse_head_bytes(head)
+
+
+def _parse_ascii_head(text: str) -> tuple[int, str, CIMultiDict[str]] | None:
+    """``_parse_head_bytes`` for a valid ASCII head (~2x faster: one decode, one multidict build);
+    None for anything it would reject."""
+    lines = text.split("\r\n")
+    separators = len(lines) - 1
+    if text.count("\n") != separators or text.count("\r") != separators:
+        return None  # a bare CR or LF inside a line
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        return None
+    status = int(parts[1])
+    if not 100 <= status <= 599:
+        return None
+    pairs = []
+    whitespace = _BYTES_WHITESPACE
+    for line in lines[1:]:
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip(whitespace):
+            return None
+        pairs.append((name, value.strip(whitespace)))
+    return status, parts[2] if len(parts) == 3 else "", CIMultiDict(pairs)
+
+
+def _parse_head_bytes(head: bytes) -> tuple[int, str, CIMultiDict[str]]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not parts[1].isdigit():

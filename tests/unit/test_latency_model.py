@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import random
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -14,6 +17,7 @@ from predictors.latency import (
     ForgettingRidge,
     LatencyModel,
     LatencyPriors,
+    _fold_step,
     _solve_spd,
     backend_load,
     request_terms,
@@ -283,3 +287,81 @@ def test_ridge_solve_reads_the_upper_triangle_only() -> None:
     free = [i for i in range(6) if ridge.coef[i] > 0.0]
     expected = np.linalg.solve(m[np.ix_(free, free)], np.array(ridge._r)[free])
     assert np.allclose([ridge.coef[i] for i in free], expected, rtol=1e-9)
+
+
+def _loop_fold(
+    m: list[list[float]],
+    r: list[float],
+    terms: tuple[float, ...],
+    observed: float,
+    weight: float,
+    keep: float,
+    refill_precision: tuple[float, ...],
+    refill_prior: tuple[float, ...],
+) -> None:
+    """The forgetting step as loops (its definition in ``ForgettingRidge``'s docstring)."""
+    dim = len(r)
+    for i in range(dim):
+        weighted = weight * terms[i]
+        row = m[i]
+        for j in range(i, dim):
+            row[j] = row[j] * keep + weighted * terms[j]
+        row[i] += refill_precision[i]
+        r[i] = r[i] * keep + weighted * observed + refill_prior[i]
+
+
+@pytest.mark.parametrize("dim", [1, 2, 6])
+def test_written_out_fold_gives_the_loops_floats(dim: int) -> None:
+    rng = random.Random(dim)
+    fold = _fold_step(dim)
+    m_a = [[rng.uniform(0, 3) for _ in range(dim)] for _ in range(dim)]
+    r_a = [rng.uniform(0, 3) for _ in range(dim)]
+    m_b, r_b = [row[:] for row in m_a], r_a[:]
+    precision = tuple(rng.uniform(0, 1e-3) for _ in range(dim))
+    prior = tuple(rng.uniform(0, 1e-2) for _ in range(dim))
+    for _ in range(500):
+        terms = tuple(rng.uniform(0, 20) for _ in range(dim))
+        observed, weight = rng.uniform(1, 900), rng.uniform(1e-6, 1.0)
+        _loop_fold(m_a, r_a, terms, observed, weight, 0.998, precision, prior)
+        fold(m_b, r_b, terms, observed, weight, 0.998, precision, prior)
+        assert m_a == m_b and r_a == r_b  # exactly: same operations in the same order
+
+
+def _loop_solve(matrix: list[list[float]], rhs: list[float]) -> list[float]:
+    """Cholesky solve as loops, reading the upper triangle: the definition ``_solve_spd`` writes out."""
+    n = len(rhs)
+    low = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        row_i = low[i]
+        for j in range(i + 1):
+            row_j = low[j]
+            total = matrix[j][i]
+            for k in range(j):
+                total -= row_i[k] * row_j[k]
+            if i == j:
+                row_i[i] = math.sqrt(total if total > 1e-300 else 1e-300)
+            else:
+                row_i[j] = total / row_j[j]
+    y = [0.0] * n
+    for i in range(n):
+        total = rhs[i]
+        for k in range(i):
+            total -= low[i][k] * y[k]
+        y[i] = total / low[i][i]
+    x = [0.0] * n
+    for i in range(n - 1, -1, -1):
+        total = y[i]
+        for k in range(i + 1, n):
+            total -= low[k][i] * x[k]
+        x[i] = total / low[i][i]
+    return x
+
+
+@pytest.mark.parametrize("dim", [1, 2, 3, 5, 6])
+def test_written_out_solve_gives_the_loops_floats(dim: int) -> None:
+    rng = np.random.default_rng(dim)
+    for _ in range(300):
+        a = rng.normal(size=(dim, dim))
+        spd = (a @ a.T + np.eye(dim) * rng.uniform(1e-6, 2.0)).tolist()
+        rhs = rng.normal(0.0, 5.0, size=dim).tolist()
+        assert _solve_spd(spd, rhs) == _loop_solve(spd, rhs)  # exactly

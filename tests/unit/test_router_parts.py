@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from core.clock import ManualClock
 from core.errors import InvalidParameter, MalformedJSON, MissingParameter, UnknownModel, UnsupportedMediaType
-from router import intake
+from router import intake, sse
 from router.hop_headers import client_response_headers, upstream_request_headers
 from router.metric_types import Counter, Histogram, LoopCollector
 from router.retry_budget import RetryBudget
@@ -74,7 +77,7 @@ def test_hop_by_hop_headers_removed_both_ways() -> None:
         ]
     )
     up = upstream_request_headers(source, "rid-1")
-    assert list(up.items()) == [
+    assert up == [
         ("X-Custom", "a"),
         ("X-Custom", "b"),
         ("Authorization", "Bearer k"),
@@ -183,3 +186,50 @@ def test_loop_metrics_render() -> None:
     assert 't_seconds_sum{a="x"} 5.65' in text
     with pytest.raises(ValueError, match="expected labels"):
         counter.labels("x", "y")
+
+
+_ONE_BYTE_PER_STEP = re.compile(rb'"usage"\s*:\s*(\{(?:[^{}]|\{[^{}]*\})*\})')  # the plain form
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b'"usage"', b":", b" ", b"{", b"}", b'"a":1', b",", b"null", b"x", b"\n"]),
+        max_size=24,
+    )
+)
+def test_usage_pattern_matches_as_the_plain_form(pieces: list[bytes]) -> None:
+    """The possessive pattern of ``router.sse`` finds exactly what the backtracking form finds."""
+    tail = b"".join(pieces)
+    for start in range(len(tail) + 1):
+        ours, plain = sse._USAGE_OBJECT.match(tail, start), _ONE_BYTE_PER_STEP.match(tail, start)
+        assert (ours and ours.group(1)) == (plain and plain.group(1))
+
+
+def test_response_headers_sluice_names_replace_the_backends_in_place() -> None:
+    from types import SimpleNamespace
+    from typing import Any
+
+    from router.exchange import Exchange
+    from router.relay import _response_headers
+
+    ex = Exchange("rid-9", 0.0)
+    ex.backend_id = "b0"
+
+    def names(backend: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        resp: Any = SimpleNamespace(headers=CIMultiDict(backend))
+        return list(CIMultiDict(_response_headers(resp, ex)).items())
+
+    plain = [("Content-Type", "application/json"), ("Connection", "keep-alive"), ("X-Own", "1")]
+    assert names(plain) == [
+        ("Content-Type", "application/json"),
+        ("X-Own", "1"),
+        ("x-request-id", "rid-9"),
+        ("x-sluice-backend", "b0"),
+    ]
+    clashing = [("X-Request-Id", "theirs"), ("Content-Type", "application/json")]
+    assert names(clashing) == [
+        ("x-request-id", "rid-9"),
+        ("Content-Type", "application/json"),
+        ("x-sluice-backend", "b0"),
+    ]

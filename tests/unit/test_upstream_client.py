@@ -318,3 +318,76 @@ async def test_stale_connection_after_a_stream_is_resent_and_remembered(server) 
     await _exchange(pool, origin, "/stream")
     assert (connections, pool.stale_resends) == (3, 1)
     pool.close()
+
+
+_HEAD_BYTES = st.sampled_from(
+    [
+        b"HTTP/1.1 ",
+        b"HTTP/1.0 ",
+        b"200",
+        b"404",
+        b"99",
+        b" OK",
+        b"\r\n",
+        b"\r",
+        b"\n",
+        b":",
+        b": ",
+        b" ",
+        b"\t",
+        b"\x0b",
+        b"\x1c",
+        b"\x1f",
+        b"X-A",
+        b"Content-Type",
+        b"v",
+        b"\xc3\xa9",
+        b"\xff",
+        b"abc",
+        b"",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(pieces=st.lists(_HEAD_BYTES, max_size=16), prefix=st.sampled_from([b"HTTP/1.1 200 OK\r\n", b""]))
+def test_ascii_fast_path_parses_as_the_byte_parser(pieces: list[bytes], prefix: bytes) -> None:
+    """Whatever the head, ``parse_head`` (text fast path for ASCII) answers as the byte parser."""
+    from router.upstream.response import _parse_head_bytes
+
+    head = prefix + b"".join(pieces)
+    try:
+        expected = _parse_head_bytes(head)
+    except UpstreamProtocolError:
+        with pytest.raises(UpstreamProtocolError):
+            parse_head(head)
+        return
+    status, reason, headers = parse_head(head)
+    assert (status, reason, list(headers.items())) == (expected[0], expected[1], list(expected[2].items()))
+
+
+@settings(max_examples=150, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10), informational=st.booleans())
+def test_head_parsed_under_any_split_of_the_reads(cuts: list[int], informational: bool) -> None:
+    """The connection finds the head (after a 100 Continue) however the bytes are split across reads."""
+    from router.upstream.pool import UpstreamConnection
+
+    body = b'{"ok": true}'
+    wire = (b"HTTP/1.1 100 Continue\r\n\r\n" if informational else b"") + (
+        b"HTTP/1.1 201 Created\r\nX-A: 1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+
+    async def scenario() -> tuple[int, str, bytes]:
+        pool = UpstreamPool(connect_timeout_s=1.0, keepalive_s=60.0)
+        conn = UpstreamConnection(pool, Origin("127.0.0.1", 1, False, ""))
+        conn.connection_made(_FakeTransport())  # type: ignore[arg-type]
+        waiter: asyncio.Future[UpstreamResponse] = asyncio.get_running_loop().create_future()
+        conn._head_waiter = waiter
+        points = sorted({c % (len(wire) + 1) for c in cuts} | {0, len(wire)})
+        for a, b in itertools.pairwise(points):
+            if b > a:
+                conn.data_received(wire[a:b])
+        response = await waiter
+        return response.status, response.headers["X-A"], await response.read()
+
+    assert asyncio.run(scenario()) == (201, "1", body)
