@@ -11,18 +11,21 @@ Rule (formulas.md §3), as one pipeline:
    above AND ``guard_rel_threshold`` times the least-queued one (the hard
    safety net; reads only Sluice's accounting).
 2. ``slo_headroom`` - drop backends predicted to miss the route's TTFT (and
-   TPOT) objective, with ``slo_margin_frac`` of the bound kept in reserve,
-   when others meet it; when none does (``when_infeasible: sacrifice``), keep
-   only the backend predicted slowest to a first token. Why both: near
-   saturation a request placed at the bound's edge misses it by the model's
-   error (TTFT̂ is ~1.3x low at p90 in deep queues), and a request that can
-   meet the bound nowhere, sent to the shortest queue, pushes that queue past
-   the bound for the requests behind it; one burst then tips every backend
-   over and attainment collapses. The oracle (``loadgen.sim.oracle``) uses
-   the same two rules (margin 0.1, sacrifice). Issue-6 fleet, ShareGPT at
-   190 / 220 req/s, seed 1: SLO attainment 0.84 / 0.65 before, 0.95 / 0.89
-   with the latency model's slot term, margin 0.2 and sacrifice
-   (docs/policies.md, "Near saturation").
+   TPOT) objective when others meet it; a backend meets it with
+   ``slo_margin_frac`` of the bound to spare. When none does
+   (``when_infeasible: sacrifice``), keep only the backend predicted slowest
+   to a first token. Why: a request that can meet the bound nowhere, sent to
+   the shortest queue, pushes that queue past the bound for the requests
+   behind it; near saturation one burst then tips every backend over and
+   attainment collapses. Sent to the slowest backend it costs the others
+   nothing. The margin decides when that happens: with a TTFT score the
+   chosen backend is the one with the most headroom anyway, so the margin
+   only moves the point where even the best is given up (1.6 s of a 2 s
+   bound at 0.2), which covers the model's error in deep queues (TTFT̂ ~1.3x
+   low at p90). The oracle (``loadgen.sim.oracle``) uses the same two rules
+   (margin 0.1, sacrifice). Issue-6 fleet, ShareGPT at 190 / 220 req/s,
+   seed 1: SLO attainment 0.84 / 0.65 before, 0.95 / 0.89 with these and the
+   latency model's slot term (docs/policies.md, "Near saturation").
 3. ``predicted_cost`` - score ``min_c / c(b)`` with ``c(b)`` the route's
    objective: ``TTFT̂(b)`` = predicted queue wait + prefill of the uncached
    prompt tokens, or ``E2Ê(b) = TTFT̂(b) + (L̂ - 1)·TPOT̂(b)`` with the
