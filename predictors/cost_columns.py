@@ -4,7 +4,7 @@ The latency model (``predictors.latency``) is linear in load terms that do not
 depend on the request. Per backend ``b`` with coefficients ``(t0..t5, p0..p2)``
 (per token) and its view's load (``backend_load``)::
 
-    queue_ms(b)  = t2·queued + t3·waiting + t4·running [+ t5·decode·kv pressure]
+    queue_ms(b)  = t2·queued + t3·waiting + t4·running [+ t5·decode·kv pressure] [+ t6·slot_queue]
     tpot_base(b) = p0 + p1·(running + waiting + 1)
 
 and for a request of ``P`` prompt tokens of which ``cached(b)`` are cached:
@@ -48,7 +48,7 @@ _COLUMNS = 6  # queue_ms, t0, t1, tpot_base, p2, in_flight_prompt
 # the same bits as the column path.
 SMALL_FLEET_ROWS = 16
 
-Coefficients = tuple[float, ...]  # (t0, t1, t2, t3, t4, t5, p0, p1, p2), per token
+Coefficients = tuple[float, ...]  # (t0, t1, t2, t3, t4, t5, p0, p1, p2, t6, slot_limit), per token
 Floats = npt.NDArray[np.float64]
 
 
@@ -82,10 +82,14 @@ def row_terms(view: BackendView, coefs: Coefficients) -> tuple[float, float, flo
         capacity = view.kv_capacity_tokens
         if capacity:
             kv = (in_flight_prompt + decode) / capacity
-    t0, t1, t2, t3, t4, t5, p0, p1, p2 = coefs
+    t0, t1, t2, t3, t4, t5, p0, p1, p2, t6, slot_limit = coefs
     queue_ms = t2 * queued + t3 * waiting + t4 * running
     if kv is not None and kv > KV_PRESSURE_START_FRAC and decode > 0:
         queue_ms += t5 * decode * (kv - KV_PRESSURE_START_FRAC) * _PRESSURE_SCALE
+    if slot_limit > 0.0:
+        slots = running + waiting + 1 - (slot_limit if slot_limit > running else running)
+        if slots > 0:
+            queue_ms += t6 * slots
     return queue_ms, t0, t1, p0 + p1 * (running + waiting + 1), p2, float(in_flight_prompt)
 
 

@@ -4,6 +4,7 @@ Shape (formulas.md §3 and §9; the simulated engine's step time is
 ``b0 + b1 * prefill tokens in the step + b2 * decode tokens in the step``)::
 
     TTFT_b = t0 + t1 * new_k + t2 * queued_k + t3 * waiting + t4 * running + t5 * kv_decode_k
+             + t6 * slot_queue
     TPOT_b = p0 + p1 * batch + p2 * context_k
 
     new_k       uncached prompt tokens of this request / 1000 (prompt - prefix-index match on b)
@@ -14,16 +15,34 @@ Shape (formulas.md §3 and §9; the simulated engine's step time is
     running     decoding requests: max(Sluice's in-flight - awaiting, engine running)
     kv_decode_k predicted remaining decode tokens on b / 1000, times KV pressure
                 max(0, kv_use - 0.8) / 0.2 (zero until the KV cache is 80% full)
+    slot_queue  requests (this one included) that must wait for a running one to finish before
+                they get a sequence slot: running + waiting + 1 - S, at least 0, with S = the
+                backend's learned slot limit (the most requests ever seen running on it,
+                ``LatencyModel.slot_limit``; S <= running means the backend is full now); 0 until
+                anything was seen running
     batch       running + waiting + 1 (the batch this request will decode in)
     context_k   (in-flight prompt tokens + this prompt) / 1000 (attention reads per step)
 
 ``prefill_ms = t0 + t1 * new_k``, ``queue_wait_ms`` is the rest of TTFT, and
 ``e2e_ms = ttft_ms + (p50 output tokens - 1) * tpot_ms``.
 
+Why ``slot_queue``: an engine runs at most ``max_num_seqs`` sequences (vLLM: 256); beyond that a new
+request waits until running ones *finish*, which takes decode time, not prefill time, so its TTFT
+grows by roughly one completion interval per request ahead of it. Near saturation this is most of
+the TTFT (issue-6 fleet, ShareGPT at 190 req/s: H100s and A100s sit at 256 running with 50-130
+waiting). ``waiting`` alone cannot express it: below the limit a waiting request waits only for
+prefill budget (milliseconds), at the limit for completions (~19 ms each on an H100, ~57 ms on an
+A100 there), and one slope learned mostly below the limit under-predicted an A100's TTFT 3.5x at
+the limit (median 413 ms predicted, 1,429 ms actual), so the SLO filter kept sending it requests
+that missed. The limit is not configured anywhere Sluice can read, but it is observable exactly when
+it matters: a full backend reports it as its running count (``engine_running``, or Sluice's own
+in-flight minus awaiting).
+
 Learning: each backend keeps, for TTFT and for TPOT, a ridge regression with
 exponential forgetting (``forgetting`` per observation, ~1/(1-forgetting)
 samples of memory) on relative error (each sample weighted ``1/y^2``, so the
-fit minimises squared percentage error, which is what MAPE judges), shrunk to
+fit minimises squared percentage error, which is what MAPE judges; for TTFT
+``y`` is at least ``ttft_weight_floor_ms``, see ``LatencyPriors``), shrunk to
 a Gaussian prior ``N(prior, (prior_sd)^2)`` per coefficient. The prior keeps a
 backend with no data at generic 8B-class speeds and keeps a coefficient that
 the data cannot see (e.g. KV pressure on an idle backend) from drifting.
@@ -61,7 +80,7 @@ from core.types import BackendCostEstimate, BackendView, Health, RequestFeatures
 from predictors.cost_columns import FleetColumns
 from predictors.slots import slot_setters
 
-TTFT_TERMS = ("overhead", "new_k", "queued_k", "waiting", "running", "kv_decode_k")
+TTFT_TERMS = ("overhead", "new_k", "queued_k", "waiting", "running", "kv_decode_k", "slot_queue")
 TPOT_TERMS = ("overhead", "batch", "context_k")  # the prediction's form: p0 + p1 batch + p2 context_k
 TPOT_LEARNT = ("per_slot", "context_k")  # what is learnt: p0 = per_slot x offset, p1 = per_slot
 KV_PRESSURE_START_FRAC = 0.8
@@ -78,13 +97,20 @@ class LatencyPriors:
     i.e. weak: about twenty observations outweigh it.
     """
 
-    ttft_ms: tuple[float, ...] = (15.0, 35.0, 35.0, 4.0, 0.05, 5.0)
+    ttft_ms: tuple[float, ...] = (15.0, 35.0, 35.0, 4.0, 0.05, 5.0, 20.0)
     tpot_ms: tuple[float, ...] = (0.3, 0.05)
-    ttft_sd_floor: tuple[float, ...] = (5.0, 10.0, 10.0, 2.0, 0.5, 5.0)
+    ttft_sd_floor: tuple[float, ...] = (5.0, 10.0, 10.0, 2.0, 0.5, 5.0, 10.0)
     tpot_sd_floor: tuple[float, ...] = (0.1, 0.2)
     tpot_batch_offset: float = 32.0
     relative_sd: float = 2.0
     noise_rel: float = 0.25
+    # TTFT samples are weighted 1/max(y, floor)^2, not 1/y^2: relative error below the floor is
+    # not what routing needs. The SLO filter compares TTFT̂ with a bound of hundreds of ms to
+    # seconds, so what matters is the error in ms near it; with pure 1/y^2 weights a 20 ms sample
+    # outweighed a 1.5 s one 5,600 times, the fit followed the many idle-backend samples, and the
+    # deep-queue regime (the only one where the bound is at stake) was predicted 1.4-2.6x low at
+    # p90 (issue-6 fleet, ShareGPT at 190 req/s; 1.3-1.4x with 300 ms, docs/policies.md).
+    ttft_weight_floor_ms: float = 300.0
     forgetting: float = 0.998
     max_backends: int = 4096
     warmup_samples: int = 32
@@ -97,6 +123,8 @@ class LatencyPriors:
             raise ValueError(f"TPOT priors need {len(TPOT_LEARNT)} values: {TPOT_LEARNT}")
         if not 0 < self.forgetting <= 1 or self.noise_rel <= 0 or self.relative_sd <= 0:
             raise ValueError("need 0 < forgetting <= 1, noise_rel > 0, relative_sd > 0")
+        if self.ttft_weight_floor_ms < 1.0:
+            raise ValueError("ttft_weight_floor_ms must be >= 1 ms")
         if self.tpot_batch_offset <= 0:
             raise ValueError("tpot_batch_offset must be > 0")
         if min(self.ttft_ms + self.tpot_ms) < 0 or self.max_backends < 1:
@@ -270,15 +298,36 @@ class _BackendModel:
         self.tpot = ForgettingRidge(priors.tpot_ms, priors.tpot_sd_floor, priors)
 
 
-BackendLoad = tuple[float, float, float, float, float, float]
+BackendLoad = tuple[float, float, float, float, float, float, float]
 
 
-def backend_load(view: BackendView) -> BackendLoad:
+def running_count(view: BackendView) -> int:
+    """Requests decoding on a backend: in-flight minus awaiting, or the fresh engine count if larger."""
+    awaiting = view.awaiting_first_byte
+    in_flight = view.in_flight_requests
+    running = in_flight - awaiting if in_flight > awaiting else 0
+    if not view.metrics_stale:
+        engine_running = view.engine_running
+        if engine_running is not None and engine_running > running:
+            running = engine_running
+    return running
+
+
+def slot_queue(running: int, waiting: int, slot_limit: int) -> float:
+    """Requests, a new one included, waiting for a sequence slot to free (module doc); 0 without a limit."""
+    if slot_limit <= 0:
+        return 0.0
+    queue = running + waiting + 1 - (slot_limit if slot_limit > running else running)
+    return float(queue) if queue > 0 else 0.0
+
+
+def backend_load(view: BackendView, slot_limit: int = 0) -> BackendLoad:
     """The request-independent terms of a backend (see the module doc).
 
-    ``(queued_k, waiting, running, kv_decode_k, batch, in_flight_prompt_k)``;
+    ``(queued_k, waiting, running, kv_decode_k, batch, in_flight_prompt_k, slot_queue)``;
     ``request_terms`` adds the request. The single definition used both to
-    predict and to learn.
+    predict and to learn. ``slot_limit``: the backend's learned limit
+    (``LatencyModel.slot_limit``; 0 = none known).
     """
     fresh = not view.metrics_stale
     awaiting = view.awaiting_first_byte
@@ -319,6 +368,7 @@ def backend_load(view: BackendView) -> BackendLoad:
         kv_decode_k,
         float(running + waiting + 1),
         in_flight_prompt / 1000.0,
+        slot_queue(running, waiting, slot_limit),
     )
 
 
@@ -326,9 +376,9 @@ def request_terms(
     load: BackendLoad, prompt_tokens: int, matched_tokens: int
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The TTFT and TPOT regressor vectors (``TTFT_TERMS``, ``TPOT_TERMS``) of a request on a backend."""
-    queued_k, waiting, running, kv_decode_k, batch, in_flight_prompt_k = load
+    queued_k, waiting, running, kv_decode_k, batch, in_flight_prompt_k, slots = load
     new_k = max(0, prompt_tokens - max(0, matched_tokens)) / 1000.0
-    ttft = (1.0, new_k, queued_k, waiting, running, kv_decode_k)
+    ttft = (1.0, new_k, queued_k, waiting, running, kv_decode_k, slots)
     return ttft, (1.0, batch, in_flight_prompt_k + prompt_tokens / 1000.0)
 
 
@@ -366,17 +416,17 @@ def learnt_tpot_terms(tpot_terms: tuple[float, ...], batch_offset: float) -> tup
     return (tpot_terms[1] + batch_offset, tpot_terms[2])
 
 
-def _per_token(ttft: tuple[float, ...], tpot: tuple[float, ...]) -> tuple[float, ...]:
-    """``(t0, t1, t2, t3, t4, t5, p0, p1, p2)`` with the ``*_k`` terms' coefficients divided by 1000."""
-    t0, t1, t2, t3, t4, t5 = ttft
+def _per_token(ttft: tuple[float, ...], tpot: tuple[float, ...], slot_limit: int) -> tuple[float, ...]:
+    """``(t0, t1, t2, t3, t4, t5, p0, p1, p2, t6, slot_limit)``, the ``*_k`` coefficients divided by 1000."""
+    t0, t1, t2, t3, t4, t5, t6 = ttft
     p0, p1, p2 = tpot
-    return (t0, t1 / 1000.0, t2 / 1000.0, t3, t4, t5 / 1000.0, p0, p1, p2 / 1000.0)
+    return (t0, t1 / 1000.0, t2 / 1000.0, t3, t4, t5 / 1000.0, p0, p1, p2 / 1000.0, t6, float(slot_limit))
 
 
 class LatencyModel:
     """Per-backend TTFT/TPOT predictor with online-learned coefficients (see the module docstring)."""
 
-    __slots__ = ("_backends", "_coefs", "_columns", "_fast", "_fast_prior", "_prior", "_priors")
+    __slots__ = ("_backends", "_coefs", "_columns", "_fast", "_fast_prior", "_prior", "_priors", "_slots")
 
     def __init__(self, priors: LatencyPriors | None = None) -> None:
         self._priors = priors or LatencyPriors()
@@ -386,7 +436,9 @@ class LatencyModel:
         self._prior = (self._priors.ttft_ms, tpot_form(self._priors.tpot_ms, self._priors.tpot_batch_offset))
         # The same coefficients per token instead of per 1000 tokens, flat: the request path's form.
         self._fast: dict[str, tuple[float, ...]] = {}
-        self._fast_prior = _per_token(*self._prior)
+        self._fast_prior = _per_token(*self._prior, 0)
+        # Each backend's learned sequence-slot limit: the most requests ever seen running on it.
+        self._slots: dict[str, int] = {}
         # The request path's form over a whole fleet, updated per changed view (predictors.cost_columns).
         self._columns = FleetColumns(self._fast_coefficients)
 
@@ -399,6 +451,10 @@ class LatencyModel:
     def coefficients(self, backend_id: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Current (TTFT, TPOT) coefficients of a backend; the priors if it was never observed."""
         return self._coefs.get(backend_id, self._prior)
+
+    def slot_limit(self, backend_id: str) -> int:
+        """The most requests seen running on a backend (its learned sequence-slot limit; 0 = never seen)."""
+        return self._slots.get(backend_id, 0)
 
     def estimate(
         self, view: BackendView, prompt_tokens: int, matched_tokens: int, output_p50_tokens: float
@@ -474,13 +530,17 @@ class LatencyModel:
                 if capacity:
                     kv = (in_flight_prompt + decode) / capacity
             backend_id = view.backend_id
-            t0, t1, t2, t3, t4, t5, p0, p1, p2 = coefs(backend_id, prior)
+            t0, t1, t2, t3, t4, t5, p0, p1, p2, t6, slot_limit = coefs(backend_id, prior)
             matched = matched_get(backend_id, 0)
             cached = 0 if matched <= 0 else (prompt_tokens if matched > prompt_tokens else matched)
             prefill_ms = t0 + t1 * (prompt_tokens - cached)
             queue_ms = t2 * queued + t3 * waiting + t4 * running
             if kv is not None and kv > KV_PRESSURE_START_FRAC and decode > 0:
                 queue_ms += t5 * decode * (kv - KV_PRESSURE_START_FRAC) * pressure_scale
+            if slot_limit > 0.0:
+                slots = running + waiting + 1 - (slot_limit if slot_limit > running else running)
+                if slots > 0:
+                    queue_ms += t6 * slots
             ttft_ms = prefill_ms + queue_ms
             if ttft_ms < _MIN_MS:
                 ttft_ms = _MIN_MS
@@ -506,6 +566,7 @@ class LatencyModel:
                 evicted, _ = self._backends.popitem(last=False)
                 self._coefs.pop(evicted, None)
                 self._fast.pop(evicted, None)
+                self._slots.pop(evicted, None)
                 self._columns.coefficients_changed(evicted)
         else:
             self._backends.move_to_end(backend_id)
@@ -536,25 +597,36 @@ class LatencyModel:
         """
         if ttft_ms is None and tpot_ms is None:
             return
-        load = backend_load(view)
+        backend_id = view.backend_id
+        at_end = view_at_end if view_at_end is not None and view_at_end.backend_id == backend_id else None
+        model = self._model(backend_id)
+        known = self._slots.get(backend_id, 0)
+        seen = max(running_count(view), running_count(at_end) if at_end is not None else 0)
+        slots_grew = seen > known
+        if slots_grew:
+            known = self._slots[backend_id] = seen
+        # TTFT is learnt with the limit as known now: the queue the request met at dispatch.
+        load = backend_load(view, known)
         ttft_terms, tpot_terms = request_terms(load, features.prompt_tokens, cached_prompt_tokens)
-        if view_at_end is not None and view_at_end.backend_id == view.backend_id:
-            tpot_terms = decode_load(tpot_terms, backend_load(view_at_end))
-        model = self._model(view.backend_id)
+        if at_end is not None:
+            tpot_terms = decode_load(tpot_terms, backend_load(at_end, known))
         noise = self._priors.noise_rel
         solved = False
         if ttft_ms is not None and ttft_ms > 0:
-            solved = model.ttft.update(ttft_terms, ttft_ms, 1.0 / (max(ttft_ms, 1.0) * noise) ** 2)
+            scale_ms = (
+                ttft_ms if ttft_ms > self._priors.ttft_weight_floor_ms else self._priors.ttft_weight_floor_ms
+            )
+            solved = model.ttft.update(ttft_terms, ttft_ms, 1.0 / (scale_ms * noise) ** 2)
         offset = self._priors.tpot_batch_offset
         if tpot_ms is not None and tpot_ms > 0:
             learnt = learnt_tpot_terms(tpot_terms, offset)
             solved = model.tpot.update(learnt, tpot_ms, 1.0 / (max(tpot_ms, 0.5) * noise) ** 2) or solved
-        if not solved:
+        if not solved and not slots_grew:
             return  # coefficients unchanged: the published ones and the cost table rows stay valid
         tpot = tpot_form(model.tpot.coef, offset)
-        self._coefs[view.backend_id] = (model.ttft.coef, tpot)
-        self._fast[view.backend_id] = _per_token(model.ttft.coef, tpot)
-        self._columns.coefficients_changed(view.backend_id)
+        self._coefs[backend_id] = (model.ttft.coef, tpot)
+        self._fast[backend_id] = _per_token(model.ttft.coef, tpot, known)
+        self._columns.coefficients_changed(backend_id)
 
     def cost_table(
         self,

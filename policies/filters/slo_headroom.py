@@ -4,16 +4,28 @@ Rule: with the route's TTFT objective ``S_ttft`` and margin m, a backend
 *meets* it iff ``TTFT̂(b) <= (1 - m)·S_ttft``; with ``check_tpot`` and a TPOT
 objective, also ``TPOT̂(b) <= (1 - m)·S_tpot``. Keep the backends that meet
 both; if none does, keep those that meet the TTFT objective; if none does,
-keep every candidate (refusing work is admission's job, not routing's - this
-filter never empties the set). Costs come from the predictor when supplied,
+``when_infeasible`` decides: ``keep`` every candidate, or ``sacrifice``: keep
+only the one predicted to be slowest to a first token (the highest TTFT̂).
+This filter never empties the set (refusing work is admission's job).
+
+Why ``sacrifice``: a request predicted to miss the TTFT bound everywhere is
+lost for goodput wherever it goes, but where it goes still matters to the
+requests after it. Kept with the others, the cost scorer sends it to the
+backend with the shortest queue - the one the next requests need - and
+lengthens that queue past the bound for them too: near saturation one burst
+then tips every backend over the bound and attainment collapses (issue-6
+fleet, ShareGPT at 220 req/s: 0.64 with ``keep``). Sent to the backend that
+is already the slowest, it costs the fleet the least; this is the oracle's
+rule (``loadgen.sim.oracle``). Costs come from the predictor when supplied,
 else the fallback estimator. Parameters: ``margin_frac`` m (default 0),
-``check_tpot`` (default true). Removes nothing when the route has no TTFT or
-TPOT objective.
+``check_tpot`` (default true), ``when_infeasible`` (default ``keep``).
+Removes nothing when the route has no TTFT or TPOT objective.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from pydantic import Field
 
@@ -27,6 +39,7 @@ TYPE = "slo_headroom"
 class SLOHeadroomParams(PolicyParams):
     margin_frac: float = Field(0.0, ge=0.0, lt=1.0)
     check_tpot: bool = True
+    when_infeasible: Literal["keep", "sacrifice"] = "keep"
 
 
 class SLOHeadroomFilter:
@@ -37,6 +50,7 @@ class SLOHeadroomFilter:
         self.name = TYPE
         self._keep_frac = 1.0 - params.margin_frac
         self._check_tpot = params.check_tpot
+        self._sacrifice = params.when_infeasible == "sacrifice"
 
     def filter(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Sequence[BackendView]:
         slo = ctx.request.slo
@@ -46,7 +60,11 @@ class SLOHeadroomFilter:
             return candidates
         meets_ttft: list[BackendView] = []
         meets_both: list[BackendView] = []
+        slowest: BackendView | None = None
+        slowest_ttft_ms = -1.0
         for view, (ttft_ms, tpot_ms) in zip(candidates, ctx.ttft_tpot_all(candidates), strict=True):
+            if ttft_ms > slowest_ttft_ms:
+                slowest, slowest_ttft_ms = view, ttft_ms
             if ttft_limit is not None and ttft_ms > ttft_limit:
                 continue
             meets_ttft.append(view)
@@ -54,7 +72,11 @@ class SLOHeadroomFilter:
                 meets_both.append(view)
         if len(meets_both) == len(candidates):
             return candidates  # nothing removed: the pipeline skips its bookkeeping for the same object
-        return meets_both or meets_ttft or candidates
+        if meets_both or meets_ttft:
+            return meets_both or meets_ttft
+        if self._sacrifice and slowest is not None:
+            return [slowest]
+        return candidates
 
 
 @register_plugin(

@@ -139,11 +139,15 @@ def test_inlined_request_path_equals_the_reference_terms(
     view: BackendView, prompt: int, matched: int
 ) -> None:
     model = LatencyModel()
-    # Learned coefficients on "a", priors on "b".
+    # Learned coefficients and a slot limit (150) on "a", priors and no limit on "b".
     model.observe(_view("a"), chat_features("hi"), 0, 120.0, 9.0)
+    model.observe(_view("a", in_flight_requests=150), chat_features("hi"), 0, 120.0, 9.0)
+    assert model.slot_limit("a") == 150 and model.slot_limit("b") == 0
     est = model.estimate(view, prompt, matched, 50.0)
     tc, pc = model.coefficients(view.backend_id)
-    ttft_terms, tpot_terms = request_terms(backend_load(view), prompt, matched)
+    ttft_terms, tpot_terms = request_terms(
+        backend_load(view, model.slot_limit(view.backend_id)), prompt, matched
+    )
     ttft = sum(c * x for c, x in zip(tc, ttft_terms, strict=True))
     tpot = sum(c * x for c, x in zip(pc, tpot_terms, strict=True))
     assert est.ttft_ms == pytest.approx(max(ttft, 0.01), rel=1e-9, abs=1e-9)
@@ -280,11 +284,12 @@ def test_ridge_solve_reads_the_upper_triangle_only() -> None:
     priors = LatencyPriors(warmup_samples=0, solve_every=1)
     ridge = ForgettingRidge(priors.ttft_ms, priors.ttft_sd_floor, priors)
     for k in range(300):  # TTFT falls with "waiting": its coefficient is pinned at 0
-        terms = (1.0, 0.1 * (k % 7), 0.2 * (k % 5), float(k % 9), float(k % 4), 0.0)
+        terms = (1.0, 0.1 * (k % 7), 0.2 * (k % 5), float(k % 9), float(k % 4), 0.0, float(k % 3))
         ridge.update(terms, 400.0 - 40.0 * terms[3], 1.0)
+    dim = len(TTFT_TERMS)
     assert min(ridge.coef) >= 0.0 and ridge.coef[3] == 0.0
-    m = np.array([[ridge._m[min(i, j)][max(i, j)] for j in range(6)] for i in range(6)])
-    free = [i for i in range(6) if ridge.coef[i] > 0.0]
+    m = np.array([[ridge._m[min(i, j)][max(i, j)] for j in range(dim)] for i in range(dim)])
+    free = [i for i in range(dim) if ridge.coef[i] > 0.0]
     expected = np.linalg.solve(m[np.ix_(free, free)], np.array(ridge._r)[free])
     assert np.allclose([ridge.coef[i] for i in free], expected, rtol=1e-9)
 
@@ -365,3 +370,50 @@ def test_written_out_solve_gives_the_loops_floats(dim: int) -> None:
         spd = (a @ a.T + np.eye(dim) * rng.uniform(1e-6, 2.0)).tolist()
         rhs = rng.normal(0.0, 5.0, size=dim).tolist()
         assert _solve_spd(spd, rhs) == _loop_solve(spd, rhs)  # exactly
+
+
+def test_a_full_backend_adds_one_completion_wait_per_request_ahead_of_the_slot() -> None:
+    """Beyond its sequence-slot limit a backend's TTFT grows by t6 per request queued for a slot; the
+    limit is the most requests seen running there, and a backend never seen running has none."""
+    model, no_limit = LatencyModel(), LatencyModel()
+    model.observe(_view("b", in_flight_requests=8), chat_features("hi"), 0, 50.0, 9.0)
+    assert model.slot_limit("b") == 8 and no_limit.slot_limit("b") == 0
+    t6 = model.coefficients("b")[0][TTFT_TERMS.index("slot_queue")]
+    assert t6 > 0.0
+
+    def load(running: int, waiting: int) -> BackendView:
+        return _view("b", engine_running=running, engine_waiting=waiting, metrics_stale=False)
+
+    def ttft(m: LatencyModel, running: int, waiting: int) -> float:
+        return m.estimate(load(running, waiting), 100, 0, 10.0).ttft_ms
+
+    def without_slots(m: LatencyModel, running: int, waiting: int) -> float:
+        terms, _ = request_terms(backend_load(load(running, waiting)), 100, 0)
+        return sum(c * x for c, x in zip(m.coefficients("b")[0], terms, strict=True))
+
+    # Below the limit (4 running + 2 waiting + this one <= 8) nothing waits for a slot.
+    assert ttft(model, 4, 2) == pytest.approx(without_slots(model, 4, 2))
+    # Full: this request and the 5 ahead of it wait for completions; 10 running means the limit is higher.
+    assert ttft(model, 8, 5) == pytest.approx(without_slots(model, 8, 5) + 6 * t6)
+    assert ttft(model, 10, 5) == pytest.approx(without_slots(model, 10, 5) + 6 * t6)
+    # A backend whose limit was never observed gets no slot term.
+    assert ttft(no_limit, 8, 5) == pytest.approx(without_slots(no_limit, 8, 5))
+
+
+def test_ttft_below_the_weight_floor_is_fitted_in_ms_not_relative_error() -> None:
+    """Under the same load, TTFTs of 10 ms and 190 ms alternate: below ``ttft_weight_floor_ms`` both
+    weigh the same and the fit is their mean in ms; with pure relative-error weights (floor 1 ms) the
+    10 ms samples count 361x as much and pull the prediction to about twice the faster one. The SLO
+    filter compares predictions with bounds of hundreds of ms, so errors in ms are what count."""
+
+    def fit(priors: LatencyPriors) -> float:
+        model = LatencyModel(priors)
+        view = _view("b", in_flight_requests=2, awaiting_first_byte=1)
+        for i in range(2_000):
+            model.observe(view, chat_features("hi"), 0, 10.0 if i % 2 else 190.0, 9.0)
+        return model.estimate(view, 10, 0, 10.0).ttft_ms
+
+    assert fit(LatencyPriors()) == pytest.approx(100.0, rel=0.05)
+    assert fit(LatencyPriors(ttft_weight_floor_ms=1.0)) < 25.0
+    with pytest.raises(ValueError, match="ttft_weight_floor_ms"):
+        LatencyPriors(ttft_weight_floor_ms=0.5)

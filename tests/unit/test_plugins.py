@@ -255,6 +255,24 @@ FILTER_CASES: list[tuple[str, str, dict[str, Any], list[Any], RoutingRequest, li
         ["a", "b"],
     ),
     (
+        "slo: sacrifice sends a request that meets it nowhere to the slowest backend",
+        "slo_headroom",
+        {"when_infeasible": "sacrifice"},
+        [view("a"), view("b"), view("c")],
+        request(
+            predictions=costs(a=(3_000.0, 1.0), b=(9_000.0, 1.0), c=(2_500.0, 1.0)), slo=SLOTargets(2_000.0)
+        ),
+        ["b"],
+    ),
+    (
+        "slo: sacrifice changes nothing while a backend meets it",
+        "slo_headroom",
+        {"when_infeasible": "sacrifice"},
+        [view("a"), view("b")],
+        request(predictions=costs(a=(1_500.0, 1.0), b=(9_000.0, 1.0)), slo=SLOTargets(2_000.0)),
+        ["a"],
+    ),
+    (
         "slo: no objective, no removal",
         "slo_headroom",
         {},
