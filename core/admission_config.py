@@ -92,6 +92,11 @@ class ConcurrencyLimitConfig(_Strict):
 
 class WaitingRoomConfig(_Strict):
     max_requests: int = Field(1024, ge=0, description="all classes together; 0 = never queue")
+    lifo_below_top_class: bool = Field(
+        True,
+        description="serve every class below the most important newest first (adaptive LIFO); the "
+        "most important class stays FIFO, where a long wait is the exception",
+    )
 
 
 class AdmissionConfig(_Strict):

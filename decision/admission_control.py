@@ -134,8 +134,15 @@ class AdmissionControl:
         self._limits = ConcurrencyLimits(
             limit_config(config), [(b.name, b.max_concurrency) for b in config.backends]
         )
+        # Adaptive LIFO below the most important class (``WaitingRoomConfig.lifo_below_top_class``):
+        # in a burst their queue stands at its deadline, and FIFO serves exactly the requests that
+        # waited longest (TTFT = deadline + the backend's own); newest first serves those that can
+        # still meet the SLO, and after the burst a new request no longer queues behind the burst's
+        # leftovers (measured, bench/overload.py: recovery <= 5 s in 6 of 6 tuning seeds).
         self._room: WaitingRoom[_Queued] = WaitingRoom(
-            2 * len(self._classes), config.admission.waiting_room.max_requests
+            2 * len(self._classes),
+            config.admission.waiting_room.max_requests,
+            _room_rank(1, True) if config.admission.waiting_room.lifo_below_top_class else None,
         )
         self._ledger = RetryLedger(len(self._classes), config.admission.retry_after_max_s)
         # Requests decided Queue that redeemed a promise (their enqueue puts them ahead of fresh ones).
@@ -188,22 +195,16 @@ class AdmissionControl:
         return name
 
     # ---- capacity ------------------------------------------------------------------------
-    def _free_slots(
-        self, view: BackendView, rank: int, class_reserve_frac: float, min_prefill_cap: float
-    ) -> float:
-        """Slots under the backend's limit that class ``rank`` may take: each class below the most
+    def _stream_slots(self, view: BackendView, rank: int, class_reserve_frac: float) -> float:
+        """Slots under the backend's stream limit that class ``rank`` may take: each class below the most
         important leaves ``class_reserve_frac`` more of the limit to the classes above it."""
         limit = self._limits.limit(view.backend_id)
         if limit is None:
             return math.inf
-        awaiting = view.awaiting_first_byte
-        # The cap is never below min_prefill_cap, so under it the first-byte rate need not be read.
-        if awaiting >= min_prefill_cap and awaiting >= self._prefill_cap(view.backend_id, min_prefill_cap):
-            return 0.0
         return limit * max(0.0, 1.0 - class_reserve_frac * rank) - view.in_flight_requests
 
     def _prefill_cap(self, backend_id: BackendId, min_prefill_cap: float) -> float:
-        """Most requests a backend may hold before their first byte: its first-byte rate x the TTFT
+        """Most requests a backend should hold before their first byte: its first-byte rate x the TTFT
         target (Little's law: then its mean TTFT stays near the target), at least ``min_prefill_cap``.
 
         Why besides the concurrency limit: the limit counts whole streams, and when slots free in a
@@ -217,6 +218,18 @@ class AdmissionControl:
         per_s = rate.rate_per_s(self._clock.now_s()) if rate is not None else 0.0
         return max(min_prefill_cap, per_s * self._ttft_target_s)
 
+    def _headroom(
+        self, view: BackendView, rank: int, class_reserve_frac: float, min_prefill_cap: float
+    ) -> tuple[float, float]:
+        """(stream slots for class ``rank``, prompts the backend may still take before its prefill cap;
+        negative when it holds more than its cap). A backend without a limit has room for anything."""
+        if self._limits.limit(view.backend_id) is None:
+            return math.inf, math.inf
+        return (
+            self._stream_slots(view, rank, class_reserve_frac),
+            self._prefill_cap(view.backend_id, min_prefill_cap) - view.awaiting_first_byte,
+        )
+
     def free_slots(
         self,
         model: str,
@@ -225,12 +238,24 @@ class AdmissionControl:
         class_reserve_frac: float = 0.1,
         min_prefill_cap: float = 4.0,
     ) -> float:
-        """Free slots for ``model`` (for class ``rank``) across its healthy backends, minus reservations."""
-        free = sum(
-            max(0.0, self._free_slots(v, rank, class_reserve_frac, min_prefill_cap))
-            for v in snapshot.serving(model)
-        )
-        return free - self._reserved_by_model.get(model, 0)
+        """Requests of class ``rank`` that ``model``'s healthy backends may take now, minus reservations:
+        the free stream slots (summed over the backends that have any), bounded by the fleet's prefill
+        budget (the sum of every backend's room under its prefill cap, a backend over its cap counting
+        against it).
+
+        Why a fleet budget and not a gate per backend: the pump wakes every request the answer allows
+        before any of them is routed, so a gate ("some backend is under its cap") let it hand the
+        engines dozens of prompts at once whenever a stream limit grew; and a policy that does not route
+        by load (round robin) sends half of them to a backend already over its cap. Measured
+        (bench/overload.py, seeds 0-8): critical TTFT p99 1.1-1.4 s instead of 1.7-2.4 s in the 3x
+        burst, critical goodput >= 99.6 % in every seed with either policy."""
+        stream = prefill = 0.0
+        for view in snapshot.serving(model):
+            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap)
+            if slots > 0:
+                stream += slots
+            prefill += room
+        return min(stream, prefill) - self._reserved_by_model.get(model, 0)
 
     def _capacity(
         self,
@@ -243,53 +268,22 @@ class AdmissionControl:
         class_reserve_frac: float,
         min_prefill_cap: float,
     ) -> tuple[bool, bool]:
-        """(free slots for class ``rank`` beyond the reservations, some backend with a free slot has KV
-        room for the prompt beyond its cached prefix plus ``output_tokens``), in one pass that stops
-        once both are known.
-
-        Why one early-exit pass: free slots are positive, so their running sum only grows and the first
-        backends usually settle both answers; scanning (and re-reading every limiter of) a whole fleet per
-        request cost more than the rest of admission together. Same answers as summing all of them.
-
-        The loop is ``_free_slots`` and ``_kv_fits`` written out (same expressions, same order, so the
-        same floats): on a fleet whose backends mostly hold ``min_prefill_cap`` prompts awaiting their
-        first byte it visits a dozen or more backends per request, and two method calls per backend
-        were most of its cost."""
-        free_total = 0.0
+        """(``free_slots`` for class ``rank`` beyond the reservations, some backend with a free stream slot
+        and room under its prefill cap has KV room for the prompt beyond its cached prefix plus
+        ``output_tokens``). One pass over the serving backends; the KV check stops at the first fit."""
+        stream = prefill = 0.0
         kv_ok = False
-        limit_of = self._limits.current.get
-        share = max(0.0, 1.0 - class_reserve_frac * rank)
-        target_s = self._ttft_target_s
-        rates = self._first_byte_rates
-        now_s: float | None = None
         for view in serving:
-            backend_id = view.backend_id
-            limit = limit_of(backend_id)
-            if limit is None:
-                slots = math.inf
-            else:
-                awaiting = view.awaiting_first_byte
-                # The prefill cap (``_prefill_cap``) is never below min_prefill_cap, and is infinite
-                # without a TTFT target; under the floor the first-byte rate need not be read.
-                if awaiting >= min_prefill_cap and target_s is not None:
-                    rate = rates.get(backend_id)
-                    if rate is None:
-                        continue  # cap = min_prefill_cap <= awaiting: no free slot
-                    if now_s is None:
-                        now_s = self._clock.now_s()
-                    if awaiting >= max(min_prefill_cap, rate.rate_per_s(now_s) * target_s):
-                        continue
-                slots = limit * share - view.in_flight_requests
-                if slots <= 0:
-                    continue
-            free_total += slots
-            if not kv_ok:
+            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap)
+            prefill += room
+            if slots <= 0:
+                continue
+            stream += slots
+            if not kv_ok and room > 0:
                 kv_ok = self._kv_fits(
-                    view, prompt_tokens - prefix_matched_tokens.get(backend_id, 0) + output_tokens
+                    view, prompt_tokens - prefix_matched_tokens.get(view.backend_id, 0) + output_tokens
                 )
-            if kv_ok and free_total > reserved:
-                break
-        return free_total > reserved, kv_ok
+        return min(stream, prefill) > reserved, kv_ok
 
     def _kv_fits(self, view: BackendView, needed_tokens: float) -> bool:
         """Memory admission: the request's blocks fit above the watermark (unknown KV state: assume yes)."""
@@ -407,7 +401,7 @@ class AdmissionControl:
             kv_headroom_ok=kv_now,
             queued_ahead_requests=queued_ahead,
             queue_can_accept=self._room.can_accept(room_rank),
-            service_rate_rps=service_rate,
+            service_rate_rps=max(service_rate, self._first_byte_rate_rps(now_s)),
             capacity_retry_after_s=0.0
             if free_now and kv_now
             else self._retry_after(rank, service_rate, now_s),
@@ -421,6 +415,15 @@ class AdmissionControl:
             retry_after_min_s=self._admission.retry_after_min_s,
             retry_after_max_s=self._admission.retry_after_max_s,
         )
+
+    def _first_byte_rate_rps(self, now_s: float) -> float:
+        """The fleet's first bytes per second: the rate at which queued requests get into the engines.
+
+        The queue wait of rule 4 divides by the larger of this and the completion rate: completions lag
+        admissions by a whole E2E (~6 s at 0.5x in bench/overload.py, ~28 s after a burst), so early in a
+        run the completion rate alone predicted a 2 s wait for the third queued request and refused a
+        standard request as infeasible at half of capacity."""
+        return sum(rate.rate_per_s(now_s) for rate in self._first_byte_rates.values())
 
     def _retry_after(self, rank: int, service_rate: float, now_s: float) -> float:
         """The Retry-After to promise class ``rank`` now: when the capacity left to it by the classes

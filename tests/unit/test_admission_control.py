@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from core.clock import ManualClock
 from core.config import SluiceConfig, load_config_text
-from core.types import Admit, BackendView, Queue
+from core.types import Admit, BackendView, Outcome, Queue
 from decision.admission_control import AdmissionControl
 from tests.unit.policy_builders import features, snapshot, view
 
@@ -120,3 +120,72 @@ def test_any_backend_with_a_free_slot_and_kv_room_admits_whatever_its_place_in_t
         ),
     }
     assert [type(v) for v in verdicts.values()] == [Admit, Admit, Queue, Queue], verdicts
+
+
+def test_one_pump_wakes_no_more_requests_than_the_prefill_caps_have_room_for() -> None:
+    ac, config, _ = control(FIXED_10.replace("initial: 10", "initial: 40"))
+    route = config.routes[0]
+    full = view("a", in_flight_requests=40)
+    for i in range(8):
+        feats, verdict = decide(ac, config, f"r{i}", "standard", full)
+        assert isinstance(verdict, Queue)
+        assert ac.enqueue(feats, route, verdict).shed is None
+    # 36 stream slots free at once (streams ended together) but the backend already holds one prompt
+    # before its first byte: under the floor cap of 4, only 3 more may go now, not all 8.
+    freed = snapshot(view("a", in_flight_requests=4, awaiting_first_byte=1))
+    woken = []
+    while (request_id := ac.pop_dispatchable(freed)) is not None:
+        woken.append(request_id)
+    assert len(woken) == 3
+
+
+def test_a_backend_over_its_prefill_cap_counts_against_the_fleet() -> None:
+    ac, config, _ = control(TWO_FIXED_10)
+    route = config.routes[0]
+    # A policy that does not route by load sends as much to "a" as to "b": "a" already holds 3 prompts
+    # over its cap (4), so the 2 places left under "b"'s cap are not free for the fleet.
+    over = view("a", in_flight_requests=7, awaiting_first_byte=7)
+    verdict = ac.decide(
+        features(request_id="r1"), route, snapshot(over, view("b", awaiting_first_byte=2)), None, {}
+    )
+    assert isinstance(verdict, Queue)
+    verdict = ac.decide(
+        features(request_id="r2"), route, snapshot(over, view("b", awaiting_first_byte=0)), None, {}
+    )
+    assert isinstance(verdict, Admit)
+
+
+def test_the_predicted_queue_wait_counts_first_bytes_while_completions_lag() -> None:
+    ac, config, clock = control()
+    route = config.routes[0]
+    # One completion so far (streams last seconds), while the backend's first bytes come at ~8/s.
+    ac.observe(
+        Outcome(
+            request_id="done",
+            backend_id="a",
+            route="default",
+            model="m",
+            tenant="default",
+            status_code=200,
+            prompt_tokens=100,
+            output_tokens=10,
+            cached_prompt_tokens=None,
+            ttft_ms=100.0,
+            e2e_ms=1000.0,
+        )
+    )
+    first_bytes = 0
+    for _ in range(40):
+        clock.advance(0.125)
+        first_bytes += 1
+        ac.pop_dispatchable(snapshot(view("a", in_flight_requests=10, first_bytes=first_bytes)))
+    full = view("a", in_flight_requests=10, first_bytes=first_bytes)
+    for i in range(8):
+        feats, verdict = decide(ac, config, f"q{i}", "standard", full)
+        assert isinstance(verdict, Queue), verdict
+        assert ac.enqueue(feats, route, verdict).shed is None
+    # With 8 queued ahead the ninth leaves the queue in ~1.2 s at the first-byte rate (~7.5/s after 5 s):
+    # within the 2 s SLO. At the completion rate (one per 10 s decay window) it would wait ~90 s and be
+    # refused as infeasible.
+    _, verdict = decide(ac, config, "q8", "standard", full)
+    assert isinstance(verdict, Queue), verdict
