@@ -27,7 +27,7 @@ class), so the capacity promised to them is theirs.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from core.admission_config import DEFAULT_QUEUE_DEADLINE_MS, ConcurrencyLimitConfig
@@ -41,6 +41,7 @@ from core.types import (
     BackendView,
     EnqueueResult,
     FleetSnapshot,
+    Health,
     Outcome,
     Predictions,
     Queue,
@@ -158,6 +159,10 @@ class AdmissionControl:
         self._first_bytes_seen: dict[BackendId, tuple[int, float]] = {}
         self._first_byte_rates: dict[BackendId, ServiceRate] = {}
         self._views_read: tuple[BackendView, ...] = ()  # the views ``_read_snapshot`` last read
+        # Backends holding at least the smallest prefill-cap floor of any route in prompts before their
+        # first byte (their latest view): the only ones that can be over their prefill cap.
+        self._crowded: dict[BackendId, BackendView] = {}
+        self._crowded_floor = min((r.admission.min_prefill_cap for r in config.routes), default=1.0)
         target_ms = limit_config(config).ttft_target_ms
         self._ttft_target_s = None if target_ms is None else target_ms / 1000.0
 
@@ -259,6 +264,7 @@ class AdmissionControl:
 
     def _capacity(
         self,
+        model: str,
         serving: tuple[BackendView, ...],
         rank: int,
         reserved: int,
@@ -268,14 +274,29 @@ class AdmissionControl:
         class_reserve_frac: float,
         min_prefill_cap: float,
     ) -> tuple[bool, bool]:
-        """(``free_slots`` for class ``rank`` beyond the reservations, some backend with a free stream slot
-        and room under its prefill cap has KV room for the prompt beyond its cached prefix plus
-        ``output_tokens``). One pass over the serving backends; the KV check stops at the first fit."""
-        stream = prefill = 0.0
+        """(``free_slots(model)`` for class ``rank`` > the reservations, some backend with a free stream
+        slot and room under its prefill cap has KV room for the prompt beyond its cached prefix plus
+        ``output_tokens``), in one pass that stops once both answers are known.
+
+        Why the early exit is exact: only a backend holding more prompts than its cap counts against
+        the fleet's prefill budget, and its cap is never below ``min_prefill_cap``, so it is one of the
+        few backends ``_read_snapshot`` found crowded; their excess is summed first, then every other
+        backend's room can only add. Scanning (and reading the first-byte rate of) a whole 64-backend
+        fleet per admitted request would cost more than the rest of admission together."""
+        excess = 0.0
+        if self._ttft_target_s is not None:
+            for backend_id, crowded in self._crowded.items():
+                if crowded.health is Health.READY and model in crowded.models:
+                    room = self._prefill_cap(backend_id, min_prefill_cap) - crowded.awaiting_first_byte
+                    if room < 0 and self._limits.limit(backend_id) is not None:
+                        excess += room
+        stream = 0.0
+        prefill = excess
         kv_ok = False
         for view in serving:
             slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap)
-            prefill += room
+            if room > 0:
+                prefill += room
             if slots <= 0:
                 continue
             stream += slots
@@ -283,6 +304,8 @@ class AdmissionControl:
                 kv_ok = self._kv_fits(
                     view, prompt_tokens - prefix_matched_tokens.get(view.backend_id, 0) + output_tokens
                 )
+            if kv_ok and min(stream, prefill) > reserved:
+                break
         return min(stream, prefill) > reserved, kv_ok
 
     def _kv_fits(self, view: BackendView, needed_tokens: float) -> bool:
@@ -318,6 +341,7 @@ class AdmissionControl:
         reserve_frac, min_cap = route.admission.class_reserve_frac, route.admission.min_prefill_cap
         returning = self._ledger.redeem(features.tenant, rank, features.client_retry_count, now_s)
         has_free_slot, kv_ok = self._capacity(
+            features.model,
             serving,
             _slot_rank(rank, returning),
             reserved,
@@ -454,14 +478,20 @@ class AdmissionControl:
         if views is last:
             return
         self._views_read = views
-        changed = (
-            [view for view, old in zip(views, last, strict=True) if view is not old]
-            if len(views) == len(last)
-            else views
-        )
+        if len(views) == len(last):
+            changed: Sequence[BackendView] = [
+                view for view, old in zip(views, last, strict=True) if view is not old
+            ]
+        else:
+            changed = views
+            self._crowded.clear()  # a backend left the fleet: forget its last view
         for view in changed:
             backend_id = view.backend_id
             self._in_flight_seen[backend_id] = view.in_flight_requests
+            if view.awaiting_first_byte >= self._crowded_floor:
+                self._crowded[backend_id] = view
+            else:
+                self._crowded.pop(backend_id, None)
             if view.first_bytes == 0:
                 continue
             count, total_ms = self._first_bytes_seen.get(backend_id, (0, 0.0))

@@ -139,20 +139,21 @@ def test_one_pump_wakes_no_more_requests_than_the_prefill_caps_have_room_for() -
     assert len(woken) == 3
 
 
-def test_a_backend_over_its_prefill_cap_counts_against_the_fleet() -> None:
+def test_a_backend_over_its_prefill_cap_counts_against_the_fleet_wherever_it_is_listed() -> None:
     ac, config, _ = control(TWO_FIXED_10)
     route = config.routes[0]
     # A policy that does not route by load sends as much to "a" as to "b": "a" already holds 3 prompts
-    # over its cap (4), so the 2 places left under "b"'s cap are not free for the fleet.
+    # over its cap (4), so the 2 places left under "b"'s cap are not free for the fleet, whichever
+    # backend the scan meets first.
     over = view("a", in_flight_requests=7, awaiting_first_byte=7)
-    verdict = ac.decide(
-        features(request_id="r1"), route, snapshot(over, view("b", awaiting_first_byte=2)), None, {}
-    )
-    assert isinstance(verdict, Queue)
-    verdict = ac.decide(
-        features(request_id="r2"), route, snapshot(over, view("b", awaiting_first_byte=0)), None, {}
-    )
-    assert isinstance(verdict, Admit)
+    for i, (tight, roomy) in enumerate(
+        [(view("b", awaiting_first_byte=2), view("b", awaiting_first_byte=0))] * 2
+    ):
+        fleets = ((over, tight), (over, roomy)) if i == 0 else ((tight, over), (roomy, over))
+        verdict = ac.decide(features(request_id=f"q{i}"), route, snapshot(*fleets[0]), None, {})
+        assert isinstance(verdict, Queue), (i, verdict)
+        verdict = ac.decide(features(request_id=f"a{i}"), route, snapshot(*fleets[1]), None, {})
+        assert isinstance(verdict, Admit), (i, verdict)
 
 
 def test_the_predicted_queue_wait_counts_first_bytes_while_completions_lag() -> None:
