@@ -136,6 +136,12 @@ class RouteAdmissionConfig(_Strict):
     min_prefill_cap: float = Field(
         4.0, ge=1, description="fewest requests a backend may hold before their first byte (cap floor)"
     )
+    prefill_budget: Literal["backend", "fleet"] = Field(
+        "backend",
+        description="how the prefill cap admits: 'backend' = some backend is under its cap (its free stream "
+        "slots count); 'fleet' = at most the sum of every backend's room under its cap, a backend over its "
+        "cap counting against the fleet (protects a policy that does not route by load)",
+    )
 
     @model_validator(mode="after")
     def _positive(self) -> RouteAdmissionConfig:

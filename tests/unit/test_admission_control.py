@@ -122,8 +122,15 @@ def test_any_backend_with_a_free_slot_and_kv_room_admits_whatever_its_place_in_t
     assert [type(v) for v in verdicts.values()] == [Admit, Admit, Queue, Queue], verdicts
 
 
-def test_one_pump_wakes_no_more_requests_than_the_prefill_caps_have_room_for() -> None:
-    ac, config, _ = control(FIXED_10.replace("initial: 10", "initial: 40"))
+FLEET_BUDGET = "{name: default, slo: {ttft_ms: 2000}, admission: {prefill_budget: fleet}}"
+
+
+def fleet_budget(text: str) -> str:
+    return text.replace("{name: default, slo: {ttft_ms: 2000}}", FLEET_BUDGET)
+
+
+def test_with_a_fleet_budget_one_pump_wakes_no_more_requests_than_the_prefill_caps_have_room_for() -> None:
+    ac, config, _ = control(fleet_budget(FIXED_10.replace("initial: 10", "initial: 40")))
     route = config.routes[0]
     full = view("a", in_flight_requests=40)
     for i in range(8):
@@ -139,8 +146,8 @@ def test_one_pump_wakes_no_more_requests_than_the_prefill_caps_have_room_for() -
     assert len(woken) == 3
 
 
-def test_a_backend_over_its_prefill_cap_counts_against_the_fleet_wherever_it_is_listed() -> None:
-    ac, config, _ = control(TWO_FIXED_10)
+def test_with_a_fleet_budget_a_backend_over_its_prefill_cap_counts_against_the_fleet() -> None:
+    ac, config, _ = control(fleet_budget(TWO_FIXED_10))
     route = config.routes[0]
     # A policy that does not route by load sends as much to "a" as to "b": "a" already holds 3 prompts
     # over its cap (4), so the 2 places left under "b"'s cap are not free for the fleet, whichever
@@ -156,8 +163,8 @@ def test_a_backend_over_its_prefill_cap_counts_against_the_fleet_wherever_it_is_
         assert isinstance(verdict, Admit), (i, verdict)
 
 
-def test_the_predicted_queue_wait_counts_first_bytes_while_completions_lag() -> None:
-    ac, config, clock = control()
+def test_with_a_fleet_budget_the_queue_wait_counts_first_bytes_while_completions_lag() -> None:
+    ac, config, clock = control(fleet_budget(FIXED_10))
     route = config.routes[0]
     # One completion so far (streams last seconds), while the backend's first bytes come at ~8/s.
     ac.observe(
@@ -190,3 +197,13 @@ def test_the_predicted_queue_wait_counts_first_bytes_while_completions_lag() -> 
     # refused as infeasible.
     _, verdict = decide(ac, config, "q8", "standard", full)
     assert isinstance(verdict, Queue), verdict
+
+
+def test_by_default_a_backend_under_its_prefill_cap_admits_whatever_the_others_hold() -> None:
+    ac, config, _ = control(TWO_FIXED_10)
+    route = config.routes[0]
+    over = view("a", in_flight_requests=7, awaiting_first_byte=7)
+    verdict = ac.decide(
+        features(request_id="r1"), route, snapshot(over, view("b", awaiting_first_byte=2)), None, {}
+    )
+    assert isinstance(verdict, Admit)
