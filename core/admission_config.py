@@ -93,9 +93,10 @@ class ConcurrencyLimitConfig(_Strict):
 class WaitingRoomConfig(_Strict):
     max_requests: int = Field(1024, ge=0, description="all classes together; 0 = never queue")
     lifo_below_top_class: bool = Field(
-        True,
+        False,
         description="serve every class below the most important newest first (adaptive LIFO); the "
-        "most important class stays FIFO, where a long wait is the exception",
+        "most important class stays FIFO, where a long wait is the exception. Pairs with a route's "
+        "prefill_budget: fleet (docs/admission.md, 'Overload benchmark')",
     )
 
 

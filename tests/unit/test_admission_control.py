@@ -207,3 +207,23 @@ def test_by_default_a_backend_under_its_prefill_cap_admits_whatever_the_others_h
         features(request_id="r1"), route, snapshot(over, view("b", awaiting_first_byte=2)), None, {}
     )
     assert isinstance(verdict, Admit)
+
+
+def test_with_lifo_below_the_top_class_the_newest_standard_request_goes_first_and_critical_stays_fifo() -> (
+    None
+):
+    text = FIXED_10.replace(
+        "admission: {concurrency: {algorithm: fixed, initial: 10}}",
+        "admission: {concurrency: {algorithm: fixed, initial: 10},"
+        " waiting_room: {lifo_below_top_class: true}}",
+    )
+    ac, config, _ = control(text)
+    route = config.routes[0]
+    full = view("a", in_flight_requests=10)
+    for request_id, cls in [("s1", "standard"), ("c1", "critical"), ("s2", "standard"), ("c2", "critical")]:
+        feats, verdict = decide(ac, config, request_id, cls, full)
+        assert isinstance(verdict, Queue)
+        assert ac.enqueue(feats, route, verdict).shed is None
+    free = snapshot(view("a", in_flight_requests=0))
+    order = [ac.pop_dispatchable(free) for _ in range(4)]
+    assert order == ["c1", "c2", "s2", "s1"]
