@@ -92,6 +92,12 @@ class ConcurrencyLimitConfig(_Strict):
 
 class WaitingRoomConfig(_Strict):
     max_requests: int = Field(1024, ge=0, description="all classes together; 0 = never queue")
+    lifo_below_top_class: bool = Field(
+        False,
+        description="serve every class below the most important newest first (adaptive LIFO); the "
+        "most important class stays FIFO, where a long wait is the exception. Pairs with a route's "
+        "prefill_budget: fleet (docs/admission.md, 'Overload benchmark')",
+    )
 
 
 class AdmissionConfig(_Strict):
@@ -130,6 +136,12 @@ class RouteAdmissionConfig(_Strict):
     )
     min_prefill_cap: float = Field(
         4.0, ge=1, description="fewest requests a backend may hold before their first byte (cap floor)"
+    )
+    prefill_budget: Literal["backend", "fleet"] = Field(
+        "backend",
+        description="how the prefill cap admits: 'backend' = some backend is under its cap (its free stream "
+        "slots count); 'fleet' = at most the sum of every backend's room under its cap, a backend over its "
+        "cap counting against the fleet (protects a policy that does not route by load)",
     )
 
     @model_validator(mode="after")

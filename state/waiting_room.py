@@ -5,8 +5,9 @@ and the virtual-time simulator drives it from its event loop, so both queue
 exactly alike.
 
 * Classes are ranks (0 = most important). ``pop_dispatchable`` serves the
-  most important class first and FIFO within a class; an entry whose model has
-  no free backend is skipped (no head-of-line blocking across models).
+  most important class first, FIFO within a class, or newest first in the ranks
+  from ``lifo_from_rank`` on; an entry whose model has no free backend is skipped
+  (no head-of-line blocking across models).
 * When the room is full, a newcomer may evict the newest entry of a strictly
   less important class (that entry is shed by the caller); otherwise the
   newcomer is refused. Sheddable work therefore leaves before standard work,
@@ -50,9 +51,13 @@ class PushResult(Generic[T]):
 
 
 class WaitingRoom(Generic[T]):
-    def __init__(self, n_ranks: int, max_requests: int) -> None:
+    def __init__(self, n_ranks: int, max_requests: int, lifo_from_rank: int | None = None) -> None:
+        """``lifo_from_rank``: ranks from this one on are served newest first (adaptive LIFO: a queue
+        that only fills at overload then serves the requests that can still meet their SLO, and the old
+        ones leave at their deadline); None: every rank FIFO."""
         if n_ranks < 1:
             raise ValueError("need at least one class")
+        self._lifo_from = n_ranks if lifo_from_rank is None else lifo_from_rank
         self._queues: list[deque[Waiter[T]]] = [deque() for _ in range(n_ranks)]
         self._count_by_rank = [0] * n_ranks
         self._tokens_by_rank = [0.0] * n_ranks
@@ -140,11 +145,12 @@ class WaitingRoom(Generic[T]):
         return self._deadlines[0][0] if self._deadlines else None
 
     def pop_dispatchable(self, can_dispatch: Callable[[T], bool]) -> Waiter[T] | None:
-        """The first live entry, most important class first, whose item ``can_dispatch``."""
-        for queue in self._queues:
+        """The first live entry, most important class first (FIFO, or newest first from
+        ``lifo_from_rank`` on), whose item ``can_dispatch``."""
+        for rank, queue in enumerate(self._queues):
             while queue and not queue[0].live:
                 queue.popleft()
-            for waiter in queue:
+            for waiter in reversed(queue) if rank >= self._lifo_from else queue:
                 if waiter.live and can_dispatch(waiter.item):
                     queue.remove(waiter)
                     self._drop(waiter)

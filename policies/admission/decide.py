@@ -10,9 +10,11 @@ The rule, in order (formulas.md §5; Google SRE "Handling Overload"):
    p90 predicted output, over the watermark), the request goes now. Nothing
    is shed below capacity.
 3. **At capacity, predict the wait.** wait = (requests queued at this class
-   or better + 1) / fleet service rate (Little's law); predicted TTFT if
-   queued = wait + the best backend's predicted TTFT. While the service rate
-   is still unknown (cold start) nothing is rejected as infeasible.
+   or better + 1) / the rate at which the queue drains (Little's law): the
+   larger of the fleet's completions/s and first bytes/s, since completions
+   lag admissions by a whole E2E; predicted TTFT if queued = wait + the best
+   backend's predicted TTFT. While neither rate is known (cold start)
+   nothing is rejected as infeasible.
 4. **Early rejection.** If that misses the route's TTFT SLO with margin
    (``> (1 - margin) x SLO``), refuse now (429 ``slo_infeasible``) instead
    of timing out later; a client is better served by an honest "not now".
@@ -43,7 +45,7 @@ class AdmissionView:
     kv_headroom_ok: bool
     queued_ahead_requests: int
     queue_can_accept: bool
-    service_rate_rps: float
+    service_rate_rps: float  # how fast the queue drains: max(completions/s, first bytes/s) of the fleet
     # The Retry-After a capacity refusal promises (``state.retry_ledger``: when the capacity left to
     # this class covers the work ahead), already within the bounds.
     capacity_retry_after_s: float

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from core.clock import ManualClock
 from core.config import SluiceConfig, load_config_text
-from core.types import Admit, BackendView, Queue
+from core.types import Admit, BackendView, Outcome, Queue
 from decision.admission_control import AdmissionControl
 from tests.unit.policy_builders import features, snapshot, view
 
@@ -120,3 +120,110 @@ def test_any_backend_with_a_free_slot_and_kv_room_admits_whatever_its_place_in_t
         ),
     }
     assert [type(v) for v in verdicts.values()] == [Admit, Admit, Queue, Queue], verdicts
+
+
+FLEET_BUDGET = "{name: default, slo: {ttft_ms: 2000}, admission: {prefill_budget: fleet}}"
+
+
+def fleet_budget(text: str) -> str:
+    return text.replace("{name: default, slo: {ttft_ms: 2000}}", FLEET_BUDGET)
+
+
+def test_with_a_fleet_budget_one_pump_wakes_no_more_requests_than_the_prefill_caps_have_room_for() -> None:
+    ac, config, _ = control(fleet_budget(FIXED_10.replace("initial: 10", "initial: 40")))
+    route = config.routes[0]
+    full = view("a", in_flight_requests=40)
+    for i in range(8):
+        feats, verdict = decide(ac, config, f"r{i}", "standard", full)
+        assert isinstance(verdict, Queue)
+        assert ac.enqueue(feats, route, verdict).shed is None
+    # 36 stream slots free at once (streams ended together) but the backend already holds one prompt
+    # before its first byte: under the floor cap of 4, only 3 more may go now, not all 8.
+    freed = snapshot(view("a", in_flight_requests=4, awaiting_first_byte=1))
+    woken = []
+    while (request_id := ac.pop_dispatchable(freed)) is not None:
+        woken.append(request_id)
+    assert len(woken) == 3
+
+
+def test_with_a_fleet_budget_a_backend_over_its_prefill_cap_counts_against_the_fleet() -> None:
+    ac, config, _ = control(fleet_budget(TWO_FIXED_10))
+    route = config.routes[0]
+    # A policy that does not route by load sends as much to "a" as to "b": "a" already holds 3 prompts
+    # over its cap (4), so the 2 places left under "b"'s cap are not free for the fleet, whichever
+    # backend the scan meets first.
+    over = view("a", in_flight_requests=7, awaiting_first_byte=7)
+    for i, (tight, roomy) in enumerate(
+        [(view("b", awaiting_first_byte=2), view("b", awaiting_first_byte=0))] * 2
+    ):
+        fleets = ((over, tight), (over, roomy)) if i == 0 else ((tight, over), (roomy, over))
+        verdict = ac.decide(features(request_id=f"q{i}"), route, snapshot(*fleets[0]), None, {})
+        assert isinstance(verdict, Queue), (i, verdict)
+        verdict = ac.decide(features(request_id=f"a{i}"), route, snapshot(*fleets[1]), None, {})
+        assert isinstance(verdict, Admit), (i, verdict)
+
+
+def test_with_a_fleet_budget_the_queue_wait_counts_first_bytes_while_completions_lag() -> None:
+    ac, config, clock = control(fleet_budget(FIXED_10))
+    route = config.routes[0]
+    # One completion so far (streams last seconds), while the backend's first bytes come at ~8/s.
+    ac.observe(
+        Outcome(
+            request_id="done",
+            backend_id="a",
+            route="default",
+            model="m",
+            tenant="default",
+            status_code=200,
+            prompt_tokens=100,
+            output_tokens=10,
+            cached_prompt_tokens=None,
+            ttft_ms=100.0,
+            e2e_ms=1000.0,
+        )
+    )
+    first_bytes = 0
+    for _ in range(40):
+        clock.advance(0.125)
+        first_bytes += 1
+        ac.pop_dispatchable(snapshot(view("a", in_flight_requests=10, first_bytes=first_bytes)))
+    full = view("a", in_flight_requests=10, first_bytes=first_bytes)
+    for i in range(8):
+        feats, verdict = decide(ac, config, f"q{i}", "standard", full)
+        assert isinstance(verdict, Queue), verdict
+        assert ac.enqueue(feats, route, verdict).shed is None
+    # With 8 queued ahead the ninth leaves the queue in ~1.2 s at the first-byte rate (~7.5/s after 5 s):
+    # within the 2 s SLO. At the completion rate (one per 10 s decay window) it would wait ~90 s and be
+    # refused as infeasible.
+    _, verdict = decide(ac, config, "q8", "standard", full)
+    assert isinstance(verdict, Queue), verdict
+
+
+def test_by_default_a_backend_under_its_prefill_cap_admits_whatever_the_others_hold() -> None:
+    ac, config, _ = control(TWO_FIXED_10)
+    route = config.routes[0]
+    over = view("a", in_flight_requests=7, awaiting_first_byte=7)
+    verdict = ac.decide(
+        features(request_id="r1"), route, snapshot(over, view("b", awaiting_first_byte=2)), None, {}
+    )
+    assert isinstance(verdict, Admit)
+
+
+def test_with_lifo_below_the_top_class_the_newest_standard_request_goes_first_and_critical_stays_fifo() -> (
+    None
+):
+    text = FIXED_10.replace(
+        "admission: {concurrency: {algorithm: fixed, initial: 10}}",
+        "admission: {concurrency: {algorithm: fixed, initial: 10},"
+        " waiting_room: {lifo_below_top_class: true}}",
+    )
+    ac, config, _ = control(text)
+    route = config.routes[0]
+    full = view("a", in_flight_requests=10)
+    for request_id, cls in [("s1", "standard"), ("c1", "critical"), ("s2", "standard"), ("c2", "critical")]:
+        feats, verdict = decide(ac, config, request_id, cls, full)
+        assert isinstance(verdict, Queue)
+        assert ac.enqueue(feats, route, verdict).shed is None
+    free = snapshot(view("a", in_flight_requests=0))
+    order = [ac.pop_dispatchable(free) for _ in range(4)]
+    assert order == ["c1", "c2", "s2", "s1"]

@@ -17,6 +17,17 @@ def test_strict_priority_then_fifo() -> None:
     assert len(room) == 0
 
 
+def test_ranks_from_lifo_from_rank_on_are_served_newest_first() -> None:
+    room: WaitingRoom[str] = WaitingRoom(3, 10, lifo_from_rank=1)
+    for name, rank in [("n1", 1), ("c1", 0), ("s1", 2), ("n2", 1), ("c2", 0), ("s2", 2)]:
+        room.push(name, rank, deadline_s=100.0, now_s=0.0, work_tokens=10.0)
+    order = []
+    while (w := room.pop_dispatchable(lambda _: True)) is not None:
+        order.append(w.item)
+    # The most important rank stays FIFO; below it the newest request goes first.
+    assert order == ["c1", "c2", "n2", "n1", "s2", "s1"]
+
+
 def test_full_room_evicts_newest_of_least_important_class_only() -> None:
     room: WaitingRoom[str] = WaitingRoom(3, 3)
     for name, rank in [("s1", 2), ("s2", 2), ("n1", 1)]:
