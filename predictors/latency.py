@@ -17,9 +17,9 @@ Shape (formulas.md §3 and §9; the simulated engine's step time is
                 max(0, kv_use - 0.8) / 0.2 (zero until the KV cache is 80% full)
     slot_queue  requests (this one included) that must wait for a running one to finish before
                 they get a sequence slot: running + waiting + 1 - S, at least 0, with S = the
-                backend's learned slot limit (the most requests ever seen running on it,
-                ``LatencyModel.slot_limit``; S <= running means the backend is full now); 0 until
-                anything was seen running
+                backend's learned slot limit (``slot_limit_evidence``: the most requests the engine
+                reported running while it held a standing queue; ``LatencyModel.slot_limit``;
+                S <= running means the backend is full now); 0 until such a queue was seen
     batch       running + waiting + 1 (the batch this request will decode in)
     context_k   (in-flight prompt tokens + this prompt) / 1000 (attention reads per step)
 
@@ -35,8 +35,8 @@ prefill budget (milliseconds), at the limit for completions (~19 ms each on an H
 A100 there), and one slope learned mostly below the limit under-predicted an A100's TTFT 3.5x at
 the limit (median 413 ms predicted, 1,429 ms actual), so the SLO filter kept sending it requests
 that missed. The limit is not configured anywhere Sluice can read, but it is observable exactly when
-it matters: a full backend reports it as its running count (``engine_running``, or Sluice's own
-in-flight minus awaiting).
+it matters: a full backend reports it as its running count (``engine_running``) while requests
+queue behind it (``engine_waiting``); see ``slot_limit_evidence`` for why only then.
 
 Learning: each backend keeps, for TTFT and for TPOT, a ridge regression with
 exponential forgetting (``forgetting`` per observation, ~1/(1-forgetting)
@@ -302,18 +302,6 @@ class _BackendModel:
 BackendLoad = tuple[float, float, float, float, float, float, float]
 
 
-def running_count(view: BackendView) -> int:
-    """Requests decoding on a backend: in-flight minus awaiting, or the fresh engine count if larger."""
-    awaiting = view.awaiting_first_byte
-    in_flight = view.in_flight_requests
-    running = in_flight - awaiting if in_flight > awaiting else 0
-    if not view.metrics_stale:
-        engine_running = view.engine_running
-        if engine_running is not None and engine_running > running:
-            running = engine_running
-    return running
-
-
 SLOT_EVIDENCE_WAITING_FRAC = 0.125
 
 
@@ -463,7 +451,7 @@ class LatencyModel:
         # The same coefficients per token instead of per 1000 tokens, flat: the request path's form.
         self._fast: dict[str, tuple[float, ...]] = {}
         self._fast_prior = _per_token(*self._prior, 0)
-        # Each backend's learned sequence-slot limit: the most requests ever seen running on it.
+        # Each backend's learned sequence-slot limit (``slot_limit_evidence``); only ever grows.
         self._slots: dict[str, int] = {}
         # The request path's form over a whole fleet, updated per changed view (predictors.cost_columns).
         self._columns = FleetColumns(self._fast_coefficients)
