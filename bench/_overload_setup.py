@@ -50,6 +50,11 @@ RETRY_MAX = OPENAI_DEFAULT_MAX_RETRIES  # retries per request of a retrying clie
 # with admission too, in virtual and in real time.
 POLICY = "round_robin"
 VIRTUAL_SYSTEMS = (("round_robin", True), ("sluice_predictive", True), ("round_robin", False))
+# The admission setting of every Sluice run (``--setting``): "default", or "overload", the opt-in pair
+# recommended for overload (docs/admission.md): the fleet prefill budget and adaptive LIFO below the top
+# class.
+SETTING = "default"
+SETTINGS = ("default", "overload")
 
 
 def fleet() -> Fleet:
@@ -61,7 +66,16 @@ def system_name(policy: str, admission: bool) -> str:
 
 
 def sluice_base(admission: bool, policy: str = POLICY) -> dict[str, Any]:
-    """Everything of the Sluice config but the backends (``sluice_config`` adds them)."""
+    """Everything of the Sluice config but the backends (``sluice_config`` adds them); with
+    ``SETTING == "overload"`` the opt-in overload pair too."""
+    base = _sluice_base(admission, policy)
+    if SETTING == "overload":
+        base["admission"]["waiting_room"] = {"lifo_below_top_class": True}
+        base["routes"][0]["admission"]["prefill_budget"] = "fleet"
+    return base
+
+
+def _sluice_base(admission: bool, policy: str) -> dict[str, Any]:
     return {
         "listen": {"host": "127.0.0.1", "port": 0, "shutdown_grace_s": 5.0},
         "health": {"interval_s": 1.0},

@@ -239,6 +239,19 @@ def main() -> None:
         "its own steady state: the recovery criteria on a fleet that never was overloaded (writes "
         "overload_<part>_control.json; a realtime burst run judges recovery against it)",
     )
+    parser.add_argument(
+        "--setting",
+        choices=setup.SETTINGS,
+        default="default",
+        help="Sluice's admission setting: default, or 'overload' (the opt-in fleet prefill budget + "
+        "adaptive LIFO below the top class)",
+    )
+    parser.add_argument(
+        "--out-suffix",
+        default="",
+        help="appended to the results and plot names (e.g. _seeds0-8), so an exploratory run does not "
+        "overwrite the committed files",
+    )
     parser.add_argument("--step-s", type=float, default=setup.STEP_S, help="seconds per load step (smoke: 3)")
     parser.add_argument(
         "--retry-max",
@@ -248,6 +261,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     setup.STEP_S = args.step_s
+    setup.SETTING = args.setting
     setup.RETRY_MAX = args.retry_max
     fleet = setup.fleet()
     capacity = setup.calibrate(fleet)
@@ -264,6 +278,7 @@ def main() -> None:
         "queue_deadline_ms": setup.QUEUE_DEADLINE_MS,
         "sluice_config": setup.sluice_base(admission=True),
         "seeds": args.seeds if args.part == "virtual" else [args.seed],
+        "setting": args.setting,
         "retry_max": setup.RETRY_MAX,
     }
 
@@ -285,7 +300,7 @@ def main() -> None:
                 kept[name] = system
 
     def save(systems: dict[str, Any]) -> Path:
-        name = f"overload_{args.part}" + ("_control" if args.control else "")
+        name = f"overload_{args.part}" + ("_control" if args.control else "") + args.out_suffix
         return write_result(name, config, {"systems": {**kept, **systems}})
 
     if args.part == "virtual":
@@ -301,7 +316,8 @@ def main() -> None:
     if args.control:
         print(f"wrote {path}")
         return
-    for png in plot_all(systems, phases(setup.STEP_S, setup.LEVELS), RESULTS / f"overload_{args.part}"):
+    stem = RESULTS / f"overload_{args.part}{args.out_suffix}"
+    for png in plot_all(systems, phases(setup.STEP_S, setup.LEVELS), stem):
         print(f"wrote {png}")
     print(f"wrote {path}")
 

@@ -68,6 +68,13 @@ TTFT_TARGET_SLO_FRAC = 0.25
 # finds slots at once instead of waiting for long standard streams to end (the "reserved slots" of SMG,
 # peers.md section 4). Below capacity in-flight stays far under the limits and nothing changes.
 FIRST_BYTE_RATE_TAU_S = 5.0
+# A backend holding prompts that has sent no first byte for this many TTFT targets is *stalled* (hung,
+# or far off its target): the fleet prefill budget leaves it out (no room, no excess), as the per-backend
+# gate would. Why: a backend whose requests hang without failing would otherwise count its excess
+# against the whole fleet and queue everyone until the first-byte timeout (120 s by default) fails them.
+# At 4 targets (2 s by default) a working backend is never taken for stalled in bench/overload.py, where
+# each engine sends ~8 first bytes/s at the end of the 3x burst.
+STALL_TTFT_TARGETS = 4.0
 
 
 def limit_config(config: SluiceConfig) -> ConcurrencyLimitConfig:
@@ -166,6 +173,10 @@ class AdmissionControl:
         self._crowded_floor = min((r.admission.min_prefill_cap for r in config.routes), default=1.0)
         target_ms = limit_config(config).ttft_target_ms
         self._ttft_target_s = None if target_ms is None else target_ms / 1000.0
+        self._stall_s = math.inf if self._ttft_target_s is None else STALL_TTFT_TARGETS * self._ttft_target_s
+        # Per backend holding prompts before their first byte: when it last showed progress (its latest
+        # first byte, or the moment it started holding prompts). Absent: it holds none.
+        self._progress_s: dict[BackendId, float] = {}
 
     # ---- introspection (metrics, tests) -------------------------------------------------
     @property
@@ -224,13 +235,26 @@ class AdmissionControl:
         per_s = rate.rate_per_s(self._clock.now_s()) if rate is not None else 0.0
         return max(min_prefill_cap, per_s * self._ttft_target_s)
 
+    def _stalled_before_s(self) -> float:
+        """A backend whose last progress (``_progress_s``) is at or before this instant is stalled."""
+        return self._clock.now_s() - self._stall_s
+
     def _headroom(
-        self, view: BackendView, rank: int, class_reserve_frac: float, min_prefill_cap: float
+        self,
+        view: BackendView,
+        rank: int,
+        class_reserve_frac: float,
+        min_prefill_cap: float,
+        stalled_before_s: float,
     ) -> tuple[float, float]:
         """(stream slots for class ``rank``, prompts the backend may still take before its prefill cap;
-        negative when it holds more than its cap). A backend without a limit has room for anything."""
+        negative when it holds more than its cap). A backend without a limit has room for anything; a
+        stalled one (``STALL_TTFT_TARGETS``) has none and counts nothing against the fleet."""
         if self._limits.limit(view.backend_id) is None:
             return math.inf, math.inf
+        progress_s = self._progress_s.get(view.backend_id)
+        if progress_s is not None and progress_s <= stalled_before_s:
+            return 0.0, 0.0
         return (
             self._stream_slots(view, rank, class_reserve_frac),
             self._prefill_cap(view.backend_id, min_prefill_cap) - view.awaiting_first_byte,
@@ -281,8 +305,9 @@ class AdmissionControl:
             )
             return free - self._reserved_by_model.get(model, 0)
         stream = prefill = 0.0
+        stalled_before_s = self._stalled_before_s()
         for view in snapshot.serving(model):
-            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap)
+            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap, stalled_before_s)
             if slots > 0:
                 stream += slots
             prefill += room
@@ -369,8 +394,12 @@ class AdmissionControl:
         backend's room can only add. Scanning (and reading the first-byte rate of) a whole 64-backend
         fleet per admitted request would cost more than the rest of admission together."""
         excess = 0.0
+        stalled_before_s = self._stalled_before_s()
         if self._ttft_target_s is not None:
             for backend_id, crowded in self._crowded.items():
+                progress_s = self._progress_s.get(backend_id)
+                if progress_s is not None and progress_s <= stalled_before_s:
+                    continue  # stalled: out of the budget
                 if crowded.health is Health.READY and model in crowded.models:
                     room = self._prefill_cap(backend_id, min_prefill_cap) - crowded.awaiting_first_byte
                     if room < 0 and self._limits.limit(backend_id) is not None:
@@ -379,7 +408,7 @@ class AdmissionControl:
         prefill = excess
         kv_ok = False
         for view in serving:
-            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap)
+            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap, stalled_before_s)
             if room > 0:
                 prefill += room
             if slots <= 0:
@@ -594,11 +623,17 @@ class AdmissionControl:
                 self._crowded[backend_id] = view
             else:
                 self._crowded.pop(backend_id, None)
+            if view.awaiting_first_byte == 0:
+                self._progress_s.pop(backend_id, None)
+            elif backend_id not in self._progress_s:
+                self._progress_s[backend_id] = self._clock.now_s()  # started holding prompts
             if view.first_bytes == 0:
                 continue
             count, total_ms = self._first_bytes_seen.get(backend_id, (0, 0.0))
             new = view.first_bytes - count
             if new > 0:
+                if view.awaiting_first_byte:
+                    self._progress_s[backend_id] = self._clock.now_s()
                 rate = self._first_byte_rates.get(backend_id)
                 if rate is None:
                     rate = self._first_byte_rates[backend_id] = ServiceRate(FIRST_BYTE_RATE_TAU_S)

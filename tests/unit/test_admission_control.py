@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from core.clock import ManualClock
 from core.config import SluiceConfig, load_config_text
-from core.types import Admit, BackendView, Outcome, Queue
+from core.types import Admit, BackendView, Health, Outcome, Queue
 from decision.admission_control import AdmissionControl
 from tests.unit.policy_builders import features, snapshot, view
 
@@ -227,3 +227,42 @@ def test_with_lifo_below_the_top_class_the_newest_standard_request_goes_first_an
     free = snapshot(view("a", in_flight_requests=0))
     order = [ac.pop_dispatchable(free) for _ in range(4)]
     assert order == ["c1", "c2", "s2", "s1"]
+
+
+def test_with_a_fleet_budget_a_stalled_backend_stops_counting_against_the_fleet() -> None:
+    """A backend whose requests hang without failing (no first byte for 4 TTFT targets, 2 s here) no
+    longer holds back the other backends' room, as the per-backend gate would not; one still sending
+    first bytes keeps counting."""
+    ac, config, clock = control(fleet_budget(TWO_FIXED_10))
+    route = config.routes[0]
+    idle_b = view("b", awaiting_first_byte=0)
+
+    def verdict(request_id: str, a: BackendView) -> object:
+        return ac.decide(features(request_id=request_id), route, snapshot(a, idle_b), None, {})
+
+    hung = view("a", in_flight_requests=10, awaiting_first_byte=10)  # 6 over its cap of 4: b's 4 are not free
+    queued = verdict("r0", hung)
+    assert isinstance(queued, Queue)
+    assert ac.enqueue(features(request_id="r0"), route, queued).shed is None
+    clock.advance(1.9)
+    assert isinstance(verdict("r1", replace(hung)), Queue)
+    assert ac.pop_dispatchable(snapshot(replace(hung), idle_b)) is None
+    clock.advance(0.2)
+    # Stalled: the queue is served from b's room (the pump) and a newcomer is admitted.
+    assert ac.pop_dispatchable(snapshot(replace(hung), idle_b)) == "r0"
+    assert isinstance(verdict("r2", replace(hung)), Admit)
+    # The same backend sending a first byte now and then is slow, not stalled: it counts again (and at
+    # one first byte per 1.5 s the queue is too slow for the SLO: refused as infeasible, not admitted).
+    for first_bytes in range(1, 4):
+        clock.advance(1.5)
+        working = view("a", in_flight_requests=10, awaiting_first_byte=10, first_bytes=first_bytes)
+        assert not isinstance(verdict(f"w{first_bytes}", working), Admit)
+
+
+def test_with_a_fleet_budget_an_unhealthy_backend_counts_nothing_against_the_fleet() -> None:
+    ac, config, _ = control(fleet_budget(TWO_FIXED_10))
+    route = config.routes[0]
+    for health in (Health.DOWN, Health.DRAINING, Health.PENDING):
+        broken = view("a", in_flight_requests=10, awaiting_first_byte=10, health=health)
+        decided = ac.decide(features(request_id=f"r-{health}"), route, snapshot(broken, view("b")), None, {})
+        assert isinstance(decided, Admit), health
