@@ -183,12 +183,12 @@ def _ms(x: float | None) -> str:
 
 def verdict_line(f: dict[str, Any]) -> str:
     crit = f["by_phase_and_class"]["all"]["critical"]
-    met = sum(bool(v) for v in f["targets_met"].values())
-    rec, old = f["recovery_s"], f["old_criterion"]["recovery_s"]
+    judged = [v for v in f["targets_met"].values() if v is not None]  # None: not judged (no control)
+    rec = "n/a (no control run)" if f.get("recovery_reference") is None else _s(f["recovery_s"])
     return (
         f"critical goodput {_pct(crit['goodput_frac'])}, TTFT p99 {_ms(crit['ttft_p99_ms'])} ms, "
-        f"lost {f['lost']}, recovery {_s(rec)} (old criterion {_s(old)}), "
-        f"targets met {met}/{len(f['targets_met'])}"
+        f"lost {f['lost']}, recovery {rec} (old criterion {_s(f['old_criterion']['recovery_s'])}), "
+        f"targets met {sum(judged)}/{len(judged)}"
     )
 
 
