@@ -197,7 +197,7 @@ async def run_system(
 ) -> dict[str, Any]:
     """One system's run: the step workload (``control``: without the burst) and the retrying clients;
     recovery judged against ``reference`` (a control run's steady state), or its own when ``control``."""
-    main_wl = setup.step_workload(capacity_rps, seed, setup.control_levels() if control else None)
+    main_requests = setup.main_requests(capacity_rps, seed, control)
     retry_wl = setup.retry_workload(capacity_rps, seed)
     extra = ["--output-lengths", str(lengths), "--coalesce-ms", str(COALESCE_MS)]
     samples: dict[str, list[Any]] = {"engine_waiting": [], "waiting_room": []}
@@ -213,7 +213,7 @@ async def run_system(
         start_s = time.monotonic()
         sampler = asyncio.create_task(sample_queues(fleet, url, is_sluice, start_s, samples))
         main_records, retry_records = await asyncio.gather(
-            main.run(main_wl.requests()), retrying.run(retry_wl.requests())
+            main.run(iter(main_requests)), retrying.run(retry_wl.requests())
         )
         sampler.cancel()
         cpu_s = cpu_seconds(pid) - cpu0 if pid and cpu0 is not None else None
@@ -281,10 +281,9 @@ def run_realtime_part(
     base = args.runs_dir
     base.mkdir(parents=True, exist_ok=True)
     lengths = base / "output_lengths.json"
-    levels = setup.control_levels() if args.control else None
     references = {} if args.control else control_references(args.seed)
     every = [
-        *setup.step_workload(cap, args.seed, levels).requests(),
+        *setup.main_requests(cap, args.seed, args.control),
         *setup.retry_workload(cap, args.seed).requests(),
     ]
     lengths.write_text(json.dumps({r.request_id: r.true_output_tokens for r in every}))

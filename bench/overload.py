@@ -106,7 +106,7 @@ def _virtual_run(
 ) -> tuple[list[RequestRecord], list[RequestRecord], VirtualFleet, list[dict[str, Any]]]:
     """One virtual run: (the step workload's records, the retrying clients', the fleet, room samples)."""
     base = heapq.merge(
-        setup.step_workload(capacity_rps, seed, setup.control_levels() if control else None).requests(),
+        setup.main_requests(capacity_rps, seed, control),
         setup.retry_workload(capacity_rps, seed).requests(),
         key=lambda wr: wr.arrival_s,
     )

@@ -319,12 +319,13 @@ class AdmissionControl:
         whenever a stream limit grows; and a policy that does not route by load (round robin) sends half
         of them to a backend already over its cap. Measured (bench/overload.py, seeds 0-8): critical TTFT
         p99 0.94-1.41 s instead of 1.65-2.37 s, critical goodput 100 % in every seed with either policy.
-        Why not the default: it holds a clump of arrivals near capacity in the waiting room, where
-        sheddable goes last, and refused up to 2.9 % of sheddable requests at 0.8 of capacity
-        (bench/overload.py control runs; the per-backend gate: 0-0.7 %); and a fleet whose backends mostly
-        hold more prompts than their caps queues every request, even where a load-aware policy would find
-        a backend under its cap (the 64-backend fleet of bench/decision_cost.py: every request queued,
-        admission 2x slower). A stalled backend (``STALL_TTFT_TARGETS``) counts nothing either way."""
+        The caller passes ``fleet_budget`` only while the waiting room stands (``queue_stands``): applied
+        to every short queue of a clump near capacity, the budget refused up to 3.0 % of sheddable
+        requests at 0.8 of capacity (bench/overload.py control runs; the per-backend gate: 0-0.7 %). Why
+        not the default: a fleet whose backends mostly hold more prompts than their caps queues every
+        request at overload, even where a load-aware policy would find a backend under its cap (the
+        64-backend synthetic fleet of bench/decision_cost.py, whose prompts never get a first byte), and it
+        is not yet measured in real time. A stalled backend (``STALL_TTFT_TARGETS``) counts nothing."""
         if not fleet_budget:
             free = sum(
                 max(0.0, self._free_slots(v, rank, class_reserve_frac, min_prefill_cap))
