@@ -21,10 +21,16 @@ queues (``vllm:num_requests_waiting``) and, for Sluice, its waiting room by clas
 (``sluice_queue_depth``). Clients stop waiting ``DRAIN_S`` after the last
 arrival; what is still running then is cancelled and counted lost.
 
-Then, with Sluice's admission only, the hammer: ``HAMMER_REQUESTS`` requests of a tenant whose budget
-is zero, ``HAMMER_CONCURRENCY`` at a time, ignoring Retry-After, against the idle fleet; Sluice's CPU
-(utime + stime from ``/proc/PID/stat``, as ``bench/overhead.py``) per refused request, against its
-CPU per admitted request for ``ADMITTED_REQUESTS`` streamed requests of the workload's shape.
+With ``--control`` each system is run without the burst instead (its 3x steps at 0.7x;
+``overload_realtime_control.json``): the after-burst steady state that a burst run's recovery is
+judged against. A burst run reads the control of the same system and seed from that file; without
+one its recovery is not judged (the old 0.5x-baseline criterion is still reported).
+
+Then, with Sluice's admission only (not in a control run), the hammer: ``HAMMER_REQUESTS``
+requests of a tenant whose budget is zero, ``HAMMER_CONCURRENCY`` at a time, ignoring Retry-After,
+against the idle fleet; Sluice's CPU (utime + stime from ``/proc/PID/stat``, as ``bench/overhead.py``)
+per refused request, against its CPU per admitted request for ``ADMITTED_REQUESTS`` streamed
+requests of the workload's shape.
 """
 
 from __future__ import annotations
@@ -41,8 +47,9 @@ from typing import Any
 import _overload_setup as setup
 import aiohttp
 import uvloop
-from _overload_analysis import phases, score
+from _overload_analysis import after_burst, phases, score, steady_reference
 from _peer_routers import free_port
+from _results import RESULTS
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen.client import ClientOptions, LoadClient
@@ -179,9 +186,18 @@ async def hammer(url: str, pid: int) -> dict[str, Any]:
 
 
 async def run_system(
-    name: str, start: Starter, capacity_rps: float, seed: int, run_dir: Path, lengths: Path
+    name: str,
+    start: Starter,
+    capacity_rps: float,
+    seed: int,
+    run_dir: Path,
+    lengths: Path,
+    control: bool = False,
+    reference: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    main_wl = setup.step_workload(capacity_rps, seed)
+    """One system's run: the step workload (``control``: without the burst) and the retrying clients;
+    recovery judged against ``reference`` (a control run's steady state), or its own when ``control``."""
+    main_requests = setup.main_requests(capacity_rps, seed, control)
     retry_wl = setup.retry_workload(capacity_rps, seed)
     extra = ["--output-lengths", str(lengths), "--coalesce-ms", str(COALESCE_MS)]
     samples: dict[str, list[Any]] = {"engine_waiting": [], "waiting_room": []}
@@ -197,14 +213,32 @@ async def run_system(
         start_s = time.monotonic()
         sampler = asyncio.create_task(sample_queues(fleet, url, is_sluice, start_s, samples))
         main_records, retry_records = await asyncio.gather(
-            main.run(main_wl.requests()), retrying.run(retry_wl.requests())
+            main.run(iter(main_requests)), retrying.run(retry_wl.requests())
         )
         sampler.cancel()
         cpu_s = cpu_seconds(pid) - cpu0 if pid and cpu0 is not None else None
         extra_figures: dict[str, Any] = {"router_cpu_s": cpu_s, "wall_s": time.monotonic() - start_s}
-        if name == setup.system_name(setup.POLICY, True) and pid:
+        if name == setup.system_name(setup.POLICY, True) and pid and not control:
             extra_figures["hammer"] = await hammer(url, pid)
-    return _figures(main_records, retry_records, samples, extra_figures)
+    if control:
+        window = after_burst(phases(setup.STEP_S, setup.LEVELS))
+        reference = steady_reference(main_records, window.start_s, window.end_s)
+    return _figures(main_records, retry_records, samples, extra_figures, reference)
+
+
+def control_references(seed: int) -> dict[str, dict[str, Any]]:
+    """System name -> its steady reference, from ``overload_realtime_control.json`` if run at ``seed``."""
+    path = RESULTS / "overload_realtime_control.json"
+    if not path.exists():
+        return {}
+    stored = json.loads(path.read_text())
+    if stored["config"]["seeds"] != [seed] or stored["config"]["step_s"] != setup.STEP_S:
+        return {}
+    return {
+        name: system["runs"][0]["recovery_reference"]
+        for name, system in stored["figures"]["systems"].items()
+        if system["runs"][0].get("recovery_reference") is not None
+    }
 
 
 def _figures(
@@ -212,10 +246,11 @@ def _figures(
     retry: list[RequestRecord],
     samples: dict[str, list[Any]],
     extra: dict[str, Any],
+    reference: dict[str, Any] | None,
 ) -> dict[str, Any]:
     from _overload_analysis import retry_after_accuracy
 
-    figures = score(main, phases(setup.STEP_S, setup.LEVELS), setup.TTFT_SLO_MS)
+    figures = score(main, phases(setup.STEP_S, setup.LEVELS), setup.TTFT_SLO_MS, reference)
     figures["retrying_clients"] = retry_after_accuracy(retry)
     figures["retrying_clients"]["served_frac"] = (
         sum(r.outcome is Outcome.OK for r in retry) / len(retry) if retry else None
@@ -246,15 +281,18 @@ def run_realtime_part(
     base = args.runs_dir
     base.mkdir(parents=True, exist_ok=True)
     lengths = base / "output_lengths.json"
+    references = {} if args.control else control_references(args.seed)
     every = [
-        *setup.step_workload(cap, args.seed).requests(),
+        *setup.main_requests(cap, args.seed, args.control),
         *setup.retry_workload(cap, args.seed).requests(),
     ]
     lengths.write_text(json.dumps({r.request_id: r.true_output_tokens for r in every}))
     out: dict[str, Any] = {}
     for name, start in systems_to_run:
         slug = name.split(" --")[0].replace(" ", "_").replace("+", "")
-        figures = uvloop.run(run_system(name, start, cap, args.seed, base / slug, lengths))
+        figures = uvloop.run(
+            run_system(name, start, cap, args.seed, base / slug, lengths, args.control, references.get(name))
+        )
         figures["seed"] = args.seed
         from overload import compact, verdict_line
 

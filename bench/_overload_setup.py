@@ -30,6 +30,7 @@ from loadgen.records import RequestRecord
 from loadgen.results import SLO
 from loadgen.sim.fleet_config import Fleet, load_fleet, virtual_sluice_config
 from loadgen.sim.virtual import VirtualFleet, VirtualOptions
+from loadgen.workload import WorkloadRequest
 from loadgen.workloads import Workload, build_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +51,11 @@ RETRY_MAX = OPENAI_DEFAULT_MAX_RETRIES  # retries per request of a retrying clie
 # with admission too, in virtual and in real time.
 POLICY = "round_robin"
 VIRTUAL_SYSTEMS = (("round_robin", True), ("sluice_predictive", True), ("round_robin", False))
+# The admission setting of every Sluice run (``--setting``): "default", or "overload", the opt-in pair
+# recommended for overload (docs/admission.md): the fleet prefill budget and adaptive LIFO below the top
+# class.
+SETTING = "default"
+SETTINGS = ("default", "overload")
 
 
 def fleet() -> Fleet:
@@ -61,7 +67,16 @@ def system_name(policy: str, admission: bool) -> str:
 
 
 def sluice_base(admission: bool, policy: str = POLICY) -> dict[str, Any]:
-    """Everything of the Sluice config but the backends (``sluice_config`` adds them)."""
+    """Everything of the Sluice config but the backends (``sluice_config`` adds them); with
+    ``SETTING == "overload"`` the opt-in overload pair too."""
+    base = _sluice_base(admission, policy)
+    if SETTING == "overload":
+        base["admission"]["waiting_room"] = {"lifo_below_top_class": True}
+        base["routes"][0]["admission"]["prefill_budget"] = "fleet"
+    return base
+
+
+def _sluice_base(admission: bool, policy: str) -> dict[str, Any]:
     return {
         "listen": {"host": "127.0.0.1", "port": 0, "shutdown_grace_s": 5.0},
         "health": {"interval_s": 1.0},
@@ -97,6 +112,37 @@ def step_workload(capacity_rps: float, seed: int, levels: tuple[float, ...] | No
         "step_s": STEP_S,
     }
     return build_workload("step", {"seed": seed, "priority_mix": MIX}, params)
+
+
+def burst_window_s() -> tuple[float, float]:
+    """[start, end) of the steps above capacity."""
+    over = [i for i, level in enumerate(LEVELS) if level > 1.0]
+    return over[0] * STEP_S, (over[-1] + 1) * STEP_S
+
+
+def main_requests(capacity_rps: float, seed: int, control: bool = False) -> list[WorkloadRequest]:
+    """The step workload's requests; ``control``: the same requests before and after the burst, and in
+    the burst's place the after-burst level's own arrivals (``control_levels``).
+
+    Why not simply the step workload at ``control_levels``: its arrivals are one random stream, so after
+    a different burst segment the after-burst arrivals differ too (measured: 0.81-1.24 x as many in the
+    after-burst phase, seeds 0-14), and a recovery judged against that control would compare different
+    loads. Request ids stay unique: the filler's serials continue where the shared 0.5x and 1x steps end,
+    far below the burst run's after-burst serials."""
+    burst = list(step_workload(capacity_rps, seed).requests())
+    if not control:
+        return burst
+    start_s, end_s = burst_window_s()
+    filler = [
+        r
+        for r in step_workload(capacity_rps, seed, control_levels()).requests()
+        if start_s <= r.arrival_s < end_s
+    ]
+    kept = [r for r in burst if not start_s <= r.arrival_s < end_s]
+    out = sorted(kept + filler, key=lambda r: r.arrival_s)
+    if len({r.request_id for r in out}) != len(out):
+        raise ValueError("control workload: request ids collide")
+    return out
 
 
 def retry_workload(capacity_rps: float, seed: int) -> Workload:

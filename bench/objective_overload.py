@@ -101,7 +101,7 @@ def figures_of(records: list[RequestRecord]) -> dict[str, Any]:
         "burst_critical_goodput_frac": burst_crit["goodput_frac"],
         "burst_critical_ttft_p99_ms": burst_crit["ttft_p99_ms"],
         "lost": scored["lost"],
-        "recovery_s": scored["recovery_s"],
+        "recovery_s_old_criterion": scored["old_criterion"]["recovery_s"],  # no control run here
         "targets_met": scored["targets_met"],
         "split_whole_run": split(records, 0.0, phase_list[-1].end_s),
         "split_burst": split(records, burst.start_s, burst.end_s),

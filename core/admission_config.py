@@ -140,8 +140,9 @@ class RouteAdmissionConfig(_Strict):
     prefill_budget: Literal["backend", "fleet"] = Field(
         "backend",
         description="how the prefill cap admits: 'backend' = some backend is under its cap (its free stream "
-        "slots count); 'fleet' = at most the sum of every backend's room under its cap, a backend over its "
-        "cap counting against the fleet (protects a policy that does not route by load)",
+        "slots count); 'fleet' = while the waiting room stands (held requests for > 2 TTFT targets: "
+        "overload), at most the sum of every backend's room under its cap, a backend over its cap counting "
+        "against the fleet (protects a policy that does not route by load), else as 'backend'",
     )
 
     @model_validator(mode="after")

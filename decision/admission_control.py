@@ -68,6 +68,22 @@ TTFT_TARGET_SLO_FRAC = 0.25
 # finds slots at once instead of waiting for long standard streams to end (the "reserved slots" of SMG,
 # peers.md section 4). Below capacity in-flight stays far under the limits and nothing changes.
 FIRST_BYTE_RATE_TAU_S = 5.0
+# A backend holding prompts that has sent no first byte for this many TTFT targets is *stalled* (hung,
+# or far off its target): the fleet prefill budget leaves it out (no room, no excess), as the per-backend
+# gate would. Why: a backend whose requests hang without failing would otherwise count its excess
+# against the whole fleet and queue everyone until the first-byte timeout (120 s by default) fails them.
+# At 4 targets (2 s by default) a working backend is never taken for stalled in bench/overload.py, where
+# each engine sends ~8 first bytes/s at the end of the 3x burst.
+STALL_TTFT_TARGETS = 4.0
+# ``prefill_budget: fleet`` applies only while the waiting room *stands*: it has held requests, without
+# emptying, for longer than this many TTFT targets (1 s by default); otherwise the per-backend gate
+# decides. Why: the budget is there for overload, where the pump would otherwise wake dozens of requests
+# at once whenever a stream limit grows, and there the room stands for the whole burst and after it.
+# Below capacity a clump of arrivals queues for a moment; under the budget it waited in class order and
+# the sheddable requests of the clump reached their deadline (bench/overload.py control runs at 0.8 of
+# capacity: up to 3.0 % of sheddable refused, in 5 of 9 seeds over 1 %); with the gate for such short
+# queues, 0-0.7 %, as with the per-backend gate alone, and recovery is as fast as with the budget always on.
+STANDING_TTFT_TARGETS = 2.0
 
 
 def limit_config(config: SluiceConfig) -> ConcurrencyLimitConfig:
@@ -166,6 +182,15 @@ class AdmissionControl:
         self._crowded_floor = min((r.admission.min_prefill_cap for r in config.routes), default=1.0)
         target_ms = limit_config(config).ttft_target_ms
         self._ttft_target_s = None if target_ms is None else target_ms / 1000.0
+        self._stall_s = math.inf if self._ttft_target_s is None else STALL_TTFT_TARGETS * self._ttft_target_s
+        # Per backend holding prompts before their first byte: when it last showed progress (its latest
+        # first byte, or the moment it started holding prompts). Absent: it holds none.
+        self._progress_s: dict[BackendId, float] = {}
+        self._standing_s = (
+            math.inf if self._ttft_target_s is None else STANDING_TTFT_TARGETS * self._ttft_target_s
+        )
+        # Since when the waiting room has held requests without emptying (None: empty).
+        self._room_since_s: float | None = None
 
     # ---- introspection (metrics, tests) -------------------------------------------------
     @property
@@ -224,13 +249,36 @@ class AdmissionControl:
         per_s = rate.rate_per_s(self._clock.now_s()) if rate is not None else 0.0
         return max(min_prefill_cap, per_s * self._ttft_target_s)
 
+    def queue_stands(self, now_s: float) -> bool:
+        """Whether the waiting room has held requests, without emptying, for longer than
+        ``STANDING_TTFT_TARGETS`` TTFT targets: overload, where ``prefill_budget: fleet`` applies."""
+        if not len(self._room):
+            self._room_since_s = None
+            return False
+        if self._room_since_s is None:
+            self._room_since_s = now_s
+        return now_s - self._room_since_s > self._standing_s
+
+    def _stalled_before_s(self) -> float:
+        """A backend whose last progress (``_progress_s``) is at or before this instant is stalled."""
+        return self._clock.now_s() - self._stall_s
+
     def _headroom(
-        self, view: BackendView, rank: int, class_reserve_frac: float, min_prefill_cap: float
+        self,
+        view: BackendView,
+        rank: int,
+        class_reserve_frac: float,
+        min_prefill_cap: float,
+        stalled_before_s: float,
     ) -> tuple[float, float]:
         """(stream slots for class ``rank``, prompts the backend may still take before its prefill cap;
-        negative when it holds more than its cap). A backend without a limit has room for anything."""
+        negative when it holds more than its cap). A backend without a limit has room for anything; a
+        stalled one (``STALL_TTFT_TARGETS``) has none and counts nothing against the fleet."""
         if self._limits.limit(view.backend_id) is None:
             return math.inf, math.inf
+        progress_s = self._progress_s.get(view.backend_id)
+        if progress_s is not None and progress_s <= stalled_before_s:
+            return 0.0, 0.0
         return (
             self._stream_slots(view, rank, class_reserve_frac),
             self._prefill_cap(view.backend_id, min_prefill_cap) - view.awaiting_first_byte,
@@ -271,9 +319,13 @@ class AdmissionControl:
         whenever a stream limit grows; and a policy that does not route by load (round robin) sends half
         of them to a backend already over its cap. Measured (bench/overload.py, seeds 0-8): critical TTFT
         p99 0.94-1.41 s instead of 1.65-2.37 s, critical goodput 100 % in every seed with either policy.
-        Why not the default: a fleet whose backends mostly hold more prompts than their caps queues
-        every request, even where a load-aware policy would find a backend under its cap (the 64-backend
-        fleet of bench/decision_cost.py: every request queued, admission 2x slower)."""
+        The caller passes ``fleet_budget`` only while the waiting room stands (``queue_stands``): applied
+        to every short queue of a clump near capacity, the budget refused up to 3.0 % of sheddable
+        requests at 0.8 of capacity (bench/overload.py control runs; the per-backend gate: 0-0.7 %). Why
+        not the default: a fleet whose backends mostly hold more prompts than their caps queues every
+        request at overload, even where a load-aware policy would find a backend under its cap (the
+        64-backend synthetic fleet of bench/decision_cost.py, whose prompts never get a first byte), and it
+        is not yet measured in real time. A stalled backend (``STALL_TTFT_TARGETS``) counts nothing."""
         if not fleet_budget:
             free = sum(
                 max(0.0, self._free_slots(v, rank, class_reserve_frac, min_prefill_cap))
@@ -281,8 +333,9 @@ class AdmissionControl:
             )
             return free - self._reserved_by_model.get(model, 0)
         stream = prefill = 0.0
+        stalled_before_s = self._stalled_before_s()
         for view in snapshot.serving(model):
-            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap)
+            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap, stalled_before_s)
             if slots > 0:
                 stream += slots
             prefill += room
@@ -369,8 +422,12 @@ class AdmissionControl:
         backend's room can only add. Scanning (and reading the first-byte rate of) a whole 64-backend
         fleet per admitted request would cost more than the rest of admission together."""
         excess = 0.0
+        stalled_before_s = self._stalled_before_s()
         if self._ttft_target_s is not None:
             for backend_id, crowded in self._crowded.items():
+                progress_s = self._progress_s.get(backend_id)
+                if progress_s is not None and progress_s <= stalled_before_s:
+                    continue  # stalled: out of the budget
                 if crowded.health is Health.READY and model in crowded.models:
                     room = self._prefill_cap(backend_id, min_prefill_cap) - crowded.awaiting_first_byte
                     if room < 0 and self._limits.limit(backend_id) is not None:
@@ -379,7 +436,7 @@ class AdmissionControl:
         prefill = excess
         kv_ok = False
         for view in serving:
-            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap)
+            slots, room = self._headroom(view, rank, class_reserve_frac, min_prefill_cap, stalled_before_s)
             if room > 0:
                 prefill += room
             if slots <= 0:
@@ -425,7 +482,7 @@ class AdmissionControl:
         reserved = self._reserved_by_model.get(features.model, 0)
         reserve_frac, min_cap = route.admission.class_reserve_frac, route.admission.min_prefill_cap
         returning = self._ledger.redeem(features.tenant, rank, features.client_retry_count, now_s)
-        if route.admission.prefill_budget == "fleet":
+        if route.admission.prefill_budget == "fleet" and self.queue_stands(now_s):
             has_free_slot, kv_ok = self._capacity_fleet(
                 features.model,
                 serving,
@@ -594,11 +651,17 @@ class AdmissionControl:
                 self._crowded[backend_id] = view
             else:
                 self._crowded.pop(backend_id, None)
+            if view.awaiting_first_byte == 0:
+                self._progress_s.pop(backend_id, None)
+            elif backend_id not in self._progress_s:
+                self._progress_s[backend_id] = self._clock.now_s()  # started holding prompts
             if view.first_bytes == 0:
                 continue
             count, total_ms = self._first_bytes_seen.get(backend_id, (0, 0.0))
             new = view.first_bytes - count
             if new > 0:
+                if view.awaiting_first_byte:
+                    self._progress_s[backend_id] = self._clock.now_s()
                 rate = self._first_byte_rates.get(backend_id)
                 if rate is None:
                     rate = self._first_byte_rates[backend_id] = ServiceRate(FIRST_BYTE_RATE_TAU_S)
@@ -617,6 +680,8 @@ class AdmissionControl:
         self._returning.discard(features.request_id)
         cost = self._charges.get(features.request_id)
         work = cost.tokens if cost is not None else float(features.prompt_tokens)
+        if not len(self._room):
+            self._room_since_s = now_s  # the room starts to hold requests
         result = self._room.push(
             _Queued(
                 features.request_id,
@@ -652,16 +717,19 @@ class AdmissionControl:
         """The next queued request (most important class first) whose model has a free slot; reserves it."""
         self._read_snapshot(snapshot)
         if not len(self._room):
+            self._room_since_s = None
             return None
         free_by_model: dict[tuple[str, int, float, float, bool], float] = {}
+        stands = self.queue_stands(self._clock.now_s())
 
         def can_dispatch(item: _Queued) -> bool:
+            fleet_budget = item.fleet_budget and stands
             key = (
                 item.model,
                 item.share_rank,
                 item.class_reserve_frac,
                 item.min_prefill_cap,
-                item.fleet_budget,
+                fleet_budget,
             )
             if key not in free_by_model:
                 free_by_model[key] = self.free_slots(
@@ -670,7 +738,7 @@ class AdmissionControl:
                     item.share_rank,
                     item.class_reserve_frac,
                     item.min_prefill_cap,
-                    item.fleet_budget,
+                    fleet_budget,
                 )
             return free_by_model[key] > 0
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from core.clock import ManualClock
 from core.config import SluiceConfig, load_config_text
-from core.types import Admit, BackendView, Outcome, Queue
+from core.types import Admit, BackendView, Health, Outcome, Queue
 from decision.admission_control import AdmissionControl
 from tests.unit.policy_builders import features, snapshot, view
 
@@ -129,26 +129,45 @@ def fleet_budget(text: str) -> str:
     return text.replace("{name: default, slo: {ttft_ms: 2000}}", FLEET_BUDGET)
 
 
+def stand(ac: AdmissionControl, config: SluiceConfig, clock: ManualClock) -> None:
+    """Make the waiting room stand (hold a request for longer than 2 TTFT targets, 1 s here), as at
+    overload: the fleet budget applies only then. The request holding it is a sheddable one for a model
+    no backend serves, so it is never woken and nobody of a more important class queues behind it."""
+    hold = replace(features(request_id="hold", model="other"), priority="sheddable")
+    assert ac.enqueue(hold, config.routes[0], Queue(deadline_s=1e9)).shed is None
+    clock.advance(1.1)
+
+
 def test_with_a_fleet_budget_one_pump_wakes_no_more_requests_than_the_prefill_caps_have_room_for() -> None:
-    ac, config, _ = control(fleet_budget(FIXED_10.replace("initial: 10", "initial: 40")))
-    route = config.routes[0]
-    full = view("a", in_flight_requests=40)
-    for i in range(8):
-        feats, verdict = decide(ac, config, f"r{i}", "standard", full)
-        assert isinstance(verdict, Queue)
-        assert ac.enqueue(feats, route, verdict).shed is None
-    # 36 stream slots free at once (streams ended together) but the backend already holds one prompt
-    # before its first byte: under the floor cap of 4, only 3 more may go now, not all 8.
-    freed = snapshot(view("a", in_flight_requests=4, awaiting_first_byte=1))
-    woken = []
-    while (request_id := ac.pop_dispatchable(freed)) is not None:
-        woken.append(request_id)
-    assert len(woken) == 3
+    woken_by_wait = {}
+    for wait_s in (0.5, 1.1):
+        ac, config, clock = control(fleet_budget(FIXED_10.replace("initial: 10", "initial: 40")))
+        route = config.routes[0]
+        full = view("a", in_flight_requests=40)
+        for i in range(8):
+            feats, verdict = decide(ac, config, f"r{i}", "standard", full)
+            assert isinstance(verdict, Queue)
+            assert ac.enqueue(feats, route, verdict).shed is None
+        clock.advance(wait_s)
+        # 36 stream slots free at once (streams ended together) and the backend holds one prompt before
+        # its first byte.
+        freed = snapshot(view("a", in_flight_requests=4, awaiting_first_byte=1))
+        woken = []
+        while (request_id := ac.pop_dispatchable(freed)) is not None:
+            woken.append(request_id)
+        woken_by_wait[wait_s] = len(woken)
+    # A queue of a moment (below capacity: a clump of arrivals): the per-backend gate, all 8 go. A queue
+    # that stands (1 s = 2 TTFT targets, overload): the budget, only 3 more under the floor cap of 4.
+    assert woken_by_wait == {0.5: 8, 1.1: 3}
 
 
 def test_with_a_fleet_budget_a_backend_over_its_prefill_cap_counts_against_the_fleet() -> None:
-    ac, config, _ = control(fleet_budget(TWO_FIXED_10))
+    ac, config, clock = control(fleet_budget(TWO_FIXED_10))
     route = config.routes[0]
+    over = view("a", in_flight_requests=7, awaiting_first_byte=7)
+    # While the waiting room does not stand, the per-backend gate decides: "b" is under its cap.
+    assert isinstance(ac.decide(features(request_id="g"), route, snapshot(over, view("b")), None, {}), Admit)
+    stand(ac, config, clock)
     # A policy that does not route by load sends as much to "a" as to "b": "a" already holds 3 prompts
     # over its cap (4), so the 2 places left under "b"'s cap are not free for the fleet, whichever
     # backend the scan meets first.
@@ -227,3 +246,47 @@ def test_with_lifo_below_the_top_class_the_newest_standard_request_goes_first_an
     free = snapshot(view("a", in_flight_requests=0))
     order = [ac.pop_dispatchable(free) for _ in range(4)]
     assert order == ["c1", "c2", "s2", "s1"]
+
+
+def test_with_a_fleet_budget_a_stalled_backend_stops_counting_against_the_fleet() -> None:
+    """A backend whose requests hang without failing (no first byte for 4 TTFT targets, 2 s here) no
+    longer holds back the other backends' room, as the per-backend gate would not; one still sending
+    first bytes keeps counting."""
+    ac, config, clock = control(fleet_budget(TWO_FIXED_10))
+    route = config.routes[0]
+    idle_b = view("b", awaiting_first_byte=0)
+
+    def verdict(request_id: str, a: BackendView) -> object:
+        return ac.decide(features(request_id=request_id), route, snapshot(a, idle_b), None, {})
+
+    hung = view("a", in_flight_requests=10, awaiting_first_byte=10)  # 6 over its cap of 4: b's 4 are not free
+    stand(ac, config, clock)
+    queued = verdict("r0", hung)
+    assert isinstance(queued, Queue)
+    assert ac.enqueue(features(request_id="r0"), route, queued).shed is None
+    clock.advance(1.9)
+    assert isinstance(verdict("r1", replace(hung)), Queue)
+    assert ac.pop_dispatchable(snapshot(replace(hung), idle_b)) is None
+    clock.advance(0.2)
+    # Stalled: the queue is served from b's room (the pump) and a newcomer is admitted.
+    assert ac.pop_dispatchable(snapshot(replace(hung), idle_b)) == "r0"
+    assert isinstance(verdict("r2", replace(hung)), Admit)
+    # The same backend sending a first byte now and then is slow, not stalled: it counts again (and at
+    # one first byte per 1.5 s the queue is too slow for the SLO: refused as infeasible, not admitted).
+    for first_bytes in range(1, 4):
+        clock.advance(1.5)
+        working = view("a", in_flight_requests=10, awaiting_first_byte=10, first_bytes=first_bytes)
+        assert not isinstance(verdict(f"w{first_bytes}", working), Admit)
+
+
+def test_with_a_fleet_budget_an_unhealthy_backend_counts_nothing_against_the_fleet() -> None:
+    ac, config, clock = control(fleet_budget(TWO_FIXED_10))
+    route = config.routes[0]
+    stand(ac, config, clock)
+    over = view("a", in_flight_requests=10, awaiting_first_byte=10)
+    ready = ac.decide(features(request_id="ready"), route, snapshot(over, view("b")), None, {})
+    assert isinstance(ready, Queue)  # a READY backend over its cap counts against the fleet
+    for health in (Health.DOWN, Health.DRAINING, Health.PENDING):
+        broken = view("a", in_flight_requests=10, awaiting_first_byte=10, health=health)
+        decided = ac.decide(features(request_id=f"r-{health}"), route, snapshot(broken, view("b")), None, {})
+        assert isinstance(decided, Admit), health
