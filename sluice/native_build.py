@@ -46,22 +46,28 @@ GROUP = "sluice_native"  # the shared runtime library: sluice_native__mypyc.<suf
 # Compiled, by where the default config's per-request CPU goes (docs/compiled.md has the profile).
 MODULES: tuple[str, ...] = (
     # predictors: length features, the length model's prediction, online corrections, the latency model
+    # and its per-request cost table
     "predictors/facade.py",
     "predictors/features.py",
     "predictors/output_length.py",
     "predictors/online.py",
     "predictors/online_features.py",
     "predictors/latency.py",
+    "predictors/cost_columns.py",
+    "core/cost_table.py",
     # request features and token estimation
     "core/features.py",
     "core/tokens.py",
-    # the decision engine, admission and its per-class rule, routing context and estimates
+    # the decision engine, admission, its per-class rule and the state it reads and updates per request
     "decision/engine.py",
     "decision/admission_control.py",
     "policies/admission/decide.py",
+    "state/concurrency_limits.py",
+    "state/service_rate.py",
+    "state/tenant_budgets.py",
+    # routing context and estimates; fleet state read and written per request; the prefix index
     "policies/context.py",
     "policies/estimate.py",
-    # fleet state read and written per request
     "state/fleet.py",
     "state/prefix_index.py",
 )
