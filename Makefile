@@ -21,7 +21,7 @@ native: $(STAMP)
 # The whole suite on the compiled build (when there is one), then the decision-critical tests on pure Python.
 test: install
 	$(PY) -m pytest -q
-	$(MAKE) --no-print-directory test-pure
+	$(PURE_ENV) $(PY) -m pytest -q $(PURE_TESTS)
 
 PURE_TESTS := tests/unit/test_decision_replay.py tests/unit/test_engine.py tests/unit/test_admission_control.py \
 	tests/unit/test_admission_decide.py tests/unit/test_predictor_facade.py tests/unit/test_latency_model.py \
@@ -30,8 +30,10 @@ PURE_TESTS := tests/unit/test_decision_replay.py tests/unit/test_engine.py tests
 	tests/unit/test_concurrency_limits.py tests/unit/test_tenant_budgets.py tests/unit/test_cost_columns.py \
 	tests/unit/test_pipeline.py tests/unit/test_predictive.py tests/unit/test_native_build.py
 
+PURE_ENV := SLUICE_PURE_PYTHON=1 SLUICE_REQUIRE_NATIVE=0
+
 test-pure: install
-	SLUICE_PURE_PYTHON=1 SLUICE_REQUIRE_NATIVE=0 $(PY) -m pytest -q $(PURE_TESTS)
+	$(PURE_ENV) $(PY) -m pytest -q $(PURE_TESTS)
 
 lint: install
 	$(VENV)/bin/ruff check .
