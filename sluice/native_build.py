@@ -32,10 +32,12 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
-# The build only reads sources: keep core/native.py's guard quiet (it would warn that the build being replaced
-# is stale) and from refusing to import (SLUICE_REQUIRE_NATIVE) while there is no build yet.
-os.environ["SLUICE_PURE_PYTHON"] = "1"
-os.environ["SLUICE_REQUIRE_NATIVE"] = "0"
+if __name__ == "__main__":
+    # Run as the build, which only reads sources: keep core/native.py's guard from warning that the build
+    # being replaced is stale, and from refusing to import under SLUICE_REQUIRE_NATIVE while there is no
+    # valid build yet. Never when imported (tests do): the variables would reach their subprocesses.
+    os.environ["SLUICE_PURE_PYTHON"] = "1"
+    os.environ["SLUICE_REQUIRE_NATIVE"] = "0"
 
 from core.native import STAMP_NAME, extension_modules, input_digests
 

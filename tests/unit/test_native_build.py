@@ -8,6 +8,7 @@ cause. The last tests run against the real build when there is one.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -150,6 +151,29 @@ def test_a_stale_extension_never_shadows_its_source(tmp_path: Path) -> None:
     unguarded = PathFinder.find_spec("predictors.latency", [str(package)])
     assert unguarded is not None
     assert unguarded.origin == str(package / f"latency{SUFFIX}")
+
+
+def test_importing_the_build_module_leaves_the_environment_alone() -> None:
+    """Only ``python -m sluice.native_build`` sets SLUICE_PURE_PYTHON, for itself: never for tests."""
+    before = dict(os.environ)
+    importlib.reload(native_build)
+    assert dict(os.environ) == before
+
+
+def test_the_build_command_runs_under_require_native() -> None:
+    """``make native`` must be able to repair a stale build even where CI sets SLUICE_REQUIRE_NATIVE=1."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sluice.native_build", "--check"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "SLUICE_REQUIRE_NATIVE": "1", "SLUICE_PURE_PYTHON": "0"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stderr  # up to date or not, but no ImportError
+    assert "native build: " in done.stdout
+    assert "Sluice runs pure Python" not in done.stderr
 
 
 def test_a_failed_build_leaves_no_extension_and_says_pure_python(tmp_path: Path) -> None:
