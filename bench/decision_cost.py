@@ -330,6 +330,17 @@ def git_rev(tree: Path = ROOT) -> str:
         return "unknown"
 
 
+def hot_path(tree: Path) -> str:
+    """Whether ``tree``'s Sluice runs compiled (mypyc) or pure Python here (docs/compiled.md)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "sluice", "version"]
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("hot path: "):
+            return line.removeprefix("hot path: ")
+    return "pure Python (no `sluice version`: before the compiled build)"
+
+
 METRICS = tuple(f"{stage}_us" for stage in STAGES)
 
 
@@ -376,6 +387,7 @@ def results_document(
         "benchmark": "decision_cost",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "git_rev": git_rev(),
+        "hot_path": hot_path(ROOT),
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpus": len(os.sched_getaffinity(0)),
@@ -495,7 +507,12 @@ def main() -> int:
         per_policy = per_tree["after"]
         before = [aggregate(per_tree["before"][p]) for p in policies]
         print_table(before, "median", f"BEFORE ({args.baseline})")
-        baseline = {"tree": str(args.baseline), "git_rev": git_rev(args.baseline), "results": before}
+        baseline = {
+            "tree": str(args.baseline),
+            "git_rev": git_rev(args.baseline),
+            "hot_path": hot_path(args.baseline),
+            "results": before,
+        }
     else:
         per_policy = run_rounds(args, policies)
     results = [aggregate(per_policy[p]) for p in policies]

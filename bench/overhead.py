@@ -218,6 +218,17 @@ def git_rev() -> str:
     return rev + ("-dirty" if dirty.strip() else "")
 
 
+def hot_path(tree: Path) -> str:
+    """Whether ``tree``'s Sluice runs compiled (mypyc) or pure Python here (docs/compiled.md)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "sluice", "version"]
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("hot path: "):
+            return line.removeprefix("hot path: ")
+    return "pure Python (no `sluice version`: before the compiled build)"
+
+
 class Processes:
     """Every process this benchmark starts, stopped by PID at the end."""
 
@@ -396,6 +407,7 @@ def main() -> int:
         "benchmark": "overhead",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "git_rev": git_rev(),
+        "hot_path": hot_path(ROOT),
         "when_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {
             "cpus": os.cpu_count(),

@@ -219,6 +219,17 @@ def _git_rev() -> str:
     return run.stdout.strip()
 
 
+def hot_path(tree: Path) -> str:
+    """Whether ``tree``'s Sluice runs compiled (mypyc) or pure Python here (docs/compiled.md)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "sluice", "version"]
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("hot path: "):
+            return line.removeprefix("hot path: ")
+    return "pure Python (no `sluice version`: before the compiled build)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="predictor speed: both models, one request, 16 backends")
     parser.add_argument("--calls", type=int, default=20_000, help="timed calls per measurement and round")
@@ -293,6 +304,7 @@ def main() -> int:
     report = {
         "command": "python " + " ".join(sys.argv),
         "git_rev": _git_rev(),
+        "hot_path": hot_path(Path(__file__).resolve().parents[1]),
         "config": {
             "calls": args.calls,
             "rounds": args.rounds,

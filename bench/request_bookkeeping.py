@@ -221,6 +221,17 @@ def _git_rev(checkout: Path) -> str:
     return rev.strip() + ("-dirty" if dirty.strip() else "")
 
 
+def hot_path(tree: Path) -> str:
+    """Whether ``tree``'s Sluice runs compiled (mypyc) or pure Python here (docs/compiled.md)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "sluice", "version"]
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("hot path: "):
+            return line.removeprefix("hot path: ")
+    return "pure Python (no `sluice version`: before the compiled build)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--requests", type=int, default=10_000, help="requests per round")
@@ -263,13 +274,14 @@ def main() -> int:
         values = rounds[name]
         result["cpu_us_per_request"][name] = {
             "git_rev": _git_rev(path),
+            "hot_path": hot_path(path),
             "median": statistics.median(values),
             "min": min(values),
             "rounds": values,
         }
         print(
             f"{name:<9} {_git_rev(path)[:12]:<18} median {statistics.median(values):7.1f} us/request "
-            f"(min {min(values):.1f}; rounds {' '.join(f'{v:.1f}' for v in values)})"
+            f"(min {min(values):.1f}; rounds {' '.join(f'{v:.1f}' for v in values)}); {hot_path(path)}"
         )
     if args.baseline:
         ratios = [b / t for b, t in zip(rounds["baseline"], rounds["this"], strict=True)]

@@ -7,6 +7,7 @@ serving model), ``online`` (per-key residual correction), ``latency``
 ``training_data``, ``length_training`` and ``evaluation``.
 """
 
+import core.native  # noqa: F401  (first: keeps a stale compiled build out, docs/compiled.md)
 from predictors.facade import Predictor
 from predictors.persistence import ModelFileError
 

@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "workloads": "sluice.commands.workloads",
     "predict": "sluice.commands.predict",
     "demo": "sluice.commands.demo",
+    "version": "sluice.commands.version",
 }
 
 

@@ -4,6 +4,7 @@
 its immutable ``FleetSnapshot``.
 """
 
+import core.native  # noqa: F401  (first: keeps a stale compiled build out, docs/compiled.md)
 from state.fleet import FleetState
 from state.inflight import InFlightGuard
 

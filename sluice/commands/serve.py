@@ -19,6 +19,7 @@ from typing import Any
 import uvloop
 
 from core.config import LoadedConfig, load_config
+from core.native import STATUS as NATIVE_STATUS
 from core.yaml_source import ConfigError
 from sluice.heap import settle_after_startup
 
@@ -71,6 +72,7 @@ async def _serve(app: Any, loaded: LoadedConfig, host: str, port: int) -> None:
         len(loaded.config.backends),
         ", ".join(loaded.config.models),
     )
+    log.info("hot path: %s", NATIVE_STATUS.describe())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
