@@ -24,6 +24,17 @@ def git_rev() -> str:
     return done.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def hot_path(tree: Path) -> str:
+    """Whether ``tree``'s Sluice runs compiled (mypyc) or pure Python here (docs/compiled.md)."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = [sys.executable, "-m", "sluice", "version"]
+    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("hot path: "):
+            return line.removeprefix("hot path: ")
+    return "pure Python (no `sluice version`: before the compiled build)"
+
+
 def write_result(name: str, config: dict[str, Any], figures: dict[str, Any]) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -63,6 +63,8 @@ SCRIPT = Path(__file__).resolve()
 ROOT = Path(os.environ.get("DECISION_COST_TREE") or SCRIPT.parents[1]).resolve()
 sys.path.insert(0, str(ROOT))
 
+from _results import hot_path  # noqa: E402
+
 from core.clock import ManualClock  # noqa: E402
 from core.config import load_config_text  # noqa: E402
 from core.features import build_features  # noqa: E402
@@ -328,17 +330,6 @@ def git_rev(tree: Path = ROOT) -> str:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def hot_path(tree: Path) -> str:
-    """Whether ``tree``'s Sluice runs compiled (mypyc) or pure Python here (docs/compiled.md)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, "-m", "sluice", "version"]
-    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
-    for line in done.stdout.splitlines():
-        if line.startswith("hot path: "):
-            return line.removeprefix("hot path: ")
-    return "pure Python (no `sluice version`: before the compiled build)"
 
 
 METRICS = tuple(f"{stage}_us" for stage in STAGES)

@@ -51,6 +51,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from _results import hot_path
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_US_PER_REQUEST = 250.0
 TARGET_US_PER_STREAM = 1000.0
@@ -216,17 +218,6 @@ def git_rev() -> str:
     ).stdout.strip()
     dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout
     return rev + ("-dirty" if dirty.strip() else "")
-
-
-def hot_path(tree: Path) -> str:
-    """Whether ``tree``'s Sluice runs compiled (mypyc) or pure Python here (docs/compiled.md)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, "-m", "sluice", "version"]
-    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
-    for line in done.stdout.splitlines():
-        if line.startswith("hot path: "):
-            return line.removeprefix("hot path: ")
-    return "pure Python (no `sluice version`: before the compiled build)"
 
 
 class Processes:

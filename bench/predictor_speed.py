@@ -43,6 +43,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _results import hot_path
+
 from core.config import PredictorsConfig
 from core.features import build_features
 from core.types import BackendView, Endpoint, FleetSnapshot, Health, Outcome, RequestFeatures, RoutingRequest
@@ -217,17 +219,6 @@ def _git_rev() -> str:
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return run.stdout.strip()
-
-
-def hot_path(tree: Path) -> str:
-    """Whether ``tree``'s Sluice runs compiled (mypyc) or pure Python here (docs/compiled.md)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, "-m", "sluice", "version"]
-    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
-    for line in done.stdout.splitlines():
-        if line.startswith("hot path: "):
-            return line.removeprefix("hot path: ")
-    return "pure Python (no `sluice version`: before the compiled build)"
 
 
 def main() -> int:

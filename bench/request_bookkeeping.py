@@ -45,6 +45,8 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from _results import hot_path
+
 ROOT = Path(__file__).resolve().parents[1]
 # bench/overhead.py's request and canned answer; the head nginx sends with it.
 CHAT_BODY = (
@@ -219,17 +221,6 @@ def _git_rev(checkout: Path) -> str:
         ["git", "status", "--porcelain"], cwd=checkout, capture_output=True, text=True
     ).stdout
     return rev.strip() + ("-dirty" if dirty.strip() else "")
-
-
-def hot_path(tree: Path) -> str:
-    """Whether ``tree``'s Sluice runs compiled (mypyc) or pure Python here (docs/compiled.md)."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, "-m", "sluice", "version"]
-    done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=False)
-    for line in done.stdout.splitlines():
-        if line.startswith("hot path: "):
-            return line.removeprefix("hot path: ")
-    return "pure Python (no `sluice version`: before the compiled build)"
 
 
 def main() -> int:
