@@ -9,27 +9,12 @@ replaces, which flagged a steady 0.7x fleet as "not recovered".
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
-from types import ModuleType
 
 from loadgen.records import Outcome, RequestRecord
+from tests.bench_modules import load_bench_module
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"bench.{name}", BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[f"bench.{name}"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-analysis = load("_overload_analysis")
+analysis = load_bench_module("_overload_analysis")
 
 # 0.5x [0, 10), 1x [10, 20), 3x [20, 40), 0.7x [40, 55): the burst ends at 40 s.
 PHASES = analysis.phases(5.0, (0.5, 0.5, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0, 0.7, 0.7, 0.7))

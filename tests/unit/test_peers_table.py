@@ -2,28 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from tests.bench_modules import load_bench_module
 
-
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-table = load("_peers_table")
-routers = load("_peer_routers")
+table = load_bench_module("_peers_table", "_peers_table")
+routers = load_bench_module("_peer_routers", "_peer_routers")
 
 
 def doc(goodput: float, ttft_p99: float, completed: int = 90) -> dict[str, Any]:

@@ -4,27 +4,17 @@ reads every committed result file and judges each headline figure against its ta
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from tests.bench_modules import load_bench_module
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-def load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-run_all = load("run_all")
-heads = load("_headlines")
+run_all = load_bench_module("run_all", "run_all")
+heads = load_bench_module("_headlines", "_headlines")
 
 
 def options(**overrides: object) -> argparse.Namespace:
