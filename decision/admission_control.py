@@ -263,6 +263,11 @@ class AdmissionControl:
         """A backend whose last progress (``_progress_s``) is at or before this instant is stalled."""
         return self._clock.now_s() - self._stall_s
 
+    def _stalled(self, backend_id: BackendId, stalled_before_s: float) -> bool:
+        """Whether ``backend_id`` holds prompts and has shown no progress since ``stalled_before_s``."""
+        progress_s = self._progress_s.get(backend_id)
+        return progress_s is not None and progress_s <= stalled_before_s
+
     def _headroom(
         self,
         view: BackendView,
@@ -276,8 +281,7 @@ class AdmissionControl:
         stalled one (``STALL_TTFT_TARGETS``) has none and counts nothing against the fleet."""
         if self._limits.limit(view.backend_id) is None:
             return math.inf, math.inf
-        progress_s = self._progress_s.get(view.backend_id)
-        if progress_s is not None and progress_s <= stalled_before_s:
+        if self._stalled(view.backend_id, stalled_before_s):
             return 0.0, 0.0
         return (
             self._stream_slots(view, rank, class_reserve_frac),
@@ -425,9 +429,8 @@ class AdmissionControl:
         stalled_before_s = self._stalled_before_s()
         if self._ttft_target_s is not None:
             for backend_id, crowded in self._crowded.items():
-                progress_s = self._progress_s.get(backend_id)
-                if progress_s is not None and progress_s <= stalled_before_s:
-                    continue  # stalled: out of the budget
+                if self._stalled(backend_id, stalled_before_s):
+                    continue  # out of the budget
                 if crowded.health is Health.READY and model in crowded.models:
                     room = self._prefill_cap(backend_id, min_prefill_cap) - crowded.awaiting_first_byte
                     if room < 0 and self._limits.limit(backend_id) is not None:
