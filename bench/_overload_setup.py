@@ -51,11 +51,11 @@ RETRY_MAX = OPENAI_DEFAULT_MAX_RETRIES  # retries per request of a retrying clie
 # with admission too, in virtual and in real time.
 POLICY = "round_robin"
 VIRTUAL_SYSTEMS = (("round_robin", True), ("sluice_predictive", True), ("round_robin", False))
-# The admission setting of every Sluice run (``--setting``): "default", or "overload", the opt-in pair
-# recommended for overload (docs/admission.md): the fleet prefill budget and adaptive LIFO below the top
-# class.
+# The admission setting of every Sluice run (``--setting``): "default", or "gate", the defaults before
+# branch recovery4 (docs/admission.md): the per-backend prefill gate (``prefill_budget: backend``, whose
+# stream limit then steers to the TTFT target itself) and FIFO in every class.
 SETTING = "default"
-SETTINGS = ("default", "overload")
+SETTINGS = ("default", "gate")
 
 
 def fleet() -> Fleet:
@@ -68,11 +68,11 @@ def system_name(policy: str, admission: bool) -> str:
 
 def sluice_base(admission: bool, policy: str = POLICY) -> dict[str, Any]:
     """Everything of the Sluice config but the backends (``sluice_config`` adds them); with
-    ``SETTING == "overload"`` the opt-in overload pair too."""
+    ``SETTING == "gate"`` the earlier defaults (per-backend prefill gate, FIFO)."""
     base = _sluice_base(admission, policy)
-    if SETTING == "overload":
-        base["admission"]["waiting_room"] = {"lifo_below_top_class": True}
-        base["routes"][0]["admission"]["prefill_budget"] = "fleet"
+    if SETTING == "gate":
+        base["admission"]["waiting_room"] = {"lifo_below_top_class": False}
+        base["routes"][0]["admission"]["prefill_budget"] = "backend"
     return base
 
 

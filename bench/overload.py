@@ -243,8 +243,8 @@ def main() -> None:
         "--setting",
         choices=setup.SETTINGS,
         default="default",
-        help="Sluice's admission setting: default, or 'overload' (the opt-in fleet prefill budget + "
-        "adaptive LIFO below the top class)",
+        help="Sluice's admission setting: default, or 'gate' (the defaults before branch recovery4: the "
+        "per-backend prefill gate and FIFO in every class)",
     )
     parser.add_argument(
         "--out-suffix",

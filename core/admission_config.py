@@ -79,8 +79,16 @@ class ConcurrencyLimitConfig(_Strict):
     ttft_target_ms: float | None = Field(
         None,
         gt=0,
-        description="backend TTFT at or below this never shrinks a limit; default: a quarter of the "
-        "smallest route TTFT SLO (no floor when no route has one)",
+        description="the backend's TTFT share of the SLO: the prefill cap keeps each backend's prompts "
+        "awaiting their first byte at first-byte rate x this; default: a quarter of the smallest route TTFT "
+        "SLO (no target when no route has one)",
+    )
+    stream_target_factor: float | None = Field(
+        None,
+        ge=1,
+        description="the stream limit steers each backend's TTFT to this many ttft_target_ms (a TTFT at or "
+        "below it never shrinks a limit); default: 2 when every route bounds prompts by the fleet prefill "
+        "budget (prefill_budget: fleet, the default), else 1",
     )
 
     @model_validator(mode="after")
@@ -93,10 +101,10 @@ class ConcurrencyLimitConfig(_Strict):
 class WaitingRoomConfig(_Strict):
     max_requests: int = Field(1024, ge=0, description="all classes together; 0 = never queue")
     lifo_below_top_class: bool = Field(
-        False,
+        True,
         description="serve every class below the most important newest first (adaptive LIFO); the "
         "most important class stays FIFO, where a long wait is the exception. Pairs with a route's "
-        "prefill_budget: fleet (docs/admission.md, 'Overload benchmark')",
+        "prefill_budget: fleet (docs/admission.md, 'Overload benchmark'); false: FIFO everywhere",
     )
 
 
@@ -138,7 +146,7 @@ class RouteAdmissionConfig(_Strict):
         4.0, ge=1, description="fewest requests a backend may hold before their first byte (cap floor)"
     )
     prefill_budget: Literal["backend", "fleet"] = Field(
-        "backend",
+        "fleet",
         description="how the prefill cap admits: 'backend' = some backend is under its cap (its free stream "
         "slots count); 'fleet' = while the waiting room stands (held requests for > 2 TTFT targets: "
         "overload), at most the sum of every backend's room under its cap, a backend over its cap counting "

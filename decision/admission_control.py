@@ -88,7 +88,8 @@ STANDING_TTFT_TARGETS = 2.0
 
 def limit_config(config: SluiceConfig) -> ConcurrencyLimitConfig:
     """The concurrency-limit settings with ``ttft_target_ms`` filled in: when unset, a quarter of the
-    smallest route TTFT SLO (the backend's share of it; the rest is left for the waiting room)."""
+    smallest route TTFT SLO (the backend's share of it; the rest is left for the waiting room). The
+    prefill cap keeps each backend's TTFT near it; the stream limit steers to ``stream_limit_config``'s."""
     limits = config.admission.concurrency
     if limits.ttft_target_ms is not None:
         return limits
@@ -96,6 +97,39 @@ def limit_config(config: SluiceConfig) -> ConcurrencyLimitConfig:
     if not slos:
         return limits
     return limits.model_copy(update={"ttft_target_ms": TTFT_TARGET_SLO_FRAC * min(slos)})
+
+
+# The stream limit's TTFT target in TTFT targets, by default, when every route bounds the prompts the
+# fleet holds by the fleet prefill budget (``stream_limit_config``).
+STREAM_TARGET_FACTOR_FLEET = 2.0
+
+
+def stream_limit_config(config: SluiceConfig) -> ConcurrencyLimitConfig:
+    """``limit_config`` with the TTFT target the stream limit steers to: ``stream_target_factor`` x the
+    TTFT target; unset, ``STREAM_TARGET_FACTOR_FLEET`` when every route uses ``prefill_budget: fleet``,
+    else 1 (the prefill cap's own target).
+
+    Why two targets: a backend's TTFT is its queue of prompts (which the prefill cap bounds at the
+    target) plus what its running streams cost each prefill (a larger batch, a KV cache near full). With
+    the fleet budget, the prompts the whole fleet holds are bounded, so the stream limit need only
+    answer a TTFT beyond what a full prefill cap explains. Steered to the target itself it also cut on
+    prompt queues the budget already handles, and after each step down (the end of the 3x burst, and of
+    the 1x step) sat a few slots under the ~170 streams each backend still decoded: the class reserve
+    then held sheddable requests in the room while the engines had nothing to prefill, and the limit
+    grew again only per 10 first bytes, which hardly came (bench/overload.py controls at 0.7x: 1-7
+    sheddable refused in 10 of 30 seed-policy pairs of seeds 0-14; with 2 targets, 2 in one). Not with the
+    per-backend gate (``prefill_budget: backend``): there nothing else bounds the pump's bursts, and a
+    looser stream limit lets it wake dozens of requests at once (docs/admission.md, "Tried, not kept")."""
+    limits = limit_config(config)
+    if limits.ttft_target_ms is None:
+        return limits
+    factor = limits.stream_target_factor
+    if factor is None:
+        fleet = all(r.admission.prefill_budget == "fleet" for r in config.routes)
+        factor = STREAM_TARGET_FACTOR_FLEET if fleet else 1.0
+    if factor == 1.0:
+        return limits
+    return limits.model_copy(update={"ttft_target_ms": factor * limits.ttft_target_ms})
 
 
 @dataclass(slots=True)
@@ -150,13 +184,14 @@ class AdmissionControl:
         self._rank_of = {name: i for i, name in enumerate(self._classes)}
         self._tenants = TenantBudgets(config.tenants)
         self._limits = ConcurrencyLimits(
-            limit_config(config), [(b.name, b.max_concurrency) for b in config.backends]
+            stream_limit_config(config), [(b.name, b.max_concurrency) for b in config.backends]
         )
-        # Adaptive LIFO below the most important class (``WaitingRoomConfig.lifo_below_top_class``,
-        # opt-in): in a burst their queue stands at its deadline, and FIFO serves exactly the requests
+        # Adaptive LIFO below the most important class (``WaitingRoomConfig.lifo_below_top_class``, on
+        # by default): in a burst their queue stands at its deadline, and FIFO serves exactly the requests
         # that waited longest (TTFT = deadline + the backend's own); newest first serves those that can
         # still meet the SLO, and after the burst a new request no longer queues behind the burst's
-        # leftovers (bench/overload.py, with prefill_budget: fleet: recovery <= 5 s in 7 of 9 seeds).
+        # leftovers (bench/overload.py, with the fleet budget and its stream target, seeds 0-2: recovery
+        # 5, 2, 2 s with either policy; FIFO 5, 4, 5 and 5, 3, 6 s).
         self._room: WaitingRoom[_Queued] = WaitingRoom(
             2 * len(self._classes),
             config.admission.waiting_room.max_requests,
@@ -313,10 +348,10 @@ class AdmissionControl:
     ) -> float:
         """Requests of class ``rank`` that ``model``'s healthy backends may take now, minus reservations.
 
-        ``prefill_budget: backend`` (default): the free stream slots of the backends under their prefill
-        cap. ``fleet``: the free stream slots (summed over the backends that have any), bounded by the
-        fleet's prefill budget (the sum of every backend's room under its prefill cap, a backend over its
-        cap counting against it).
+        ``prefill_budget: backend``: the free stream slots of the backends under their prefill cap.
+        ``fleet`` (default): the free stream slots (summed over the backends that have any), bounded by
+        the fleet's prefill budget (the sum of every backend's room under its prefill cap, a backend over
+        its cap counting against it).
 
         Why a fleet budget: the pump wakes every request the answer allows before any of them is routed,
         so the gate ("this backend is under its cap") lets it hand the engines dozens of prompts at once
@@ -325,11 +360,13 @@ class AdmissionControl:
         p99 0.94-1.41 s instead of 1.65-2.37 s, critical goodput 100 % in every seed with either policy.
         The caller passes ``fleet_budget`` only while the waiting room stands (``queue_stands``): applied
         to every short queue of a clump near capacity, the budget refused up to 3.0 % of sheddable
-        requests at 0.8 of capacity (bench/overload.py control runs; the per-backend gate: 0-0.7 %). Why
-        not the default: a fleet whose backends mostly hold more prompts than their caps queues every
-        request at overload, even where a load-aware policy would find a backend under its cap (the
-        64-backend synthetic fleet of bench/decision_cost.py, whose prompts never get a first byte), and it
-        is not yet measured in real time. A stalled backend (``STALL_TTFT_TARGETS``) counts nothing."""
+        requests at 0.8 of capacity (bench/overload.py control runs; the per-backend gate: 0-0.7 %); the
+        rest of those refusals came from the stream limit, now steered to twice the target under the budget
+        (``stream_limit_config``). The price: a fleet whose backends mostly hold more prompts than their
+        caps queues every request at overload, even where a load-aware policy would find a backend under
+        its cap (the 64-backend synthetic fleet of bench/decision_cost.py, whose prompts never get a first
+        byte; there the room never stands, so the budget never applies). A stalled backend
+        (``STALL_TTFT_TARGETS``) counts nothing."""
         if not fleet_budget:
             free = sum(
                 max(0.0, self._free_slots(v, rank, class_reserve_frac, min_prefill_cap))

@@ -11,7 +11,7 @@ from dataclasses import replace
 from core.clock import ManualClock
 from core.config import SluiceConfig, load_config_text
 from core.types import Admit, BackendView, Health, Outcome, Queue
-from decision.admission_control import AdmissionControl
+from decision.admission_control import AdmissionControl, limit_config, stream_limit_config
 from tests.unit.policy_builders import features, snapshot, view
 
 FIXED_10 = """\
@@ -218,9 +218,13 @@ def test_with_a_fleet_budget_the_queue_wait_counts_first_bytes_while_completions
     assert isinstance(verdict, Queue), verdict
 
 
-def test_by_default_a_backend_under_its_prefill_cap_admits_whatever_the_others_hold() -> None:
-    ac, config, _ = control(TWO_FIXED_10)
+GATE = "{name: default, slo: {ttft_ms: 2000}, admission: {prefill_budget: backend}}"
+
+
+def test_with_the_per_backend_gate_a_backend_under_its_prefill_cap_admits_whatever_the_others_hold() -> None:
+    ac, config, clock = control(TWO_FIXED_10.replace("{name: default, slo: {ttft_ms: 2000}}", GATE))
     route = config.routes[0]
+    stand(ac, config, clock)  # even at overload: the gate never counts one backend against another
     over = view("a", in_flight_requests=7, awaiting_first_byte=7)
     verdict = ac.decide(
         features(request_id="r1"), route, snapshot(over, view("b", awaiting_first_byte=2)), None, {}
@@ -290,3 +294,53 @@ def test_with_a_fleet_budget_an_unhealthy_backend_counts_nothing_against_the_fle
         broken = view("a", in_flight_requests=10, awaiting_first_byte=10, health=health)
         decided = ac.decide(features(request_id=f"r-{health}"), route, snapshot(broken, view("b")), None, {})
         assert isinstance(decided, Admit), health
+
+
+GRADIENT2 = FIXED_10.replace("algorithm: fixed, initial: 10", "algorithm: gradient2, initial: 100, min: 4")
+
+
+def steer(text: str, ttft_ms: float) -> tuple[int, int]:
+    """(limit before, limit after) 200 first bytes at ``ttft_ms`` each on a backend holding its limit."""
+    ac, _, clock = control(text)
+    before = ac.limits()["a"]
+    total_ms = 0.0
+    for first_bytes in range(1, 201):
+        clock.advance(0.05)
+        total_ms += ttft_ms
+        limit = ac.limits()["a"]
+        busy = view("a", in_flight_requests=limit, first_bytes=first_bytes, first_byte_ttft_ms_total=total_ms)
+        ac.pop_dispatchable(snapshot(busy))
+    return before, ac.limits()["a"]
+
+
+def test_with_the_fleet_budget_the_stream_limit_steers_to_twice_the_ttft_target() -> None:
+    """A backend at 700 ms (over the 500 ms target, which the prefill cap holds, under twice it): with the
+    fleet budget (default) its stream limit does not shrink, since the prompts it holds are bounded by
+    the budget; with the per-backend gate, where the stream limit is the only brake on the pump, it does.
+    Over twice the target it shrinks with either."""
+    fleet_before, fleet_after = steer(GRADIENT2, 700.0)
+    gate = GRADIENT2.replace("{name: default, slo: {ttft_ms: 2000}}", GATE)
+    gate_before, gate_after = steer(gate, 700.0)
+    assert fleet_after >= fleet_before
+    assert gate_after < gate_before
+    slow_before, slow_after = steer(GRADIENT2, 1500.0)
+    assert slow_after < slow_before
+
+
+def test_the_stream_target_follows_the_routes_prefill_budget_unless_set() -> None:
+    def targets(text: str) -> tuple[float | None, float | None]:
+        config = load_config_text(text).config
+        return limit_config(config).ttft_target_ms, stream_limit_config(config).ttft_target_ms
+
+    assert targets(GRADIENT2) == (500.0, 1000.0)
+    assert targets(GRADIENT2.replace("{name: default, slo: {ttft_ms: 2000}}", GATE)) == (500.0, 500.0)
+    two_routes = GRADIENT2.replace(
+        "  - {name: default, slo: {ttft_ms: 2000}}\n",
+        "  - {name: default, slo: {ttft_ms: 2000}}\n"
+        "  - {name: batch, slo: {ttft_ms: 4000}, admission: {prefill_budget: backend}}\n",
+    )
+    assert targets(two_routes) == (500.0, 500.0)  # one route relies on the stream limit alone
+    explicit = GRADIENT2.replace("min: 4}", "min: 4, stream_target_factor: 1.5}")
+    assert targets(explicit) == (500.0, 750.0)
+    no_slo = GRADIENT2.replace("slo: {ttft_ms: 2000}", "priority: standard")
+    assert targets(no_slo) == (None, None)
