@@ -76,7 +76,8 @@ async def _attempt(
     """Relay this backend's answer, or return a retry reason (only when a retry was granted)."""
     backend_id = guard.backend_id
     pool = ctx.upstream()
-    watchdog = Watchdog(asyncio.get_running_loop().time() + ctx.first_byte_s)
+    loop = pool.loop
+    watchdog = Watchdog(loop.time() + ctx.first_byte_s, loop)
     try:
         try:
             resp = await pool.request(

@@ -21,9 +21,10 @@ import asyncio
 class Watchdog:
     __slots__ = ("_armed_at", "_handle", "_loop", "_task", "deadline", "fired")
 
-    def __init__(self, deadline: float) -> None:
-        """``deadline`` is in ``loop.time()`` seconds."""
-        self._loop = asyncio.get_running_loop()
+    def __init__(self, deadline: float, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """``deadline`` is in ``loop.time()`` seconds; ``loop``, the running one, when the caller has it
+        (``asyncio.get_running_loop()`` is a system call on CPython 3.11)."""
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
         task = asyncio.current_task(self._loop)
         if task is None:
             raise RuntimeError("Watchdog must be created inside a task")

@@ -106,6 +106,7 @@ class UpstreamResponse:
         "_exc",
         "_framing",
         "_in_trailers",
+        "_loop",
         "_need_crlf",
         "_partial",
         "_paused",
@@ -126,13 +127,17 @@ class UpstreamResponse:
         reason: str,
         headers: CIMultiDict[str],
         transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """``loop``: the connection's (default: the running loop, found at the first wait), kept to make
+        waiting futures without ``asyncio.get_running_loop()``, a system call on CPython 3.11."""
         self.status = status
         self.reason = reason
         self.headers = CIMultiDictProxy(headers)
         self.content_type = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         self.keep_alive = "close" not in headers.get("Connection", "").lower()
         self._transport = transport
+        self._loop = loop
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
@@ -282,7 +287,10 @@ class UpstreamResponse:
                 raise self._exc
             if self.done:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
             await self._waiter
 
     async def read(self) -> bytes:
