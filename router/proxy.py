@@ -77,7 +77,7 @@ async def _attempt(
     backend_id = guard.backend_id
     pool = ctx.upstream()
     loop = pool.loop
-    watchdog = Watchdog(loop.time() + ctx.first_byte_s, loop)
+    watchdog = Watchdog(loop.time() + ctx.first_byte_s, ctx.watchdogs, loop)
     try:
         try:
             resp = await pool.request(
