@@ -58,7 +58,7 @@ async def forward(
             backend_id, features.prompt_tokens, decision.predicted_output_tokens or 0.0
         ) as guard:
             retry_reason = await _attempt(ctx, request, ex, guard, body, upstream_headers, i < last)
-        if isinstance(retry_reason, web.StreamResponse):
+        if not isinstance(retry_reason, str):  # not isinstance(_, StreamResponse): an ABC (MutableMapping)
             return retry_reason
         ctx.metrics.retries.labels(ex.route, retry_reason).inc()
     raise AssertionError("the last attempt never asks for a retry")
