@@ -293,6 +293,20 @@ class UpstreamResponse:
             self._waiter = loop.create_future()
             await self._waiter
 
+    def read_complete(self) -> bytes | None:
+        """The whole body if it has all arrived without error (a small answer comes with its head),
+        else None (then ``await read()``): no coroutine to create and run for the common case."""
+        if not self.done or self._exc is not None:
+            return None
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
+
     async def read(self) -> bytes:
         parts: list[bytes] = []
         while True:
