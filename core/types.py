@@ -178,7 +178,7 @@ class FleetSnapshot:
         views = self._serving_by_model.get(model)
         if views is None:
             ready = Health.READY
-            views = tuple(b for b in self.backends if b.health is ready and model in b.models)
+            views = tuple([b for b in self.backends if b.health is ready and model in b.models])  # no genexpr
             self._serving_by_model[model] = views
         return views
 

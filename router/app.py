@@ -54,6 +54,7 @@ from router.handlers import (
 from router.health import HealthChecker
 from router.upstream import UpstreamPool
 from router.waiting_room import PUMP_TICK_S, AsyncWaitingRoom
+from router.watchdog import WatchdogTimer
 from state.engine_metrics import EngineMetricsCollector
 from state.fleet import FleetState
 
@@ -112,6 +113,7 @@ def _add_routes(app: web.Application, ctx: ProxyContext) -> None:
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     ctx = app[CONTEXT]
     ctx.pool = UpstreamPool(ctx.connect_s, UPSTREAM_KEEPALIVE_S)
+    ctx.watchdogs = WatchdogTimer(ctx.pool.loop)
     ctx.session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=UPSTREAM_KEEPALIVE_S),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=ctx.connect_s),
@@ -120,6 +122,8 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        ctx.watchdogs.close()
+        ctx.watchdogs = None
         ctx.pool.close()
         ctx.pool = None
         await ctx.session.close()

@@ -1,9 +1,10 @@
 """Everything a request handler needs, built once per app (no module globals, no singletons).
 
-The upstream connection pool (the request path) and the ``aiohttp.ClientSession``
-(health checks and other background polling) are created in the app's
-``cleanup_ctx`` (they need the running loop) and stored here before the first
-request. Backend URLs are parsed once into ``Origin``s.
+The upstream connection pool (the request path), the attempts' shared timeout
+timer and the ``aiohttp.ClientSession`` (health checks and other background
+polling) are created in the app's ``cleanup_ctx`` (they need the running loop)
+and stored here before the first request. Backend URLs are parsed once into
+``Origin``s.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from router.metrics import SluiceMetrics
 from router.retry_budget import RetryBudget
 from router.upstream import Origin, UpstreamPool
 from router.waiting_room import AsyncWaitingRoom
+from router.watchdog import WatchdogTimer
 from state.fleet import FleetState
 
 
@@ -43,6 +45,7 @@ class ProxyContext:
     request_ids: RequestIds = field(default_factory=RequestIds)
     session: aiohttp.ClientSession | None = None
     pool: UpstreamPool | None = None
+    watchdogs: WatchdogTimer | None = None  # the attempts' one timeout timer, made with the pool
     known_models: frozenset[str] = frozenset()
     connect_s: float = 0.0
     first_byte_s: float = 0.0

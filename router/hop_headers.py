@@ -32,13 +32,15 @@ _ALWAYS_DROPPED = frozenset(
     }
 )
 _DROPPED_UPSTREAM = _ALWAYS_DROPPED | {headers.REQUEST_ID, "expect"}
+# ``Connection`` values that name no other header: what nearly every backend (and client) sends.
+_PLAIN_CONNECTION = frozenset({"keep-alive", "close", "Keep-Alive", "Close"})
 
 
 def _dropped(source: CIMultiDictProxy[str] | CIMultiDict[str]) -> frozenset[str] | None:
     """Extra names to drop: those listed in ``Connection`` (lower-cased); None when there are none."""
     listed = source.getall("connection", ())
-    if not listed:
-        return None
+    if not listed or (len(listed) == 1 and listed[0] in _PLAIN_CONNECTION):
+        return None  # the common cases, without building the set below
     names = {part.strip().lower() for value in listed for part in value.split(",")}
     names.discard("")
     names -= {"close", "keep-alive"}

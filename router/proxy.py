@@ -58,7 +58,7 @@ async def forward(
             backend_id, features.prompt_tokens, decision.predicted_output_tokens or 0.0
         ) as guard:
             retry_reason = await _attempt(ctx, request, ex, guard, body, upstream_headers, i < last)
-        if isinstance(retry_reason, web.StreamResponse):
+        if not isinstance(retry_reason, str):  # not isinstance(_, StreamResponse): an ABC (MutableMapping)
             return retry_reason
         ctx.metrics.retries.labels(ex.route, retry_reason).inc()
     raise AssertionError("the last attempt never asks for a retry")
@@ -76,7 +76,8 @@ async def _attempt(
     """Relay this backend's answer, or return a retry reason (only when a retry was granted)."""
     backend_id = guard.backend_id
     pool = ctx.upstream()
-    watchdog = Watchdog(asyncio.get_running_loop().time() + ctx.first_byte_s)
+    loop = pool.loop
+    watchdog = Watchdog(loop.time() + ctx.first_byte_s, ctx.watchdogs, loop)
     try:
         try:
             resp = await pool.request(

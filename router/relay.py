@@ -43,10 +43,27 @@ EVENT_STREAM = "text/event-stream"
 async def relay_body(
     ctx: ProxyContext, ex: Exchange, guard: InFlightGuard, watchdog: Watchdog, resp: UpstreamResponse
 ) -> web.Response:
-    if not resp.done:  # a small body came with the head: read() will not wait, so no idle timer
+    data = resp.read_complete()  # a small body came with the head: no wait, so no idle timer either
+    if data is None:
+        data = await _read_body(ctx, guard, watchdog, resp)
+    ex.status = resp.status
+    ex.last_byte_s = ctx.clock.now_s()
+    if resp.status < 300:
+        usage = find_usage(body_tail(data))
+        ex.usage = usage
+        if usage is not None and usage.completion_tokens is not None:
+            ex.output_tokens = usage.completion_tokens
+    return web.Response(body=data, status=resp.status, headers=_response_headers(resp, ex))
+
+
+async def _read_body(
+    ctx: ProxyContext, guard: InFlightGuard, watchdog: Watchdog, resp: UpstreamResponse
+) -> bytes:
+    """The rest of a body still arriving, under the idle timeout."""
+    if not resp.done:
         watchdog.push(ctx.idle_s)
     try:
-        data = await resp.read()
+        return await resp.read()
     except asyncio.CancelledError:
         if watchdog.expired():
             ctx.metrics.upstream_errors.labels(guard.backend_id, "timeout").inc()
@@ -60,14 +77,6 @@ async def relay_body(
         raise BackendBadResponse(
             f"backend {guard.backend_id} closed the connection before the end of its response"
         ) from None
-    ex.status = resp.status
-    ex.last_byte_s = ctx.clock.now_s()
-    if resp.status < 300:
-        usage = find_usage(body_tail(data))
-        ex.usage = usage
-        if usage is not None and usage.completion_tokens is not None:
-            ex.output_tokens = usage.completion_tokens
-    return web.Response(body=data, status=resp.status, headers=_response_headers(resp, ex))
 
 
 def _response_headers(resp: UpstreamResponse, ex: Exchange) -> CIMultiDict[str]:

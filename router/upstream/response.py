@@ -106,6 +106,7 @@ class UpstreamResponse:
         "_exc",
         "_framing",
         "_in_trailers",
+        "_loop",
         "_need_crlf",
         "_partial",
         "_paused",
@@ -126,13 +127,17 @@ class UpstreamResponse:
         reason: str,
         headers: CIMultiDict[str],
         transport: asyncio.Transport,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        """``loop``: the connection's (default: the running loop, found at the first wait), kept to make
+        waiting futures without ``asyncio.get_running_loop()``, a system call on CPython 3.11."""
         self.status = status
         self.reason = reason
         self.headers = CIMultiDictProxy(headers)
         self.content_type = headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
         self.keep_alive = "close" not in headers.get("Connection", "").lower()
         self._transport = transport
+        self._loop = loop
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
@@ -282,8 +287,25 @@ class UpstreamResponse:
                 raise self._exc
             if self.done:
                 return b""
-            self._waiter = asyncio.get_running_loop().create_future()
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            self._waiter = loop.create_future()
             await self._waiter
+
+    def read_complete(self) -> bytes | None:
+        """The whole body if it has all arrived without error (a small answer comes with its head),
+        else None (then ``await read()``): no coroutine to create and run for the common case."""
+        if not self.done or self._exc is not None:
+            return None
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
 
     async def read(self) -> bytes:
         parts: list[bytes] = []

@@ -17,7 +17,7 @@ from router.hop_headers import client_response_headers, upstream_request_headers
 from router.metric_types import Counter, Histogram, LoopCollector
 from router.retry_budget import RetryBudget
 from router.sse import StreamTally, find_usage
-from router.watchdog import Watchdog
+from router.watchdog import Watchdog, WatchdogTimer
 
 EVENT = b'data: {"choices":[{"delta":{"content":"x"}}]}\n\n'
 USAGE = (
@@ -165,6 +165,64 @@ async def test_watchdog_cancels_its_task_only_when_expired() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_shared_watchdog_timer_fires_each_watchdog_at_its_own_deadline() -> None:
+    """One timer for many watchdogs: only the expired one's task is cancelled, the others run on."""
+    loop = asyncio.get_running_loop()
+    timer = WatchdogTimer(loop)
+    outcomes: dict[str, str] = {}
+    registered: list[str] = []
+    started = asyncio.Event()
+
+    async def attempt(name: str, timeout_s: float, release: asyncio.Event) -> None:
+        watchdog = Watchdog(loop.time() + timeout_s, timer, loop)
+        try:
+            registered.append(name)
+            if len(registered) == 3:
+                started.set()
+            await release.wait()
+            outcomes[name] = "done"
+        except asyncio.CancelledError:
+            outcomes[name] = "timeout" if watchdog.expired() else "cancelled"
+        finally:
+            watchdog.stop()
+
+    never, later = asyncio.Event(), asyncio.Event()
+    tasks = [
+        asyncio.create_task(attempt("long", 3600.0, later)),
+        asyncio.create_task(attempt("short", 0.01, never)),  # earlier than the armed timer: re-arms it
+        asyncio.create_task(attempt("other", 3600.0, later)),
+    ]
+    await started.wait()
+    await tasks[1]
+    assert outcomes == {"short": "timeout"}
+    assert len(timer) == 2  # the fired one is forgotten, the others still watched
+    later.set()
+    await asyncio.gather(*tasks)
+    assert outcomes == {"short": "timeout", "long": "done", "other": "done"}
+    assert len(timer) == 0
+    timer.close()
+
+
+async def test_watchdog_push_moves_the_shared_timer_earlier_only_when_needed() -> None:
+    loop = asyncio.get_running_loop()
+    timer = WatchdogTimer(loop)
+    fired = asyncio.Event()
+
+    async def stream() -> str:
+        watchdog = Watchdog(loop.time() + 3600.0, timer, loop)
+        watchdog.push(0.01)  # the idle timeout after a chunk, shorter than the first-byte one
+        try:
+            await fired.wait()
+        except asyncio.CancelledError:
+            return "timeout" if watchdog.expired() else "cancelled"
+        finally:
+            watchdog.stop()
+        return "done"
+
+    assert await asyncio.create_task(stream()) == "timeout"
+    timer.close()
 
 
 def test_loop_metrics_render() -> None:

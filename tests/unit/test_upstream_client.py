@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from router.upstream import ConnectFailed, Origin, UpstreamPool, UpstreamProtocolError, UpstreamResponse
-from router.upstream.response import UpstreamClosed, parse_head
+from router.upstream.response import HIGH_WATER_BYTES, UpstreamClosed, parse_head
 
 
 class _FakeTransport:
@@ -48,6 +48,28 @@ def _drain(response: UpstreamResponse) -> bytes:
     while response._chunks:
         out += response._chunks.popleft()
     return out
+
+
+@settings(max_examples=100, deadline=None)
+@given(body=st.binary(max_size=200), cuts=st.lists(st.integers(min_value=0, max_value=1000), max_size=8))
+def test_read_complete_is_the_whole_body_once_it_has_arrived(body: bytes, cuts: list[int]) -> None:
+    """``read_complete`` (no coroutine) gives what ``read()`` would, and None until the end arrived."""
+    response, _ = _response(b"HTTP/1.1 200 OK\r\nContent-Length: %d" % (len(body) + 1))
+    response.start(b"")
+    _feed_split(response, body, cuts)
+    assert response.read_complete() is None  # one byte still to come
+    response.feed(b"!")
+    assert response.read_complete() == body + b"!"
+    assert asyncio.run(response.read()) == b""  # consumed: nothing left for read()
+
+
+def test_read_complete_resumes_a_paused_transport() -> None:
+    big = b"x" * (HIGH_WATER_BYTES + 1)
+    response, transport = _response(b"HTTP/1.1 200 OK\r\nContent-Length: %d" % len(big))
+    response.start(big)
+    assert transport.paused
+    assert response.read_complete() == big
+    assert not transport.paused
 
 
 CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked"
