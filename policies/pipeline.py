@@ -41,8 +41,6 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from pydantic import Field
-
 from core.types import (
     BackendCostEstimate,
     BackendId,
@@ -54,7 +52,8 @@ from core.types import (
 from policies.base import Filter, Picker, Scorer
 from policies.context import RouteContext
 from policies.estimate import expected_tokens
-from policies.registry import BuildContext, PluginKind, PolicyParams, build_plugin, register
+from policies.params import PipelineParams, PluginRef
+from policies.registry import BuildContext, PluginKind, build_plugin, register
 
 
 class Pipeline:
@@ -222,22 +221,6 @@ def _chosen_cost(
     if ctx.was_estimated(backend_id):
         return ctx.cost(next(v for v in candidates if v.backend_id == backend_id))
     return None
-
-
-class PluginRef(PolicyParams):
-    type: str
-    name: str | None = Field(None, min_length=1, description="instance name; defaults to type")
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class ScorerRef(PluginRef):
-    weight: float = Field(1.0, ge=0.0)
-
-
-class PipelineParams(PolicyParams):
-    filters: tuple[PluginRef, ...] = ()
-    scorers: tuple[ScorerRef, ...] = ()
-    picker: PluginRef = Field(default_factory=lambda: PluginRef(type="max_score"))
 
 
 def _build_named(

@@ -72,6 +72,29 @@ MODULES: tuple[str, ...] = (
     "policies/estimate.py",
     "state/fleet.py",
     "state/prefix_index.py",
+    # the routing pipeline and its plugins (their pydantic parameter models live in the uncompiled
+    # policies/params.py: mypyc cannot compile pydantic models)
+    "policies/pipeline.py",
+    "policies/sampling.py",
+    "policies/filters/imbalance_guard.py",
+    "policies/filters/max_concurrency.py",
+    "policies/filters/slo_headroom.py",
+    "policies/filters/subset.py",
+    "policies/pickers/max_score.py",
+    "policies/pickers/p2c.py",
+    "policies/pickers/random_order.py",
+    "policies/pickers/round_robin.py",
+    "policies/pickers/softmax.py",
+    "policies/scorers/_normalise.py",
+    "policies/scorers/consistent_hash.py",
+    "policies/scorers/dynamo_cost.py",
+    "policies/scorers/kv_cache.py",
+    "policies/scorers/least_requests.py",
+    "policies/scorers/least_tokens.py",
+    "policies/scorers/predicted_cost.py",
+    "policies/scorers/prefix_match.py",
+    "policies/scorers/prodstack_loadaware.py",
+    "policies/scorers/sglang_cache_aware.py",
 )
 
 
