@@ -32,7 +32,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Protocol
 
@@ -81,14 +81,22 @@ class PredictorFacade(Protocol):
     ) -> None: ...
 
 
-@dataclass(slots=True)
 class _Pending:
-    features: RequestFeatures
-    snapshot: FleetSnapshot | None = None
-    view_at_dispatch: BackendView | None = None
-    routed: RoutedPrefix | None = None
-    request: RoutingRequest | None = None
-    request_snapshot: FleetSnapshot | None = None
+    """One request's state between ``admit``/``route`` and ``observe``.
+
+    A plain class, not a dataclass: one is built per request, and a dataclass's generated
+    ``__init__`` stays interpreted code in the compiled build (docs/compiled.md).
+    """
+
+    __slots__ = ("features", "request", "request_snapshot", "routed", "snapshot", "view_at_dispatch")
+
+    def __init__(self, features: RequestFeatures) -> None:
+        self.features = features
+        self.snapshot: FleetSnapshot | None = None
+        self.view_at_dispatch: BackendView | None = None
+        self.routed: RoutedPrefix | None = None
+        self.request: RoutingRequest | None = None
+        self.request_snapshot: FleetSnapshot | None = None
 
 
 def slo_targets(route: RouteConfig) -> SLOTargets:

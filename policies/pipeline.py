@@ -54,6 +54,7 @@ from policies.context import RouteContext
 from policies.estimate import expected_tokens
 from policies.params import PipelineParams, PluginRef
 from policies.registry import BuildContext, PluginKind, build_plugin, register
+from policies.sampling import randbelow
 
 
 class Pipeline:
@@ -204,7 +205,7 @@ def _by_score(ids: list[BackendId], totals: dict[BackendId, float], rng: random.
     while tied < len(by_score) and totals[by_score[tied]] == best:
         tied += 1
     if tied > 1:
-        lead = rng.randrange(tied)
+        lead = randbelow(rng, tied)  # rng.randrange(tied), the same draw
         by_score[0], by_score[lead] = by_score[lead], by_score[0]
     return by_score
 

@@ -44,6 +44,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
 from core.tokens import CHARS_PER_TOKEN, PREFIX_CHUNK_CHARS
 from core.types import BackendId
@@ -67,15 +68,35 @@ class _ModelIndex:
     partitions: dict[BackendId, _Partition] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
 class RoutedPrefix:
-    """What ``record_routed`` saw, kept by the engine until the request's outcome arrives."""
+    """What ``record_routed`` saw, kept by the engine until the request's outcome arrives (read-only).
 
-    model: str
-    backend_id: BackendId
-    predicted_chunks: int
-    total_chunks: int
-    prior_routed_s: array[float]  # last routed time of each predicted chunk before this request
+    A plain class, not a frozen dataclass: one is built per routed request, and a dataclass's
+    generated ``__init__`` stays interpreted code in the compiled build (docs/compiled.md).
+    """
+
+    __slots__ = ("backend_id", "model", "predicted_chunks", "prior_routed_s", "total_chunks")
+
+    def __init__(
+        self,
+        model: str,
+        backend_id: BackendId,
+        predicted_chunks: int,
+        total_chunks: int,
+        prior_routed_s: array[float],
+    ) -> None:
+        self.model: Final = model
+        self.backend_id: Final = backend_id
+        self.predicted_chunks: Final = predicted_chunks
+        self.total_chunks: Final = total_chunks
+        # The last routed time of each predicted chunk before this request.
+        self.prior_routed_s: Final = prior_routed_s
+
+    def __repr__(self) -> str:
+        return (
+            f"RoutedPrefix(model={self.model!r}, backend_id={self.backend_id!r}, "
+            f"predicted_chunks={self.predicted_chunks}, total_chunks={self.total_chunks})"
+        )
 
 
 @dataclass(slots=True)
