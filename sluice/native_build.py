@@ -62,6 +62,7 @@ MODULES: tuple[str, ...] = (
     "core/tokens.py",
     # the decision engine, admission, its per-class rule and the state it reads and updates per request
     "decision/engine.py",
+    "decision/explain.py",
     "decision/admission_control.py",
     "policies/admission/decide.py",
     "state/concurrency_limits.py",
