@@ -10,9 +10,9 @@ SHA-256 of every source the build depends on; ``core/native.py`` compares it at 
 every module from source when anything changed (docs/compiled.md).
 
 Why these modules: they are where a request's decision spends its CPU (the predictors' per-dimension
-float arithmetic, admission, the prefix index, the decision engine, the fleet snapshot). The routing
-plugins (``policies/scorers``, ``filters``, ``pickers``, ``pipeline``) are not compiled: each declares
-its pydantic parameter model in the same module, and mypyc cannot compile pydantic models.
+float arithmetic, admission, the prefix index, the decision engine, the fleet snapshot, the routing
+pipeline and its plugins). mypyc cannot compile pydantic models, so the plugins' parameter models
+live in the uncompiled ``policies/params.py``.
 
 Up to date (same sources, same interpreter): prints so and exits 0 in milliseconds. No C compiler, no
 Python headers or a failed build: the old extensions are removed, a warning says Sluice runs pure
