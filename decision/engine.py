@@ -32,7 +32,7 @@ from __future__ import annotations
 import random
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Protocol
 
@@ -81,14 +81,22 @@ class PredictorFacade(Protocol):
     ) -> None: ...
 
 
-@dataclass(slots=True)
 class _Pending:
-    features: RequestFeatures
-    snapshot: FleetSnapshot | None = None
-    view_at_dispatch: BackendView | None = None
-    routed: RoutedPrefix | None = None
-    request: RoutingRequest | None = None
-    request_snapshot: FleetSnapshot | None = None
+    """One request's state between ``admit``/``route`` and ``observe``.
+
+    A plain class, not a dataclass: one is built per request, and a dataclass's generated
+    ``__init__`` stays interpreted code in the compiled build (docs/compiled.md).
+    """
+
+    __slots__ = ("features", "request", "request_snapshot", "routed", "snapshot", "view_at_dispatch")
+
+    def __init__(self, features: RequestFeatures) -> None:
+        self.features = features
+        self.snapshot: FleetSnapshot | None = None
+        self.view_at_dispatch: BackendView | None = None
+        self.routed: RoutedPrefix | None = None
+        self.request: RoutingRequest | None = None
+        self.request_snapshot: FleetSnapshot | None = None
 
 
 def slo_targets(route: RouteConfig) -> SLOTargets:
@@ -120,6 +128,9 @@ class DecisionEngine:
         self._slo_by_route = dict(slo_by_route or {})
         self.prefix_index = prefix_index
         self._predictor = predictor
+        # The bundled facade, called directly (no intermediate RoutingRequest); any other facade
+        # (tests, the simulator's oracle) through the protocol.
+        self._native_predictor = predictor if type(predictor) is Predictor else None
         self.decisions = decision_log if decision_log is not None else DecisionLog()
         self._pending: OrderedDict[str, _Pending] = OrderedDict()
         self._max_pending = max_pending_requests
@@ -229,10 +240,15 @@ class DecisionEngine:
             indexed = index.indexed_tokens(features.model)
         else:
             matched, indexed = _NO_TOKENS, _NO_TOKENS
-        if self._predictor is None:
+        native = self._native_predictor
+        if native is not None:
+            predictions = native.predict_for(features, matched, snapshot)
+        elif self._predictor is None:
             return RoutingRequest(features, matched, None, indexed, slo)
-        # The predictor reads only the features and the prefix matches of the request it is given.
-        predictions = self._predictor.predict(RoutingRequest(features, matched, None, indexed, slo), snapshot)
+        else:
+            # The predictor reads only the features and the prefix matches of the request it is given.
+            request = RoutingRequest(features, matched, None, indexed, slo)
+            predictions = self._predictor.predict(request, snapshot)
         return RoutingRequest(features, matched, predictions, indexed, slo)
 
     def route(self, features: RequestFeatures, snapshot: FleetSnapshot) -> RoutingDecision:

@@ -41,10 +41,8 @@ import random
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from pydantic import Field
-
+from core.cost_table import CostTable
 from core.types import (
-    BackendCostEstimate,
     BackendId,
     BackendView,
     FleetSnapshot,
@@ -54,7 +52,9 @@ from core.types import (
 from policies.base import Filter, Picker, Scorer
 from policies.context import RouteContext
 from policies.estimate import expected_tokens
-from policies.registry import BuildContext, PluginKind, PolicyParams, build_plugin, register
+from policies.params import PipelineParams, PluginRef
+from policies.registry import BuildContext, PluginKind, build_plugin, register
+from policies.sampling import randbelow
 
 
 class Pipeline:
@@ -122,8 +122,8 @@ class Pipeline:
             policy=self._name,
             scores=scores,
             removed=removed,
-            predicted_ttft_ms=cost.ttft_ms if cost is not None else None,
-            predicted_e2e_ms=cost.e2e_ms if cost is not None else None,
+            predicted_ttft_ms=cost[0] if cost is not None else None,
+            predicted_e2e_ms=cost[1] if cost is not None else None,
             predicted_output_tokens=expected_tokens(ctx.output_length()),
         )
 
@@ -205,39 +205,31 @@ def _by_score(ids: list[BackendId], totals: dict[BackendId, float], rng: random.
     while tied < len(by_score) and totals[by_score[tied]] == best:
         tied += 1
     if tied > 1:
-        lead = rng.randrange(tied)
+        lead = randbelow(rng, tied)  # rng.randrange(tied), the same draw
         by_score[0], by_score[lead] = by_score[lead], by_score[0]
     return by_score
 
 
 def _chosen_cost(
     ctx: RouteContext, backend_id: BackendId, candidates: Sequence[BackendView]
-) -> BackendCostEstimate | None:
-    """The chosen backend's cost when this decision estimated it or the request carries it."""
+) -> tuple[float, float] | None:
+    """The chosen backend's predicted ``(ttft_ms, e2e_ms)`` when this decision estimated it or the
+    request carries it; read from the predictor's ``CostTable`` without building an estimate object."""
     predictions = ctx.request.predictions
     if predictions is not None:
-        supplied = predictions.per_backend.get(backend_id)
-        if supplied is not None:
-            return supplied
+        per_backend = predictions.per_backend
+        if type(per_backend) is CostTable:
+            pair = per_backend.ttft_e2e(backend_id)
+            if pair is not None:
+                return pair
+        else:
+            supplied = per_backend.get(backend_id)
+            if supplied is not None:
+                return supplied.ttft_ms, supplied.e2e_ms
     if ctx.was_estimated(backend_id):
-        return ctx.cost(next(v for v in candidates if v.backend_id == backend_id))
+        estimate = ctx.cost(next(v for v in candidates if v.backend_id == backend_id))
+        return estimate.ttft_ms, estimate.e2e_ms
     return None
-
-
-class PluginRef(PolicyParams):
-    type: str
-    name: str | None = Field(None, min_length=1, description="instance name; defaults to type")
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class ScorerRef(PluginRef):
-    weight: float = Field(1.0, ge=0.0)
-
-
-class PipelineParams(PolicyParams):
-    filters: tuple[PluginRef, ...] = ()
-    scorers: tuple[ScorerRef, ...] = ()
-    picker: PluginRef = Field(default_factory=lambda: PluginRef(type="max_score"))
 
 
 def _build_named(

@@ -62,13 +62,20 @@ from typing import Literal
 
 from pydantic import Field
 
-from policies.filters.imbalance_guard import ImbalanceGuardFilter, ImbalanceGuardParams
-from policies.filters.slo_headroom import SLOHeadroomFilter, SLOHeadroomParams
-from policies.filters.subset import SubsetFilter, SubsetParams
-from policies.pickers.p2c import P2CParams, P2CPicker
+from policies.filters.imbalance_guard import ImbalanceGuardFilter
+from policies.filters.slo_headroom import SLOHeadroomFilter
+from policies.filters.subset import SubsetFilter
+from policies.params import (
+    ImbalanceGuardParams,
+    P2CParams,
+    PredictedCostParams,
+    SLOHeadroomParams,
+    SubsetParams,
+)
+from policies.pickers.p2c import P2CPicker
 from policies.pipeline import Pipeline
 from policies.registry import BuildContext, PolicyParams, register
-from policies.scorers.predicted_cost import PredictedCostParams, PredictedCostScorer
+from policies.scorers.predicted_cost import PredictedCostScorer
 
 NAME = "sluice_predictive"
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 
 from core.config import PredictorsConfig
 from core.types import (
@@ -185,13 +186,18 @@ class Predictor:
             predicted.popitem(last=False)
 
     def predict(self, request: RoutingRequest, snapshot: FleetSnapshot) -> Predictions:
-        features = request.features
+        return self.predict_for(request.features, request.prefix_matched_tokens, snapshot)
+
+    def predict_for(
+        self, features: RequestFeatures, prefix_matched_tokens: Mapping[str, int], snapshot: FleetSnapshot
+    ) -> Predictions:
+        """``predict`` on the two parts of the request it reads (the engine calls this directly)."""
         length = self.predict_length(features)
         per_backend = self._latency.cost_table(
             snapshot.backends,
             features.model,
             features.prompt_tokens,
-            request.prefix_matched_tokens,
+            prefix_matched_tokens,
             length.p50_tokens,
         )
         predictions = _new(Predictions)

@@ -148,6 +148,37 @@ _Vec = tuple[float, ...]
 _Fold = Callable[[list[list[float]], list[float], _Vec, float, float, float, _Vec, _Vec], None]
 
 
+# Whether this module runs as the mypyc extension (docs/compiled.md): its ``__file__`` is then the
+# extension's, not the ``.py`` source's.
+_COMPILED = not __file__.endswith(".py")
+
+
+def _fold_loop(
+    m: list[list[float]],
+    r: list[float],
+    terms: _Vec,
+    observed: float,
+    weight: float,
+    keep: float,
+    refill_precision: _Vec,
+    refill_prior: _Vec,
+) -> None:
+    """``ForgettingRidge``'s forgetting step as loops: what ``_fold_step`` runs in the compiled build.
+
+    The same operations in the same order as the written-out form, so the same floats
+    (tests/unit/test_latency_model.py compares both with the definition).
+    """
+    dim = len(terms)
+    for i in range(dim):
+        x_i = terms[i]
+        w = weight * x_i
+        row = m[i]
+        row[i] = row[i] * keep + w * x_i + refill_precision[i]
+        for j in range(i + 1, dim):
+            row[j] = row[j] * keep + w * terms[j]
+        r[i] = r[i] * keep + w * observed + refill_prior[i]
+
+
 @cache
 def _fold_step(dim: int) -> _Fold:
     """``ForgettingRidge``'s forgetting step for ``dim`` terms, written out (no loops, no range objects).
@@ -155,8 +186,12 @@ def _fold_step(dim: int) -> _Fold:
     Per row ``i``: ``M[i][j] = M[i][j] * keep + (weight * x_i) * x_j`` for ``j >= i``, the diagonal
     then gets ``+ refill_precision[i]``, and ``r[i] = r[i] * keep + (weight * x_i) * y + refill_prior[i]``:
     the loop's operations in the loop's order, so the same floats (tests/unit/test_latency_model.py
-    compares the two). The loop form cost ~3 us per 6-term sample, this one ~1.3 us.
+    compares the two). The loop form cost ~3 us per 6-term sample, this one ~1.3 us. Compiled, the
+    written-out function would stay interpreted (it is generated at run time), so the compiled build
+    runs ``_fold_loop`` instead, as native code.
     """
+    if _COMPILED:
+        return _fold_loop
     names = ", ".join(f"x{i}" for i in range(dim))
     lines = [
         "def fold(m, r, terms, observed, weight, keep, refill_precision, refill_prior):",

@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import NamedTuple, TypeVar
+from typing import Final, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 LevelKey = tuple[str, str, str]
@@ -69,17 +69,30 @@ class OnlineParams:
             raise ValueError("max_keys and max_models must be >= 1")
 
 
-class Correction(NamedTuple):
+class Correction:
     """What to add to the base log-space location and to the p90 offset; ``n`` = key observations.
 
     ``ranking_gain`` in [0, 1]: how much of the online feature weights' score to apply for this key.
+    A plain read-only class, not a ``NamedTuple``: two are built per request (predict and observe),
+    and a named tuple's ``__new__`` stays interpreted code in the compiled build (docs/compiled.md).
     """
 
-    location: float
-    p90_offset: float
-    n_model: float
-    n_key: float
-    ranking_gain: float = 1.0
+    __slots__ = ("location", "n_key", "n_model", "p90_offset", "ranking_gain")
+
+    def __init__(
+        self, location: float, p90_offset: float, n_model: float, n_key: float, ranking_gain: float = 1.0
+    ) -> None:
+        self.location: Final = location
+        self.p90_offset: Final = p90_offset
+        self.n_model: Final = n_model
+        self.n_key: Final = n_key
+        self.ranking_gain: Final = ranking_gain
+
+    def __repr__(self) -> str:
+        return (
+            f"Correction(location={self.location!r}, p90_offset={self.p90_offset!r}, "
+            f"n_model={self.n_model!r}, n_key={self.n_key!r}, ranking_gain={self.ranking_gain!r})"
+        )
 
 
 NO_CORRECTION = Correction(0.0, 0.0, 0.0, 0.0)

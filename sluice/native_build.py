@@ -10,9 +10,9 @@ SHA-256 of every source the build depends on; ``core/native.py`` compares it at 
 every module from source when anything changed (docs/compiled.md).
 
 Why these modules: they are where a request's decision spends its CPU (the predictors' per-dimension
-float arithmetic, admission, the prefix index, the decision engine, the fleet snapshot). The routing
-plugins (``policies/scorers``, ``filters``, ``pickers``, ``pipeline``) are not compiled: each declares
-its pydantic parameter model in the same module, and mypyc cannot compile pydantic models.
+float arithmetic, admission, the prefix index, the decision engine, the fleet snapshot, the routing
+pipeline and its plugins). mypyc cannot compile pydantic models, so the plugins' parameter models
+live in the uncompiled ``policies/params.py``.
 
 Up to date (same sources, same interpreter): prints so and exits 0 in milliseconds. No C compiler, no
 Python headers or a failed build: the old extensions are removed, a warning says Sluice runs pure
@@ -62,6 +62,7 @@ MODULES: tuple[str, ...] = (
     "core/tokens.py",
     # the decision engine, admission, its per-class rule and the state it reads and updates per request
     "decision/engine.py",
+    "decision/explain.py",
     "decision/admission_control.py",
     "policies/admission/decide.py",
     "state/concurrency_limits.py",
@@ -72,6 +73,29 @@ MODULES: tuple[str, ...] = (
     "policies/estimate.py",
     "state/fleet.py",
     "state/prefix_index.py",
+    # the routing pipeline and its plugins (their pydantic parameter models live in the uncompiled
+    # policies/params.py: mypyc cannot compile pydantic models)
+    "policies/pipeline.py",
+    "policies/sampling.py",
+    "policies/filters/imbalance_guard.py",
+    "policies/filters/max_concurrency.py",
+    "policies/filters/slo_headroom.py",
+    "policies/filters/subset.py",
+    "policies/pickers/max_score.py",
+    "policies/pickers/p2c.py",
+    "policies/pickers/random_order.py",
+    "policies/pickers/round_robin.py",
+    "policies/pickers/softmax.py",
+    "policies/scorers/_normalise.py",
+    "policies/scorers/consistent_hash.py",
+    "policies/scorers/dynamo_cost.py",
+    "policies/scorers/kv_cache.py",
+    "policies/scorers/least_requests.py",
+    "policies/scorers/least_tokens.py",
+    "policies/scorers/predicted_cost.py",
+    "policies/scorers/prefix_match.py",
+    "policies/scorers/prodstack_loadaware.py",
+    "policies/scorers/sglang_cache_aware.py",
 )
 
 

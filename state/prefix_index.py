@@ -44,6 +44,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Final
 
 from core.tokens import CHARS_PER_TOKEN, PREFIX_CHUNK_CHARS
 from core.types import BackendId
@@ -67,15 +68,35 @@ class _ModelIndex:
     partitions: dict[BackendId, _Partition] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
 class RoutedPrefix:
-    """What ``record_routed`` saw, kept by the engine until the request's outcome arrives."""
+    """What ``record_routed`` saw, kept by the engine until the request's outcome arrives (read-only).
 
-    model: str
-    backend_id: BackendId
-    predicted_chunks: int
-    total_chunks: int
-    prior_routed_s: array[float]  # last routed time of each predicted chunk before this request
+    A plain class, not a frozen dataclass: one is built per routed request, and a dataclass's
+    generated ``__init__`` stays interpreted code in the compiled build (docs/compiled.md).
+    """
+
+    __slots__ = ("backend_id", "model", "predicted_chunks", "prior_routed_s", "total_chunks")
+
+    def __init__(
+        self,
+        model: str,
+        backend_id: BackendId,
+        predicted_chunks: int,
+        total_chunks: int,
+        prior_routed_s: array[float],
+    ) -> None:
+        self.model: Final = model
+        self.backend_id: Final = backend_id
+        self.predicted_chunks: Final = predicted_chunks
+        self.total_chunks: Final = total_chunks
+        # The last routed time of each predicted chunk before this request.
+        self.prior_routed_s: Final = prior_routed_s
+
+    def __repr__(self) -> str:
+        return (
+            f"RoutedPrefix(model={self.model!r}, backend_id={self.backend_id!r}, "
+            f"predicted_chunks={self.predicted_chunks}, total_chunks={self.total_chunks})"
+        )
 
 
 @dataclass(slots=True)
@@ -109,6 +130,12 @@ class _IndexedTokens(Mapping[BackendId, int]):
 
 _NO_PARTITIONS: dict[BackendId, _Partition] = {}
 
+# A chunk hash or a routed time as the loops over a prompt's chunks hold them: a Python object, never
+# unboxed. Why: compiled (docs/compiled.md), an ``int`` below 2**62 or a ``float`` local is unboxed,
+# and every dict operation on it then boxes it again, i.e. allocates a new object (~77 chunks per
+# prompt, several operations each), and every entry written would hold its own copy of the time.
+_Key = Any
+
 
 class PrefixIndex:
     def __init__(self, max_entries: int, ttl_s: float, max_match_chunks: int = 1_024) -> None:
@@ -140,24 +167,25 @@ class PrefixIndex:
         n = min(len(hashes), self.max_match_chunks)
         if index is None or n == 0:
             return {}
-        holders = index.holders
+        holders: dict[_Key, int] = index.holders
+        chunks: Sequence[_Key] = hashes
         result: dict[BackendId, int] = {}
         remaining = -1  # every backend not yet assigned a match length
         end = n  # longest match still possible for the remaining backends
-        while end > 0 and holders.get(hashes[0], 0) & remaining:
+        while end > 0 and holders.get(chunks[0], 0) & remaining:
             last = end - 1
-            if holders.get(hashes[last], 0) & remaining:
+            if holders.get(chunks[last], 0) & remaining:
                 deepest = last
             else:  # invariant: chunk `low` held by some remaining backend, chunk `high` by none
                 low, high = 0, last
                 while high - low > 1:
                     mid = (low + high) >> 1
-                    if holders.get(hashes[mid], 0) & remaining:
+                    if holders.get(chunks[mid], 0) & remaining:
                         low = mid
                     else:
                         high = mid
                 deepest = low
-            level = holders.get(hashes[deepest], 0) & remaining
+            level = holders.get(chunks[deepest], 0) & remaining
             remaining &= ~level
             result.update(dict.fromkeys(self._backends_in(level), (deepest + 1) * CHUNK_TOKENS))
             end = deepest
@@ -184,22 +212,27 @@ class PrefixIndex:
             self._partition_count += 1
         n = min(len(hashes), self.max_match_chunks)
         entries = partition.entries
+        chunks: Sequence[_Key] = hashes
+        stamp: _Key = now_s  # one object for every entry this request touches (see _Key)
         prior = array("d")
+        append_prior = prior.append
+        get = entries.get
         for i in range(n):
-            routed_s = entries.get(hashes[i])
+            routed_s = get(chunks[i])
             if routed_s is None:
                 break
-            prior.append(routed_s)
+            append_prior(routed_s)
         holders = index.holders
         bit = 1 << partition.slot
         victim: _Partition | None = None
         victim_index = index
         evicted = 0
+        move_to_end = entries.move_to_end
         for i in range(n - 1, -1, -1):
-            chunk = hashes[i]
+            chunk = chunks[i]
             if chunk in entries:
-                entries[chunk] = now_s
-                entries.move_to_end(chunk)
+                entries[chunk] = stamp
+                move_to_end(chunk)
                 continue
             if self._size >= self.max_entries:
                 if victim is None or not victim.entries:
@@ -212,7 +245,7 @@ class PrefixIndex:
                     del victim_index.holders[old_chunk]
                 self._size -= 1
                 evicted += 1
-            entries[chunk] = now_s
+            entries[chunk] = stamp
             holders[chunk] = holders.get(chunk, 0) | bit
             self._size += 1
         self.stats.evicted_lru += evicted
@@ -234,8 +267,9 @@ class PrefixIndex:
             return
         self.stats.corrections += 1
         missed_at_s = routed.prior_routed_s[actual_chunks]
-        gone: list[int] = []  # the oldest entries, up to the missed one (read first, then removed)
-        for chunk, routed_s in partition.entries.items():
+        gone: list[_Key] = []  # the oldest entries, up to the missed one (read first, then removed)
+        entries: OrderedDict[_Key, float] = partition.entries
+        for chunk, routed_s in entries.items():
             if routed_s > missed_at_s:
                 break
             gone.append(chunk)
@@ -294,9 +328,10 @@ class PrefixIndex:
             del index.holders[chunk]
         self._size -= 1
 
-    def _drop_all(self, index: _ModelIndex, partition: _Partition, chunks: list[int]) -> None:
+    def _drop_all(self, index: _ModelIndex, partition: _Partition, chunks: list[_Key]) -> None:
         """``_drop`` of each of ``chunks`` (held by ``partition``), in one loop."""
-        entries, holders = partition.entries, index.holders
+        entries: OrderedDict[_Key, float] = partition.entries
+        holders: dict[_Key, int] = index.holders
         keep = ~(1 << partition.slot)
         for chunk in chunks:
             del entries[chunk]

@@ -22,19 +22,29 @@ from __future__ import annotations
 from pydantic import Field
 
 from policies.base import Picker
+from policies.params import (
+    ConsistentHashParams,
+    DynamoCostParams,
+    LeastRequestsParams,
+    LeastTokensParams,
+    P2CParams,
+    ProdstackLoadAwareParams,
+    SGLangCacheAwareParams,
+    SoftmaxParams,
+)
 from policies.pickers.max_score import MaxScorePicker
-from policies.pickers.p2c import P2CParams, P2CPicker
+from policies.pickers.p2c import P2CPicker
 from policies.pickers.random_order import RandomPicker
 from policies.pickers.round_robin import RoundRobinPicker
-from policies.pickers.softmax import SoftmaxParams, SoftmaxPicker
+from policies.pickers.softmax import SoftmaxPicker
 from policies.pipeline import Pipeline
 from policies.registry import BuildContext, PolicyParams, register
-from policies.scorers.consistent_hash import ConsistentHashParams, ConsistentHashScorer
-from policies.scorers.dynamo_cost import DynamoCostParams, DynamoCostScorer
-from policies.scorers.least_requests import LeastRequestsParams, LeastRequestsScorer
-from policies.scorers.least_tokens import LeastTokensParams, LeastTokensScorer
-from policies.scorers.prodstack_loadaware import ProdstackLoadAwareParams, ProdstackLoadAwareScorer
-from policies.scorers.sglang_cache_aware import SGLangCacheAwareParams, SGLangCacheAwareScorer
+from policies.scorers.consistent_hash import ConsistentHashScorer
+from policies.scorers.dynamo_cost import DynamoCostScorer
+from policies.scorers.least_requests import LeastRequestsScorer
+from policies.scorers.least_tokens import LeastTokensScorer
+from policies.scorers.prodstack_loadaware import ProdstackLoadAwareScorer
+from policies.scorers.sglang_cache_aware import SGLangCacheAwareScorer
 
 
 class NoParams(PolicyParams):

@@ -25,21 +25,13 @@ Removes nothing while loads are within bounds.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
-
-from pydantic import Field
 
 from core.types import BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import ImbalanceGuardParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "imbalance_guard"
-
-
-class ImbalanceGuardParams(PolicyParams):
-    signal: Literal["awaiting_first_byte", "in_flight_requests"] = "awaiting_first_byte"
-    abs_threshold: float = Field(32.0, ge=0.0)
-    rel_threshold: float = Field(3.0, ge=1.0)
 
 
 class ImbalanceGuardFilter:

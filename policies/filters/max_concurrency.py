@@ -15,13 +15,10 @@ from collections.abc import Sequence
 
 from core.types import BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import MaxConcurrencyParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "max_concurrency"
-
-
-class MaxConcurrencyParams(PolicyParams):
-    fail_open: bool = False
 
 
 class MaxConcurrencyFilter:

@@ -25,21 +25,13 @@ Removes nothing when the route has no TTFT or TPOT objective.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
-
-from pydantic import Field
 
 from core.types import BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import SLOHeadroomParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "slo_headroom"
-
-
-class SLOHeadroomParams(PolicyParams):
-    margin_frac: float = Field(0.0, ge=0.0, lt=1.0)
-    check_tpot: bool = True
-    when_infeasible: Literal["keep", "sacrifice"] = "keep"
 
 
 class SLOHeadroomFilter:

@@ -20,19 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import Field
-
 from core.types import BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import SubsetParams
+from policies.registry import BuildContext, register_plugin
 from policies.sampling import sample
 
 TYPE = "subset"
-
-
-class SubsetParams(PolicyParams):
-    size: int = Field(16, ge=1)
-    keep_prefix_matches: int = Field(4, ge=0)
 
 
 class SubsetFilter:

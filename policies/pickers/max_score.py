@@ -11,13 +11,10 @@ from collections.abc import Mapping, Sequence
 
 from core.types import BackendId
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import MaxScoreParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "max_score"
-
-
-class MaxScoreParams(PolicyParams):
-    pass
 
 
 class MaxScorePicker:

@@ -26,20 +26,13 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
-
 from core.types import BackendId
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import P2CParams
+from policies.registry import BuildContext, register_plugin
 from policies.sampling import sample
 
 TYPE = "p2c"
-
-
-class P2CParams(PolicyParams):
-    top_k: int | None = Field(None, ge=1)
-    near_best_frac: float = Field(0.0, ge=0.0, le=1.0)
-    prefer_prefix: bool = False
 
 
 class P2CPicker:

@@ -11,13 +11,10 @@ from collections.abc import Mapping, Sequence
 
 from core.types import BackendId
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import RandomParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "random"
-
-
-class RandomParams(PolicyParams):
-    pass
 
 
 class RandomPicker:

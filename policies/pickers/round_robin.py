@@ -12,13 +12,10 @@ from collections.abc import Mapping, Sequence
 
 from core.types import BackendId
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import RoundRobinPickerParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "round_robin"
-
-
-class RoundRobinPickerParams(PolicyParams):
-    pass
 
 
 class RoundRobinPicker:

@@ -14,17 +14,12 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
-
 from core.types import BackendId
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import SoftmaxParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "softmax"
-
-
-class SoftmaxParams(PolicyParams):
-    temperature: float = Field(0.1, ge=0.0)
 
 
 class SoftmaxPicker:

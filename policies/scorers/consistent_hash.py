@@ -27,11 +27,10 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
-
 from core.types import BackendId, BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import ConsistentHashParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "consistent_hash"
 _MAX_CACHED_RINGS = 8
@@ -62,11 +61,6 @@ class _Ring:
                 if len(seen) == wanted:
                     break
         return list(seen)
-
-
-class ConsistentHashParams(PolicyParams):
-    vnodes: int = Field(100, ge=1, le=1_000)
-    load_factor: float = Field(1.25, ge=1.0)
 
 
 class ConsistentHashScorer:

@@ -23,19 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
-
 from core.types import BackendId, BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import DynamoCostParams
+from policies.registry import BuildContext, register_plugin
 from policies.scorers._normalise import lower_is_better
 
 TYPE = "dynamo_cost"
-
-
-class DynamoCostParams(PolicyParams):
-    overlap_score_weight: float = Field(1.0, ge=0.0)
-    block_size_tokens: int = Field(16, ge=1)
 
 
 class DynamoCostScorer:

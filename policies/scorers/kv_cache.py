@@ -11,17 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
-
 from core.types import BackendId, BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import KVCacheParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "kv_cache"
-
-
-class KVCacheParams(PolicyParams):
-    unknown_score: float = Field(0.5, ge=0.0, le=1.0)
 
 
 class KVCacheScorer:

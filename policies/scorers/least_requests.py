@@ -14,14 +14,11 @@ from collections.abc import Mapping, Sequence
 
 from core.types import BackendId, BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import LeastRequestsParams
+from policies.registry import BuildContext, register_plugin
 from policies.scorers._normalise import lower_is_better
 
 TYPE = "least_requests"
-
-
-class LeastRequestsParams(PolicyParams):
-    per_weight: bool = False
 
 
 class LeastRequestsScorer:

@@ -12,18 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
-
 from core.types import BackendId, BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import LeastTokensParams
+from policies.registry import BuildContext, register_plugin
 from policies.scorers._normalise import lower_is_better
 
 TYPE = "least_tokens"
-
-
-class LeastTokensParams(PolicyParams):
-    decode_weight: float = Field(1.0, ge=0.0)
 
 
 class LeastTokensScorer:

@@ -31,21 +31,14 @@ median). Scores every candidate 1 when all predicted costs are equal.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Literal
-
-from pydantic import Field
 
 from core.types import BackendId, BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import PredictedCostParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "predicted_cost"
 _MIN_COST_MS = 1e-3
-
-
-class PredictedCostParams(PolicyParams):
-    objective: Literal["ttft", "e2e", "slo"] = "e2e"
-    tail_weight: float = Field(1.0, ge=0.0, le=2.0)
 
 
 class PredictedCostScorer:

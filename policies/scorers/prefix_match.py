@@ -14,18 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
-
 from core.types import BackendId, BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import PrefixMatchParams
+from policies.registry import BuildContext, register_plugin
 
 TYPE = "prefix_match"
-
-
-class PrefixMatchParams(PolicyParams):
-    absolute_weight: float = Field(0.0, ge=0.0, le=1.0)
-    saturation_tokens: int = Field(8_192, ge=1)
 
 
 class PrefixMatchScorer:

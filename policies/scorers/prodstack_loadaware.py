@@ -13,18 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
-
 from core.types import BackendId, BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import ProdstackLoadAwareParams
+from policies.registry import BuildContext, register_plugin
 from policies.scorers._normalise import higher_is_better
 
 TYPE = "prodstack_loadaware"
-
-
-class ProdstackLoadAwareParams(PolicyParams):
-    beta: float = Field(1.0, ge=0.0)
 
 
 class ProdstackLoadAwareScorer:

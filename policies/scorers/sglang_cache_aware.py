@@ -34,21 +34,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pydantic import Field
-
 from core.tokens import CHARS_PER_TOKEN
 from core.types import BackendId, BackendView
 from policies.context import RouteContext
-from policies.registry import BuildContext, PolicyParams, register_plugin
+from policies.params import SGLangCacheAwareParams
+from policies.registry import BuildContext, register_plugin
 from policies.scorers._normalise import lower_is_better
 
 TYPE = "sglang_cache_aware"
-
-
-class SGLangCacheAwareParams(PolicyParams):
-    cache_threshold: float = Field(0.3, ge=0.0, le=1.0)
-    balance_abs_threshold: int = Field(64, ge=0)
-    balance_rel_threshold: float = Field(1.5, ge=1.0)
 
 
 def is_imbalanced(loads: Sequence[int], abs_threshold: float, rel_threshold: float) -> bool:

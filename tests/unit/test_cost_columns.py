@@ -51,9 +51,11 @@ def _assert_same(table: CostTable, reference: dict[str, object]) -> None:
     for backend_id, expected in reference.items():
         assert table[backend_id] == expected  # dataclass equality: every float bit for bit
         assert table.ttft_tpot(backend_id) == (expected.ttft_ms, expected.tpot_ms)  # type: ignore[attr-defined]
+        assert table.ttft_e2e(backend_id) == (expected.ttft_ms, expected.e2e_ms)  # type: ignore[attr-defined]
     best = min((e.ttft_ms for e in reference.values()), default=None)  # type: ignore[attr-defined]
     assert table.best_ttft_ms == best
     assert table.ttft_tpot("absent") is None
+    assert table.ttft_e2e("absent") is None
     assert "absent" not in table
 
 

@@ -17,6 +17,7 @@ from predictors.latency import (
     ForgettingRidge,
     LatencyModel,
     LatencyPriors,
+    _fold_loop,
     _fold_step,
     _solve_spd,
     backend_load,
@@ -316,10 +317,12 @@ def _loop_fold(
         r[i] = r[i] * keep + weighted * observed + refill_prior[i]
 
 
-@pytest.mark.parametrize("dim", [1, 2, 6])
-def test_written_out_fold_gives_the_loops_floats(dim: int) -> None:
+@pytest.mark.parametrize("use_loop", [False, True])
+@pytest.mark.parametrize("dim", [1, 2, 6, 7])
+def test_written_out_fold_gives_the_loops_floats(dim: int, use_loop: bool) -> None:
+    """Both forms the model may run (written out when interpreted, ``_fold_loop`` when compiled)."""
     rng = random.Random(dim)
-    fold = _fold_step(dim)
+    fold = _fold_loop if use_loop else _fold_step(dim)
     m_a = [[rng.uniform(0, 3) for _ in range(dim)] for _ in range(dim)]
     r_a = [rng.uniform(0, 3) for _ in range(dim)]
     m_b, r_b = [row[:] for row in m_a], r_a[:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -81,6 +82,39 @@ def test_filters_only_remove_and_removals_are_attributed() -> None:
     decision = pipeline.route(request(), FLEET, 0.0, random.Random(0))
     assert decision.ranked == ("c",)
     assert decision.removed == {"a": "first", "b": "second"}
+
+
+class ReorderingFilter:
+    """Keeps all but the last candidate, in reverse order and as copies of the views."""
+
+    consumes = ()
+    reason = "reordered"
+    name = "reorder"
+
+    def filter(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Sequence[BackendView]:
+        return [replace(v, weight=v.weight) for v in reversed(candidates[:-1])]
+
+
+def test_a_filters_order_and_copies_never_replace_the_snapshots_views() -> None:
+    """Kept backends stay in snapshot order and are the snapshot's own views, whatever a filter returns
+    (the pipeline takes a filter's answer as it is only when it is an in-order subset of its input)."""
+    by_id = {"a": 0.9, "b": 0.5, "c": 0.1}
+    pipeline = Pipeline("p", (ReorderingFilter(),), ((FixedScorer("s", by_id), 1.0),), MaxScorePicker())
+    decision = pipeline.route(request(), FLEET, 0.0, random.Random(0))
+    assert decision.ranked == ("a", "b")
+    assert decision.removed == {"c": "reorder"}
+    seen: list[list[BackendView]] = []
+
+    class Recording(FixedScorer):
+        def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]:
+            seen.append(list(candidates))
+            return super().score(ctx, candidates)
+
+    Pipeline("p", (ReorderingFilter(),), ((Recording("s", by_id), 1.0),), MaxScorePicker()).route(
+        request(), FLEET, 0.0, random.Random(0)
+    )
+    assert [v.backend_id for v in seen[0]] == ["a", "b"]
+    assert all(any(v is w for w in FLEET.backends) for v in seen[0])
 
 
 def test_everything_filtered_gives_an_empty_ranking_with_the_reason() -> None:

@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from policies.sampling import pool_threshold, sample
+from policies.sampling import pool_threshold, randbelow, sample
 
 
 def test_same_picks_and_rng_state_as_random_sample_over_sizes_and_seeds() -> None:
@@ -45,3 +45,19 @@ def test_invalid_k_raises_as_random_sample_does() -> None:
         sample(random.Random(1), [1, 2, 3], 4)
     with pytest.raises(ValueError, match="Sample larger than population or is negative"):
         sample(random.Random(1), [1, 2, 3], -1)
+
+
+def test_randbelow_is_randrange_exactly_and_falls_back_for_other_rngs_and_bad_bounds() -> None:
+    for seed in range(25):
+        fast, reference = random.Random(seed), random.Random(seed)
+        for n in (*range(1, 70), 127, 128, 129, 1_000, 2**40 + 7):
+            assert randbelow(fast, n) == reference.randrange(n), (seed, n)
+        assert fast.getstate() == reference.getstate()
+
+    class Shifted(random.Random):
+        def randrange(self, *args: int) -> int:  # type: ignore[override]
+            return super().randrange(*args) + 1
+
+    assert randbelow(Shifted(5), 3) == Shifted(5).randrange(3)
+    with pytest.raises(ValueError, match="empty range"):
+        randbelow(random.Random(0), 0)
