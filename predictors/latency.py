@@ -75,6 +75,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 
+from core import native
 from core.cost_table import CostTable
 from core.types import BackendCostEstimate, BackendView, Health, RequestFeatures
 from predictors.cost_columns import FleetColumns
@@ -148,9 +149,9 @@ _Vec = tuple[float, ...]
 _Fold = Callable[[list[list[float]], list[float], _Vec, float, float, float, _Vec, _Vec], None]
 
 
-# Whether this module runs as the mypyc extension (docs/compiled.md): its ``__file__`` is then the
-# extension's, not the ``.py`` source's.
-_COMPILED = not __file__.endswith(".py")
+# Whether this module runs as the mypyc extension: ``core.native`` decided it before any compiled module
+# was imported (docs/compiled.md), so its answer is the one source of truth, stale builds included.
+_COMPILED = __name__ in native.STATUS.compiled
 
 
 def _fold_loop(
