@@ -35,6 +35,7 @@ TYPE = "imbalance_guard"
 
 
 class ImbalanceGuardFilter:
+    keeps_order = True  # policies.base: what it keeps is an in-order subset of its input
     reason = "load far above the least-loaded backend"
 
     def __init__(self, params: ImbalanceGuardParams) -> None:

@@ -35,6 +35,7 @@ TYPE = "slo_headroom"
 
 
 class SLOHeadroomFilter:
+    keeps_order = True  # policies.base: what it keeps is an in-order subset of its input
     consumes = ("slo", "predictions", "prefix_matched_tokens", "in_flight_*")
     reason = "predicted to miss the route's SLO"
 
