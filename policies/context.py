@@ -112,8 +112,10 @@ class RouteContext:
         The numbers are those of ``ttft_tpot``, which reads fixed predictions or memoised estimates."""
         if views is self._pairs_of and len(views) == len(self._pairs):
             return self._pairs
-        ttft_tpot = self.ttft_tpot
-        pairs = [ttft_tpot(view) for view in views]
+        table = self._table
+        pairs = table.ttft_tpot_list(views) if table is not None else None
+        if pairs is None:  # no table, or a backend it does not hold: view by view (same numbers)
+            pairs = [self.ttft_tpot(view) for view in views]
         self._pairs_of, self._pairs = views, pairs
         return pairs
 

@@ -30,10 +30,16 @@ def pool_threshold(k: int) -> int:
     return _SMALL_SET + (4 ** ceil(log(k * 3, 4)) if k > 5 else 0)
 
 
+# pool_threshold(k) for the small k routing draws (a log and a ceil per call otherwise).
+_POOL_THRESHOLDS: tuple[int, ...] = tuple(pool_threshold(k) for k in range(65))
+
+
 def sample(rng: random.Random, population: Sequence[T], k: int) -> list[T]:
     """Exactly ``rng.sample(population, k)`` (same result, same state of ``rng`` afterwards)."""
     n = len(population)
-    if type(rng) is not random.Random or not 0 <= k <= n or n > pool_threshold(k):
+    if type(rng) is not random.Random or not 0 <= k <= n:
+        return rng.sample(population, k)
+    if n > (_POOL_THRESHOLDS[k] if k < len(_POOL_THRESHOLDS) else pool_threshold(k)):
         return rng.sample(population, k)
     getrandbits = rng.getrandbits
     pool = list(population)

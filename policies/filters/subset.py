@@ -51,12 +51,16 @@ class SubsetFilter:
         chosen: list[int] | None = None
         if matched and self._keep:
             deepest = max(matched.values())
-            get = matched.get
-            rows = [i for i, v in enumerate(candidates) if get(v.backend_id, 0) == deepest]
+            if isinstance(matched, dict):  # the prefix index's answer: compiled dict reads
+                rows = [i for i, v in enumerate(candidates) if matched.get(v.backend_id, 0) == deepest]
+            else:
+                get = matched.get
+                rows = [i for i, v in enumerate(candidates) if get(v.backend_id, 0) == deepest]
             if rows:
                 holder_rows = rows if len(rows) <= self._keep else sample(rng, rows, self._keep)
+                holder_rows.sort()  # their order does not matter: every row is read back in order below
                 rest = list(range(n))
-                for i in sorted(holder_rows, reverse=True):  # the others, in order, without a rescan
+                for i in reversed(holder_rows):  # the others, in order, without a rescan
                     del rest[i]
                 chosen = holder_rows + sample(rng, rest, size - len(holder_rows))
         if chosen is None:
