@@ -96,12 +96,14 @@ class Pipeline:
             return RoutingDecision(ranked=(), policy=self._name, reason=reason)
         ctx = RouteContext(request, snapshot, now_s, rng)
         removed = RemovedBy()
-        for flt, keeps_order in zip(self._filters, self._keeps_order, strict=True):
+        filters, keeps_order = self._filters, self._keeps_order
+        for k in range(len(filters)):  # not zip(): a generic call with keywords in compiled code
+            flt = filters[k]
             kept = flt.filter(ctx, candidates)
             if kept is candidates:
                 continue
             before = candidates
-            if keeps_order:
+            if keeps_order[k]:
                 candidates = kept
             else:
                 kept_ids = {view.backend_id for view in kept}
@@ -137,9 +139,13 @@ class Pipeline:
         self, ctx: RouteContext, candidates: Sequence[BackendView], ids: list[BackendId]
     ) -> tuple[dict[BackendId, float], dict[str, dict[BackendId, float]]]:
         """Weighted totals and each scorer's clamped scores (negative/NaN/missing -> 0, above 1 -> 1)."""
-        totals = dict.fromkeys(ids, 0.0)
+        scorers = self._scorers
         scores: dict[str, dict[BackendId, float]] = {}
-        for scorer, weight in self._scorers:
+        if not scorers:
+            return dict.fromkeys(ids, 0.0), scores
+        totals: dict[BackendId, float] = {}
+        first = True
+        for scorer, weight in scorers:
             raw = scorer.score(ctx, candidates)
             clamped: dict[BackendId, float] = {}
             for backend_id in ids:
@@ -149,8 +155,14 @@ class Pipeline:
                 elif value > 1.0:
                     value = 1.0
                 clamped[backend_id] = value
-                totals[backend_id] += weight * value
+                # Each total starts at 0.0 and adds weight·score per scorer (0.0 + x, not x: the same bits,
+                # -0.0 included); the first scorer fills the dict instead of updating one of zeros.
+                if first:
+                    totals[backend_id] = 0.0 + weight * value
+                else:
+                    totals[backend_id] += weight * value
             scores[scorer.name] = clamped
+            first = False
         return totals, scores
 
 
