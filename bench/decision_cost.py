@@ -35,6 +35,9 @@ reported separately too, per observed outcome. ``--backends 2`` times the
 same path on the 2-backend fleet of ``bench/overhead.py``.
 
 Usage: ``python bench/decision_cost.py [--requests N] [--rounds R] [--policy NAME ...] [--backends N]``
+``--target-scope`` turns admission off: ``admit`` then answers at once and ``route`` makes the same
+prefix match and predictions, so the total is issue 6's target scope (features + predictions +
+route) without the admission rule; the default total includes it.
 ``--digest`` times nothing and prints a SHA-256 of every decision per policy (verdicts, rankings,
 scores, removed maps, predicted values and every backend's predicted cost): run it with
 ``DECISION_COST_TREE=<older checkout>`` too, and a pure speed-up leaves the digests equal.
@@ -89,6 +92,8 @@ from state.prefix_index import PrefixIndex  # noqa: E402
 SHAREGPT = Path("/work/shared/data/sharegpt/sharegpt_v3_first17671.jsonl.gz")
 RESULTS = SCRIPT.parents[1] / "bench" / "results" / "decision_cost.json"
 N_BACKENDS = 64  # --backends sets it (at most 64) before anything is built
+# --target-scope: admission off, so the total is issue 6's scope (features + predictions + route) alone
+ADMISSION_OFF = False
 MODEL = "llama-3.1-8b"
 SYSTEM_PROMPTS = [
     f"You are assistant #{i} of ACME Corp. Follow the policies below carefully. " + "Policy text. " * 80
@@ -229,6 +234,11 @@ def engine_for(policy: str) -> DecisionEngine:
         f"backends:\n{backends}"
         f"routes:\n  - name: chat\n    policy: {{name: {policy}}}\n    slo: {{ttft_ms: 2000, tpot_ms: 100}}\n"
     )
+    if ADMISSION_OFF:
+        # The engine then skips admission's rule: ``admit`` answers Admit at once and ``route`` makes the
+        # prefix match and the predictions itself (the same ones), so features + admit + route is the
+        # target's scope. Routing decisions are the same as with admission on (it never changes them).
+        text += "admission: {enabled: false}\n"
     return DecisionEngine.from_config(load_config_text(text), ManualClock(), random.Random(1))
 
 
@@ -436,6 +446,9 @@ def results_document(
             "gc": "as sluice serve (sluice.heap): start-up objects (engine, bodies) frozen with gc.freeze(), "
             f"thresholds {GEN0_THRESHOLD}/{GEN1_THRESHOLD}/{GEN2_THRESHOLD}",
         },
+        "scope": "features + predictions + route (admission off: --target-scope)"
+        if args.target_scope
+        else "features + admit (prefix match, predictions, admission rule) + route",
         "target": {
             "policy": "sluice_predictive",
             "features_admit_route_p99_us": 100.0,
@@ -463,7 +476,7 @@ def run_tree_round(tree: Path, args: argparse.Namespace, policies: list[str]) ->
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rounds.json"
         command = [sys.executable, str(SCRIPT), "--requests", str(args.requests), "--rounds", "1"]
-        command += ["--backends", str(args.backends)]
+        command += ["--backends", str(args.backends)] + (["--target-scope"] if args.target_scope else [])
         command += [f"--policy={p}" for p in policies] + ["--raw-rounds-out", str(out)]
         env = {**os.environ, "DECISION_COST_TREE": str(tree)}
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -514,14 +527,20 @@ def main() -> int:
     )
     parser.add_argument("--raw-rounds-out", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--target-scope",
+        action="store_true",
+        help="admission off: the total is then issue 6's scope, features + predictions + route",
+    )
+    parser.add_argument(
         "--digest",
         action="store_true",
         help="no timing: print a SHA-256 of every decision per policy (compare two trees with "
         "DECISION_COST_TREE=<tree>: a pure speed-up keeps them equal)",
     )
     args = parser.parse_args()
-    global N_BACKENDS
+    global N_BACKENDS, ADMISSION_OFF
     N_BACKENDS = args.backends
+    ADMISSION_OFF = args.target_scope
     policies = args.policy or [
         "sluice_predictive",
         "round_robin",
