@@ -50,10 +50,15 @@ class SubsetFilter:
         # positions whatever the population holds, so these are the backends drawing views would give.
         chosen: list[int] | None = None
         if matched and self._keep:
-            deepest = max(matched.values())
-            if isinstance(matched, dict):  # the prefix index's answer: compiled dict reads
+            if isinstance(matched, dict):  # the prefix index's answer: compiled dict reads, max() as a loop
+                deepest = -1
+                first = True
+                for depth in matched.values():
+                    if first or depth > deepest:
+                        deepest, first = depth, False
                 rows = [i for i, v in enumerate(candidates) if matched.get(v.backend_id, 0) == deepest]
             else:
+                deepest = max(matched.values())
                 get = matched.get
                 rows = [i for i, v in enumerate(candidates) if get(v.backend_id, 0) == deepest]
             if rows:
