@@ -43,14 +43,13 @@ def sample(rng: random.Random, population: Sequence[T], k: int) -> list[T]:
         return rng.sample(population, k)
     getrandbits = rng.getrandbits
     pool = list(population)
-    result: list[T] = []
-    append = result.append
+    result: list[T] = []  # appended to directly: a bound list.append is a generic call from compiled code
     for left in range(n, n - k, -1):  # draw an index below `left`, then fill its hole with the last
         bits = left.bit_length()
         j = getrandbits(bits)
         while j >= left:
             j = getrandbits(bits)
-        append(pool[j])
+        result.append(pool[j])
         pool[j] = pool[left - 1]
     return result
 
