@@ -82,7 +82,7 @@ class CostTable(Mapping[BackendId, BackendCostEstimate]):
             matched_tokens if type(matched_tokens) is dict else None
         )
         self._decode_steps = decode_steps
-        self._built: dict[BackendId, BackendCostEstimate] = {}
+        self._built: dict[BackendId, BackendCostEstimate] | None = None  # made on the first estimate read
         self._best_known = False
         self._best_ttft_ms: float | None = None
 
@@ -157,7 +157,10 @@ class CostTable(Mapping[BackendId, BackendCostEstimate]):
         return ttft_ms, ttft_ms + self._decode_steps * tpot_ms
 
     def __getitem__(self, backend_id: BackendId) -> BackendCostEstimate:
-        built = self._built.get(backend_id)
+        memo = self._built
+        if memo is None:
+            memo = self._built = {}
+        built = memo.get(backend_id)
         if built is not None:
             return built
         i = self._position[backend_id]
@@ -169,7 +172,7 @@ class CostTable(Mapping[BackendId, BackendCostEstimate]):
         tpot_ms = MIN_MS if tpot_ms < MIN_MS else tpot_ms
         matched = self._matched.get(backend_id, 0)
         prompt = self._prompt_tokens
-        built = self._built[backend_id] = BackendCostEstimate(
+        built = memo[backend_id] = BackendCostEstimate(
             backend_id=backend_id,
             queue_wait_ms=queue_ms,
             prefill_ms=prefill_ms,
