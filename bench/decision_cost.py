@@ -35,6 +35,12 @@ reported separately too, per observed outcome. ``--backends 2`` times the
 same path on the 2-backend fleet of ``bench/overhead.py``.
 
 Usage: ``python bench/decision_cost.py [--requests N] [--rounds R] [--policy NAME ...] [--backends N]``
+``--target-scope`` turns admission off: ``admit`` then answers at once and ``route`` makes the same
+prefix match and predictions, so the total is issue 6's target scope (features + predictions +
+route) without the admission rule; the default total includes it.
+``--digest`` times nothing and prints a SHA-256 of every decision per policy (verdicts, rankings,
+scores, removed maps, predicted values and every backend's predicted cost): run it with
+``DECISION_COST_TREE=<older checkout>`` too, and a pure speed-up leaves the digests equal.
 Writes ``bench/results/decision_cost.json``. Target (issue 6): p99 <= 100 µs for
 sluice_predictive. Timings are noisy on a shared 2-core machine: compare
 ratios within one run.
@@ -44,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import platform
@@ -85,6 +92,8 @@ from state.prefix_index import PrefixIndex  # noqa: E402
 SHAREGPT = Path("/work/shared/data/sharegpt/sharegpt_v3_first17671.jsonl.gz")
 RESULTS = SCRIPT.parents[1] / "bench" / "results" / "decision_cost.json"
 N_BACKENDS = 64  # --backends sets it (at most 64) before anything is built
+# --target-scope: admission off, so the total is issue 6's scope (features + predictions + route) alone
+ADMISSION_OFF = False
 MODEL = "llama-3.1-8b"
 SYSTEM_PROMPTS = [
     f"You are assistant #{i} of ACME Corp. Follow the policies below carefully. " + "Policy text. " * 80
@@ -225,6 +234,11 @@ def engine_for(policy: str) -> DecisionEngine:
         f"backends:\n{backends}"
         f"routes:\n  - name: chat\n    policy: {{name: {policy}}}\n    slo: {{ttft_ms: 2000, tpot_ms: 100}}\n"
     )
+    if ADMISSION_OFF:
+        # The engine then skips admission's rule: ``admit`` answers Admit at once and ``route`` makes the
+        # prefix match and the predictions itself (the same ones), so features + admit + route is the
+        # target's scope. Routing decisions are the same as with admission on (it never changes them).
+        text += "admission: {enabled: false}\n"
     return DecisionEngine.from_config(load_config_text(text), ManualClock(), random.Random(1))
 
 
@@ -236,7 +250,35 @@ def percentile(values: list[float], q: float) -> float:
 STAGES = ("features", "admit", "route", "total", "total_cpu", "on_routed", "observe")
 
 
-def run_policy(policy: str, bodies: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+def decision_digest(verdict: object, decision: Any, predictions: Any) -> bytes:
+    """What a request's decisions were, as bytes for ``--digest``: a speed-up must leave them unchanged.
+
+    The verdict, the ranking, every scorer's scores, the removed map, the predicted TTFT/E2E/output
+    tokens and every backend's predicted cost (floats by ``repr``: every bit)."""
+    costs = (
+        None
+        if predictions is None
+        else (predictions.output_length, [(b, predictions.per_backend[b]) for b in predictions.per_backend])
+    )
+    scores = {name: dict(values) for name, values in decision.scores.items()}
+    parts = (
+        verdict,
+        decision.ranked,
+        scores,
+        dict(decision.removed),
+        decision.predicted_ttft_ms,
+        decision.predicted_e2e_ms,
+        decision.predicted_output_tokens,
+        costs,
+    )
+    return repr(parts).encode()
+
+
+def run_policy(
+    policy: str, bodies: list[tuple[str, dict[str, Any]]], digest: Any | None = None
+) -> dict[str, Any]:
+    """Time every request of ``bodies`` (module docstring); with ``digest`` (a hashlib object), also feed
+    it every request's decisions (``decision_digest``; reading them is outside the timed calls)."""
     engine = engine_for(policy)
     # As ``sluice serve`` does after start-up; the bodies are frozen too, as a proxy holds no such heap.
     previous_gc = settle_after_startup()
@@ -265,6 +307,10 @@ def run_policy(policy: str, bodies: list[tuple[str, dict[str, Any]]]) -> dict[st
         t1 = wall()
         verdict = engine.admit(features, snap)
         t2 = wall()
+        if digest is not None:  # untimed in effect: --digest runs are not timing runs
+            pending = engine._pending.get(features.request_id)
+            request = pending.request if pending is not None else None
+            predictions = request.predictions if request is not None else None
         decision = engine.route(features, snap)
         t3 = wall()
         c3 = cpu()
@@ -277,6 +323,8 @@ def run_policy(policy: str, bodies: list[tuple[str, dict[str, Any]]]) -> dict[st
         assert decision.chosen is not None
         engine.on_routed(features, decision, decision.chosen)
         t4 = wall()
+        if digest is not None:
+            digest.update(decision_digest(verdict, decision, predictions))
         per_request = (t1 - t0, t2 - t1, t3 - t2, t3 - t0, c3 - c0, t4 - t3)
         for stage, value in zip(STAGES[:-1], per_request, strict=True):  # observe: per outcome, below
             samples[stage].append(value)
@@ -398,6 +446,9 @@ def results_document(
             "gc": "as sluice serve (sluice.heap): start-up objects (engine, bodies) frozen with gc.freeze(), "
             f"thresholds {GEN0_THRESHOLD}/{GEN1_THRESHOLD}/{GEN2_THRESHOLD}",
         },
+        "scope": "features + predictions + route (admission off: --target-scope)"
+        if args.target_scope
+        else "features + admit (prefix match, predictions, admission rule) + route",
         "target": {
             "policy": "sluice_predictive",
             "features_admit_route_p99_us": 100.0,
@@ -425,7 +476,7 @@ def run_tree_round(tree: Path, args: argparse.Namespace, policies: list[str]) ->
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rounds.json"
         command = [sys.executable, str(SCRIPT), "--requests", str(args.requests), "--rounds", "1"]
-        command += ["--backends", str(args.backends)]
+        command += ["--backends", str(args.backends)] + (["--target-scope"] if args.target_scope else [])
         command += [f"--policy={p}" for p in policies] + ["--raw-rounds-out", str(out)]
         env = {**os.environ, "DECISION_COST_TREE": str(tree)}
         subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
@@ -475,9 +526,21 @@ def main() -> int:
         help="a checkout of an older revision: alternate rounds between it and this one (subprocesses)",
     )
     parser.add_argument("--raw-rounds-out", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--target-scope",
+        action="store_true",
+        help="admission off: the total is then issue 6's scope, features + predictions + route",
+    )
+    parser.add_argument(
+        "--digest",
+        action="store_true",
+        help="no timing: print a SHA-256 of every decision per policy (compare two trees with "
+        "DECISION_COST_TREE=<tree>: a pure speed-up keeps them equal)",
+    )
     args = parser.parse_args()
-    global N_BACKENDS
+    global N_BACKENDS, ADMISSION_OFF
     N_BACKENDS = args.backends
+    ADMISSION_OFF = args.target_scope
     policies = args.policy or [
         "sluice_predictive",
         "round_robin",
@@ -489,6 +552,13 @@ def main() -> int:
         "prodstack_loadaware",
     ]
     load_at_start = os.getloadavg()
+    if args.digest:
+        bodies = load_bodies(args.requests)
+        for policy in policies:
+            digest = hashlib.sha256()
+            run_policy(policy, bodies, digest)
+            print(f"digest {N_BACKENDS} backends {policy:<21} {digest.hexdigest()}")
+        return 0
     if args.raw_rounds_out is not None:  # a child of --baseline: raw rounds only
         args.raw_rounds_out.write_text(json.dumps(run_rounds(args, policies)))
         return 0

@@ -123,6 +123,7 @@ def _multipliers(n_words: int) -> npt.NDArray[np.uint64]:
 
 
 _MULTIPLIERS = _multipliers(_MAX_TABLE_WORDS)
+_WORD_DTYPE = np.dtype("<u8")
 _SHIFT = np.uint64(29)
 
 
@@ -147,7 +148,7 @@ def prefix_chunk_hashes(
     words_per_chunk = chunk_chars // _WORD_BYTES
     n_words = n_chunks * words_per_chunk
     multipliers = _MULTIPLIERS[:n_words] if n_words <= _MAX_TABLE_WORDS else _multipliers(n_words)
-    mixed = np.frombuffer(data, dtype="<u8", count=n_words) * multipliers
+    mixed = np.frombuffer(data, _WORD_DTYPE, n_words) * multipliers  # positional: no keyword call
     mixed ^= mixed >> _SHIFT
     hashes: list[int] = mixed.cumsum()[words_per_chunk - 1 :: words_per_chunk].tolist()
     return tuple(hashes)

@@ -39,6 +39,13 @@ class Filter(Protocol):
     def filter(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Sequence[BackendView]: ...
 
 
+# A filter may also set a class attribute ``keeps_order = True``: a promise that ``filter`` returns
+# ``candidates`` itself or some of its elements (the same objects, each once) in their order. The pipeline
+# then takes the answer as it is instead of re-deriving it from the input (a scan of every candidate and
+# a set per filter: ~4 µs per request for the subset filter at 64 backends). The built-in filters make the
+# promise (tests/unit/test_pipeline.py checks them); a filter without it is checked as before.
+
+
 class Scorer(Protocol):
     """Scores each candidate in [0, 1], higher is better; a missing backend scores 0.
 

@@ -52,13 +52,15 @@ class RouteContext:
         self.snapshot = snapshot
         self.now_s = now_s
         self.rng = rng if rng is not None else random.Random(0)
-        self._costs: dict[BackendId, tuple[float, float] | BackendCostEstimate] = {}
+        # Made on first use: with the predictor's table (the common case) neither is needed, and every
+        # container allocated per decision counts toward the next garbage collection.
+        self._costs: dict[BackendId, tuple[float, float] | BackendCostEstimate] | None = None
         self._length: OutputLengthEstimate | None = None
         predictions = request.predictions
         per_backend = predictions.per_backend if predictions is not None else None
         self._table = per_backend if type(per_backend) is CostTable else None
         self._pairs_of: Sequence[BackendView] | None = None
-        self._pairs: list[tuple[float, float]] = []
+        self._pairs: list[tuple[float, float]] | None = None
 
     @property
     def features(self) -> RequestFeatures:
@@ -90,7 +92,10 @@ class RouteContext:
             pair = table.ttft_tpot(backend_id)
             if pair is not None:
                 return pair
-        cached = self._costs.get(backend_id)
+        costs = self._costs
+        if costs is None:
+            costs = self._costs = {}
+        cached = costs.get(backend_id)
         if cached is None:
             predictions = self.request.predictions
             cached = predictions.per_backend.get(backend_id) if predictions is not None else None
@@ -99,7 +104,7 @@ class RouteContext:
                     self.request.features.prompt_tokens, self.matched_tokens(backend_id), view
                 )
                 cached = (wait_ms + prefill_ms, tpot_ms)
-            self._costs[backend_id] = cached
+            costs[backend_id] = cached
         if isinstance(cached, tuple):
             return cached
         return cached.ttft_ms, cached.tpot_ms
@@ -110,10 +115,13 @@ class RouteContext:
         Why: the SLO filter and the cost scorer read the same candidates' costs one after the other
         (the filter hands the very sequence on when it removes nothing), so the second read is free.
         The numbers are those of ``ttft_tpot``, which reads fixed predictions or memoised estimates."""
-        if views is self._pairs_of and len(views) == len(self._pairs):
-            return self._pairs
-        ttft_tpot = self.ttft_tpot
-        pairs = [ttft_tpot(view) for view in views]
+        known = self._pairs
+        if views is self._pairs_of and known is not None and len(views) == len(known):
+            return known
+        table = self._table
+        pairs = table.ttft_tpot_list(views) if table is not None else None
+        if pairs is None:  # no table, or a backend it does not hold: view by view (same numbers)
+            pairs = [self.ttft_tpot(view) for view in views]
         self._pairs_of, self._pairs = views, pairs
         return pairs
 
@@ -138,4 +146,4 @@ class RouteContext:
 
     def was_estimated(self, backend_id: BackendId) -> bool:
         """Whether a plugin asked for this backend's cost during this decision."""
-        return backend_id in self._costs
+        return self._costs is not None and backend_id in self._costs

@@ -60,7 +60,7 @@ from policies.sampling import randbelow
 class Pipeline:
     """A routing policy assembled from plugins; stateless apart from its picker's cursor."""
 
-    __slots__ = ("_filters", "_name", "_picker", "_scorers")
+    __slots__ = ("_filters", "_keeps_order", "_name", "_picker", "_scorers")
 
     def __init__(
         self,
@@ -71,6 +71,9 @@ class Pipeline:
     ) -> None:
         self._name = name
         self._filters = tuple(filters)
+        # Filters whose answer is an in-order subset of their input by construction (``Filter.keeps_order``):
+        # taken as it is, without the per-backend check (a scan of the fleet and a set per filter).
+        self._keeps_order = tuple(getattr(flt, "keeps_order", False) is True for flt in self._filters)
         self._scorers = tuple(scorers)
         self._picker = picker
 
@@ -93,14 +96,19 @@ class Pipeline:
             return RoutingDecision(ranked=(), policy=self._name, reason=reason)
         ctx = RouteContext(request, snapshot, now_s, rng)
         removed = RemovedBy()
-        for flt in self._filters:
+        filters, keeps_order = self._filters, self._keeps_order
+        for k in range(len(filters)):  # not zip(): a generic call with keywords in compiled code
+            flt = filters[k]
             kept = flt.filter(ctx, candidates)
             if kept is candidates:
                 continue
-            kept_ids = {view.backend_id for view in kept}
             before = candidates
-            candidates = [view for view in before if view.backend_id in kept_ids]  # never adds, keeps order
-            removed.note(flt.name, before, kept_ids)
+            if keeps_order[k]:
+                candidates = kept
+            else:
+                kept_ids = {view.backend_id for view in kept}
+                candidates = [view for view in before if view.backend_id in kept_ids]  # never adds, in order
+            removed.note(flt.name, before, candidates)
             if not candidates:
                 return RoutingDecision(
                     ranked=(),
@@ -131,9 +139,13 @@ class Pipeline:
         self, ctx: RouteContext, candidates: Sequence[BackendView], ids: list[BackendId]
     ) -> tuple[dict[BackendId, float], dict[str, dict[BackendId, float]]]:
         """Weighted totals and each scorer's clamped scores (negative/NaN/missing -> 0, above 1 -> 1)."""
-        totals = dict.fromkeys(ids, 0.0)
+        scorers = self._scorers
         scores: dict[str, dict[BackendId, float]] = {}
-        for scorer, weight in self._scorers:
+        if not scorers:
+            return dict.fromkeys(ids, 0.0), scores
+        totals: dict[BackendId, float] = {}
+        first = True
+        for scorer, weight in scorers:
             raw = scorer.score(ctx, candidates)
             clamped: dict[BackendId, float] = {}
             for backend_id in ids:
@@ -143,15 +155,21 @@ class Pipeline:
                 elif value > 1.0:
                     value = 1.0
                 clamped[backend_id] = value
-                totals[backend_id] += weight * value
+                # Each total starts at 0.0 and adds weight·score per scorer (0.0 + x, not x: the same bits,
+                # -0.0 included); the first scorer fills the dict instead of updating one of zeros.
+                if first:
+                    totals[backend_id] = 0.0 + weight * value
+                else:
+                    totals[backend_id] += weight * value
             scores[scorer.name] = clamped
+            first = False
         return totals, scores
 
 
 class RemovedBy(Mapping[BackendId, str]):
     """``RoutingDecision.removed``: backend -> the filter that removed it, worked out only when read.
 
-    The pipeline notes each filter's input and kept set; the per-backend map
+    The pipeline notes each filter's input and what it kept; the per-backend map
     (48 entries when sampling 16 of 64 backends) is built on first read, by the
     decision log or a test, never on the request path.
     """
@@ -159,18 +177,19 @@ class RemovedBy(Mapping[BackendId, str]):
     __slots__ = ("_map", "_steps")
 
     def __init__(self) -> None:
-        self._steps: list[tuple[str, Sequence[BackendView], set[BackendId]]] = []
+        self._steps: list[tuple[str, Sequence[BackendView], Sequence[BackendView]]] = []
         self._map: dict[BackendId, str] | None = None
 
-    def note(self, filter_name: str, before: Sequence[BackendView], kept_ids: set[BackendId]) -> None:
-        self._steps.append((filter_name, before, kept_ids))
+    def note(self, filter_name: str, before: Sequence[BackendView], kept: Sequence[BackendView]) -> None:
+        self._steps.append((filter_name, before, kept))
         self._map = None
 
     def _built(self) -> dict[BackendId, str]:
         built = self._map
         if built is None:
             built = self._map = {}
-            for name, before, kept_ids in self._steps:
+            for name, before, kept in self._steps:
+                kept_ids = {view.backend_id for view in kept}
                 for view in before:
                     if view.backend_id not in kept_ids:
                         built[view.backend_id] = name

@@ -30,21 +30,26 @@ def pool_threshold(k: int) -> int:
     return _SMALL_SET + (4 ** ceil(log(k * 3, 4)) if k > 5 else 0)
 
 
+# pool_threshold(k) for the small k routing draws (a log and a ceil per call otherwise).
+_POOL_THRESHOLDS: tuple[int, ...] = tuple(pool_threshold(k) for k in range(65))
+
+
 def sample(rng: random.Random, population: Sequence[T], k: int) -> list[T]:
     """Exactly ``rng.sample(population, k)`` (same result, same state of ``rng`` afterwards)."""
     n = len(population)
-    if type(rng) is not random.Random or not 0 <= k <= n or n > pool_threshold(k):
+    if type(rng) is not random.Random or not 0 <= k <= n:
+        return rng.sample(population, k)
+    if n > (_POOL_THRESHOLDS[k] if k < len(_POOL_THRESHOLDS) else pool_threshold(k)):
         return rng.sample(population, k)
     getrandbits = rng.getrandbits
     pool = list(population)
-    result: list[T] = []
-    append = result.append
+    result: list[T] = []  # appended to directly: a bound list.append is a generic call from compiled code
     for left in range(n, n - k, -1):  # draw an index below `left`, then fill its hole with the last
         bits = left.bit_length()
         j = getrandbits(bits)
         while j >= left:
             j = getrandbits(bits)
-        append(pool[j])
+        result.append(pool[j])
         pool[j] = pool[left - 1]
     return result
 

@@ -1,4 +1,4 @@
-"""Per-backend latency predictions for one request, vectorised over the fleet and kept incrementally.
+"""Per-backend latency predictions for one request, kept incrementally and computed per backend on read.
 
 The latency model (``predictors.latency``) is linear in load terms that do not
 depend on the request. Per backend ``b`` with coefficients ``(t0..t5, p0..p2)``
@@ -13,46 +13,37 @@ and for a request of ``P`` prompt tokens of which ``cached(b)`` are cached:
     ttft_ms    = max(0.01, prefill_ms + queue_ms)
     tpot_ms    = max(0.01, tpot_base + p2·(in_flight_prompt + P))
 
-``FleetColumns`` holds ``queue_ms, t0, t1, tpot_base, p2, in_flight_prompt``
-as numpy columns in snapshot order. A snapshot shares its unchanged
+``FleetColumns`` holds each backend's ``(queue_ms, t0, t1, tpot_base, p2,
+in_flight_prompt)`` in snapshot order. A snapshot shares its unchanged
 ``BackendView`` objects with the previous one (``state.fleet`` rebuilds only
 the views that changed), so ``sync`` recomputes only the rows whose view
-object changed or whose coefficients were re-learned since the last call; a
-request then costs a handful of array operations, whatever the fleet size.
+object changed or whose coefficients were re-learned since the last call.
+The request's own part is not computed here: ``core.cost_table.CostTable``
+works out a backend's four floats when they are read. Why: on a 64-backend
+fleet routing reads the ~16 candidates that survive sampling, and admission
+reads the best TTFT over the fleet only for a request it does not simply
+admit; computing all 64 rows per request (numpy columns until engine4) cost
+~13 µs of the decision's ~150, reading 16 rows ~3.
 
 Every value is computed with the same float operations in the same order as
-``LatencyModel.estimate_all`` (numpy's elementwise ``+``/``*`` are IEEE
-double operations, like Python's), so the numbers are bit-for-bit identical;
+``LatencyModel.estimate_all``, so the numbers are bit-for-bit identical;
 ``tests/unit/test_cost_columns.py`` checks it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from itertools import compress, count
-from operator import is_not
+from collections.abc import Callable, Mapping
 
-import numpy as np
-import numpy.typing as npt
-
-from core.cost_table import CostTable
+from core.cost_table import CostTable, RowTerms
 from core.types import BackendId, BackendView, Health
 
 KV_PRESSURE_START_FRAC = 0.8  # as predictors.latency
-MIN_MS = 0.01
 _PRESSURE_SCALE = 1.0 / (1.0 - KV_PRESSURE_START_FRAC)
-_COLUMNS = 6  # queue_ms, t0, t1, tpot_base, p2, in_flight_prompt
-# Up to this many eligible backends the request's costs are computed on the rows' Python floats: a
-# dozen numpy calls on tiny arrays cost ~15 µs of per-call overhead, more than the arithmetic itself
-# (measured with bench/decision_cost.py --backends 2). Same IEEE operations in the same order, so
-# the same bits as the column path.
-SMALL_FLEET_ROWS = 16
 
 Coefficients = tuple[float, ...]  # (t0, t1, t2, t3, t4, t5, p0, p1, p2, t6, slot_limit), per token
-Floats = npt.NDArray[np.float64]
 
 
-def row_terms(view: BackendView, coefs: Coefficients) -> tuple[float, float, float, float, float, float]:
+def row_terms(view: BackendView, coefs: Coefficients) -> RowTerms:
     """``(queue_ms, t0, t1, tpot_base, p2, in_flight_prompt)`` of one backend (module docstring)."""
     fresh = not view.metrics_stale
     awaiting = view.awaiting_first_byte
@@ -96,57 +87,46 @@ def row_terms(view: BackendView, coefs: Coefficients) -> tuple[float, float, flo
 class _Eligible:
     """The rows selectable for one model: their ids, positions and row indices (None = every row)."""
 
-    __slots__ = ("ids", "position", "row_list", "rows")
+    __slots__ = ("ids", "position", "rows")
 
-    def __init__(
-        self, ids: tuple[BackendId, ...], rows: npt.NDArray[np.intp] | None, row_list: tuple[int, ...]
-    ) -> None:
+    def __init__(self, ids: tuple[BackendId, ...], rows: tuple[int, ...] | None) -> None:
         self.ids = ids
         self.position = {backend_id: i for i, backend_id in enumerate(ids)}
         self.rows = rows
-        self.row_list = row_list
 
 
 class FleetColumns:
     """Request-independent cost terms of every backend, updated row by row (see module docstring)."""
 
-    __slots__ = (
-        "_coefs_for",
-        "_columns",
-        "_dirty",
-        "_eligible",
-        "_ids",
-        "_row_of",
-        "_terms",
-        "_uses_columns",
-        "_views",
-    )
+    __slots__ = ("_coefs_for", "_dirty", "_eligible", "_ids", "_row_of", "_shared", "_terms", "_views")
 
     def __init__(self, coefs_for: Callable[[BackendId], Coefficients]) -> None:
         self._coefs_for = coefs_for
         self._views: tuple[BackendView, ...] = ()
         self._ids: tuple[BackendId, ...] = ()
         self._row_of: dict[BackendId, int] = {}
-        self._columns: tuple[Floats, ...] = tuple(np.zeros(0) for _ in range(_COLUMNS))
-        self._terms: list[tuple[float, ...]] = []  # the same rows as Python floats (small fleets)
+        self._terms: list[RowTerms] = []
+        # Whether a table handed out reads ``_terms``: the next change then copies the list first, so a
+        # table keeps the values it was built on (a request admitted now may be routed after an observe).
+        self._shared = False
         self._eligible: dict[str | None, _Eligible] = {}
         self._dirty: set[BackendId] = set()
-        # Whether ``table`` can take the numpy path: only with more than SMALL_FLEET_ROWS backends.
-        self._uses_columns = False
 
     def coefficients_changed(self, backend_id: BackendId) -> None:
         """Recompute this backend's row at the next ``sync`` (its coefficients were re-learned)."""
         self._dirty.add(backend_id)
 
     def sync(self, views: tuple[BackendView, ...]) -> None:
-        """Bring the columns up to date with ``views`` (a snapshot's backends, in order)."""
+        """Bring the rows up to date with ``views`` (a snapshot's backends, in order)."""
         old = self._views
         if views is not old:
             if len(views) != len(old):
                 self._rebuild(views)
                 return
-            for i in compress(count(), map(is_not, views, old)):  # changed rows, found at C speed
+            for i in range(len(views)):  # compiled: an identity test per row (no iterator objects)
                 view, was = views[i], old[i]
+                if view is was:
+                    continue
                 if view.backend_id != was.backend_id:
                     self._rebuild(views)
                     return
@@ -165,20 +145,17 @@ class FleetColumns:
         self._views = views
         self._ids = tuple(view.backend_id for view in views)
         self._row_of = {backend_id: i for i, backend_id in enumerate(self._ids)}
-        self._columns = tuple(np.zeros(len(views)) for _ in range(_COLUMNS))
-        self._terms = [()] * len(views)
-        self._uses_columns = len(views) > SMALL_FLEET_ROWS
+        coefs_for = self._coefs_for
+        self._terms = [row_terms(view, coefs_for(view.backend_id)) for view in views]
+        self._shared = False
         self._eligible.clear()
         self._dirty.clear()
-        for i, view in enumerate(views):
-            self._set_row(i, view)
 
     def _set_row(self, row: int, view: BackendView) -> None:
-        terms = row_terms(view, self._coefs_for(view.backend_id))
-        self._terms[row] = terms
-        if self._uses_columns:  # a small fleet's table reads ``_terms`` only: skip six numpy stores
-            for column, value in zip(self._columns, terms, strict=True):
-                column[row] = value
+        if self._shared:
+            self._terms = self._terms.copy()  # 64 references: ~0.2 µs, once per request at most
+            self._shared = False
+        self._terms[row] = row_terms(view, self._coefs_for(view.backend_id))
 
     def _eligible_for(self, model: str | None) -> _Eligible:
         eligible = self._eligible.get(model)
@@ -189,10 +166,9 @@ class FleetColumns:
                 for i, view in enumerate(self._views)
                 if view.health is ready and (model is None or model in view.models)
             ]
-            all_rows = len(rows) == len(self._views)
             ids = tuple(self._ids[i] for i in rows)
             eligible = self._eligible[model] = _Eligible(
-                ids, None if all_rows else np.array(rows, np.intp), tuple(rows)
+                ids, None if len(rows) == len(self._views) else tuple(rows)
             )
         return eligible
 
@@ -203,86 +179,15 @@ class FleetColumns:
         matched_tokens: Mapping[BackendId, int],
         output_p50_tokens: float,
     ) -> CostTable:
-        """Costs of one request on every selectable backend serving ``model`` (after ``sync``)."""
+        """Costs of one request on every selectable backend serving ``model`` (after ``sync``), lazily."""
         eligible = self._eligible_for(model)
-        if len(eligible.ids) <= SMALL_FLEET_ROWS:
-            return self._small_table(eligible, prompt_tokens, matched_tokens, output_p50_tokens)
-        rows = eligible.rows
-        columns = self._columns if rows is None else tuple(column[rows] for column in self._columns)
-        queue_ms, t0, t1, tpot_base, p2, in_flight_prompt = columns
-        new_tokens: Floats = np.empty(len(eligible.ids))
-        new_tokens.fill(float(prompt_tokens))
-        position = eligible.position
-        for backend_id, matched in matched_tokens.items():
-            i = position.get(backend_id)
-            if i is not None and matched > 0:
-                new_tokens[i] = prompt_tokens - (prompt_tokens if matched > prompt_tokens else matched)
-        # Same operations as estimate_all, in place: t0 + t1·new (IEEE addition commutes), + queue.
-        prefill_ms: Floats = t1 * new_tokens
-        prefill_ms += t0
-        ttft_ms: Floats = prefill_ms + queue_ms
-        np.maximum(ttft_ms, MIN_MS, out=ttft_ms)
-        tpot_ms: Floats = in_flight_prompt + float(prompt_tokens)
-        tpot_ms *= p2
-        tpot_ms += tpot_base
-        np.maximum(tpot_ms, MIN_MS, out=tpot_ms)
-        ttft_list = _floats(ttft_ms)
+        self._shared = True
         return CostTable(
             eligible.ids,
-            position,
-            queue_ms,  # read per backend only when an estimate object is built
-            prefill_ms,
-            ttft_list,
-            _floats(tpot_ms),
+            eligible.position,
+            self._terms,
+            eligible.rows,
             prompt_tokens=prompt_tokens,
             matched_tokens=matched_tokens,
             decode_steps=output_p50_tokens - 1.0 if output_p50_tokens > 1.0 else 0.0,
-            best_ttft_ms=min(ttft_list) if ttft_list else None,
         )
-
-    def _small_table(
-        self,
-        eligible: _Eligible,
-        prompt_tokens: int,
-        matched_tokens: Mapping[BackendId, int],
-        output_p50_tokens: float,
-    ) -> CostTable:
-        """``table`` for a few backends, row by row on Python floats (``SMALL_FLEET_ROWS``)."""
-        prompt = float(prompt_tokens)
-        position = eligible.position
-        new_tokens = [prompt] * len(eligible.ids)
-        for backend_id, matched in matched_tokens.items():
-            i = position.get(backend_id)
-            if i is not None and matched > 0:
-                new_tokens[i] = prompt_tokens - (prompt_tokens if matched > prompt_tokens else matched)
-        queue_list: list[float] = []
-        prefill_list: list[float] = []
-        ttft_list: list[float] = []
-        tpot_list: list[float] = []
-        terms = self._terms
-        for row, new in zip(eligible.row_list, new_tokens, strict=True):
-            queue_ms, t0, t1, tpot_base, p2, in_flight_prompt = terms[row]
-            prefill_ms = t1 * new + t0
-            ttft_ms = prefill_ms + queue_ms
-            tpot_ms = (in_flight_prompt + prompt) * p2 + tpot_base
-            queue_list.append(queue_ms)
-            prefill_list.append(prefill_ms)
-            ttft_list.append(MIN_MS if ttft_ms < MIN_MS else ttft_ms)  # as np.maximum, NaN stays NaN
-            tpot_list.append(MIN_MS if tpot_ms < MIN_MS else tpot_ms)
-        return CostTable(
-            eligible.ids,
-            position,
-            queue_list,
-            prefill_list,
-            ttft_list,
-            tpot_list,
-            prompt_tokens=prompt_tokens,
-            matched_tokens=matched_tokens,
-            decode_steps=output_p50_tokens - 1.0 if output_p50_tokens > 1.0 else 0.0,
-            best_ttft_ms=min(ttft_list) if ttft_list else None,
-        )
-
-
-def _floats(column: Floats) -> Sequence[float]:
-    values: list[float] = column.tolist()
-    return values

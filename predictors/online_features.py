@@ -186,19 +186,19 @@ class OnlineFeatureWeights:
         mu, s = self._intercept
         text = 0.0
         online = 0.0
-        get = self._text.get
+        table = self._text  # a dict read as one (a bound .get is a generic call from compiled code)
         for tokens in (row.head, row.tail):
             pairs = None
             for token in tokens:
                 pair: _Term | None = pairs.get(token) if pairs is not None else None
                 if pair is None:
-                    entry = get(token)
+                    entry = table.get(token)
                 else:
                     text += pair.offline
                     online += pair.w
                     entry = pair.next
                     if entry is None:
-                        entry = pair.next = get(token)
+                        entry = pair.next = table.get(token)
                 if entry is None:
                     pairs = None
                 else:

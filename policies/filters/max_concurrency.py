@@ -22,6 +22,7 @@ TYPE = "max_concurrency"
 
 
 class MaxConcurrencyFilter:
+    keeps_order = True  # policies.base: what it keeps is an in-order subset of its input
     consumes = ("in_flight_requests", "max_concurrency")
     reason = "every backend is at its max_concurrency"
 

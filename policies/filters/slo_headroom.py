@@ -35,6 +35,7 @@ TYPE = "slo_headroom"
 
 
 class SLOHeadroomFilter:
+    keeps_order = True  # policies.base: what it keeps is an in-order subset of its input
     consumes = ("slo", "predictions", "prefix_matched_tokens", "in_flight_*")
     reason = "predicted to miss the route's SLO"
 
@@ -54,7 +55,10 @@ class SLOHeadroomFilter:
         meets_both: list[BackendView] = []
         slowest: BackendView | None = None
         slowest_ttft_ms = -1.0
-        for view, (ttft_ms, tpot_ms) in zip(candidates, ctx.ttft_tpot_all(candidates), strict=True):
+        pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
+        for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
+            view = candidates[i]
+            ttft_ms, tpot_ms = pairs[i]
             if ttft_ms > slowest_ttft_ms:
                 slowest, slowest_ttft_ms = view, ttft_ms
             if ttft_limit is not None and ttft_ms > ttft_limit:

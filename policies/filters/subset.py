@@ -31,6 +31,7 @@ TYPE = "subset"
 
 class SubsetFilter:
     consumes = ("prefix_matched_tokens",)
+    keeps_order = True  # policies.base: the kept backends are read back in snapshot order
     reason = "not sampled"
 
     def __init__(self, params: SubsetParams) -> None:
@@ -40,23 +41,37 @@ class SubsetFilter:
 
     def filter(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Sequence[BackendView]:
         size = self._size
-        if len(candidates) <= size:
+        n = len(candidates)
+        if n <= size:
             return candidates
         rng = ctx.rng
         matched = ctx.request.prefix_matched_tokens
-        holders: list[BackendView] = []
+        # Rows are drawn, then read back in snapshot order (``keeps_order``): ``sample`` draws the same
+        # positions whatever the population holds, so these are the backends drawing views would give.
+        chosen: list[int] | None = None
         if matched and self._keep:
-            deepest = max(matched.values())
-            get = matched.get
-            rows = [i for i, v in enumerate(candidates) if get(v.backend_id, 0) == deepest]
+            if isinstance(matched, dict):  # the prefix index's answer: compiled dict reads, max() as a loop
+                deepest = -1
+                first = True
+                for depth in matched.values():
+                    if first or depth > deepest:
+                        deepest, first = depth, False
+                rows = [i for i, v in enumerate(candidates) if matched.get(v.backend_id, 0) == deepest]
+            else:
+                deepest = max(matched.values())
+                get = matched.get
+                rows = [i for i, v in enumerate(candidates) if get(v.backend_id, 0) == deepest]
             if rows:
                 holder_rows = rows if len(rows) <= self._keep else sample(rng, rows, self._keep)
-                holders = [candidates[i] for i in holder_rows]
-                rest = list(candidates)
-                for i in sorted(holder_rows, reverse=True):  # the others, in order, without a rescan
+                holder_rows.sort()  # their order does not matter: every row is read back in order below
+                rest = list(range(n))
+                for i in reversed(holder_rows):  # the others, in order, without a rescan
                     del rest[i]
-                return holders + sample(rng, rest, size - len(holders))
-        return sample(rng, candidates, size)
+                chosen = holder_rows + sample(rng, rest, size - len(holder_rows))
+        if chosen is None:
+            chosen = sample(rng, range(n), size)
+        chosen.sort()
+        return [candidates[i] for i in chosen]
 
 
 @register_plugin("filter", TYPE, SubsetParams, "deepest prefix holders plus a random sample")

@@ -59,7 +59,10 @@ class PredictedCostScorer:
             objective = "ttft" if slo.ttft_ms is not None or slo.tpot_ms is not None else "e2e"
         out: dict[BackendId, float] = {}
         decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if objective == "e2e" else 0.0
-        for view, (ttft_ms, tpot_ms) in zip(candidates, ctx.ttft_tpot_all(candidates), strict=True):
+        pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
+        for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
+            view = candidates[i]
+            ttft_ms, tpot_ms = pairs[i]
             cost_ms = ttft_ms + decode_steps * tpot_ms
             out[view.backend_id] = cost_ms if cost_ms > _MIN_COST_MS else _MIN_COST_MS
         return out
@@ -77,14 +80,21 @@ class PredictedCostScorer:
         decode_steps = ctx.output_tokens(self._tail_weight) - 1.0
         floor = _MIN_COST_MS * max(inv_ttft, inv_e2e)
         out: dict[BackendId, float] = {}
-        for view, (ttft_ms, tpot_ms) in zip(candidates, ctx.ttft_tpot_all(candidates), strict=True):
+        pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
+        for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
+            view = candidates[i]
+            ttft_ms, tpot_ms = pairs[i]
             frac = max(ttft_ms * inv_ttft, (ttft_ms + decode_steps * tpot_ms) * inv_e2e)
             out[view.backend_id] = frac if frac > floor else floor
         return out
 
     def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]:
         costs = self.costs_ms(ctx, candidates)
-        best = min(costs.values())
+        best = 0.0
+        first = True
+        for cost in costs.values():  # min() as a loop (a generic call from compiled code): same value
+            if first or cost < best:
+                best, first = cost, False
         return {backend_id: best / cost for backend_id, cost in costs.items()}
 
 

@@ -66,6 +66,7 @@ def test_table_equals_estimate_all_while_the_fleet_changes(seed: int, n_backends
     model = LatencyModel()
     views = [_view(i, rng) for i in range(n_backends)]
     features = chat_features("hello " * 300)
+    kept: list[tuple[CostTable, dict[str, object]]] = []
     for step in range(120):
         action = rng.random()
         i = rng.randrange(len(views))
@@ -93,7 +94,13 @@ def test_table_equals_estimate_all_while_the_fleet_changes(seed: int, n_backends
             table = model.cost_table(snapshot_views, wanted_model, prompt, matched, p50)
             reference = model.estimate_all(snapshot_views, wanted_model, prompt, matched, p50)
             _assert_same(table, reference)
+        # Read only at the end, after later fleet changes and re-learned coefficients: a table keeps the
+        # values it was built on (a request admitted now may be routed after an outcome was observed).
+        unread = model.cost_table(snapshot_views, "m", prompt, matched, p50)
+        kept.append((unread, model.estimate_all(snapshot_views, "m", prompt, matched, p50)))
         assert step >= 0
+    for table, reference in kept:
+        _assert_same(table, reference)
 
 
 def test_estimates_read_through_the_mapping_are_built_once() -> None:

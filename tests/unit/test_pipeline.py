@@ -11,7 +11,15 @@ import pytest
 
 from core.clock import ManualClock
 from core.config import load_config_text
-from core.types import BackendCostEstimate, BackendId, BackendView, Health, OutputLengthEstimate, Predictions
+from core.types import (
+    BackendCostEstimate,
+    BackendId,
+    BackendView,
+    Health,
+    OutputLengthEstimate,
+    Predictions,
+    SLOTargets,
+)
 from core.yaml_source import ConfigError
 from decision.engine import DecisionEngine
 from policies.context import RouteContext
@@ -247,3 +255,44 @@ def test_bad_policy_config_fails_at_start_up_with_file_and_line(
     message = str(info.value)
     assert message.startswith(f"p.yaml:{line}: "), message
     assert fragment in message, message
+
+
+def test_filters_that_promise_order_return_an_in_order_subset_of_their_own_input() -> None:
+    """``keeps_order`` lets the pipeline take a filter's answer unchecked (policies.base): every built-in
+    filter that sets it must return its input itself or some of its views, each once, in their order."""
+    from policies.registry import registered
+    from tests.unit.test_plugins import CTX, costs
+
+    rng = random.Random(7)
+    slo = SLOTargets(ttft_ms=2_000, tpot_ms=100)
+    promised = 0
+    for type_, spec in registered("filter").items():
+        flt = spec.factory(spec.params_model(), CTX)
+        if type_ == "subset":
+            flt = spec.factory(spec.params_model(size=rng.randrange(1, 9), keep_prefix_matches=2), CTX)
+        if not getattr(flt, "keeps_order", False):
+            continue
+        promised += 1
+        for trial in range(200):
+            n = rng.randrange(1, 30)
+            fleet = [
+                view(
+                    f"b{i}",
+                    in_flight_requests=rng.randrange(0, 40),
+                    awaiting_first_byte=rng.randrange(0, 60),
+                    max_concurrency=rng.choice((None, 5, 30)),
+                )
+                for i in range(n)
+            ]
+            matched = {f"b{i}": rng.choice((16, 800)) for i in rng.sample(range(n), rng.randrange(0, n + 1))}
+            predictions = costs(**{f"b{i}": (rng.uniform(1, 3_000), rng.uniform(1, 150)) for i in range(n)})
+            req = request(matched=matched, predictions=predictions, slo=slo)
+            candidates = fleet[rng.randrange(0, 3) :] or fleet
+            kept = flt.filter(RouteContext(req, snapshot(*fleet), 0.0, random.Random(trial)), candidates)
+            if kept is candidates:
+                continue
+            position = {id(v): i for i, v in enumerate(candidates)}
+            rows = [position.get(id(v), -1) for v in kept]
+            assert -1 not in rows, (type_, "returned a view that was not a candidate")
+            assert rows == sorted(set(rows)), (type_, "out of order or repeated", rows)
+    assert promised == 4  # subset, imbalance_guard, slo_headroom, max_concurrency
