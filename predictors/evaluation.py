@@ -43,11 +43,12 @@ from scipy.stats import kendalltau, spearmanr
 from core.config import PredictorsConfig
 from core.types import OutputLengthEstimate, RequestFeatures
 from predictors.facade import Predictor
-from predictors.features import normalise_model
+from predictors.features import length_features, normalise_model
 from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineLengthCorrector, OnlineParams
 from predictors.online_features import FeatureWeightParams, OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
+from predictors.refit import RefitParams, RefitReservoir, compact_entry, run_refit
 from predictors.training_data import LengthSample
 
 BUCKET_EDGES_TOKENS = (64, 256, 1024)
@@ -218,6 +219,59 @@ def prequential_online_estimates(
         estimate: OutputLengthEstimate = predictor.predict_length(s.features)
         out[i] = (estimate.p50_tokens, estimate.p90_tokens)
         predictor.observe_length(s.features, s.output_tokens)
+    return out
+
+
+def prequential_refit_estimates(
+    model: OutputLengthModel,
+    test: Sequence[LengthSample],
+    params: RefitParams,
+    seed: int = 0,
+    feature_params: FeatureWeightParams | None = None,
+    online_params: OnlineParams | None = None,
+    log: list[dict[str, Any]] | None = None,
+) -> list[tuple[float, float]]:
+    """The prequential stream of ``prequential_online_estimates`` with the guarded refit on top.
+
+    Every ``params.every_outcomes`` outcomes a refit is fitted on the reservoir (only outcomes
+    already observed) and judged on the newest ``params.holdout`` (``predictors.refit``); an
+    accepted one replaces the model at once (in the proxy it lands a few seconds of outcomes
+    later). ``log`` (optional) receives one record per refit.
+    """
+    weights = OnlineFeatureWeights(feature_params or FeatureWeightParams())
+    predictor = Predictor(model, online=OnlineLengthCorrector(online_params), feature_weights=weights)
+    reservoir = RefitReservoir(params, random.Random(seed))
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(test)
+    for step, i in enumerate(stream_order(len(test), seed)):
+        s = test[i]
+        estimate = predictor.predict_length(s.features)
+        out[i] = (estimate.p50_tokens, estimate.p90_tokens)
+        max_tokens = s.features.max_tokens
+        due = False
+        if max_tokens is None or s.output_tokens < max_tokens:
+            entry = compact_entry(length_features(s.features), s.output_tokens, estimate.p50_tokens)
+            due = reservoir.add(entry)
+        predictor.observe_length(s.features, s.output_tokens)
+        if due:
+            fit, holdout = reservoir.job()
+            result = run_refit(model, fit, holdout, params)
+            if result.accepted:
+                predictor.replace_length_model(result.model, reset_online=params.reset_online)
+            if log is not None:
+                log.append(
+                    {
+                        "step": step + 1,
+                        "accepted": result.accepted,
+                        "reason": result.reason,
+                        "tau_refit": result.tau_refit,
+                        "tau_served": result.tau_served,
+                        "log_mae_refit": round(result.log_mae_refit, 4),
+                        "log_mae_served": round(result.log_mae_served, 4),
+                        "coverage_refit": round(result.coverage_refit, 4),
+                        "fit_n": result.fit_n,
+                        "duration_s": round(result.duration_s, 2),
+                    }
+                )
     return out
 
 

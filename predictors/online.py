@@ -127,6 +127,11 @@ class OnlineLengthCorrector:
     def n_models(self) -> int:
         return len(self._models)
 
+    def reset(self) -> None:
+        """Forget every key (a refit that learned from the same outcomes was swapped in)."""
+        self._models.clear()
+        self._keys.clear()
+
     def _shrunk(self, state: _KeyState) -> float:
         return state.mean * state.n / (state.n + self._params.prior_n)
 
