@@ -148,13 +148,14 @@ class Predictor:
         """Swap in a model fitted elsewhere (e.g. in an executor).
 
         Online corrections are kept unless ``reset_online`` (a refit that learned from the same
-        outcomes: keeping them would count those outcomes twice, ``predictors.refit``).
+        outcomes: keeping them would count those outcomes twice, ``predictors.refit``): then the
+        feature weights are reset and the per-key means rebased (``OnlineLengthCorrector.rebase``).
         """
         self._length = model
         self._predicted.clear()
         self._rows.clear()
         if reset_online and self._online is not None:
-            self._online.reset()
+            self._online.rebase()
         if self._feature_weights is not None:
             if reset_online:
                 self._feature_weights.reset()
