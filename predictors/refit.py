@@ -59,6 +59,7 @@ from scipy.stats import kendalltau
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import KFold
 
+from core.config import RefitConfig
 from predictors.features import LengthFeatureRow
 from predictors.length_training import build_vocabulary, categorical_columns, design_matrix
 from predictors.output_length import MAX_LOG_TOKENS, OutputLengthModel, Weights
@@ -87,6 +88,18 @@ class RefitParams:
             raise ValueError("need alpha > 0, alpha_scale > 0, min_count >= 1 and n_folds >= 2")
         if self.max_log_mae_loss < 0 or not 0 < self.coverage_band < 0.9:
             raise ValueError("need max_log_mae_loss >= 0 and 0 < coverage_band < 0.9")
+
+
+def refit_params(config: RefitConfig) -> RefitParams:
+    """The schema's ``predictors.refit`` as parameters (fields not in the schema keep their defaults)."""
+    return RefitParams(
+        every_outcomes=config.every_outcomes,
+        reservoir_size=config.reservoir_size,
+        holdout=config.holdout,
+        alpha=config.alpha,
+        min_tau_gain=config.min_tau_gain,
+        reset_online=config.reset_online,
+    )
 
 
 # (head tokens joined by " ", tail tokens joined by " ", categorical keys, output tokens, served p50)

@@ -27,20 +27,17 @@ from core.config import RefitConfig
 from core.types import RequestFeatures
 from predictors import Predictor
 from predictors.features import length_features
-from predictors.refit import RefitParams, RefitReservoir, RefitResult, RefitStats, compact_entry, run_refit
+from predictors.refit import (
+    RefitParams,
+    RefitReservoir,
+    RefitResult,
+    RefitStats,
+    compact_entry,
+    refit_params,
+    run_refit,
+)
 
 log = logging.getLogger(__name__)
-
-
-def refit_params(config: RefitConfig) -> RefitParams:
-    return RefitParams(
-        every_outcomes=config.every_outcomes,
-        reservoir_size=config.reservoir_size,
-        holdout=config.holdout,
-        alpha=config.alpha,
-        min_tau_gain=config.min_tau_gain,
-        reset_online=config.reset_online,
-    )
 
 
 class LengthRefitter:

@@ -4,6 +4,7 @@ bounded, and runs in a worker process while the event loop keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import time
@@ -132,18 +133,21 @@ def test_reservoir_memory_stays_bounded() -> None:
 
 
 def test_swap_resets_the_online_corrections(model) -> None:
+    """Feature weights and model levels are forgotten; what is served is the refit plus the key's offset."""
     weights = OnlineFeatureWeights()
-    predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=weights)
+    online = OnlineLengthCorrector()
+    predictor = Predictor(model, online=online, feature_weights=weights)
     for text, tokens in _stream(100, seed=8):
         predictor.observe_length(chat_features(text), tokens)
     assert len(weights) > 0
     refit = fit_refit(model, _entries(model, _stream(400, seed=9)), PARAMS)
     predictor.replace_length_model(refit, reset_online=True)
-    assert len(weights) == 0
+    assert len(weights) == 0 and online.n_models == 0
     features = chat_features(f"{NEW_LONG[0]} tea")
+    key_offset = online.correction(features.route, "m", features.tenant).location
     estimate = predictor.predict_length(features)
-    assert estimate.p50_tokens == pytest.approx(refit.predict(features).p50_tokens, rel=1e-9)
-    assert "online" not in estimate.source
+    expected = refit.log_quantiles(features)
+    assert math.log1p(estimate.p50_tokens) == pytest.approx(expected.z50 + key_offset, abs=1e-9)
 
 
 def _job_in_worker(
@@ -195,3 +199,25 @@ def test_refit_config_is_validated() -> None:
         RefitConfig(holdout=5)
     with pytest.raises(ValueError, match="n_folds"):
         RefitParams(n_folds=1)
+
+
+def test_a_long_answer_tenant_stays_learned_across_a_swap(model) -> None:
+    """The refit has no tenant feature: the tenant's offset from its model survives the reset."""
+    predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    prompt = "write a detailed essay about tea rivers"
+    long_f, normal_f = chat_features(prompt, tenant="long"), chat_features(prompt, tenant="normal")
+    base_p50 = predictor.predict_length(long_f).p50_tokens
+    rng = random.Random(11)
+    entries: list[Entry] = []
+    truth: dict[str, list[int]] = {"long": [], "normal": []}
+    for _ in range(300):
+        for tenant, features, factor in (("long", long_f, 3.0), ("normal", normal_f, 1.0)):
+            tokens = int(factor * base_p50 * rng.lognormvariate(0, 0.3))
+            truth[tenant].append(tokens)
+            served = predictor.predict_length(features).p50_tokens
+            entries.append(compact_entry(length_features(features), tokens, served))
+            predictor.observe_length(features, tokens)
+    refit = fit_refit(model, entries, PARAMS)
+    predictor.replace_length_model(refit, reset_online=True)
+    assert predictor.predict_length(long_f).p50_tokens == pytest.approx(np.median(truth["long"]), rel=0.2)
+    assert predictor.predict_length(normal_f).p50_tokens == pytest.approx(np.median(truth["normal"]), rel=0.2)
