@@ -84,7 +84,7 @@ GRIDS["refit"] = {
     "learn_offline_pairs": [True],
     "refit_alpha": [1.0, 2.0],
     "refit_every_outcomes": [2_500, 5_000],
-    "refit_reset_online": [True, False],
+    "refit_reset_online": [True],
     "refit_min_tau_gain": [0.0, 0.01],
 }
 ONLINE_KEYS = ("quantile_rate", "ranking_gain_prior")
