@@ -215,9 +215,9 @@ class RefitConfig(StrictModel):
         20_000, ge=10, description="outcomes kept to fit (uniform sample, ~0.5 KB each)"
     )
     holdout: int = Field(2_000, ge=10, description="newest outcomes the guard judges on (not fitted)")
-    alpha: float = Field(2.0, gt=0, description="ridge strength toward the loaded model's weights")
+    alpha: float = Field(1.0, gt=0, description="ridge strength toward the loaded model's weights")
     min_tau_gain: float = Field(
-        0.0, description="Kendall tau the refit must gain on the holdout to be swapped"
+        0.01, description="Kendall tau the refit must gain on the holdout to be swapped"
     )
     reset_online: bool = Field(
         True, description="reset the online corrections at a swap (the refit learned the same outcomes)"

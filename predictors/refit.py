@@ -72,11 +72,11 @@ class RefitParams:
     every_outcomes: int = 5_000
     reservoir_size: int = 20_000
     holdout: int = 2_000
-    alpha: float = 5.0
+    alpha: float = 1.0
     alpha_scale: float = 30.0
     min_count: int = 3
     n_folds: int = 5
-    min_tau_gain: float = 0.0
+    min_tau_gain: float = 0.01
     max_log_mae_loss: float = 0.02
     coverage_band: float = 0.05
     reset_online: bool = True
