@@ -55,14 +55,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import kendalltau
-from sklearn.linear_model import Ridge
-from sklearn.model_selection import KFold
 
 from core.config import RefitConfig
 from predictors.features import LengthFeatureRow
-from predictors.length_training import build_vocabulary, categorical_columns, design_matrix
 from predictors.output_length import MAX_LOG_TOKENS, OutputLengthModel, Weights
+
+# scikit-learn and scipy are imported inside the functions the worker process runs: the proxy
+# imports this module for the reservoir and must not load training libraries
+# (tests/unit/test_serve_imports.py).
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +213,11 @@ def _add_delta(
 
 def fit_refit(base: OutputLengthModel, entries: Sequence[Entry], params: RefitParams) -> OutputLengthModel:
     """The offline model plus a ridge correction fitted on ``entries`` (module docstring)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
+
+    from predictors.length_training import build_vocabulary, categorical_columns, design_matrix
+
     if len(entries) < max(10, params.n_folds):
         raise ValueError(f"need at least {max(10, params.n_folds)} outcomes to refit, got {len(entries)}")
     rows = [entry_row(e) for e in entries]
@@ -258,6 +263,8 @@ def _p50_p90(model: OutputLengthModel, row: LengthFeatureRow) -> tuple[float, fl
 
 
 def _tau(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy.stats import kendalltau
+
     if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
         return None
     value = float(kendalltau(a, b)[0])
