@@ -100,9 +100,9 @@ def git_rev() -> str:
 def _command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (rebuilt from the parsed options, defaults included)."""
     options = [
-        f"--{name.replace('_', '-')} {value}"
+        f"--{name.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")
         for name, value in sorted(vars(args).items())
-        if name not in ("func", "command", "action") and value is not None
+        if name not in ("func", "command", "action") and value is not None and value is not False
     ]
     return " ".join(["sluice predict", args.action, *options])
 
