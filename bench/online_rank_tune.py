@@ -33,11 +33,18 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._results import write_result
-from predictors.evaluation import length_metrics, model_estimates, prequential_online_estimates, split_groups
+from predictors.evaluation import (
+    length_metrics,
+    model_estimates,
+    prequential_online_estimates,
+    prequential_refit_estimates,
+    split_groups,
+)
 from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineParams
 from predictors.online_features import FeatureWeightParams
 from predictors.output_length import OutputLengthModel
+from predictors.refit import RefitParams
 from predictors.training_data import SOURCES, LengthSample, data_hash, load_samples
 
 # ``quantile_rate`` is the per-key p90 tracker's step (``predictors.online.OnlineParams``): with
@@ -70,7 +77,18 @@ GRIDS["unigrams"] = {
 }
 # Learning the online weights of the offline model's own adjacent pairs (no request-path cost).
 GRIDS["offline_pairs"] = {**GRIDS["unigrams"], "rate": [0.2], "learn_offline_pairs": [False, True]}
+# The guarded background refit (``predictors.refit``) on top of the default online refinement;
+# keys ``refit_<field>`` are ``RefitParams`` fields.
+GRIDS["refit"] = {
+    **GRIDS["offline_pairs"],
+    "learn_offline_pairs": [True],
+    "refit_alpha": [1.0, 2.0],
+    "refit_every_outcomes": [2_500, 5_000],
+    "refit_reset_online": [True],
+    "refit_min_tau_gain": [0.0, 0.01],
+}
 ONLINE_KEYS = ("quantile_rate", "ranking_gain_prior")
+REFIT_PREFIX = "refit_"
 # In-distribution check: the held-out part of this split seed (the published in-distribution
 # figures use seed 0; seed 1 appears there only as the static model's tau).
 IN_DIST_SEED = 1
@@ -80,8 +98,28 @@ IN_DIST_SLACK = 0.005
 def split_params(point: dict[str, Any]) -> tuple[FeatureWeightParams, OnlineParams]:
     """A grid point as (feature-weight parameters, per-key corrector parameters)."""
     online = {k: v for k, v in point.items() if k in ONLINE_KEYS}
-    weights = {k: v for k, v in point.items() if k not in ONLINE_KEYS}
+    weights = {k: v for k, v in point.items() if k not in ONLINE_KEYS and not k.startswith(REFIT_PREFIX)}
     return FeatureWeightParams(**weights), OnlineParams(**online)
+
+
+def refit_params(point: dict[str, Any]) -> RefitParams | None:
+    """The grid point's refit parameters (None: no refit keys, the online refinement alone)."""
+    refit = {k[len(REFIT_PREFIX) :]: v for k, v in point.items() if k.startswith(REFIT_PREFIX)}
+    return RefitParams(**refit) if refit else None
+
+
+def estimates(
+    model: OutputLengthModel,
+    test: list[LengthSample],
+    params: FeatureWeightParams | None,
+    online: OnlineParams | None,
+    refit: RefitParams | None,
+) -> list[tuple[float, float]]:
+    if refit is not None:
+        return prequential_refit_estimates(
+            model, test, refit, seed=0, feature_params=params, online_params=online
+        )
+    return prequential_online_estimates(model, test, seed=0, feature_params=params, online_params=online)
 
 
 def halves(test: list[LengthSample], seed: int) -> tuple[list[LengthSample], list[LengthSample]]:
@@ -140,8 +178,9 @@ def score(
     test: list[LengthSample],
     params: FeatureWeightParams | None,
     online: OnlineParams | None = None,
+    refit: RefitParams | None = None,
 ) -> dict[str, Any]:
-    est = prequential_online_estimates(model, test, seed=0, feature_params=params, online_params=online)
+    est = estimates(model, test, params, online, refit)
     return length_metrics([s.output_tokens for s in test], [e[0] for e in est], [e[1] for e in est])
 
 
@@ -157,7 +196,8 @@ def main() -> int:
     models = cross_models(samples, Path(args.cache), data_hash(list(SOURCES)))
     in_model, in_test = in_dist_model(samples, Path(args.cache), data_hash(list(SOURCES)))
     in_static = by_source(in_test, model_estimates(in_model, in_test))
-    print("in-distribution static tau", in_static, flush=True)
+    in_default = by_source(in_test, estimates(in_model, in_test, FeatureWeightParams(), OnlineParams(), None))
+    print("in-distribution static tau", in_static, "default online", in_default, flush=True)
     parts = {held: halves([s for s in samples if s.source == held], args.split_seed) for held in SOURCES}
     baseline: dict[str, Any] = {}
     for held, (tune, _report) in parts.items():
@@ -167,6 +207,7 @@ def main() -> int:
                 [s.output_tokens for s in tune], [e[0] for e in static], [e[1] for e in static]
             ),
             "key_means_only": score(models[held], tune, None),
+            "default_online": score(models[held], tune, FeatureWeightParams(), OnlineParams()),
         }
         print(held, "tune n", len(tune), baseline[held], flush=True)
     grid = GRIDS[args.grid]
@@ -174,10 +215,13 @@ def main() -> int:
     for values in itertools.product(*grid.values()):
         point = dict(zip(grid.keys(), values, strict=True))
         params, online = split_params(point)
-        per_source = {held: score(models[held], tune, params, online) for held, (tune, _) in parts.items()}
+        refit = refit_params(point)
+        per_source = {
+            held: score(models[held], tune, params, online, refit) for held, (tune, _) in parts.items()
+        }
         mean_tau = sum(m["kendall_tau"] for m in per_source.values()) / len(per_source)
         covered = all(0.85 <= m["p90_coverage"] <= 0.95 for m in per_source.values())
-        in_est = prequential_online_estimates(in_model, in_test, feature_params=params, online_params=online)
+        in_est = estimates(in_model, in_test, params, online, refit)
         in_tau = by_source(in_test, in_est)
         in_ok = all((in_tau[k] or 0.0) >= (v or 0.0) - IN_DIST_SLACK for k, v in in_static.items())
         points.append(
@@ -185,6 +229,7 @@ def main() -> int:
                 "point": point,
                 "params": asdict(params),
                 "online_params": asdict(online),
+                "refit_params": asdict(refit) if refit is not None else None,
                 "tune": per_source,
                 "mean_tau": mean_tau,
                 "coverage_ok": covered,
@@ -201,10 +246,12 @@ def main() -> int:
     )
     best = max(eligible, key=lambda p: p["mean_tau"])
     chosen, chosen_online = split_params(best["point"])
+    chosen_refit = refit_params(best["point"])
     report_half = {
         held: {
             "key_means_only": score(models[held], rep, None),
-            "chosen": score(models[held], rep, chosen, chosen_online),
+            **({"without_refit": score(models[held], rep, chosen, chosen_online)} if chosen_refit else {}),
+            "chosen": score(models[held], rep, chosen, chosen_online, chosen_refit),
         }
         for held, (_, rep) in parts.items()
     }
@@ -218,6 +265,7 @@ def main() -> int:
                 "split_seed": IN_DIST_SEED,
                 "slack": IN_DIST_SLACK,
                 "static": in_static,
+                "default_online": in_default,
             },
             "rule": "max mean tau over the three tuning halves with P90 coverage in [0.85, 0.95] on each "
             "and in-distribution tau per source >= static - slack",

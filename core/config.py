@@ -201,6 +201,29 @@ class PrefixIndexConfig(StrictModel):
     )
 
 
+class RefitConfig(StrictModel):
+    """Guarded background refit of the output-length model (``predictors/refit.py``, docs/predictors.md).
+
+    A ridge correction of the loaded model is fitted on a bounded sample of observed outcomes in a
+    worker process every ``every_outcomes`` outcomes, and swapped in only if it ranks the newest
+    ``holdout`` outcomes (not used to fit) better than what was served.
+    """
+
+    enabled: bool = Field(False, description="needs online_refinement (the outcomes it learns from)")
+    every_outcomes: int = Field(5_000, ge=1, description="learnable outcomes between two refits")
+    reservoir_size: int = Field(
+        20_000, ge=10, description="outcomes kept to fit (uniform sample, ~0.5 KB each)"
+    )
+    holdout: int = Field(2_000, ge=10, description="newest outcomes the guard judges on (not fitted)")
+    alpha: float = Field(1.0, gt=0, description="ridge strength toward the loaded model's weights")
+    min_tau_gain: float = Field(
+        0.01, description="Kendall tau the refit must gain on the holdout to be swapped"
+    )
+    reset_online: bool = Field(
+        True, description="reset the online corrections at a swap (the refit learned the same outcomes)"
+    )
+
+
 class PredictorsConfig(StrictModel):
     """Output-length and per-backend latency predictors (``predictors/``) used by routing and admission.
 
@@ -222,6 +245,13 @@ class PredictorsConfig(StrictModel):
         description="the online feature weights also learn adjacent token pairs (more ranking, "
         "+~7 us p50 / +~25 us p99 per predict: docs/predictors.md)",
     )
+    refit: RefitConfig = Field(default_factory=RefitConfig)
+
+    @model_validator(mode="after")
+    def _refit_needs_outcomes(self) -> PredictorsConfig:
+        if self.refit.enabled and not (self.enabled and self.online_refinement):
+            raise ValueError("predictors.refit.enabled needs predictors.enabled and online_refinement")
+        return self
 
 
 class SluiceConfig(StrictModel):

@@ -46,6 +46,12 @@ def _table(section: dict[str, Any], sources: list[str], online: bool) -> list[st
                 section["model_online_features_prequential"],
                 sources,
             )
+        if "model_refit_prequential" in section:
+            lines += _rows(
+                "**+ online + background refit (predictors.refit)**",
+                section["model_refit_prequential"],
+                sources,
+            )
     for name, by_source in section["baselines"].items():
         lines += _rows(name, by_source, sources[:1])
     return lines
@@ -88,7 +94,29 @@ def markdown_report(results: dict[str, Any]) -> str:
                     ("static", "model_first_of_group"),
                     ("key means", "model_online_prequential_first_of_group"),
                     ("+ feature weights", "model_online_features_prequential_first_of_group"),
+                    ("+ refit", "model_refit_prequential_first_of_group"),
                 )
+                if key in section
+            ),
+            "",
+            "Second half of the stream only (tau / log-MAE / P90 cov.): "
+            + ", ".join(
+                f"{label} {_triple(section.get(key))}"
+                for label, key in (
+                    ("+ feature weights", "model_online_features_prequential_second_half"),
+                    ("+ refit", "model_refit_prequential_second_half"),
+                )
+                if key in section
+            ),
+            "",
+            "Refits (outcomes seen: accepted?, holdout tau refit vs served): "
+            + (
+                "; ".join(
+                    f"{r['step']}: {'yes' if r['accepted'] else 'no'}, {_cell(r['tau_refit'])} vs "
+                    f"{_cell(r['tau_served'])}"
+                    for r in section.get("refit_log", [])
+                )
+                or "none"
             ),
         ]
     pooled = results.get("cross_dataset_pooled") or {}

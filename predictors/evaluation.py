@@ -43,11 +43,12 @@ from scipy.stats import kendalltau, spearmanr
 from core.config import PredictorsConfig
 from core.types import OutputLengthEstimate, RequestFeatures
 from predictors.facade import Predictor
-from predictors.features import normalise_model
+from predictors.features import length_features, normalise_model
 from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineLengthCorrector, OnlineParams
 from predictors.online_features import FeatureWeightParams, OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
+from predictors.refit import RefitParams, RefitReservoir, compact_entry, run_refit
 from predictors.training_data import LengthSample
 
 BUCKET_EDGES_TOKENS = (64, 256, 1024)
@@ -221,14 +222,74 @@ def prequential_online_estimates(
     return out
 
 
+def prequential_refit_estimates(
+    model: OutputLengthModel,
+    test: Sequence[LengthSample],
+    params: RefitParams,
+    seed: int = 0,
+    feature_params: FeatureWeightParams | None = None,
+    online_params: OnlineParams | None = None,
+    log: list[dict[str, Any]] | None = None,
+) -> list[tuple[float, float]]:
+    """The prequential stream of ``prequential_online_estimates`` with the guarded refit on top.
+
+    Every ``params.every_outcomes`` outcomes a refit is fitted on the reservoir (only outcomes
+    already observed) and judged on the newest ``params.holdout`` (``predictors.refit``); an
+    accepted one replaces the model at once (in the proxy it lands a few seconds of outcomes
+    later). ``log`` (optional) receives one record per refit.
+    """
+    weights = OnlineFeatureWeights(feature_params or FeatureWeightParams())
+    predictor = Predictor(model, online=OnlineLengthCorrector(online_params), feature_weights=weights)
+    reservoir = RefitReservoir(params, random.Random(seed))
+    out: list[tuple[float, float]] = [(0.0, 0.0)] * len(test)
+    for step, i in enumerate(stream_order(len(test), seed)):
+        s = test[i]
+        estimate = predictor.predict_length(s.features)
+        out[i] = (estimate.p50_tokens, estimate.p90_tokens)
+        max_tokens = s.features.max_tokens
+        due = False
+        if max_tokens is None or s.output_tokens < max_tokens:
+            entry = compact_entry(length_features(s.features), s.output_tokens, estimate.p50_tokens)
+            due = reservoir.add(entry)
+        predictor.observe_length(s.features, s.output_tokens)
+        if due:
+            fit, holdout = reservoir.job()
+            result = run_refit(model, fit, holdout, params)
+            if result.accepted:
+                predictor.replace_length_model(result.model, reset_online=params.reset_online)
+            if log is not None:
+                log.append(
+                    {
+                        "step": step + 1,
+                        "accepted": result.accepted,
+                        "reason": result.reason,
+                        "tau_refit": result.tau_refit,
+                        "tau_served": result.tau_served,
+                        "log_mae_refit": round(result.log_mae_refit, 4),
+                        "log_mae_served": round(result.log_mae_served, 4),
+                        "coverage_refit": round(result.coverage_refit, 4),
+                        "fit_n": result.fit_n,
+                        "duration_s": round(result.duration_s, 2),
+                    }
+                )
+    return out
+
+
 def _evaluate(
     model: OutputLengthModel,
     train: Sequence[LengthSample],
     test: Sequence[LengthSample],
     online: bool,
     feature_params: FeatureWeightParams | None = None,
+    refit: RefitParams | None = None,
 ) -> tuple[dict[str, Any], dict[str, list[tuple[float, float]]]]:
-    """Metrics of the model (static, and prequential online when asked) and baselines; plus the estimates."""
+    """Metrics of the model (static, and prequential online when asked) and baselines; plus the estimates.
+
+    With ``refit`` (and ``online``) also the default online refinement plus the guarded background
+    refit (``model_refit_prequential``, its log of refits in ``refit_log``), and for both online
+    columns with feature weights the tau over the second half of the stream (what a proxy reaches
+    once it has seen half of this workload).
+    """
     estimates = {"model": model_estimates(model, test)}
     result: dict[str, Any] = {
         "train_n": len(train),
@@ -241,8 +302,24 @@ def _evaluate(
         estimates["model_online_features_prequential"] = prequential_online_estimates(
             model, test, feature_params=feature_params or FeatureWeightParams()
         )
+        names = ["model_online_prequential", "model_online_features_prequential"]
+        if refit is not None:
+            refit_log: list[dict[str, Any]] = []
+            estimates["model_refit_prequential"] = prequential_refit_estimates(
+                model, test, refit, feature_params=feature_params or FeatureWeightParams(), log=refit_log
+            )
+            result["refit_log"] = refit_log
+            result["refit_params"] = asdict(refit)
+            names.append("model_refit_prequential")
         first = first_of_group(test)
-        for name in ("model_online_prequential", "model_online_features_prequential"):
+        second_half = sorted(stream_order(len(test))[len(test) // 2 :])
+        for name in names[1:]:
+            result[name + "_second_half"] = length_metrics(
+                [test[i].output_tokens for i in second_half],
+                [estimates[name][i][0] for i in second_half],
+                [estimates[name][i][1] for i in second_half],
+            )
+        for name in names:
             result[name] = _metrics_by_source(test, estimates[name])
             result[name + "_first_of_group"] = length_metrics(
                 [test[i].output_tokens for i in first],
@@ -260,6 +337,10 @@ def _evaluate(
         result["model_online_features_within_model_tau"] = within_model_tau(
             test, estimates["model_online_features_prequential"]
         )
+        if refit is not None:
+            result["model_refit_within_model_tau"] = within_model_tau(
+                test, estimates["model_refit_prequential"]
+            )
     result["baselines"] = {
         name: _metrics_by_source(test, [fn(s.features) for s in test])
         for name, fn in fit_baselines(train).items()
@@ -268,18 +349,23 @@ def _evaluate(
 
 
 def in_distribution(
-    samples: Sequence[LengthSample], config: TrainConfig, seed: int = 0, online: bool = False
+    samples: Sequence[LengthSample],
+    config: TrainConfig,
+    seed: int = 0,
+    online: bool = False,
+    refit: RefitParams | None = None,
 ) -> tuple[dict[str, Any], OutputLengthModel]:
-    """Held-out split; with ``online`` also streams the held-out part prequentially (both refinements)."""
+    """Held-out split; with ``online`` also streams the held-out part prequentially (both refinements,
+    and the background refit when ``refit`` is given)."""
     train, test = split_groups(samples, seed=seed)
     model = fit_length_model(train, config).model
-    result, _ = _evaluate(model, train, test, online=online)
+    result, _ = _evaluate(model, train, test, online=online, refit=refit)
     result["protocol"] = f"{int(TEST_FRACTION * 100)}% of groups per source held out, seed {seed}"
     return result, model
 
 
 def cross_dataset(
-    samples: Sequence[LengthSample], config: TrainConfig
+    samples: Sequence[LengthSample], config: TrainConfig, refit: RefitParams | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Per held-out source results, and the pooled metrics over the concatenated held-out sources.
 
@@ -296,7 +382,7 @@ def cross_dataset(
         if not train or not test:
             continue
         model = fit_length_model(train, config).model
-        result, estimates = _evaluate(model, train, test, online=True)
+        result, estimates = _evaluate(model, train, test, online=True, refit=refit)
         result["trained_on"] = sorted({s.source for s in train})
         out[held] = result
         pooled_truth.extend(s.output_tokens for s in test)
@@ -328,8 +414,17 @@ def summary(
     cross_tau = {k: v["model"]["all"]["kendall_tau"] for k, v in cross.items()}
     means_tau = {k: v["model_online_prequential"]["all"]["kendall_tau"] for k, v in cross.items()}
     features_tau = {k: v["model_online_features_prequential"]["all"]["kendall_tau"] for k, v in cross.items()}
-    default_online = features_tau if PredictorsConfig().online_feature_weights else means_tau
+    refit_tau = {
+        k: v["model_refit_prequential"]["all"]["kendall_tau"]
+        for k, v in cross.items()
+        if "model_refit_prequential" in v
+    }
+    defaults = PredictorsConfig()
+    default_online = features_tau if defaults.online_feature_weights else means_tau
+    if defaults.refit.enabled and refit_tau:
+        default_online = refit_tau
     in_online = in_dist.get("model_online_features_prequential", {}).get("all", {})
+    in_refit = in_dist.get("model_refit_prequential", {}).get("all", {})
     return {
         "in_distribution_tau": pooled["kendall_tau"],
         "in_distribution_tau_over_seeds": {
@@ -343,6 +438,12 @@ def summary(
         "cross_dataset_tau_online": default_online,
         "cross_dataset_tau_online_key_means": means_tau,
         "cross_dataset_tau_online_feature_weights": features_tau,
+        "cross_dataset_tau_online_refit": refit_tau,
+        "cross_dataset_p90_coverage_online_refit": {
+            k: v["model_refit_prequential"]["all"]["p90_coverage"]
+            for k, v in cross.items()
+            if "model_refit_prequential" in v
+        },
         "cross_dataset_pooled_tau": {
             name: metrics["kendall_tau"]
             for name, metrics in (cross_pooled or {}).items()
@@ -350,6 +451,8 @@ def summary(
         },
         "in_distribution_online_feature_weights_tau": in_online.get("kendall_tau"),
         "in_distribution_online_feature_weights_p90_coverage": in_online.get("p90_coverage"),
+        "in_distribution_online_refit_tau": in_refit.get("kendall_tau"),
+        "in_distribution_online_refit_p90_coverage": in_refit.get("p90_coverage"),
         "targets": {"in_distribution_tau": 0.5, "cross_dataset_tau": 0.4, "p90_coverage": [0.85, 0.95]},
     }
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from core.config import PredictorsConfig
 from core.types import (
@@ -89,7 +89,15 @@ def _learnable(outcome: Outcome) -> bool:
 class Predictor:
     """Output-length + per-backend latency predictions for the decision engine."""
 
-    __slots__ = ("_feature_weights", "_latency", "_length", "_online", "_predicted", "_rows")
+    __slots__ = (
+        "_feature_weights",
+        "_latency",
+        "_length",
+        "_length_listener",
+        "_online",
+        "_predicted",
+        "_rows",
+    )
 
     def __init__(
         self,
@@ -109,6 +117,7 @@ class Predictor:
         self._predicted: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
         self._rows: OrderedDict[str, LengthFeatureRow] = OrderedDict()
         self._latency = latency or LatencyModel()
+        self._length_listener: Callable[[RequestFeatures, int], None] | None = None
 
     @classmethod
     def from_config(cls, config: PredictorsConfig) -> Predictor:
@@ -135,13 +144,30 @@ class Predictor:
     def latency(self) -> LatencyModel:
         return self._latency
 
-    def replace_length_model(self, model: OutputLengthModel) -> None:
-        """Swap in a model fitted elsewhere (e.g. in an executor); online corrections are kept."""
+    def replace_length_model(self, model: OutputLengthModel, *, reset_online: bool = False) -> None:
+        """Swap in a model fitted elsewhere (e.g. in an executor).
+
+        Online corrections are kept unless ``reset_online`` (a refit that learned from the same
+        outcomes: keeping them would count those outcomes twice, ``predictors.refit``): then the
+        feature weights are reset and the per-key means rebased (``OnlineLengthCorrector.rebase``).
+        """
         self._length = model
         self._predicted.clear()
         self._rows.clear()
+        if reset_online and self._online is not None:
+            self._online.rebase()
         if self._feature_weights is not None:
+            if reset_online:
+                self._feature_weights.reset()
             self._feature_weights.bind(model)
+
+    def set_length_listener(self, listener: Callable[[RequestFeatures, int], None] | None) -> None:
+        """Called with (features, output tokens) for each learnable outcome, before it is learned.
+
+        For ``predictors.refit`` (its reservoir); the listener may call ``predict_length`` to read
+        what the predictor served for the request.
+        """
+        self._length_listener = listener
 
     def predict_length(self, features: RequestFeatures) -> OutputLengthEstimate:
         if features.endpoint is Endpoint.EMBEDDINGS:
@@ -236,6 +262,8 @@ class Predictor:
         """Teach the online correction one true output length (no-op when refinement is off)."""
         if self._online is None or features.endpoint is Endpoint.EMBEDDINGS:
             return
+        if self._length_listener is not None:
+            self._length_listener(features, output_tokens)
         length = self._length
         weights = self._feature_weights
         remembered = self._predicted.pop(features.request_id, None)

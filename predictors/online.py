@@ -127,6 +127,20 @@ class OnlineLengthCorrector:
     def n_models(self) -> int:
         return len(self._models)
 
+    def rebase(self) -> None:
+        """After a refit learned from the same outcomes was swapped in (``predictors.refit``).
+
+        Forgets the per-model levels (the refit has the model's level), every key's p90 offset (the
+        refit's ``k90`` is recalibrated) and ranking-gain sums (the feature weights are reset too).
+        Keeps each (route, model, tenant) key's mean offset from its model: route and tenant are not
+        features of the refit, so a tenant whose answers run long would otherwise be learned again.
+        """
+        self._models.clear()
+        for state in self._keys.values():
+            state.d90 = 0.0
+            state.sum_fe = 0.0
+            state.sum_ff = 0.0
+
     def _shrunk(self, state: _KeyState) -> float:
         return state.mean * state.n / (state.n + self._params.prior_n)
 

@@ -142,6 +142,20 @@ class OnlineFeatureWeights:
         """Number of online weights created (bounded by ``max_weights``; the offline ones not counted)."""
         return self._n_weights
 
+    def reset(self) -> None:
+        """Forget every learned weight and term (``bind`` the serving model again afterwards).
+
+        Used when a background refit (``predictors.refit``) is swapped in: the refit has learned
+        from the same outcomes, so weights learned against the old model would count them twice.
+        Dropping the table, not zeroing it, also drops terms only the old model had (bounded memory
+        across refits).
+        """
+        self._text = {}
+        self._categorical = {}
+        self._intercept = (0.0, 0.0)
+        self._n_weights = 0
+        self.n_updates = 0
+
     def bind(self, model: OutputLengthModel) -> None:
         """Load ``model``'s weights into the shared table (at start and on model replacement).
 

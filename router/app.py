@@ -6,7 +6,9 @@ metrics and the handlers. ``cleanup_ctx`` creates the one upstream
 ``ClientSession`` (and closes it last), runs the health checker and the
 engine-metrics collector (``state.engine_metrics``: every backend's
 ``/metrics`` into ``FleetState.update_engine_metrics``, its per-backend scrape
-record into ``sluice_engine_metrics_scrape_failures_total``). A backend whose
+record into ``sluice_engine_metrics_scrape_failures_total``) and, when
+``predictors.refit.enabled``, the length model's background refit
+(``router.length_refit``, a worker process). A backend whose
 metrics are missing or stale is still routed, on Sluice's own accounting.
 
 Proxied requests go through ``router.upstream.UpstreamPool`` (Sluice's own
@@ -39,6 +41,7 @@ from core.clock import Clock, MonotonicClock
 from core.config import LoadedConfig
 from core.protocols import Decider
 from decision.engine import DecisionEngine
+from predictors import Predictor
 from router.context import ProxyContext, build_context
 from router.debug import decisions_handler
 from router.handlers import (
@@ -52,6 +55,7 @@ from router.handlers import (
     ready_handler,
 )
 from router.health import HealthChecker
+from router.length_refit import LengthRefitter, refit_context
 from router.upstream import UpstreamPool
 from router.waiting_room import PUMP_TICK_S, AsyncWaitingRoom
 from router.watchdog import WatchdogTimer
@@ -61,6 +65,8 @@ from state.fleet import FleetState
 CONTEXT = web.AppKey("sluice_context", ProxyContext)
 HEALTH = web.AppKey("sluice_health", HealthChecker)
 ENGINE_METRICS = web.AppKey("sluice_engine_metrics", EngineMetricsCollector)
+PREDICTOR = web.AppKey("sluice_predictor", Predictor)
+REFITTER = web.AppKey("sluice_length_refitter", LengthRefitter)
 UPSTREAM_KEEPALIVE_S = 4.0
 log = logging.getLogger("sluice.router")
 
@@ -75,15 +81,21 @@ def build_app(
     clock = clock or MonotonicClock()
     config = loaded.config
     fleet = FleetState(config, clock)
+    predictor: Predictor | None = None
     if decider is None:
-        decider = DecisionEngine.from_config(loaded, clock, rng or random.Random())
+        if config.predictors.enabled and config.predictors.refit.enabled:
+            predictor = Predictor.from_config(config.predictors)  # the refit needs a handle on it
+        decider = DecisionEngine.from_config(loaded, clock, rng or random.Random(), predictor=predictor)
     ctx = build_context(config, fleet, decider, clock)
     app = web.Application()
     app[CONTEXT] = ctx
+    if predictor is not None:
+        app[PREDICTOR] = predictor
     app.cleanup_ctx.append(_upstream_session)
     app.cleanup_ctx.append(_health_checks)
     app.cleanup_ctx.append(_waiting_room_tick)
     app.cleanup_ctx.append(_engine_metrics)
+    app.cleanup_ctx.append(_length_refit)
     _add_routes(app, ctx)
     return app
 
@@ -188,3 +200,15 @@ async def start_server(
     await site.start()
     bound = runner.addresses[0]
     return runner, str(bound[0]), int(bound[1])
+
+
+async def _length_refit(app: web.Application) -> AsyncIterator[None]:
+    """The guarded background refit of the length model (``predictors.refit``; off by default)."""
+    ctx = app[CONTEXT]
+
+    def started(refitter: LengthRefitter) -> None:
+        app[REFITTER] = refitter
+        ctx.metrics.length_refit = refitter.stats
+
+    async for _ in refit_context(app.get(PREDICTOR), ctx.config.predictors.refit, started):
+        yield

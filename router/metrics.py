@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, generate_late
 
 from core.protocols import AdmissionStats
 from core.types import BackendId, Health
+from predictors.refit import RefitStats
 from router.metric_types import (
     Counter,
     CounterChild,
@@ -121,9 +122,12 @@ class SluiceMetrics:
         self._series: dict[LabelValues, RequestSeries] = {}
         self._route_queue: dict[str, HistogramChild] = {}
         self.engine_scrapes: Mapping[BackendId, ScrapeStatus] = {}  # the collector's, set at start-up
+        self.length_refit: RefitStats | None = None  # the background refit's, set at start-up if enabled
         self.registry = CollectorRegistry(auto_describe=False)
         owned = [m for m in vars(self).values() if isinstance(m, Counter | Histogram)]
-        self.registry.register(LoopCollector([*owned, *self._fleet_gauges(), *self._admission_gauges()]))
+        self.registry.register(
+            LoopCollector([*owned, *self._fleet_gauges(), *self._admission_gauges(), *self._refit_metrics()])
+        )
         ProcessCollector(registry=self.registry)
 
     def series(self, route: str, model: str, backend: str) -> RequestSeries:
@@ -209,6 +213,37 @@ class SluiceMetrics:
             )
         )
         return gauges
+
+    def _refit_metrics(self) -> list[Metric]:
+        """The length model's background refits by result, and the last one's duration (none when off)."""
+
+        def refits() -> Iterator[tuple[LabelValues, float]]:
+            stats = self.length_refit
+            if stats is not None:
+                yield ("swapped",), float(stats.swaps)
+                yield ("rejected",), float(stats.rejected)
+                yield ("failed",), float(stats.failed)
+
+        def duration() -> Iterator[tuple[LabelValues, float]]:
+            stats = self.length_refit
+            if stats is not None and stats.refits:
+                yield (), stats.last_duration_s
+
+        return [
+            CounterSource(
+                "sluice_length_refits_total",
+                "Background refits of the output-length model by result (swapped in, rejected by the "
+                "guard, failed).",
+                ("result",),
+                refits,
+            ),
+            GaugeSource(
+                "sluice_length_refit_duration_seconds",
+                "Duration of the last background refit of the output-length model (worker process).",
+                (),
+                duration,
+            ),
+        ]
 
     def _admission_gauges(self) -> list[GaugeSource]:
         admission = self._admission

@@ -23,10 +23,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core.config import PredictorsConfig
 from predictors.eval_report import markdown_report
 from predictors.evaluation import config_dict, cross_dataset, in_distribution, summary
 from predictors.length_training import TrainConfig, fit_length_model
 from predictors.persistence import ModelFileError, build_metadata, default_model_path, load_model, save_model
+from predictors.refit import refit_params
 from predictors.training_data import SOURCES, TrainingDataError, data_dir, data_hash, load_samples
 
 DEFAULT_EVAL_OUT = Path("bench/results/predictor_eval.json")
@@ -58,6 +60,11 @@ def add_parser(subparsers: Any) -> None:
         help="more held-out splits to report the spread of in-distribution tau",
     )
     evaluate.add_argument("--markdown", default=None, help="also write the markdown tables to this file")
+    evaluate.add_argument(
+        "--no-refit",
+        action="store_true",
+        help="skip the column of the background refit (predictors.refit, its config defaults)",
+    )
     evaluate.set_defaults(func=run_eval)
 
     info = actions.add_parser("info", help="validate a model file and print its metadata")
@@ -93,9 +100,9 @@ def git_rev() -> str:
 def _command_line(args: argparse.Namespace) -> str:
     """The command that reproduces this run (rebuilt from the parsed options, defaults included)."""
     options = [
-        f"--{name.replace('_', '-')} {value}"
+        f"--{name.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {value}")
         for name, value in sorted(vars(args).items())
-        if name not in ("func", "command", "action") and value is not None
+        if name not in ("func", "command", "action") and value is not None and value is not False
     ]
     return " ".join(["sluice predict", args.action, *options])
 
@@ -137,12 +144,13 @@ def run_eval(args: argparse.Namespace) -> int:
     except TrainingDataError as exc:
         print(f"sluice predict eval: {exc}", file=sys.stderr)
         return 2
-    in_dist, _ = in_distribution(samples, config, seed=args.seed, online=True)
+    refit = None if args.no_refit else refit_params(PredictorsConfig().refit)
+    in_dist, _ = in_distribution(samples, config, seed=args.seed, online=True, refit=refit)
     seeds = [args.seed, *(int(v) for v in args.extra_seeds.split(",") if v.strip())]
     by_seed = {str(args.seed): in_dist["model"]}
     for seed in seeds[1:]:
         by_seed[str(seed)] = in_distribution(samples, config, seed=seed)[0]["model"]
-    cross, pooled = cross_dataset(samples, config) if len(sources) > 1 else ({}, {})
+    cross, pooled = cross_dataset(samples, config, refit) if len(sources) > 1 else ({}, {})
     results: dict[str, Any] = {
         "command": _command_line(args),
         "git_rev": git_rev(),

@@ -87,11 +87,14 @@ def test_metrics_doc_lists_every_metric() -> None:
     engine = DecisionEngine.from_config(LoadedConfig(config, SourceMap("<test>")), clock, random.Random(0))
     metrics = SluiceMetrics(FleetState(config, clock), engine)
     names = {m.name for m in vars(metrics).values() if isinstance(m, Counter | Histogram)} | {
-        g.name for g in [*metrics._fleet_gauges(), *metrics._admission_gauges()]
+        g.name for g in [*metrics._fleet_gauges(), *metrics._admission_gauges(), *metrics._refit_metrics()]
     }
     text = (DOCS / "metrics.md").read_text()
     documented = set(re.findall(r"^\| `(sluice_[a-z0-9_]+)` \|", text, re.M))
     assert documented == names
     kinds = dict(re.findall(r"^\| `(sluice_[a-z0-9_]+)` \| (\w+) \|", text, re.M))
-    for metric in metrics._fleet_gauges():  # read at scrape time: a gauge, or a counter kept elsewhere
+    for metric in [
+        *metrics._fleet_gauges(),
+        *metrics._refit_metrics(),
+    ]:  # read at scrape time: a gauge, or a counter kept elsewhere
         assert kinds[metric.name] == ("gauge" if isinstance(metric, GaugeSource) else "counter"), metric.name

@@ -104,9 +104,12 @@ def test_train_info_eval_round_trip(
         "model",
         "model_online_prequential",
         "model_online_features_prequential",
+        "model_refit_prequential",
     }
     for section in (report["in_distribution"], *report["cross_dataset"].values()):
         assert section["model_online_features_prequential"]["all"]["n"] == section["test_n"]
+        assert section["model_refit_prequential"]["all"]["n"] == section["test_n"]
+        assert isinstance(section["refit_log"], list)
     assert set(report["in_distribution"]["baselines"]) == {
         "global_mean",
         "per_model_mean",

@@ -1,0 +1,339 @@
+"""Guarded background refit of the output-length model from the outcomes the proxy observes.
+
+Why: the online feature weights (``predictors.online_features``) learn a new workload's vocabulary
+with one AdaGrad step per outcome. On a source the offline model never saw (cross-dataset ShareGPT)
+they level off below what a ridge fitted on that source reaches (docs/predictors.md, "Ceiling").
+A refit closes part of that gap: every ``every_outcomes`` outcomes, a ridge is fitted on a bounded
+sample of what was observed, in a worker *process* (pure Python + scikit-learn would hold the GIL
+in a thread), and swapped in only if it ranks the most recent outcomes better than what was served.
+
+**Model** (the "sufficient form" of the offline data is the offline model itself): the refit is
+the offline model plus a ridge correction fitted on the observed outcomes' residuals,
+
+    mu_refit(x) = mu_offline(x) + delta(x),   delta = Ridge(alpha) on  z - mu_offline(x)
+
+i.e. ridge regression of ``z`` with its prior mean at the offline weights instead of 0: terms the
+outcomes do not show keep their offline weight, and the new workload's own vocabulary (features
+seen in at least ``min_count`` observed requests) gets weights. The scale is corrected the same
+way (ridge of ``|z - mu_oof| - s_offline`` on the categorical keys, from ``n_folds`` out-of-fold
+location fits), and ``k50`` / ``k90`` are re-read from the observed standardised residuals, so the
+quantiles are calibrated on the new workload. The correction is always relative to the *offline*
+model, never to a previous refit, so an outcome still in the reservoir is not counted twice.
+The offline design matrix is not refitted: keeping the 90k offline rows (or their 40k x 40k
+normal matrix) in the proxy is what this avoids; the exact Bayesian form would weigh the prior by
+the offline data's precision rather than ``alpha`` alike for every term.
+
+**Reservoir** (bounded): the newest ``holdout`` outcomes in a queue; what leaves the queue enters
+a uniform reservoir sample (Algorithm R, injected RNG) of at most ``reservoir_size``. Each entry is
+the request's length-feature inputs in a compact form (the two token slices joined by spaces, the
+categorical keys, ~0.5 KB), the output tokens, and the p50 that was served for it. Answers cut by
+``max_tokens`` are not stored (their true length is unknown).
+
+**Guard**: the refit is fitted on the reservoir only; the ``holdout`` newest outcomes (not used to
+fit) are predicted by it and compared with the p50s actually served for them (offline model +
+online corrections, predicted before each was learned): swap only if Kendall tau improves by at
+least ``min_tau_gain``, log-MAE gets no worse than ``max_log_mae_loss`` and the refit's P90
+coverage of the holdout is within ``coverage_band`` of 0.9.
+
+**Online corrections after a swap** (``reset_online``): the refit learned from the same outcomes
+the per-key means and feature weights learned from, so keeping them would count those outcomes
+twice; they are reset (the guard compared exactly what is served right after the swap: the refit
+alone). ``reset_online: false`` keeps them (measured in docs/predictors.md).
+
+Pure functions and a plain class: no asyncio, no clock (the duration is measured in the worker by
+the caller's timer), no I/O. ``router/length_refit.py`` runs ``run_refit`` in a process pool and
+applies the result on the event loop.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from core.config import RefitConfig
+from predictors.features import LengthFeatureRow
+from predictors.output_length import MAX_LOG_TOKENS, OutputLengthModel, Weights
+
+# scikit-learn and scipy are imported inside the functions the worker process runs: the proxy
+# imports this module for the reservoir and must not load training libraries
+# (tests/unit/test_serve_imports.py).
+
+
+@dataclass(frozen=True, slots=True)
+class RefitParams:
+    """Refit schedule, reservoir and guard (``predictors.refit`` in the config schema)."""
+
+    every_outcomes: int = 5_000
+    reservoir_size: int = 20_000
+    holdout: int = 2_000
+    alpha: float = 1.0
+    alpha_scale: float = 30.0
+    min_count: int = 3
+    n_folds: int = 5
+    min_tau_gain: float = 0.01
+    max_log_mae_loss: float = 0.02
+    coverage_band: float = 0.05
+    reset_online: bool = True
+
+    def __post_init__(self) -> None:
+        if self.every_outcomes < 1 or self.reservoir_size < 10 or self.holdout < 10:
+            raise ValueError("need every_outcomes >= 1, reservoir_size >= 10 and holdout >= 10")
+        if self.alpha <= 0 or self.alpha_scale <= 0 or self.min_count < 1 or self.n_folds < 2:
+            raise ValueError("need alpha > 0, alpha_scale > 0, min_count >= 1 and n_folds >= 2")
+        if self.max_log_mae_loss < 0 or not 0 < self.coverage_band < 0.9:
+            raise ValueError("need max_log_mae_loss >= 0 and 0 < coverage_band < 0.9")
+
+
+def refit_params(config: RefitConfig) -> RefitParams:
+    """The schema's ``predictors.refit`` as parameters (fields not in the schema keep their defaults)."""
+    return RefitParams(
+        every_outcomes=config.every_outcomes,
+        reservoir_size=config.reservoir_size,
+        holdout=config.holdout,
+        alpha=config.alpha,
+        min_tau_gain=config.min_tau_gain,
+        reset_online=config.reset_online,
+    )
+
+
+# (head tokens joined by " ", tail tokens joined by " ", categorical keys, output tokens, served p50)
+Entry = tuple[str, str, tuple[str, ...], int, float]
+
+
+def compact_entry(row: LengthFeatureRow, output_tokens: int, served_p50: float) -> Entry:
+    """What the refit needs of one outcome (tokens never contain spaces: ``features.TOKEN_PATTERN``)."""
+    return (" ".join(row.head), " ".join(row.tail), row.categorical, output_tokens, served_p50)
+
+
+def entry_row(entry: Entry) -> LengthFeatureRow:
+    head, tail = entry[0], entry[1]
+    return LengthFeatureRow(head.split(" ") if head else [], tail.split(" ") if tail else [], entry[2])
+
+
+class RefitReservoir:
+    """The newest ``holdout`` outcomes, and a uniform sample of at most ``reservoir_size`` older ones."""
+
+    __slots__ = ("_params", "_recent", "_rng", "_sample", "_seen", "since_refit")
+
+    def __init__(self, params: RefitParams, rng: random.Random) -> None:
+        self._params = params
+        self._rng = rng
+        self._recent: deque[Entry] = deque()
+        self._sample: list[Entry] = []
+        self._seen = 0  # entries that have left the recent queue (Algorithm R's count)
+        self.since_refit = 0
+
+    def __len__(self) -> int:
+        return len(self._recent) + len(self._sample)
+
+    def add(self, entry: Entry) -> bool:
+        """Store one outcome; True when a refit is due (``every_outcomes`` since the last, data enough)."""
+        recent = self._recent
+        recent.append(entry)
+        if len(recent) > self._params.holdout:
+            old = recent.popleft()
+            self._seen += 1
+            sample = self._sample
+            if len(sample) < self._params.reservoir_size:
+                sample.append(old)
+            else:
+                slot = self._rng.randrange(self._seen)
+                if slot < len(sample):
+                    sample[slot] = old
+        self.since_refit += 1
+        return self.since_refit >= self._params.every_outcomes and len(self._sample) >= self._params.holdout
+
+    def job(self) -> tuple[list[Entry], list[Entry]]:
+        """(fit entries, holdout entries), copies; restarts the ``every_outcomes`` count."""
+        self.since_refit = 0
+        return list(self._sample), list(self._recent)
+
+
+@dataclass(frozen=True, slots=True)
+class RefitResult:
+    """A fitted candidate and the guard's verdict (figures on the holdout window)."""
+
+    model: OutputLengthModel
+    accepted: bool
+    reason: str
+    tau_refit: float | None
+    tau_served: float | None
+    log_mae_refit: float
+    log_mae_served: float
+    coverage_refit: float
+    fit_n: int
+    holdout_n: int
+    duration_s: float
+
+
+def _add_delta(
+    base: OutputLengthModel,
+    vocabulary: dict[str, int],
+    delta_mu: np.ndarray,
+    delta_intercept: float,
+    delta_scale: dict[int, float],
+    scale_intercept: float,
+    k50: float,
+    k90: float,
+) -> OutputLengthModel:
+    unigrams = dict(base.unigrams)
+    bigrams = {a: dict(inner) for a, inner in base.bigrams.items()}
+    categorical: dict[str, Weights] = dict(base.categorical)
+    for term, column in vocabulary.items():
+        d = float(delta_mu[column])
+        kind, name = term[:2], term[2:]
+        if kind == "u:":
+            unigrams[name] = unigrams.get(name, 0.0) + d
+        elif kind == "b:":
+            a, _, b = name.partition(" ")
+            inner = bigrams.setdefault(a, {})
+            inner[b] = inner.get(b, 0.0) + d
+        else:
+            w_mu, w_s = categorical.get(name, (0.0, 0.0))
+            categorical[name] = (w_mu + d, w_s + delta_scale.get(column, 0.0))
+    intercept = (base.intercept[0] + delta_intercept, base.intercept[1] + scale_intercept)
+    metadata = {**base.metadata, "refit": {"fit_n": None}}
+    return OutputLengthModel(
+        intercept=intercept,
+        k50=k50,
+        k90=k90,
+        scale_floor=base.scale_floor,
+        unigrams=unigrams,
+        bigrams=bigrams,
+        categorical=categorical,
+        metadata=metadata,
+    )
+
+
+def fit_refit(base: OutputLengthModel, entries: Sequence[Entry], params: RefitParams) -> OutputLengthModel:
+    """The offline model plus a ridge correction fitted on ``entries`` (module docstring)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import KFold
+
+    from predictors.length_training import build_vocabulary, categorical_columns, design_matrix
+
+    if len(entries) < max(10, params.n_folds):
+        raise ValueError(f"need at least {max(10, params.n_folds)} outcomes to refit, got {len(entries)}")
+    rows = [entry_row(e) for e in entries]
+    z = np.log1p(np.asarray([max(0, e[3]) for e in entries], dtype=np.float64))
+    base_scores = np.asarray([base.location_scale(r) for r in rows], dtype=np.float64)
+    base_mu, base_s = base_scores[:, 0], base_scores[:, 1]
+    # Every outcome its own group: the proxy does not know conversations; repeated prompts of one
+    # tenant then count as several pieces of evidence, which is what they are for that tenant.
+    vocabulary = build_vocabulary(rows, [str(i) for i in range(len(rows))], params.min_count)
+    x = design_matrix(rows, vocabulary)
+    target = z - base_mu
+    location = Ridge(alpha=params.alpha).fit(x, target)
+    oof = np.empty_like(z)
+    for train_idx, test_idx in KFold(n_splits=params.n_folds).split(x):
+        fold = Ridge(alpha=params.alpha).fit(x[train_idx], target[train_idx])
+        oof[test_idx] = fold.predict(x[test_idx])
+    residual = target - oof  # z - (mu_offline + delta_oof)
+    columns = categorical_columns(vocabulary)
+    x_scale = x[:, columns]
+    scale = Ridge(alpha=params.alpha_scale).fit(x_scale, np.abs(residual) - base_s)
+    s_hat = np.maximum(base_s + scale.predict(x_scale), base.scale_floor)
+    k50, k90 = (float(v) for v in np.quantile(residual / s_hat, [0.5, 0.9]))
+    delta_scale = dict(zip(columns.tolist(), scale.coef_.tolist(), strict=True))
+    model = _add_delta(
+        base,
+        vocabulary,
+        location.coef_,
+        float(location.intercept_),
+        delta_scale,
+        float(scale.intercept_),
+        k50,
+        k90,
+    )
+    model.metadata["refit"] = {"fit_n": len(entries), "vocabulary": len(vocabulary), "alpha": params.alpha}
+    return model
+
+
+def _p50_p90(model: OutputLengthModel, row: LengthFeatureRow) -> tuple[float, float]:
+    mu, s = model.location_scale(row)
+    mu = min(max(mu, 0.0), MAX_LOG_TOKENS)
+    scale = max(s, model.scale_floor)
+    return math.expm1(mu + model.k50 * scale), math.expm1(mu + model.k90 * scale)
+
+
+def _tau(a: np.ndarray, b: np.ndarray) -> float | None:
+    from scipy.stats import kendalltau
+
+    if len(a) < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return None
+    value = float(kendalltau(a, b)[0])
+    return None if math.isnan(value) else value
+
+
+def judge(
+    candidate: OutputLengthModel, holdout: Sequence[Entry], params: RefitParams
+) -> tuple[bool, str, dict[str, float | None]]:
+    """The guard: does ``candidate`` beat the served p50s on the holdout window? (verdict, reason, figures)"""
+    truth = np.asarray([e[3] for e in holdout], dtype=np.float64)
+    served = np.asarray([e[4] for e in holdout], dtype=np.float64)
+    predicted = np.asarray([_p50_p90(candidate, entry_row(e)) for e in holdout], dtype=np.float64)
+    tau_new, tau_old = _tau(predicted[:, 0], truth), _tau(served, truth)
+    mae_new = float(np.mean(np.abs(np.log1p(predicted[:, 0]) - np.log1p(truth))))
+    mae_old = float(np.mean(np.abs(np.log1p(np.maximum(served, 0.0)) - np.log1p(truth))))
+    coverage = float(np.mean(truth <= predicted[:, 1]))
+    figures: dict[str, float | None] = {
+        "tau_refit": tau_new,
+        "tau_served": tau_old,
+        "log_mae_refit": mae_new,
+        "log_mae_served": mae_old,
+        "coverage_refit": coverage,
+    }
+    if tau_new is None:
+        return False, "refit ranks nothing (constant predictions)", figures
+    if tau_old is not None and tau_new < tau_old + params.min_tau_gain:
+        return False, f"tau {tau_new:.4f} not above served {tau_old:.4f} + {params.min_tau_gain}", figures
+    if mae_new > mae_old + params.max_log_mae_loss:
+        return False, f"log-MAE {mae_new:.4f} worse than served {mae_old:.4f}", figures
+    if abs(coverage - 0.9) > params.coverage_band:
+        return False, f"P90 coverage {coverage:.3f} outside 0.9 +- {params.coverage_band}", figures
+    return True, "better than served", figures
+
+
+def run_refit(
+    base: OutputLengthModel, fit: Sequence[Entry], holdout: Sequence[Entry], params: RefitParams
+) -> RefitResult:
+    """Fit and judge one candidate: the job a worker process runs (top-level, picklable arguments)."""
+    started = time.perf_counter()  # duration of the worker's own job, reported as a metric only
+    candidate = fit_refit(base, fit, params)
+    accepted, reason, figures = judge(candidate, holdout, params)
+    if accepted:
+        # The guard has validated the recipe on outcomes it did not fit; what is served is the same
+        # recipe on all of them. Otherwise the holdout's outcomes would be lost by the reset of the
+        # online corrections (they are in neither the refit nor the reset weights).
+        candidate = fit_refit(base, [*fit, *holdout], params)
+    return RefitResult(
+        model=candidate,
+        accepted=accepted,
+        reason=reason,
+        tau_refit=figures["tau_refit"],
+        tau_served=figures["tau_served"],
+        log_mae_refit=float(figures["log_mae_refit"] or 0.0),
+        log_mae_served=float(figures["log_mae_served"] or 0.0),
+        coverage_refit=float(figures["coverage_refit"] or 0.0),
+        fit_n=len(fit),
+        holdout_n=len(holdout),
+        duration_s=time.perf_counter() - started,
+    )
+
+
+@dataclass(slots=True)
+class RefitStats:
+    """Counters for metrics and the debug view."""
+
+    refits: int = 0
+    swaps: int = 0
+    rejected: int = 0
+    failed: int = 0
+    last_duration_s: float = 0.0
+    last_reason: str = ""

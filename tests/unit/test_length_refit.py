@@ -1,0 +1,223 @@
+"""Guarded background refit of the length model: learns a new workload, rejects bad refits, stays
+bounded, and runs in a worker process while the event loop keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import time
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+
+from core.config import PredictorsConfig, RefitConfig
+from predictors import Predictor
+from predictors.features import length_features
+from predictors.length_training import TrainConfig, fit_length_model
+from predictors.online import OnlineLengthCorrector
+from predictors.online_features import OnlineFeatureWeights
+from predictors.output_length import OutputLengthModel
+from predictors.refit import (
+    Entry,
+    RefitParams,
+    RefitReservoir,
+    RefitResult,
+    compact_entry,
+    entry_row,
+    fit_refit,
+    run_refit,
+)
+from router.length_refit import LengthRefitter, process_executor
+from tests.unit.length_fixtures import TOPICS, chat_features, synthetic_samples
+
+# Cue words the offline model never saw (as in test_online_features): only the outcomes tell them apart.
+NEW_LONG = ("compose a thorough treatise on", "elaborate exhaustively regarding")
+NEW_SHORT = ("reply tersely about", "one syllable regarding")
+PARAMS = RefitParams(every_outcomes=400, reservoir_size=600, holdout=200, min_count=2)
+
+
+@pytest.fixture(scope="module")
+def model() -> OutputLengthModel:
+    return fit_length_model(synthetic_samples(600), TrainConfig(min_df=2, n_folds=3)).model
+
+
+def _stream(n: int, seed: int) -> list[tuple[str, int]]:
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        is_long = rng.random() < 0.5
+        cue = rng.choice(NEW_LONG if is_long else NEW_SHORT)
+        tokens = max(1, int((300.0 if is_long else 15.0) * rng.lognormvariate(0.0, 0.4)))
+        out.append((f"{cue} {rng.choice(TOPICS)}", tokens))
+    return out
+
+
+def _entries(model: OutputLengthModel, stream: list[tuple[str, int]]) -> list[Entry]:
+    """Outcomes as the reservoir stores them, served by the offline model alone."""
+    out = []
+    for text, tokens in stream:
+        features = chat_features(text)
+        out.append(compact_entry(length_features(features), tokens, model.predict(features).p50_tokens))
+    return out
+
+
+def _tau(model: OutputLengthModel, stream: list[tuple[str, int]]) -> float:
+    p50 = [model.predict(chat_features(text)).p50_tokens for text, _ in stream]
+    return float(kendalltau(np.asarray(p50), np.asarray([t for _, t in stream]))[0])
+
+
+def test_compact_entry_round_trips_the_feature_row() -> None:
+    row = length_features(chat_features("Write a detailed essay about rivers, please!"))
+    assert entry_row(compact_entry(row, 10, 5.0)) == row
+    empty = length_features(chat_features(""))
+    assert entry_row(compact_entry(empty, 1, 1.0)) == empty
+
+
+def test_refit_learns_a_new_vocabulary_and_the_guard_accepts_it(model) -> None:
+    fit, holdout = _entries(model, _stream(600, seed=1)), _entries(model, _stream(200, seed=2))
+    result = run_refit(model, fit, holdout, PARAMS)
+    assert result.accepted, result.reason
+    assert result.tau_refit is not None and result.tau_served is not None
+    assert result.tau_refit > result.tau_served + 0.2
+    fresh = _stream(300, seed=3)
+    assert _tau(result.model, fresh) > 0.45  # best possible with this noise: ~0.52
+    assert _tau(model, fresh) < 0.2
+    # The p90 is calibrated on the new workload.
+    covered = [t <= result.model.predict(chat_features(text)).p90_tokens for text, t in fresh]
+    assert 0.8 <= sum(covered) / len(covered) <= 0.97
+
+
+def test_a_refit_that_ranks_worse_than_what_was_served_is_rejected(model) -> None:
+    """Outcomes whose lengths are noise teach the refit nothing; the holdout's served p50s were right."""
+    rng = random.Random(4)
+    noise = [(text, max(1, int(60 * rng.lognormvariate(0.0, 1.0)))) for text, _ in _stream(600, seed=5)]
+    fit = _entries(model, noise)
+    holdout = [(e[0], e[1], e[2], e[3], float(e[3])) for e in _entries(model, _stream(200, seed=6))]
+    result = run_refit(model, fit, holdout, PARAMS)
+    assert not result.accepted
+    assert "tau" in result.reason
+    # The facade is untouched by a rejected refit: a predictor never sees it.
+
+
+def test_refit_corrects_the_loaded_model_not_a_previous_refit(model) -> None:
+    """Refitting twice on the same outcomes gives the same model: nothing is counted twice."""
+    fit = _entries(model, _stream(400, seed=7))
+    once = fit_refit(model, fit, PARAMS)
+    assert fit_refit(model, fit, PARAMS).unigrams == once.unigrams
+    # Terms the outcomes never show keep the loaded model's weight.
+    seen = {token for e in fit for token in (*e[0].split(" "), *e[1].split(" "))}
+    untouched = [t for t in model.unigrams if t not in seen]
+    assert untouched
+    assert all(once.unigrams[t] == model.unigrams[t] for t in untouched)
+
+
+def test_reservoir_memory_stays_bounded() -> None:
+    params = RefitParams(every_outcomes=50, reservoir_size=100, holdout=20)
+    reservoir = RefitReservoir(params, random.Random(0))
+    due = 0
+    for i in range(5_000):
+        entry: Entry = (f"w{i}", "", ("c:x",), i, 1.0)
+        if reservoir.add(entry):
+            due += 1
+            fit, holdout = reservoir.job()
+            assert len(fit) <= 100 and len(holdout) == 20
+            assert all(h[3] > f[3] for h in holdout for f in fit)  # the holdout is the newest
+        assert len(reservoir) <= 120
+    assert due == 5_000 // 50  # one per every_outcomes (the first needs holdout outcomes in the sample)
+    # The sample is uniform over what left the holdout queue, not the first 100 outcomes.
+    fit, _ = reservoir.job()
+    assert max(f[3] for f in fit) > 2_500
+
+
+def test_swap_resets_the_online_corrections(model) -> None:
+    """Feature weights and model levels are forgotten; what is served is the refit plus the key's offset."""
+    weights = OnlineFeatureWeights()
+    online = OnlineLengthCorrector()
+    predictor = Predictor(model, online=online, feature_weights=weights)
+    for text, tokens in _stream(100, seed=8):
+        predictor.observe_length(chat_features(text), tokens)
+    assert len(weights) > 0
+    refit = fit_refit(model, _entries(model, _stream(400, seed=9)), PARAMS)
+    predictor.replace_length_model(refit, reset_online=True)
+    assert len(weights) == 0 and online.n_models == 0
+    features = chat_features(f"{NEW_LONG[0]} tea")
+    key_offset = online.correction(features.route, "m", features.tenant).location
+    estimate = predictor.predict_length(features)
+    expected = refit.log_quantiles(features)
+    assert math.log1p(estimate.p50_tokens) == pytest.approx(expected.z50 + key_offset, abs=1e-9)
+
+
+def _job_in_worker(
+    base: OutputLengthModel, fit: list[Entry], holdout: list[Entry], params: RefitParams
+) -> RefitResult:
+    """``run_refit``, slowed down and stamped with the worker's pid (top level: picklable)."""
+    time.sleep(1.0)
+    result = run_refit(base, fit, holdout, params)
+    result.model.metadata["worker_pid"] = os.getpid()
+    return result
+
+
+def test_refit_runs_in_another_process_while_the_loop_keeps_serving(model) -> None:
+    async def scenario() -> tuple[LengthRefitter, Predictor, int]:
+        predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+        executor = process_executor()
+        try:
+            refitter = LengthRefitter(
+                predictor, PARAMS, executor, asyncio.get_running_loop(), random.Random(0), job=_job_in_worker
+            )
+            refitter.start()
+            for text, tokens in _stream(400, seed=10):
+                predictor.observe_length(chat_features(text), tokens)
+            future = refitter.in_flight
+            assert future is not None and not future.done()  # observe returned with the job still running
+            ticks = 0
+            while not future.done():  # the loop keeps running other work meanwhile
+                await asyncio.sleep(0.01)
+                ticks += 1
+                predictor.predict_length(chat_features("what is the capital of tea"))
+            await asyncio.sleep(0)  # let the done-callback run
+            refitter.stop()
+            return refitter, predictor, ticks
+        finally:
+            executor.shutdown(wait=True)
+
+    refitter, predictor, ticks = asyncio.run(scenario())
+    assert ticks > 1
+    assert refitter.stats.refits == 1 and refitter.stats.swaps == 1, refitter.stats
+    assert predictor.length_model.metadata["worker_pid"] != os.getpid()
+    assert refitter.stats.last_duration_s > 0.0
+
+
+def test_refit_config_is_validated() -> None:
+    assert not PredictorsConfig().refit.enabled
+    with pytest.raises(ValueError, match="online_refinement"):
+        PredictorsConfig(online_refinement=False, refit=RefitConfig(enabled=True))
+    with pytest.raises(ValueError, match="holdout"):
+        RefitConfig(holdout=5)
+    with pytest.raises(ValueError, match="n_folds"):
+        RefitParams(n_folds=1)
+
+
+def test_a_long_answer_tenant_stays_learned_across_a_swap(model) -> None:
+    """The refit has no tenant feature: the tenant's offset from its model survives the reset."""
+    predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    prompt = "write a detailed essay about tea rivers"
+    long_f, normal_f = chat_features(prompt, tenant="long"), chat_features(prompt, tenant="normal")
+    base_p50 = predictor.predict_length(long_f).p50_tokens
+    rng = random.Random(11)
+    entries: list[Entry] = []
+    truth: dict[str, list[int]] = {"long": [], "normal": []}
+    for _ in range(300):
+        for tenant, features, factor in (("long", long_f, 3.0), ("normal", normal_f, 1.0)):
+            tokens = int(factor * base_p50 * rng.lognormvariate(0, 0.3))
+            truth[tenant].append(tokens)
+            served = predictor.predict_length(features).p50_tokens
+            entries.append(compact_entry(length_features(features), tokens, served))
+            predictor.observe_length(features, tokens)
+    refit = fit_refit(model, entries, PARAMS)
+    predictor.replace_length_model(refit, reset_online=True)
+    assert predictor.predict_length(long_f).p50_tokens == pytest.approx(np.median(truth["long"]), rel=0.2)
+    assert predictor.predict_length(normal_f).p50_tokens == pytest.approx(np.median(truth["normal"]), rel=0.2)
