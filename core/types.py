@@ -17,36 +17,40 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from core.enums import Endpoint, Health
 from core.fast_init import fast_frozen_init
+from core.views import BackendView, FleetSnapshot
 
 BackendId = str
+
+# BackendView and FleetSnapshot are compiled in core/views.py (it says why); the enums live in core/enums.py.
+__all__ = [
+    "AdmissionDecision",
+    "Admit",
+    "BackendCostEstimate",
+    "BackendId",
+    "BackendView",
+    "Endpoint",
+    "EngineMetrics",
+    "EnqueueResult",
+    "FleetSnapshot",
+    "Health",
+    "Outcome",
+    "OutputLengthEstimate",
+    "Predictions",
+    "Queue",
+    "RequestFeatures",
+    "RoutingDecision",
+    "RoutingRequest",
+    "SLOTargets",
+    "Shed",
+    "ShedReason",
+]
 
 _EMPTY_INT_MAP: Mapping[str, int] = MappingProxyType({})
 _EMPTY_FLOAT_MAP: Mapping[str, float] = MappingProxyType({})
 _EMPTY_STR_MAP: Mapping[str, str] = MappingProxyType({})
 _EMPTY_SCORES: Mapping[str, Mapping[str, float]] = MappingProxyType({})
-
-
-class Endpoint(StrEnum):
-    """The OpenAI endpoints Sluice proxies."""
-
-    CHAT = "chat"
-    COMPLETIONS = "completions"
-    EMBEDDINGS = "embeddings"
-
-
-class Health(StrEnum):
-    """Backend life cycle (after SMG's worker states).
-
-    ``PENDING``: configured, no health check has passed yet.
-    ``READY``: selectable. ``DRAINING``: finishing in-flight work, takes no new
-    requests. ``DOWN``: failed active checks or its circuit breaker is open.
-    """
-
-    PENDING = "pending"
-    READY = "ready"
-    DRAINING = "draining"
-    DOWN = "down"
 
 
 @fast_frozen_init  # built per request: core.fast_init says why
@@ -82,55 +86,6 @@ class RequestFeatures:
     client_retry_count: int | None = None
 
 
-@fast_frozen_init  # built per request: core.fast_init says why
-@dataclass(frozen=True, slots=True)
-class BackendView:
-    """One backend as seen at snapshot time.
-
-    Sluice's own accounting (``in_flight_*``, ``awaiting_first_byte``) is
-    always current. Engine-reported fields (``engine_*``, ``kv_usage_frac``,
-    ``prefix_hit_rate``) come from polling the backend's ``/metrics`` and may
-    be ``None`` (never scraped) or stale (``metrics_stale``); policies must fall
-    back to Sluice's own accounting in that case.
-
-    ``in_flight_prompt_tokens`` sums the estimated prompt tokens of every
-    in-flight request; ``awaiting_prompt_tokens`` (``None`` when the state
-    layer does not track it) sums those of the requests still waiting for
-    their first byte, i.e. the prefill work queued ahead of a new request.
-    """
-
-    backend_id: BackendId
-    models: frozenset[str]
-    gpu_class: str
-    weight: float
-    max_concurrency: int | None
-    health: Health
-    in_flight_requests: int
-    awaiting_first_byte: int
-    in_flight_prompt_tokens: int
-    in_flight_predicted_decode_tokens: float
-    engine_running: int | None = None
-    engine_waiting: int | None = None
-    kv_usage_frac: float | None = None
-    prefix_hit_rate: float | None = None
-    kv_capacity_tokens: int | None = None
-    metrics_age_s: float | None = None
-    metrics_stale: bool = True
-    ewma_ttft_ms: float | None = None
-    ewma_tpot_ms: float | None = None
-    awaiting_prompt_tokens: int | None = None
-    # Cumulative first bytes received from this backend and the sum of their TTFTs measured from each
-    # attempt's dispatch, at the first byte itself (consumers diff them between snapshots: a TTFT
-    # signal without the E2E delay of learning it only when the request ends).
-    first_bytes: int = 0
-    first_byte_ttft_ms_total: float = 0.0
-
-    @property
-    def selectable(self) -> bool:
-        """Whether new requests may be sent here."""
-        return self.health is Health.READY
-
-
 @dataclass(frozen=True, slots=True)
 class EngineMetrics:
     """One scrape of a backend engine's own metrics, normalised across engines.
@@ -154,33 +109,6 @@ class EngineMetrics:
     prefix_cache_hits_tokens_total: float | None = None
     preemptions_total: float | None = None
     prefix_hit_rate_frac: float | None = None
-
-
-@fast_frozen_init  # built per request: core.fast_init says why
-@dataclass(frozen=True, slots=True)
-class FleetSnapshot:
-    """All backends at one instant; taken once per decision and never mutated."""
-
-    backends: tuple[BackendView, ...]
-    taken_at_s: float
-    version: int = 0
-    # ``serving`` per model, filled on first use: admission and the routing pipeline both ask for it on
-    # the same snapshot for every request, and the snapshot never changes.
-    _serving_by_model: dict[str, tuple[BackendView, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-
-    def by_id(self) -> dict[BackendId, BackendView]:
-        return {b.backend_id: b for b in self.backends}
-
-    def serving(self, model: str) -> tuple[BackendView, ...]:
-        """Selectable backends that serve ``model``, in fleet order (computed once per model)."""
-        views = self._serving_by_model.get(model)
-        if views is None:
-            ready = Health.READY
-            views = tuple([b for b in self.backends if b.health is ready and model in b.models])  # no genexpr
-            self._serving_by_model[model] = views
-        return views
 
 
 @dataclass(frozen=True, slots=True)
