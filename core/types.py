@@ -19,11 +19,12 @@ from types import MappingProxyType
 
 from core.enums import Endpoint, Health
 from core.fast_init import fast_frozen_init
-from core.views import BackendView, FleetSnapshot
+from core.views import BackendView, FleetSnapshot, RequestFeatures, RoutingDecision
 
 BackendId = str
 
-# BackendView and FleetSnapshot are compiled in core/views.py (it says why); the enums live in core/enums.py.
+# BackendView, FleetSnapshot, RequestFeatures and RoutingDecision are compiled in core/views.py (it says
+# why); the enums live in core/enums.py.
 __all__ = [
     "AdmissionDecision",
     "Admit",
@@ -49,41 +50,6 @@ __all__ = [
 
 _EMPTY_INT_MAP: Mapping[str, int] = MappingProxyType({})
 _EMPTY_FLOAT_MAP: Mapping[str, float] = MappingProxyType({})
-_EMPTY_STR_MAP: Mapping[str, str] = MappingProxyType({})
-_EMPTY_SCORES: Mapping[str, Mapping[str, float]] = MappingProxyType({})
-
-
-@fast_frozen_init  # built per request: core.fast_init says why
-@dataclass(frozen=True, slots=True)
-class RequestFeatures:
-    """Everything a decision may know about one request, taken from the request only.
-
-    ``prompt_tokens`` is an estimate (``core.tokens.estimate_tokens``), not an
-    engine count. ``prefix_hashes`` are chained hashes of fixed-size character
-    chunks of the rendered prompt (``core.tokens.prefix_chunk_hashes``), so two
-    prompts share the first k hashes iff they share the first k chunks.
-    Simulator ground-truth headers (``x-sim-*``) are never copied here.
-    """
-
-    request_id: str
-    endpoint: Endpoint
-    route: str
-    model: str
-    tenant: str
-    priority: str
-    prompt_tokens: int
-    prompt_chars: int
-    prefix_hashes: tuple[int, ...]
-    last_user_text: str
-    n_messages: int
-    n_user_turns: int
-    max_tokens: int | None
-    stream: bool
-    arrival_s: float
-    session_key: str | None = None
-    # The client's own attempt counter (``x-stainless-retry-count``: 0 first, n on the n-th retry);
-    # None when the client sends none. Tells a returning retry from a fresh request.
-    client_retry_count: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,34 +135,6 @@ class RoutingRequest:
     predictions: Predictions | None = None
     prefix_indexed_tokens: Mapping[BackendId, int] = field(default_factory=lambda: _EMPTY_INT_MAP)
     slo: SLOTargets = _NO_SLO
-
-
-@fast_frozen_init  # built per request: core.fast_init says why
-@dataclass(frozen=True, slots=True)
-class RoutingDecision:
-    """A ranked list of backends (first = chosen, rest = retry fallbacks) with its explanation.
-
-    ``ranked`` empty means nothing could serve the request; ``reason`` then says
-    why (e.g. every candidate filtered out) and the data plane answers 503.
-    ``scores[scorer][backend]`` holds each scorer's raw score in [0, 1];
-    ``removed[backend]`` names the filter that removed it.
-    ``predicted_output_tokens`` is the expected output length the decision
-    assumed (set by the DecisionEngine); the data plane adds it to the chosen
-    backend's ``in_flight_predicted_decode_tokens`` while the request runs.
-    """
-
-    ranked: tuple[BackendId, ...]
-    policy: str
-    scores: Mapping[str, Mapping[BackendId, float]] = field(default_factory=lambda: _EMPTY_SCORES)
-    removed: Mapping[BackendId, str] = field(default_factory=lambda: _EMPTY_STR_MAP)
-    predicted_ttft_ms: float | None = None
-    predicted_e2e_ms: float | None = None
-    reason: str | None = None
-    predicted_output_tokens: float | None = None
-
-    @property
-    def chosen(self) -> BackendId | None:
-        return self.ranked[0] if self.ranked else None
 
 
 class ShedReason(StrEnum):

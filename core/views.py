@@ -15,13 +15,18 @@ and pure Python builds them through ``core.fast_init`` (a native class has no sl
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from core import native
-from core.enums import Health
+from core.enums import Endpoint, Health
 from core.fast_init import fast_frozen_init
 
 BackendId = str
+
+_EMPTY_STR_MAP: Mapping[str, str] = MappingProxyType({})
+_EMPTY_SCORES: Mapping[str, Mapping[str, float]] = MappingProxyType({})
 
 # Whether this module runs as the mypyc extension (``core.native`` decided it before any compiled
 # module was imported): the interpreted classes get ``core.fast_init``'s cheaper constructor.
@@ -197,6 +202,168 @@ class FleetSnapshot:
         return views
 
 
+@dataclass(frozen=True, slots=True)
+class RequestFeatures:
+    """Everything a decision may know about one request, taken from the request only.
+
+    ``prompt_tokens`` is an estimate (``core.tokens.estimate_tokens``), not an
+    engine count. ``prefix_hashes`` are chained hashes of fixed-size character
+    chunks of the rendered prompt (``core.tokens.prefix_chunk_hashes``), so two
+    prompts share the first k hashes iff they share the first k chunks.
+    Simulator ground-truth headers (``x-sim-*``) are never copied here.
+    """
+
+    request_id: str
+    endpoint: Endpoint
+    route: str
+    model: str
+    tenant: str
+    priority: str
+    prompt_tokens: int
+    prompt_chars: int
+    prefix_hashes: tuple[int, ...]
+    last_user_text: str
+    n_messages: int
+    n_user_turns: int
+    max_tokens: int | None
+    stream: bool
+    arrival_s: float
+    session_key: str | None = None
+    # The client's own attempt counter (``x-stainless-retry-count``: 0 first, n on the n-th retry);
+    # None when the client sends none. Tells a returning retry from a fresh request.
+    client_retry_count: int | None = None
+
+    def __init__(
+        self,
+        request_id: str,
+        endpoint: Endpoint,
+        route: str,
+        model: str,
+        tenant: str,
+        priority: str,
+        prompt_tokens: int,
+        prompt_chars: int,
+        prefix_hashes: tuple[int, ...],
+        last_user_text: str,
+        n_messages: int,
+        n_user_turns: int,
+        max_tokens: int | None,
+        stream: bool,
+        arrival_s: float,
+        session_key: str | None = None,
+        client_retry_count: int | None = None,
+    ) -> None:
+        """Store every field, natively when compiled (see ``BackendView.__init__``)."""
+        self.request_id = request_id  # type: ignore[misc]
+        self.endpoint = endpoint  # type: ignore[misc]
+        self.route = route  # type: ignore[misc]
+        self.model = model  # type: ignore[misc]
+        self.tenant = tenant  # type: ignore[misc]
+        self.priority = priority  # type: ignore[misc]
+        self.prompt_tokens = prompt_tokens  # type: ignore[misc]
+        self.prompt_chars = prompt_chars  # type: ignore[misc]
+        self.prefix_hashes = prefix_hashes  # type: ignore[misc]
+        self.last_user_text = last_user_text  # type: ignore[misc]
+        self.n_messages = n_messages  # type: ignore[misc]
+        self.n_user_turns = n_user_turns  # type: ignore[misc]
+        self.max_tokens = max_tokens  # type: ignore[misc]
+        self.stream = stream  # type: ignore[misc]
+        self.arrival_s = arrival_s  # type: ignore[misc]
+        self.session_key = session_key  # type: ignore[misc]
+        self.client_retry_count = client_retry_count  # type: ignore[misc]
+
+    def __reduce__(self) -> tuple[type[RequestFeatures], tuple[object, ...]]:
+        """Pickle and ``copy`` through the constructor (see ``BackendView.__reduce__``)."""
+        return (
+            RequestFeatures,
+            (
+                self.request_id,
+                self.endpoint,
+                self.route,
+                self.model,
+                self.tenant,
+                self.priority,
+                self.prompt_tokens,
+                self.prompt_chars,
+                self.prefix_hashes,
+                self.last_user_text,
+                self.n_messages,
+                self.n_user_turns,
+                self.max_tokens,
+                self.stream,
+                self.arrival_s,
+                self.session_key,
+                self.client_retry_count,
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """A ranked list of backends (first = chosen, rest = retry fallbacks) with its explanation.
+
+    ``ranked`` empty means nothing could serve the request; ``reason`` then says
+    why (e.g. every candidate filtered out) and the data plane answers 503.
+    ``scores[scorer][backend]`` holds each scorer's raw score in [0, 1];
+    ``removed[backend]`` names the filter that removed it.
+    ``predicted_output_tokens`` is the expected output length the decision
+    assumed (set by the DecisionEngine); the data plane adds it to the chosen
+    backend's ``in_flight_predicted_decode_tokens`` while the request runs.
+    """
+
+    ranked: tuple[BackendId, ...]
+    policy: str
+    scores: Mapping[str, Mapping[BackendId, float]] = field(default_factory=lambda: _EMPTY_SCORES)
+    removed: Mapping[BackendId, str] = field(default_factory=lambda: _EMPTY_STR_MAP)
+    predicted_ttft_ms: float | None = None
+    predicted_e2e_ms: float | None = None
+    reason: str | None = None
+    predicted_output_tokens: float | None = None
+
+    def __init__(
+        self,
+        ranked: tuple[BackendId, ...],
+        policy: str,
+        scores: Mapping[str, Mapping[BackendId, float]] = _EMPTY_SCORES,
+        removed: Mapping[BackendId, str] = _EMPTY_STR_MAP,
+        predicted_ttft_ms: float | None = None,
+        predicted_e2e_ms: float | None = None,
+        reason: str | None = None,
+        predicted_output_tokens: float | None = None,
+    ) -> None:
+        """Store every field, natively when compiled (see ``BackendView.__init__``)."""
+        self.ranked = ranked  # type: ignore[misc]
+        self.policy = policy  # type: ignore[misc]
+        self.scores = scores  # type: ignore[misc]
+        self.removed = removed  # type: ignore[misc]
+        self.predicted_ttft_ms = predicted_ttft_ms  # type: ignore[misc]
+        self.predicted_e2e_ms = predicted_e2e_ms  # type: ignore[misc]
+        self.reason = reason  # type: ignore[misc]
+        self.predicted_output_tokens = predicted_output_tokens  # type: ignore[misc]
+
+    def __reduce__(self) -> tuple[type[RoutingDecision], tuple[object, ...]]:
+        """Pickle and ``copy`` through the constructor (see ``BackendView.__reduce__``)."""
+        return (
+            RoutingDecision,
+            (
+                self.ranked,
+                self.policy,
+                self.scores,
+                self.removed,
+                self.predicted_ttft_ms,
+                self.predicted_e2e_ms,
+                self.reason,
+                self.predicted_output_tokens,
+            ),
+        )
+
+    @property
+    def chosen(self) -> BackendId | None:
+        return self.ranked[0] if self.ranked else None
+
+
 if not _COMPILED:  # built per request: core.fast_init says why
     fast_frozen_init(BackendView)
     fast_frozen_init(FleetSnapshot)
+    fast_frozen_init(RequestFeatures)
+    fast_frozen_init(RoutingDecision)

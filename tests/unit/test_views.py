@@ -1,4 +1,4 @@
-"""``BackendView`` and ``FleetSnapshot`` behave as frozen dataclasses, compiled (mypyc) or not.
+"""``core/views.py``'s value types behave as frozen dataclasses, compiled (mypyc) or not.
 
 The compiled build makes them native classes (core/views.py says why); what the router, the
 policies and the tests rely on must not change with it: construction by position and keyword,
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from core.types import BackendView, FleetSnapshot, Health
+from core.types import BackendView, Endpoint, FleetSnapshot, Health, RequestFeatures, RoutingDecision
 
 
 def _view(**overrides: Any) -> BackendView:
@@ -101,3 +101,50 @@ def test_snapshot_serving_is_per_model_in_fleet_order_and_survives_pickling() ->
     init_fields = [f.name for f in dataclasses.fields(FleetSnapshot) if f.init]
     assert init_fields == ["backends", "taken_at_s", "version"]
     assert "_serving_by_model" not in repr(snap)
+
+
+def _round_trips(obj: Any) -> None:
+    """Every field survives pickle, copy, replace and positional construction; eq, hash, repr agree."""
+    cls = type(obj)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    for other in (
+        pickle.loads(pickle.dumps(obj)),
+        copy.copy(obj),
+        copy.deepcopy(obj),
+        dataclasses.replace(obj),
+        cls(*[getattr(obj, n) for n in names]),
+        cls(**{n: getattr(obj, n) for n in names}),
+    ):
+        assert other == obj
+        assert [getattr(other, n) for n in names] == [getattr(obj, n) for n in names]
+        assert repr(other) == repr(obj)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(obj, names[0], getattr(obj, names[0]))
+
+
+def test_request_features_keep_every_field_and_default() -> None:
+    features = RequestFeatures(
+        "r1", Endpoint.CHAT, "/v1/chat", "m1", "t1", "high", 120, 480, (1, 2, 3), "hi", 3, 2, 64, True, 9.5,
+        session_key="s1", client_retry_count=2,
+    )  # fmt: skip
+    assert len(dataclasses.fields(RequestFeatures)) == 17
+    _round_trips(features)
+    assert hash(features) == hash(dataclasses.replace(features))
+    assert dataclasses.replace(features, prompt_tokens=7).prompt_tokens == 7
+    assert dataclasses.replace(features, prompt_tokens=7) != features
+    bare = RequestFeatures(
+        "r", Endpoint.COMPLETIONS, "/", "m", "t", "p", 1, 4, (), "", 0, 0, None, False, 0.0
+    )
+    assert bare.session_key is None and bare.client_retry_count is None
+
+
+def test_routing_decision_keeps_every_field_and_default() -> None:
+    decision = RoutingDecision(("a", "b"), "p", {"s": {"a": 0.5}}, {"c": "filter"}, 10.0, 20.0, "why", 33.0)
+    assert len(dataclasses.fields(RoutingDecision)) == 8
+    _round_trips(decision)
+    assert decision.chosen == "a"
+    assert dataclasses.replace(decision, predicted_output_tokens=5.0).predicted_output_tokens == 5.0
+    empty = RoutingDecision((), "p", reason="nothing")
+    assert empty.chosen is None and dict(empty.scores) == {} and dict(empty.removed) == {}
+    assert empty.predicted_ttft_ms is None and empty.predicted_e2e_ms is None
+    assert empty.predicted_output_tokens is None
