@@ -28,7 +28,8 @@ PURE_TESTS := tests/unit/test_decision_replay.py tests/unit/test_engine.py tests
 	tests/unit/test_length_model.py tests/unit/test_online_length.py tests/unit/test_online_features.py \
 	tests/unit/test_prefix_index.py tests/unit/test_fleet_state.py tests/unit/test_tokens_features.py \
 	tests/unit/test_concurrency_limits.py tests/unit/test_tenant_budgets.py tests/unit/test_cost_columns.py \
-	tests/unit/test_pipeline.py tests/unit/test_predictive.py tests/unit/test_native_build.py
+	tests/unit/test_pipeline.py tests/unit/test_predictive.py tests/unit/test_native_build.py \
+	tests/unit/test_views.py tests/unit/test_fast_init.py
 
 PURE_ENV := SLUICE_PURE_PYTHON=1 SLUICE_REQUIRE_NATIVE=0
 

@@ -17,118 +17,39 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 
+from core.enums import Endpoint, Health
 from core.fast_init import fast_frozen_init
+from core.views import BackendView, FleetSnapshot, RequestFeatures, RoutingDecision
 
 BackendId = str
 
+# BackendView, FleetSnapshot, RequestFeatures and RoutingDecision are compiled in core/views.py (it says
+# why); the enums live in core/enums.py.
+__all__ = [
+    "AdmissionDecision",
+    "Admit",
+    "BackendCostEstimate",
+    "BackendId",
+    "BackendView",
+    "Endpoint",
+    "EngineMetrics",
+    "EnqueueResult",
+    "FleetSnapshot",
+    "Health",
+    "Outcome",
+    "OutputLengthEstimate",
+    "Predictions",
+    "Queue",
+    "RequestFeatures",
+    "RoutingDecision",
+    "RoutingRequest",
+    "SLOTargets",
+    "Shed",
+    "ShedReason",
+]
+
 _EMPTY_INT_MAP: Mapping[str, int] = MappingProxyType({})
 _EMPTY_FLOAT_MAP: Mapping[str, float] = MappingProxyType({})
-_EMPTY_STR_MAP: Mapping[str, str] = MappingProxyType({})
-_EMPTY_SCORES: Mapping[str, Mapping[str, float]] = MappingProxyType({})
-
-
-class Endpoint(StrEnum):
-    """The OpenAI endpoints Sluice proxies."""
-
-    CHAT = "chat"
-    COMPLETIONS = "completions"
-    EMBEDDINGS = "embeddings"
-
-
-class Health(StrEnum):
-    """Backend life cycle (after SMG's worker states).
-
-    ``PENDING``: configured, no health check has passed yet.
-    ``READY``: selectable. ``DRAINING``: finishing in-flight work, takes no new
-    requests. ``DOWN``: failed active checks or its circuit breaker is open.
-    """
-
-    PENDING = "pending"
-    READY = "ready"
-    DRAINING = "draining"
-    DOWN = "down"
-
-
-@fast_frozen_init  # built per request: core.fast_init says why
-@dataclass(frozen=True, slots=True)
-class RequestFeatures:
-    """Everything a decision may know about one request, taken from the request only.
-
-    ``prompt_tokens`` is an estimate (``core.tokens.estimate_tokens``), not an
-    engine count. ``prefix_hashes`` are chained hashes of fixed-size character
-    chunks of the rendered prompt (``core.tokens.prefix_chunk_hashes``), so two
-    prompts share the first k hashes iff they share the first k chunks.
-    Simulator ground-truth headers (``x-sim-*``) are never copied here.
-    """
-
-    request_id: str
-    endpoint: Endpoint
-    route: str
-    model: str
-    tenant: str
-    priority: str
-    prompt_tokens: int
-    prompt_chars: int
-    prefix_hashes: tuple[int, ...]
-    last_user_text: str
-    n_messages: int
-    n_user_turns: int
-    max_tokens: int | None
-    stream: bool
-    arrival_s: float
-    session_key: str | None = None
-    # The client's own attempt counter (``x-stainless-retry-count``: 0 first, n on the n-th retry);
-    # None when the client sends none. Tells a returning retry from a fresh request.
-    client_retry_count: int | None = None
-
-
-@fast_frozen_init  # built per request: core.fast_init says why
-@dataclass(frozen=True, slots=True)
-class BackendView:
-    """One backend as seen at snapshot time.
-
-    Sluice's own accounting (``in_flight_*``, ``awaiting_first_byte``) is
-    always current. Engine-reported fields (``engine_*``, ``kv_usage_frac``,
-    ``prefix_hit_rate``) come from polling the backend's ``/metrics`` and may
-    be ``None`` (never scraped) or stale (``metrics_stale``); policies must fall
-    back to Sluice's own accounting in that case.
-
-    ``in_flight_prompt_tokens`` sums the estimated prompt tokens of every
-    in-flight request; ``awaiting_prompt_tokens`` (``None`` when the state
-    layer does not track it) sums those of the requests still waiting for
-    their first byte, i.e. the prefill work queued ahead of a new request.
-    """
-
-    backend_id: BackendId
-    models: frozenset[str]
-    gpu_class: str
-    weight: float
-    max_concurrency: int | None
-    health: Health
-    in_flight_requests: int
-    awaiting_first_byte: int
-    in_flight_prompt_tokens: int
-    in_flight_predicted_decode_tokens: float
-    engine_running: int | None = None
-    engine_waiting: int | None = None
-    kv_usage_frac: float | None = None
-    prefix_hit_rate: float | None = None
-    kv_capacity_tokens: int | None = None
-    metrics_age_s: float | None = None
-    metrics_stale: bool = True
-    ewma_ttft_ms: float | None = None
-    ewma_tpot_ms: float | None = None
-    awaiting_prompt_tokens: int | None = None
-    # Cumulative first bytes received from this backend and the sum of their TTFTs measured from each
-    # attempt's dispatch, at the first byte itself (consumers diff them between snapshots: a TTFT
-    # signal without the E2E delay of learning it only when the request ends).
-    first_bytes: int = 0
-    first_byte_ttft_ms_total: float = 0.0
-
-    @property
-    def selectable(self) -> bool:
-        """Whether new requests may be sent here."""
-        return self.health is Health.READY
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,33 +75,6 @@ class EngineMetrics:
     prefix_cache_hits_tokens_total: float | None = None
     preemptions_total: float | None = None
     prefix_hit_rate_frac: float | None = None
-
-
-@fast_frozen_init  # built per request: core.fast_init says why
-@dataclass(frozen=True, slots=True)
-class FleetSnapshot:
-    """All backends at one instant; taken once per decision and never mutated."""
-
-    backends: tuple[BackendView, ...]
-    taken_at_s: float
-    version: int = 0
-    # ``serving`` per model, filled on first use: admission and the routing pipeline both ask for it on
-    # the same snapshot for every request, and the snapshot never changes.
-    _serving_by_model: dict[str, tuple[BackendView, ...]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-
-    def by_id(self) -> dict[BackendId, BackendView]:
-        return {b.backend_id: b for b in self.backends}
-
-    def serving(self, model: str) -> tuple[BackendView, ...]:
-        """Selectable backends that serve ``model``, in fleet order (computed once per model)."""
-        views = self._serving_by_model.get(model)
-        if views is None:
-            ready = Health.READY
-            views = tuple([b for b in self.backends if b.health is ready and model in b.models])  # no genexpr
-            self._serving_by_model[model] = views
-        return views
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,34 +135,6 @@ class RoutingRequest:
     predictions: Predictions | None = None
     prefix_indexed_tokens: Mapping[BackendId, int] = field(default_factory=lambda: _EMPTY_INT_MAP)
     slo: SLOTargets = _NO_SLO
-
-
-@fast_frozen_init  # built per request: core.fast_init says why
-@dataclass(frozen=True, slots=True)
-class RoutingDecision:
-    """A ranked list of backends (first = chosen, rest = retry fallbacks) with its explanation.
-
-    ``ranked`` empty means nothing could serve the request; ``reason`` then says
-    why (e.g. every candidate filtered out) and the data plane answers 503.
-    ``scores[scorer][backend]`` holds each scorer's raw score in [0, 1];
-    ``removed[backend]`` names the filter that removed it.
-    ``predicted_output_tokens`` is the expected output length the decision
-    assumed (set by the DecisionEngine); the data plane adds it to the chosen
-    backend's ``in_flight_predicted_decode_tokens`` while the request runs.
-    """
-
-    ranked: tuple[BackendId, ...]
-    policy: str
-    scores: Mapping[str, Mapping[BackendId, float]] = field(default_factory=lambda: _EMPTY_SCORES)
-    removed: Mapping[BackendId, str] = field(default_factory=lambda: _EMPTY_STR_MAP)
-    predicted_ttft_ms: float | None = None
-    predicted_e2e_ms: float | None = None
-    reason: str | None = None
-    predicted_output_tokens: float | None = None
-
-    @property
-    def chosen(self) -> BackendId | None:
-        return self.ranked[0] if self.ranked else None
 
 
 class ShedReason(StrEnum):

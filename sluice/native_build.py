@@ -60,6 +60,8 @@ MODULES: tuple[str, ...] = (
     # request features and token estimation
     "core/features.py",
     "core/tokens.py",
+    # the fleet's value types, read per backend by every decision
+    "core/views.py",
     # the decision engine, admission, its per-class rule and the state it reads and updates per request
     "decision/engine.py",
     "decision/explain.py",
