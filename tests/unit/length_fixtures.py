@@ -77,3 +77,20 @@ def length_outcome(tokens: int, tenant: str = "t", status: int = 200, cancelled:
         e2e_ms=100.0,
         cancelled=cancelled,
     )
+
+
+# Cue words the offline model never saw: it cannot tell these prompts apart, a stream of outcomes can.
+NEW_LONG = ("compose a thorough treatise on", "elaborate exhaustively regarding")
+NEW_SHORT = ("reply tersely about", "one syllable regarding")
+
+
+def unseen_cue_stream(n: int, seed: int) -> list[tuple[str, int]]:
+    """Prompts with unseen cue words: long ones answer ~300 tokens, short ones ~15 (log-normal noise)."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        is_long = rng.random() < 0.5
+        cue = rng.choice(NEW_LONG if is_long else NEW_SHORT)
+        tokens = max(1, int((300.0 if is_long else 15.0) * rng.lognormvariate(0.0, 0.4)))
+        out.append((f"{cue} {rng.choice(TOPICS)}", tokens))
+    return out

@@ -31,28 +31,19 @@ from predictors.refit import (
     run_refit,
 )
 from router.length_refit import LengthRefitter, process_executor
-from tests.unit.length_fixtures import TOPICS, chat_features, synthetic_samples
+from tests.unit.length_fixtures import (
+    NEW_LONG,
+    chat_features,
+    synthetic_samples,
+    unseen_cue_stream,
+)
 
-# Cue words the offline model never saw (as in test_online_features): only the outcomes tell them apart.
-NEW_LONG = ("compose a thorough treatise on", "elaborate exhaustively regarding")
-NEW_SHORT = ("reply tersely about", "one syllable regarding")
 PARAMS = RefitParams(every_outcomes=400, reservoir_size=600, holdout=200, min_count=2)
 
 
 @pytest.fixture(scope="module")
 def model() -> OutputLengthModel:
     return fit_length_model(synthetic_samples(600), TrainConfig(min_df=2, n_folds=3)).model
-
-
-def _stream(n: int, seed: int) -> list[tuple[str, int]]:
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        is_long = rng.random() < 0.5
-        cue = rng.choice(NEW_LONG if is_long else NEW_SHORT)
-        tokens = max(1, int((300.0 if is_long else 15.0) * rng.lognormvariate(0.0, 0.4)))
-        out.append((f"{cue} {rng.choice(TOPICS)}", tokens))
-    return out
 
 
 def _entries(model: OutputLengthModel, stream: list[tuple[str, int]]) -> list[Entry]:
@@ -77,12 +68,15 @@ def test_compact_entry_round_trips_the_feature_row() -> None:
 
 
 def test_refit_learns_a_new_vocabulary_and_the_guard_accepts_it(model) -> None:
-    fit, holdout = _entries(model, _stream(600, seed=1)), _entries(model, _stream(200, seed=2))
+    fit, holdout = (
+        _entries(model, unseen_cue_stream(600, seed=1)),
+        _entries(model, unseen_cue_stream(200, seed=2)),
+    )
     result = run_refit(model, fit, holdout, PARAMS)
     assert result.accepted, result.reason
     assert result.tau_refit is not None and result.tau_served is not None
     assert result.tau_refit > result.tau_served + 0.2
-    fresh = _stream(300, seed=3)
+    fresh = unseen_cue_stream(300, seed=3)
     assert _tau(result.model, fresh) > 0.45  # best possible with this noise: ~0.52
     assert _tau(model, fresh) < 0.2
     # The p90 is calibrated on the new workload.
@@ -93,9 +87,11 @@ def test_refit_learns_a_new_vocabulary_and_the_guard_accepts_it(model) -> None:
 def test_a_refit_that_ranks_worse_than_what_was_served_is_rejected(model) -> None:
     """Outcomes whose lengths are noise teach the refit nothing; the holdout's served p50s were right."""
     rng = random.Random(4)
-    noise = [(text, max(1, int(60 * rng.lognormvariate(0.0, 1.0)))) for text, _ in _stream(600, seed=5)]
+    noise = [
+        (text, max(1, int(60 * rng.lognormvariate(0.0, 1.0)))) for text, _ in unseen_cue_stream(600, seed=5)
+    ]
     fit = _entries(model, noise)
-    holdout = [(e[0], e[1], e[2], e[3], float(e[3])) for e in _entries(model, _stream(200, seed=6))]
+    holdout = [(e[0], e[1], e[2], e[3], float(e[3])) for e in _entries(model, unseen_cue_stream(200, seed=6))]
     result = run_refit(model, fit, holdout, PARAMS)
     assert not result.accepted
     assert "tau" in result.reason
@@ -104,7 +100,7 @@ def test_a_refit_that_ranks_worse_than_what_was_served_is_rejected(model) -> Non
 
 def test_refit_corrects_the_loaded_model_not_a_previous_refit(model) -> None:
     """Refitting twice on the same outcomes gives the same model: nothing is counted twice."""
-    fit = _entries(model, _stream(400, seed=7))
+    fit = _entries(model, unseen_cue_stream(400, seed=7))
     once = fit_refit(model, fit, PARAMS)
     assert fit_refit(model, fit, PARAMS).unigrams == once.unigrams
     # Terms the outcomes never show keep the loaded model's weight.
@@ -137,10 +133,10 @@ def test_swap_resets_the_online_corrections(model) -> None:
     weights = OnlineFeatureWeights()
     online = OnlineLengthCorrector()
     predictor = Predictor(model, online=online, feature_weights=weights)
-    for text, tokens in _stream(100, seed=8):
+    for text, tokens in unseen_cue_stream(100, seed=8):
         predictor.observe_length(chat_features(text), tokens)
     assert len(weights) > 0
-    refit = fit_refit(model, _entries(model, _stream(400, seed=9)), PARAMS)
+    refit = fit_refit(model, _entries(model, unseen_cue_stream(400, seed=9)), PARAMS)
     predictor.replace_length_model(refit, reset_online=True)
     assert len(weights) == 0 and online.n_models == 0
     features = chat_features(f"{NEW_LONG[0]} tea")
@@ -169,7 +165,7 @@ def test_refit_runs_in_another_process_while_the_loop_keeps_serving(model) -> No
                 predictor, PARAMS, executor, asyncio.get_running_loop(), random.Random(0), job=_job_in_worker
             )
             refitter.start()
-            for text, tokens in _stream(400, seed=10):
+            for text, tokens in unseen_cue_stream(400, seed=10):
                 predictor.observe_length(chat_features(text), tokens)
             future = refitter.in_flight
             assert future is not None and not future.done()  # observe returned with the job still running

@@ -17,11 +17,15 @@ from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineLengthCorrector
 from predictors.online_features import PAIRS_PARAMS, FeatureWeightParams, OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
-from tests.unit.length_fixtures import TOPICS, chat_features, length_outcome, synthetic_samples
-
-# Cue words the offline model never saw: it cannot tell these prompts apart, the stream can.
-NEW_LONG = ("compose a thorough treatise on", "elaborate exhaustively regarding")
-NEW_SHORT = ("reply tersely about", "one syllable regarding")
+from tests.unit.length_fixtures import (
+    NEW_LONG,
+    NEW_SHORT,
+    TOPICS,
+    chat_features,
+    length_outcome,
+    synthetic_samples,
+    unseen_cue_stream,
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,22 +33,10 @@ def model():
     return fit_length_model(synthetic_samples(600), TrainConfig(min_df=2, n_folds=3)).model
 
 
-def _stream(n: int, seed: int) -> list[tuple[str, int]]:
-    """Prompts with unseen cue words: long ones answer ~300 tokens, short ones ~15 (log-normal noise)."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        is_long = rng.random() < 0.5
-        cue = rng.choice(NEW_LONG if is_long else NEW_SHORT)
-        tokens = max(1, int((300.0 if is_long else 15.0) * rng.lognormvariate(0.0, 0.4)))
-        out.append((f"{cue} {rng.choice(TOPICS)}", tokens))
-    return out
-
-
 def _tau_after_learning(predictor: Predictor, n_learn: int) -> float:
-    for text, tokens in _stream(n_learn, seed=1):
+    for text, tokens in unseen_cue_stream(n_learn, seed=1):
         predictor.observe(length_outcome(tokens), chat_features(text, "terse"), None)
-    fresh = _stream(300, seed=2)
+    fresh = unseen_cue_stream(300, seed=2)
     p50 = [predictor.predict_length(chat_features(text, "terse")).p50_tokens for text, _ in fresh]
     return float(kendalltau(np.asarray(p50), np.asarray([t for _, t in fresh]))[0])
 
@@ -63,7 +55,7 @@ def test_ranking_within_one_tenant_is_learned_from_a_few_hundred_outcomes(model)
 def test_learned_lengths_are_calibrated_per_prompt_kind(model) -> None:
     """Geometric mean of the p50 over every cue and topic: the median of each kind (300 and 15 tokens)."""
     predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
-    for text, tokens in _stream(600, seed=3):
+    for text, tokens in unseen_cue_stream(600, seed=3):
         predictor.observe(length_outcome(tokens), chat_features(text, "terse"), None)
 
     def typical_p50(cues: tuple[str, ...]) -> float:
@@ -81,7 +73,7 @@ def test_learned_lengths_are_calibrated_per_prompt_kind(model) -> None:
 def test_p90_coverage_stays_calibrated_with_the_weights(model) -> None:
     predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
     hits = []
-    for i, (text, tokens) in enumerate(_stream(1500, seed=4)):
+    for i, (text, tokens) in enumerate(unseen_cue_stream(1500, seed=4)):
         features = chat_features(text, "terse")
         if i >= 500:
             hits.append(tokens <= predictor.predict_length(features).p90_tokens)
@@ -141,7 +133,7 @@ def test_a_tenant_the_weights_do_not_fit_applies_less_of_them(model) -> None:
     online = OnlineLengthCorrector()
     predictor = Predictor(model, online=online, feature_weights=OnlineFeatureWeights())
     rng = random.Random(5)
-    for text, tokens in _stream(600, seed=6):
+    for text, tokens in unseen_cue_stream(600, seed=6):
         predictor.observe(length_outcome(tokens, "cued"), chat_features(text, "terse", tenant="cued"), None)
         flat_tokens = max(1, int(60 * rng.lognormvariate(0.0, 0.4)))
         flat = chat_features(text, "terse", tenant="flat")
@@ -163,7 +155,9 @@ def test_shared_table_reproduces_the_offline_scores_exactly(model) -> None:
     other = fit_length_model(synthetic_samples(400, seed=9), TrainConfig(min_df=2, n_folds=3)).model
     weights = OnlineFeatureWeights()
     weights.bind(model)
-    texts = [text for text, _ in _stream(50, seed=7)] + [f"write a detailed essay about {t}" for t in TOPICS]
+    texts = [text for text, _ in unseen_cue_stream(50, seed=7)] + [
+        f"write a detailed essay about {t}" for t in TOPICS
+    ]
     rows = [length_features(chat_features(text, m)) for text in texts for m in ("terse", "verbose", "new")]
     for row in rows:
         assert weights.location_scale_score(row)[:2] == model.location_scale(row)
@@ -182,7 +176,7 @@ def test_rows_kept_from_predict_teach_exactly_what_recomputed_rows_teach(model) 
     outcome whose row was evicted, or that was never predicted): the learned state is the same."""
     kept = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
     rebuilt = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
-    for i, (text, tokens) in enumerate(_stream(200, seed=3)):
+    for i, (text, tokens) in enumerate(unseen_cue_stream(200, seed=3)):
         features = dataclasses.replace(chat_features(text, "terse"), request_id=f"r{i}")
         kept.predict_length(features)
         rebuilt.predict_length(features)
@@ -191,7 +185,7 @@ def test_rows_kept_from_predict_teach_exactly_what_recomputed_rows_teach(model) 
         kept.observe(length_outcome(tokens), features, None)
         rebuilt.observe(length_outcome(tokens), features, None)
     assert not kept._rows and not rebuilt._rows  # nothing left behind once outcomes arrive
-    for text, _ in _stream(50, seed=4):
+    for text, _ in unseen_cue_stream(50, seed=4):
         probe = chat_features(text, "terse")
         assert kept.predict_length(probe) == rebuilt.predict_length(probe)
 
