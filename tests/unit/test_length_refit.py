@@ -4,6 +4,7 @@ bounded, and runs in a worker process while the event loop keeps serving."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import random
@@ -147,22 +148,34 @@ def test_swap_resets_the_online_corrections(model) -> None:
 
 
 def _job_in_worker(
-    base: OutputLengthModel, fit: list[Entry], holdout: list[Entry], params: RefitParams
+    gate_path: str, base: OutputLengthModel, fit: list[Entry], holdout: list[Entry], params: RefitParams
 ) -> RefitResult:
-    """``run_refit``, slowed down and stamped with the worker's pid (top level: picklable)."""
-    time.sleep(1.0)
+    """``run_refit`` held until the test opens the gate, stamped with the worker's pid (top level: picklable).
+
+    The gate is a file the test creates once it has seen the loop serve with the job still running, so
+    the test does not depend on how long a spawn or a fit takes."""
+    deadline_s = time.monotonic() + 60.0
+    while not os.path.exists(gate_path) and time.monotonic() < deadline_s:
+        time.sleep(0.005)
     result = run_refit(base, fit, holdout, params)
     result.model.metadata["worker_pid"] = os.getpid()
     return result
 
 
-def test_refit_runs_in_another_process_while_the_loop_keeps_serving(model) -> None:
+def test_refit_runs_in_another_process_while_the_loop_keeps_serving(model, tmp_path) -> None:
+    gate = tmp_path / "gate"
+
     async def scenario() -> tuple[LengthRefitter, Predictor, int]:
         predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
         executor = process_executor()
         try:
             refitter = LengthRefitter(
-                predictor, PARAMS, executor, asyncio.get_running_loop(), random.Random(0), job=_job_in_worker
+                predictor,
+                PARAMS,
+                executor,
+                asyncio.get_running_loop(),
+                random.Random(0),
+                job=functools.partial(_job_in_worker, str(gate)),
             )
             refitter.start()
             for text, tokens in unseen_cue_stream(400, seed=10):
@@ -170,10 +183,13 @@ def test_refit_runs_in_another_process_while_the_loop_keeps_serving(model) -> No
             future = refitter.in_flight
             assert future is not None and not future.done()  # observe returned with the job still running
             ticks = 0
-            while not future.done():  # the loop keeps running other work meanwhile
-                await asyncio.sleep(0.01)
-                ticks += 1
+            while ticks < 20:  # the loop keeps serving while the worker holds the job
+                await asyncio.sleep(0.001)
                 predictor.predict_length(chat_features("what is the capital of tea"))
+                ticks += 1
+            assert not future.done()
+            gate.touch()
+            await asyncio.wait_for(asyncio.shield(future), timeout=60.0)
             await asyncio.sleep(0)  # let the done-callback run
             refitter.stop()
             return refitter, predictor, ticks
@@ -181,7 +197,7 @@ def test_refit_runs_in_another_process_while_the_loop_keeps_serving(model) -> No
             executor.shutdown(wait=True)
 
     refitter, predictor, ticks = asyncio.run(scenario())
-    assert ticks > 1
+    assert ticks == 20
     assert refitter.stats.refits == 1 and refitter.stats.swaps == 1, refitter.stats
     assert predictor.length_model.metadata["worker_pid"] != os.getpid()
     assert refitter.stats.last_duration_s > 0.0
