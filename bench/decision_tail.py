@@ -15,8 +15,10 @@ its own (wall clock, ``perf_counter_ns``), in the order and with the arguments t
 - ``admission``: the admission rule on those inputs (0 with ``--target-scope``);
 - ``route``: ``DecisionEngine.route`` (the pipeline on the same request, the decision log).
 
-With ``--split-length``, ``length_features`` is also timed on its own just before ``length`` (which
-then recomputes it, warm): the column ``length_features`` is its cold cost. Requests are grouped by
+With ``--split-length``, the output length's two parts are also timed on their own just before
+``length``: ``length_features`` (the tokenizer and the categorical keys) and ``length_lookups`` (the
+online feature table's ``location_scale_score`` on that row); both are then cold, and ``length``,
+which recomputes them, is warm. Requests are grouped by
 the deciding thread's CPU time around all of it (as ``decision_cost.py`` judges the target): the
 middle band (p45-p55), bands around the p99 (p97-p98, p98.5-p99.5) and the slowest 1-2 %; each group
 prints the mean of every stage and of the request's size: prompt characters, hashed chunks,
@@ -78,6 +80,8 @@ def run(
     slo = engine._slo_by_route["chat"]
     wall = time.perf_counter_ns
     cpu = time.thread_time_ns
+    weights = native._feature_weights
+    assert weights is not None
     rows: list[dict[str, float]] = []
     for i, (session, body) in enumerate(bodies):
         clock.advance(0.01)
@@ -113,8 +117,11 @@ def run(
         matched = index.match(features.model, hashes, clock.now_s())
         indexed = index.indexed_tokens(features.model)
         t4 = wall()
+        t4l = t4
         if split_length:
-            length_features(features)
+            length_row = length_features(features)
+            t4l = wall()
+            weights.location_scale_score(length_row)
         t4a = wall()
         length = native.predict_length(features)
         t4b = wall()
@@ -142,7 +149,8 @@ def run(
         times = (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4b - t4a, t5 - t4b, t6 - t5, t7 - t6)
         row = {part: ns / 1_000 for part, ns in zip(PARTS, times, strict=True)}
         row["total_cpu"] = (c7 - c0) / 1_000
-        row["length_features"] = (t4a - t4) / 1_000
+        row["length_features"] = (t4l - t4) / 1_000
+        row["length_lookups"] = (t4a - t4l) / 1_000
         row["prompt_chars"] = len(text)
         row["chunks"] = len(hashes)
         row["messages"] = len(messages)
@@ -155,7 +163,7 @@ def run(
     return rows[len(bodies) // 10 :]
 
 
-KEYS = ("total_cpu", *PARTS, "length_features", *SIZES)
+KEYS = ("total_cpu", *PARTS, "length_features", "length_lookups", *SIZES)
 
 
 def means(rows: list[dict[str, float]]) -> dict[str, float]:
