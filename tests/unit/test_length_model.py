@@ -20,6 +20,7 @@ from predictors.features import (
     TAIL_CHARS,
     TAIL_TOKENS,
     TOKEN_RE,
+    _capped_tokens,
     count_capped,
     has_code_fence,
     length_features,
@@ -168,6 +169,35 @@ def test_token_slices_equal_the_plain_definition(text: str) -> None:
         assert tail == TOKEN_RE.findall(text[tail_start:].lower())[-TAIL_TOKENS:]
     else:
         assert tail == []
+
+
+# Every character class the scan tells apart: ASCII (incl. the separators 0x1c-0x1f), Latin-1's
+# whitespace (0x85, 0xa0), other Unicode whitespace, letters whose lower case is ASCII or longer.
+_SCAN_ALPHABET = [chr(c) for c in range(128)] + [*"\x85\xa0\u2028\u3000é中ж🤖İK"]
+
+
+def test_token_scan_equals_the_regex_on_every_character() -> None:
+    """The compiled scan behind ``split_text`` tokenizes as ``TOKEN_RE`` does, character by character.
+
+    On the text as given (upper case too), not lowered: a compiled ``str.lower`` lowers a final
+    capital sigma without the final form (the only character where it differs from CPython's)."""
+    spaces = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+    for char in [chr(c) for c in range(0x3100) if not 0xD800 <= c <= 0xDFFF] + spaces:
+        for text in (char, f"ab{char}c'd", char * 3, f"{char} 9"):
+            expected = TOKEN_RE.findall(text)
+            for cap in (1, 2, HEAD_TOKENS):
+                assert _capped_tokens(text, cap, from_end=False) == expected[:cap], repr(text)
+                assert _capped_tokens(text, cap, from_end=True) == expected[-cap:], repr(text)
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.text(alphabet=st.sampled_from(_SCAN_ALPHABET), max_size=400))
+def test_token_slices_equal_the_regex_on_any_text(text: str) -> None:
+    head, tail = split_text(text)
+    assert head == TOKEN_RE.findall(text[:HEAD_CHARS].lower())[:HEAD_TOKENS]
+    if len(text) > HEAD_CHARS:
+        tail_start = max(HEAD_CHARS, len(text) - TAIL_CHARS)
+        assert tail == TOKEN_RE.findall(text[tail_start:].lower())[-TAIL_TOKENS:]
 
 
 @settings(max_examples=400, deadline=None)
