@@ -222,6 +222,18 @@ class RefitConfig(StrictModel):
     reset_online: bool = Field(
         True, description="reset the online corrections at a swap (the refit learned the same outcomes)"
     )
+    min_group_outcomes: int = Field(
+        100,
+        ge=0,
+        description="per-group guard: every (route, model, tenant) key with at least this many holdout "
+        "outcomes must not get worse (0 = judge the pooled holdout only)",
+    )
+    group_max_tau_loss: float = Field(
+        0.0, ge=0, description="per-group guard: Kendall tau a group may lose against what was served"
+    )
+    group_max_log_mae_loss: float = Field(
+        0.02, ge=0, description="per-group guard: log-MAE a group may lose against what was served"
+    )
 
 
 class PredictorsConfig(StrictModel):

@@ -33,6 +33,7 @@ from predictors.refit import (
     RefitResult,
     RefitStats,
     compact_entry,
+    group_key,
     refit_params,
     run_refit,
 )
@@ -76,7 +77,7 @@ class LengthRefitter:
         if max_tokens is not None and output_tokens >= max_tokens:
             return  # cut by max_tokens: the true length is unknown
         served_p50 = self._predictor.predict_length(features).p50_tokens
-        entry = compact_entry(length_features(features), output_tokens, served_p50)
+        entry = compact_entry(length_features(features), output_tokens, served_p50, group_key(features))
         if self.reservoir.add(entry) and self.in_flight is None:
             fit, holdout = self.reservoir.job()
             future = self._loop.run_in_executor(

@@ -92,7 +92,8 @@ def test_a_refit_that_ranks_worse_than_what_was_served_is_rejected(model) -> Non
         (text, max(1, int(60 * rng.lognormvariate(0.0, 1.0)))) for text, _ in unseen_cue_stream(600, seed=5)
     ]
     fit = _entries(model, noise)
-    holdout = [(e[0], e[1], e[2], e[3], float(e[3])) for e in _entries(model, unseen_cue_stream(200, seed=6))]
+    right = _entries(model, unseen_cue_stream(200, seed=6))
+    holdout = [(e[0], e[1], e[2], e[3], float(e[3]), e[5]) for e in right]
     result = run_refit(model, fit, holdout, PARAMS)
     assert not result.accepted
     assert "tau" in result.reason
@@ -116,7 +117,7 @@ def test_reservoir_memory_stays_bounded() -> None:
     reservoir = RefitReservoir(params, random.Random(0))
     due = 0
     for i in range(5_000):
-        entry: Entry = (f"w{i}", "", ("c:x",), i, 1.0)
+        entry: Entry = (f"w{i}", "", ("c:x",), i, 1.0, "")
         if reservoir.add(entry):
             due += 1
             fit, holdout = reservoir.job()
