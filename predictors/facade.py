@@ -137,6 +137,10 @@ class Predictor:
         return self._length
 
     @property
+    def online(self) -> OnlineLengthCorrector | None:
+        return self._online
+
+    @property
     def feature_weights(self) -> OnlineFeatureWeights | None:
         return self._feature_weights
 
