@@ -406,3 +406,5 @@ class RefitStats:
     failed: int = 0
     last_duration_s: float = 0.0
     last_reason: str = ""
+    replayed: int = 0  # outcomes that arrived during a job, replayed into the online state after a swap
+    replay_dropped: int = 0  # ... beyond the bound (``holdout``), not replayed
