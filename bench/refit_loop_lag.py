@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import pickle
 import random
 import statistics
@@ -45,12 +46,18 @@ from router.length_refit import LengthRefitter, process_executor
 TICK_S = 0.001
 
 
-async def ticker(lateness_s: list[float], stop: asyncio.Event) -> None:
+async def ticker(
+    lateness_s: list[float], stop: asyncio.Event, late: list[tuple[float, float]] | None = None
+) -> None:
+    """Sleeps ``TICK_S`` in a loop; ``late`` gets (perf_counter, lateness) of wake-ups > 10 ms late."""
     loop = asyncio.get_running_loop()
     while not stop.is_set():
         due = loop.time() + TICK_S
         await asyncio.sleep(TICK_S)
-        lateness_s.append(loop.time() - due)
+        lateness = loop.time() - due
+        lateness_s.append(lateness)
+        if late is not None and lateness > 0.01:
+            late.append((time.perf_counter(), lateness))
 
 
 def lag_figures(lateness_s: list[float]) -> dict[str, float]:
@@ -75,6 +82,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         min_group_outcomes=0,
     )
     model = load_default_model()
+    if args.freeze_data:
+        # The 91k loaded samples are this script's, not a proxy's: out of the collector's sight, a full
+        # collection walks what a proxy holds (tables, reservoir, rows), not the data set.
+        gc.freeze()
     predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
     executor = process_executor()
     loop = asyncio.get_running_loop()
@@ -88,6 +99,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         callback_s.append(time.perf_counter() - started)
 
     refitter._finished = timed_finished  # type: ignore[method-assign]
+    # The swap's other loop callbacks, timed the same way: (name, perf_counter at the end, duration).
+    calls: list[tuple[str, float, float]] = []
+
+    def timed(name: str, fn: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return fn(*args)
+            finally:
+                ended = time.perf_counter()
+                calls.append((name, ended, ended - started))
+
+        return wrapper
+
+    refitter._bind_step = timed("bind_step", refitter._bind_step)  # type: ignore[method-assign]
+    refitter._commit = timed("commit", refitter._commit)  # type: ignore[method-assign]
+    if hasattr(refitter, "_encode_step"):  # the arguments pickled in slices on the loop
+        refitter._encode_step = timed("encode_step", refitter._encode_step)  # type: ignore[method-assign]
+    done_at: list[float] = []
+    # Full (generation 2) garbage collections: (perf_counter at the end, duration).
+    collections: list[tuple[float, float]] = []
+    gc_started: list[float] = [0.0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            ended = time.perf_counter()
+            collections.append((ended, ended - gc_started[0]))
+
+    gc.callbacks.append(on_gc)
     refitter.start()
     stream = iter(samples * 10)
     jobs: list[dict[str, Any]] = []
@@ -108,8 +152,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stop.set()
             await task
             lateness: list[float] = []
+            late: list[tuple[float, float]] = []
+            calls.clear()
+            collections.clear()
             stop = asyncio.Event()
-            task = asyncio.create_task(ticker(lateness, stop))
+            task = asyncio.create_task(ticker(lateness, stop, late))
             await asyncio.sleep(0.05)
             while refitter.in_flight is None:  # the outcome that makes the job due submits it
                 s = next(stream)
@@ -118,6 +165,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 submit_s = time.perf_counter() - started
             future = refitter.in_flight
             job_started = time.perf_counter()
+            future.add_done_callback(lambda _: done_at.append(time.perf_counter()))
             arrived = 0
             while not future.done():
                 await asyncio.sleep(1.0 / args.rate)
@@ -138,11 +186,36 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     "wall_s": round(time.perf_counter() - job_started, 2),
                     "outcomes_during_job": arrived,
                     "pickled_arguments_mb": round(len(pickled) / 1e6, 2),
+                    # What the executor's feeder thread pickles in one call if handed the entries as
+                    # objects (before ``_encode_step``), timed here on the same data.
                     "pickle_arguments_ms": round(pickle_s * 1e3, 2),
                     "submitting_call_ms": round(submit_s * 1e3, 2),
                     "done_callback_ms": round(callback_s[-1] * 1e3, 2) if callback_s else None,
                     "lag_during_job": lag_figures(lateness),
                     "lag_quiet": lag_figures(quiet),
+                    # Wake-ups > 10 ms late: seconds after the submit and after the future's
+                    # done-callback (negative: before it), lateness in ms.
+                    "late_ticks": [
+                        {
+                            "after_submit_s": round(t - job_started, 3),
+                            "after_done_s": round(t - done_at[-1], 3),
+                            "late_ms": round(v * 1e3, 1),
+                        }
+                        for t, v in late
+                    ],
+                    "bind_steps": sum(1 for c in calls if c[0] == "bind_step"),
+                    "bind_step_max_ms": round(
+                        max((c[2] for c in calls if c[0] == "bind_step"), default=0) * 1e3, 2
+                    ),
+                    "encode_steps": sum(1 for c in calls if c[0] == "encode_step"),
+                    "encode_step_max_ms": round(
+                        max((c[2] for c in calls if c[0] == "encode_step"), default=0) * 1e3, 2
+                    ),
+                    "commit_ms": [round(c[2] * 1e3, 2) for c in calls if c[0] == "commit"],
+                    "full_gc": [
+                        {"after_submit_s": round(t - job_started, 3), "ms": round(d * 1e3, 1)}
+                        for t, d in collections
+                    ],
                 }
             )
             print(jobs[-1], flush=True)
@@ -165,6 +238,9 @@ def main() -> int:
     parser.add_argument("--every", type=int, default=22_000, help="outcomes between refits")
     parser.add_argument("--rate", type=float, default=200.0, help="outcomes per second during a job")
     parser.add_argument("--quiet-s", type=float, default=2.0, help="length of the no-job window")
+    parser.add_argument(
+        "--no-freeze-data", dest="freeze_data", action="store_false", help="leave the samples to the GC"
+    )
     parser.add_argument("--out", default="refit_loop_lag")
     args = parser.parse_args()
     figures = asyncio.run(run(args))

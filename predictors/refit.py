@@ -48,10 +48,11 @@ applies the result on the event loop.
 from __future__ import annotations
 
 import math
+import pickle
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -394,6 +395,21 @@ def run_refit(
         duration_s=time.perf_counter() - started,
         groups=groups,
     )
+
+
+def run_refit_encoded(
+    job: Callable[[OutputLengthModel, list[Entry], list[Entry], RefitParams], RefitResult],
+    base_blob: bytes,
+    fit_blobs: Sequence[bytes],
+    holdout_blobs: Sequence[bytes],
+    params: RefitParams,
+) -> RefitResult:
+    """``job`` (``run_refit``) on arguments the proxy pickled itself, in slices on its loop
+    (``router.length_refit``): the worker unpickles them here (bytes its own proxy pickled)."""
+    base = pickle.loads(base_blob)
+    fit = [entry for blob in fit_blobs for entry in pickle.loads(blob)]
+    holdout = [entry for blob in holdout_blobs for entry in pickle.loads(blob)]
+    return job(base, fit, holdout, params)
 
 
 @dataclass(slots=True)

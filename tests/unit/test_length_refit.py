@@ -168,6 +168,15 @@ def _job_in_worker(
     return result
 
 
+async def _until_idle(refitter: LengthRefitter) -> None:
+    """Let the done-callback, the slices of the new table's bind and the replay run."""
+    for _ in range(100_000):
+        if refitter.idle:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the refitter did not finish its swap")
+
+
 def test_refit_runs_in_another_process_while_the_loop_keeps_serving(model, tmp_path) -> None:
     gate = tmp_path / "gate"
 
@@ -196,7 +205,7 @@ def test_refit_runs_in_another_process_while_the_loop_keeps_serving(model, tmp_p
             assert not future.done()
             gate.touch()
             await asyncio.wait_for(asyncio.shield(future), timeout=60.0)
-            await asyncio.sleep(0)  # let the done-callback run
+            await _until_idle(refitter)
             refitter.stop()
             return refitter, predictor, ticks
         finally:
@@ -328,7 +337,7 @@ def test_outcomes_that_arrive_during_a_job_are_replayed_after_the_swap(model) ->
                 predictor.observe_length(chat_features(text), tokens)
             gate.set()
             await asyncio.wait_for(asyncio.shield(future), timeout=30.0)
-            await asyncio.sleep(0)  # the done-callback
+            await _until_idle(refitter)
             refitter.stop()
         return refitter, predictor
 
