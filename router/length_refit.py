@@ -295,9 +295,13 @@ def process_executor() -> concurrent.futures.ProcessPoolExecutor:
 async def refit_context(
     predictor: Predictor | None, config: RefitConfig, on_start: Callable[[LengthRefitter], Any]
 ) -> AsyncIterator[None]:
-    """An aiohttp ``cleanup_ctx`` body: the refitter and its worker process live as long as the app."""
-    if not config.enabled or predictor is None:
-        yield
+    """An aiohttp ``cleanup_ctx`` body: the refitter and its worker process live as long as the app.
+
+    The executor spawns its one worker at the first job (``ProcessPoolExecutor`` starts processes on
+    submit), so a proxy that never sees ``every_outcomes`` outcomes never starts one.
+    """
+    if not config.enabled or predictor is None or predictor.online is None:
+        yield  # off, or no online refinement to take outcomes from (refit on by default)
         return
     executor = process_executor()
     refitter = LengthRefitter(

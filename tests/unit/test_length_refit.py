@@ -219,9 +219,15 @@ def test_refit_runs_in_another_process_while_the_loop_keeps_serving(model, tmp_p
 
 
 def test_refit_config_is_validated() -> None:
-    assert not PredictorsConfig().refit.enabled
+    assert PredictorsConfig().refit.enabled  # on by default (docs/predictors.md, "Background refit")
+    # Without online refinement the default is inactive; asking for it explicitly is an error.
+    assert PredictorsConfig(online_refinement=False).refit.enabled
     with pytest.raises(ValueError, match="online_refinement"):
         PredictorsConfig(online_refinement=False, refit=RefitConfig(enabled=True))
+    with pytest.raises(ValueError, match="min_group_outcomes"):
+        RefitConfig(min_group_outcomes=-1)
+    with pytest.raises(ValueError, match="group_max_tau_loss"):
+        RefitConfig(group_max_tau_loss=-0.1)
     with pytest.raises(ValueError, match="holdout"):
         RefitConfig(holdout=5)
     with pytest.raises(ValueError, match="n_folds"):
@@ -369,7 +375,7 @@ def test_the_worker_process_starts_only_at_the_first_refit(model) -> None:
     async def scenario() -> tuple[int, int, int]:
         predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
         started: list[LengthRefitter] = []
-        context = refit_context(predictor, RefitConfig(enabled=True), started.append)
+        context = refit_context(predictor, RefitConfig(), started.append)
         await anext(context)
         at_start = len(multiprocessing.active_children())
         for text, tokens in unseen_cue_stream(300, seed=14):  # far below every_outcomes
