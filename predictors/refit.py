@@ -32,8 +32,11 @@ categorical keys, ~0.5 KB), the output tokens, and the p50 that was served for i
 **Guard**: the refit is fitted on the reservoir only; the ``holdout`` newest outcomes (not used to
 fit) are predicted by it and compared with the p50s actually served for them (offline model +
 online corrections, predicted before each was learned): swap only if Kendall tau improves by at
-least ``min_tau_gain``, log-MAE gets no worse than ``max_log_mae_loss`` and the refit's P90
-coverage of the holdout is within ``coverage_band`` of 0.9.
+least ``min_tau_gain``, log-MAE gets no worse than ``max_log_mae_loss``, the refit's P90
+coverage of the holdout is within ``coverage_band`` of 0.9, and no (route, model, tenant) group
+with at least ``min_group_outcomes`` holdout outcomes loses more than ``group_max_tau_loss`` tau or
+``group_max_log_mae_loss`` log-MAE against what was served for it (the pooled figures are
+dominated by the largest groups; a small tenant's loss would hide under a large one's gain).
 
 **Online corrections after a swap** (``reset_online``): the refit learned from the same outcomes
 the per-key means and feature weights learned from, so keeping them would count those outcomes

@@ -1,13 +1,16 @@
 """The proxy side of the guarded background refit (``predictors.refit``, docs/predictors.md).
 
-On the event loop: each learnable outcome's length-feature inputs, output tokens and the p50 the
-predictor gives it just before learning it go into a bounded ``RefitReservoir`` (~20 us per
-outcome: one more ``predict_length`` and one feature row). Every ``every_outcomes`` outcomes the
-reservoir's copy is handed to a worker *process* (``run_refit``: featurise, ridge, judge, about
-2.5 s for 20k outcomes; a thread would hold the GIL for that long, a process does not), at most
-one job at a time. When the job's future completes, its done-callback runs on the loop and swaps
-the model in with ``Predictor.replace_length_model`` if the guard accepted it. Nothing here
-blocks the loop: a job still running when the next one is due is simply not doubled.
+On the event loop: each learnable outcome's length-feature inputs, output tokens, group key and
+the p50 the predictor gives it just before learning it go into a bounded ``RefitReservoir`` (~20 us
+per outcome: one more ``predict_length`` and one feature row). Every ``every_outcomes`` outcomes
+the reservoir's copy is pickled a slice per loop callback and handed as bytes to a worker
+*process* (``run_refit``: featurise, ridge, judge, about 2.5 s for 20k outcomes on a quiet
+machine; a thread would hold the GIL for that long, a process does not), at most one job at a
+time. When the job's future completes, its done-callback runs on the loop; an accepted model's
+online table is bound a slice per callback while the old model serves, then swapped in with
+``Predictor.replace_length_model``, and the outcomes that arrived meanwhile are replayed into the
+fresh online state (they were learned by the old one, which the swap resets). No step holds the
+loop for more than a few milliseconds (``bench/refit_loop_lag.py``; docs/predictors.md).
 
 The worker uses the ``spawn`` start method: forking a process whose loop has live sockets and
 threads copies them into the child.
