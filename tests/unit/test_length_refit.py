@@ -385,3 +385,38 @@ def test_the_worker_process_starts_only_at_the_first_refit(model) -> None:
         return len(started), at_start, after_outcomes
 
     assert asyncio.run(scenario()) == (1, 0, 0)
+
+
+def test_outcomes_held_during_a_job_are_bounded(model) -> None:
+    """A job that outlasts ``holdout`` outcomes keeps only the newest of them for the replay."""
+    gate = threading.Event()
+
+    def gated_job(
+        base: OutputLengthModel, fit: list[Entry], holdout: list[Entry], params: RefitParams
+    ) -> RefitResult:
+        gate.wait(30.0)
+        return run_refit(base, fit, holdout, params)
+
+    async def scenario() -> LengthRefitter:
+        predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+            refitter = LengthRefitter(
+                predictor, PARAMS, executor, asyncio.get_running_loop(), random.Random(0), job=gated_job
+            )
+            refitter.start()
+            for text, tokens in unseen_cue_stream(400, seed=10):
+                predictor.observe_length(chat_features(text), tokens)
+            future = refitter.in_flight
+            assert future is not None
+            for text, tokens in unseen_cue_stream(PARAMS.holdout + 150, seed=15):
+                predictor.observe_length(chat_features(text), tokens)
+            assert len(refitter._pending) == PARAMS.holdout
+            gate.set()
+            await asyncio.wait_for(asyncio.shield(future), timeout=30.0)
+            await _until_idle(refitter)
+            refitter.stop()
+        return refitter
+
+    stats = asyncio.run(scenario()).stats
+    assert stats.swaps == 1, stats
+    assert (stats.replayed, stats.replay_dropped) == (PARAMS.holdout, 150)
