@@ -70,6 +70,33 @@ def lag_figures(lateness_s: list[float]) -> dict[str, float]:
     }
 
 
+def observe_cost_us(predictor: Predictor, refitter: LengthRefitter, samples: list[Any]) -> dict[str, Any]:
+    """``observe_length`` per outcome with the refit's listener (its reservoir entry: one more
+    ``predict_length``, a feature row, the group key) and without, alternating blocks of 100 outcomes
+    (the timed outcomes are learned as any other; those of the listening blocks enter the reservoir)."""
+    with_us: list[float] = []
+    without_us: list[float] = []
+    for block in range(0, len(samples), 100):
+        listening = (block // 100) % 2 == 0
+        predictor.set_length_listener(refitter.record if listening else None)
+        for s in samples[block : block + 100]:
+            predictor.predict_length(s.features)  # as at the request: observe reuses what it kept
+            started = time.perf_counter_ns()
+            predictor.observe_length(s.features, s.output_tokens)
+            (with_us if listening else without_us).append((time.perf_counter_ns() - started) / 1e3)
+    predictor.set_length_listener(None)
+
+    def pct(values: list[float]) -> dict[str, float]:
+        ordered = sorted(values)
+        return {
+            "n": len(ordered),
+            "p50": round(ordered[len(ordered) // 2], 1),
+            "p99": round(ordered[int(0.99 * (len(ordered) - 1))], 1),
+        }
+
+    return {"with_listener": pct(with_us), "without": pct(without_us)}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     samples = load_samples(["sharegpt"])
     random.Random(0).shuffle(samples)
@@ -131,12 +158,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             collections.append((ended, ended - gc_started[0]))
 
     gc.callbacks.append(on_gc)
+    observe_cost = observe_cost_us(predictor, refitter, samples[: args.cost_outcomes])
+    print("observe_length with / without the refit's listener", observe_cost, flush=True)
     refitter.start()
     stream = iter(samples * 10)
     jobs: list[dict[str, Any]] = []
     try:
         # Fill the reservoir (the first job is due after ``every`` outcomes: sample 20k + holdout 2k).
-        for _ in range(args.every - 1):
+        while refitter.reservoir.since_refit < args.every - 1:
             s = next(stream)
             predictor.observe_length(s.features, s.output_tokens)
         for job in range(args.jobs):
@@ -226,6 +255,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         refitter.stop()
         executor.shutdown(wait=True, cancel_futures=True)
     return {
+        "observe_length_us": observe_cost,
         "jobs": jobs,
         "stats": {"replayed": refitter.stats.replayed, "dropped": refitter.stats.replay_dropped},
     }
@@ -236,6 +266,9 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=3)
     parser.add_argument("--every", type=int, default=22_000, help="outcomes between refits")
     parser.add_argument("--rate", type=float, default=200.0, help="outcomes per second during a job")
+    parser.add_argument(
+        "--cost-outcomes", type=int, default=4_000, help="outcomes timed for the listener's cost"
+    )
     parser.add_argument("--quiet-s", type=float, default=2.0, help="length of the no-job window")
     parser.add_argument(
         "--no-freeze-data", dest="freeze_data", action="store_false", help="leave the samples to the GC"
