@@ -87,6 +87,17 @@ GRIDS["refit"] = {
     "refit_reset_online": [True],
     "refit_min_tau_gain": [0.0, 0.01],
 }
+# The per-group guard on the chosen refit point (``min_group_outcomes`` 0, i.e. no per-group check, is
+# the chosen point of the grid above). In the in-distribution mix hh_rlhf is ~120 of the 2,000
+# holdout outcomes; an alpaca_eval model ~67 in its cross-dataset stream and ~17 in the mix.
+GRIDS["refit_guard"] = {
+    **GRIDS["refit"],
+    "refit_alpha": [1.0],
+    "refit_every_outcomes": [5_000],
+    "refit_min_tau_gain": [0.01],
+    "refit_min_group_outcomes": [50, 100],
+    "refit_group_max_tau_loss": [0.0, 0.02],
+}
 ONLINE_KEYS = ("quantile_rate", "ranking_gain_prior")
 REFIT_PREFIX = "refit_"
 # In-distribution check: the held-out part of this split seed (the published in-distribution

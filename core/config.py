@@ -206,10 +206,16 @@ class RefitConfig(StrictModel):
 
     A ridge correction of the loaded model is fitted on a bounded sample of observed outcomes in a
     worker process every ``every_outcomes`` outcomes, and swapped in only if it ranks the newest
-    ``holdout`` outcomes (not used to fit) better than what was served.
+    ``holdout`` outcomes (not used to fit) better than what was served, and no (route, model,
+    tenant) group with ``min_group_outcomes`` of them worse. On by default: the worker process is
+    started only when the first refit is due.
     """
 
-    enabled: bool = Field(False, description="needs online_refinement (the outcomes it learns from)")
+    enabled: bool = Field(
+        True,
+        description="needs online_refinement (the outcomes it learns from); inactive without it unless "
+        "set explicitly, which is then an error",
+    )
     every_outcomes: int = Field(5_000, ge=1, description="learnable outcomes between two refits")
     reservoir_size: int = Field(
         20_000, ge=10, description="outcomes kept to fit (uniform sample, ~0.5 KB each)"
@@ -221,6 +227,18 @@ class RefitConfig(StrictModel):
     )
     reset_online: bool = Field(
         True, description="reset the online corrections at a swap (the refit learned the same outcomes)"
+    )
+    min_group_outcomes: int = Field(
+        100,
+        ge=0,
+        description="per-group guard: every (route, model, tenant) key with at least this many holdout "
+        "outcomes must not get worse (0 = judge the pooled holdout only)",
+    )
+    group_max_tau_loss: float = Field(
+        0.0, ge=0, description="per-group guard: Kendall tau a group may lose against what was served"
+    )
+    group_max_log_mae_loss: float = Field(
+        0.02, ge=0, description="per-group guard: log-MAE a group may lose against what was served"
     )
 
 
@@ -249,7 +267,9 @@ class PredictorsConfig(StrictModel):
 
     @model_validator(mode="after")
     def _refit_needs_outcomes(self) -> PredictorsConfig:
-        if self.refit.enabled and not (self.enabled and self.online_refinement):
+        # On by default: only an explicit ``refit.enabled: true`` without its outcomes is a mistake.
+        explicit = "enabled" in self.refit.model_fields_set
+        if explicit and self.refit.enabled and not (self.enabled and self.online_refinement):
             raise ValueError("predictors.refit.enabled needs predictors.enabled and online_refinement")
         return self
 

@@ -48,7 +48,7 @@ from predictors.length_training import TrainConfig, fit_length_model
 from predictors.online import OnlineLengthCorrector, OnlineParams
 from predictors.online_features import FeatureWeightParams, OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
-from predictors.refit import RefitParams, RefitReservoir, compact_entry, run_refit
+from predictors.refit import RefitParams, RefitReservoir, compact_entry, group_key, run_refit
 from predictors.training_data import LengthSample
 
 BUCKET_EDGES_TOKENS = (64, 256, 1024)
@@ -249,7 +249,9 @@ def prequential_refit_estimates(
         max_tokens = s.features.max_tokens
         due = False
         if max_tokens is None or s.output_tokens < max_tokens:
-            entry = compact_entry(length_features(s.features), s.output_tokens, estimate.p50_tokens)
+            entry = compact_entry(
+                length_features(s.features), s.output_tokens, estimate.p50_tokens, group_key(s.features)
+            )
             due = reservoir.add(entry)
         predictor.observe_length(s.features, s.output_tokens)
         if due:
@@ -270,6 +272,10 @@ def prequential_refit_estimates(
                         "coverage_refit": round(result.coverage_refit, 4),
                         "fit_n": result.fit_n,
                         "duration_s": round(result.duration_s, 2),
+                        "groups": {
+                            g: {k: (round(v, 4) if v is not None else None) for k, v in f.items()}
+                            for g, f in result.groups.items()
+                        },
                     }
                 )
     return out

@@ -137,6 +137,10 @@ class Predictor:
         return self._length
 
     @property
+    def online(self) -> OnlineLengthCorrector | None:
+        return self._online
+
+    @property
     def feature_weights(self) -> OnlineFeatureWeights | None:
         return self._feature_weights
 
@@ -144,12 +148,21 @@ class Predictor:
     def latency(self) -> LatencyModel:
         return self._latency
 
-    def replace_length_model(self, model: OutputLengthModel, *, reset_online: bool = False) -> None:
+    def replace_length_model(
+        self,
+        model: OutputLengthModel,
+        *,
+        reset_online: bool = False,
+        feature_weights: OnlineFeatureWeights | None = None,
+    ) -> None:
         """Swap in a model fitted elsewhere (e.g. in an executor).
 
         Online corrections are kept unless ``reset_online`` (a refit that learned from the same
         outcomes: keeping them would count those outcomes twice, ``predictors.refit``): then the
         feature weights are reset and the per-key means rebased (``OnlineLengthCorrector.rebase``).
+        ``feature_weights`` (with ``reset_online``): a fresh table already bound to ``model``, used
+        instead of resetting and binding the current one here (the refit builds it in slices so the
+        loop is not held for the whole bind).
         """
         self._length = model
         self._predicted.clear()
@@ -157,6 +170,9 @@ class Predictor:
         if reset_online and self._online is not None:
             self._online.rebase()
         if self._feature_weights is not None:
+            if reset_online and feature_weights is not None:
+                self._feature_weights = feature_weights
+                return
             if reset_online:
                 self._feature_weights.reset()
             self._feature_weights.bind(model)

@@ -52,6 +52,7 @@ the loop that CPU back; ``bench/predictor_speed.py`` reports the cost of
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from predictors.features import LengthFeatureRow
@@ -161,6 +162,16 @@ class OnlineFeatureWeights:
 
         Online weights learned so far are kept; terms the new model lacks get offline weight 0.
         """
+        for _ in self.bind_in_steps(model, 0):
+            pass
+
+    def bind_in_steps(self, model: OutputLengthModel, step_terms: int) -> Iterator[None]:
+        """``bind``, pausing (one ``yield``) after every ``step_terms`` text terms (0: never).
+
+        Binding a refitted model into a fresh table creates tens of thousands of terms (~40-80 ms
+        in one go); the refit's swap (``router.length_refit``) builds the new table a slice per
+        loop callback and only then swaps it in. The same operations in the same order as one call.
+        """
         self._intercept = model.intercept
         for old in self._text.values():
             old.offline = 0.0
@@ -168,6 +179,7 @@ class OnlineFeatureWeights:
                 for old_pair in old.pairs.values():
                     old_pair.offline = 0.0
         text = self._text
+        done = 0
         for token, (weight, base_pairs) in model.text_table.items():
             entry = text.get(token)
             if entry is None:
@@ -182,6 +194,10 @@ class OnlineFeatureWeights:
                     if pair is None:
                         pair = pairs[second] = _Term()
                     pair.offline = pair_weight
+            done += 1
+            if done == step_terms:
+                done = 0
+                yield
         cat = self._categorical
         for key, (w_mu, w_s) in model.categorical.items():
             cat_entry = cat.get(key)

@@ -32,8 +32,11 @@ categorical keys, ~0.5 KB), the output tokens, and the p50 that was served for i
 **Guard**: the refit is fitted on the reservoir only; the ``holdout`` newest outcomes (not used to
 fit) are predicted by it and compared with the p50s actually served for them (offline model +
 online corrections, predicted before each was learned): swap only if Kendall tau improves by at
-least ``min_tau_gain``, log-MAE gets no worse than ``max_log_mae_loss`` and the refit's P90
-coverage of the holdout is within ``coverage_band`` of 0.9.
+least ``min_tau_gain``, log-MAE gets no worse than ``max_log_mae_loss``, the refit's P90
+coverage of the holdout is within ``coverage_band`` of 0.9, and no (route, model, tenant) group
+with at least ``min_group_outcomes`` holdout outcomes loses more than ``group_max_tau_loss`` tau or
+``group_max_log_mae_loss`` log-MAE against what was served for it (the pooled figures are
+dominated by the largest groups; a small tenant's loss would hide under a large one's gain).
 
 **Online corrections after a swap** (``reset_online``): the refit learned from the same outcomes
 the per-key means and feature weights learned from, so keeping them would count those outcomes
@@ -48,16 +51,18 @@ applies the result on the event loop.
 from __future__ import annotations
 
 import math
+import pickle
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from core.config import RefitConfig
-from predictors.features import LengthFeatureRow
+from core.types import RequestFeatures
+from predictors.features import LengthFeatureRow, normalise_model
 from predictors.output_length import MAX_LOG_TOKENS, OutputLengthModel, Weights
 
 # scikit-learn and scipy are imported inside the functions the worker process runs: the proxy
@@ -80,6 +85,12 @@ class RefitParams:
     max_log_mae_loss: float = 0.02
     coverage_band: float = 0.05
     reset_online: bool = True
+    # Per-group guard: every (route, model, tenant) key with at least this many holdout outcomes must
+    # not rank worse (tau) or fit worse (log-MAE) with the candidate than with what was served, beyond
+    # the margins below (0 = no per-group check).
+    min_group_outcomes: int = 100
+    group_max_tau_loss: float = 0.0
+    group_max_log_mae_loss: float = 0.02
 
     def __post_init__(self) -> None:
         if self.every_outcomes < 1 or self.reservoir_size < 10 or self.holdout < 10:
@@ -88,6 +99,8 @@ class RefitParams:
             raise ValueError("need alpha > 0, alpha_scale > 0, min_count >= 1 and n_folds >= 2")
         if self.max_log_mae_loss < 0 or not 0 < self.coverage_band < 0.9:
             raise ValueError("need max_log_mae_loss >= 0 and 0 < coverage_band < 0.9")
+        if self.min_group_outcomes < 0 or self.group_max_tau_loss < 0 or self.group_max_log_mae_loss < 0:
+            raise ValueError("need min_group_outcomes, group_max_tau_loss and group_max_log_mae_loss >= 0")
 
 
 def refit_params(config: RefitConfig) -> RefitParams:
@@ -99,16 +112,25 @@ def refit_params(config: RefitConfig) -> RefitParams:
         alpha=config.alpha,
         min_tau_gain=config.min_tau_gain,
         reset_online=config.reset_online,
+        min_group_outcomes=config.min_group_outcomes,
+        group_max_tau_loss=config.group_max_tau_loss,
+        group_max_log_mae_loss=config.group_max_log_mae_loss,
     )
 
 
-# (head tokens joined by " ", tail tokens joined by " ", categorical keys, output tokens, served p50)
-Entry = tuple[str, str, tuple[str, ...], int, float]
+# (head tokens joined by " ", tail tokens joined by " ", categorical keys, output tokens, served p50,
+#  group: the online state's (route, normalised model, tenant) key, ``group_key``)
+Entry = tuple[str, str, tuple[str, ...], int, float, str]
 
 
-def compact_entry(row: LengthFeatureRow, output_tokens: int, served_p50: float) -> Entry:
+def group_key(features: RequestFeatures) -> str:
+    """The per-group guard's group: the key the online per-key means use, as one string."""
+    return f"{features.route}|{normalise_model(features.model)}|{features.tenant}"
+
+
+def compact_entry(row: LengthFeatureRow, output_tokens: int, served_p50: float, group: str = "") -> Entry:
     """What the refit needs of one outcome (tokens never contain spaces: ``features.TOKEN_PATTERN``)."""
-    return (" ".join(row.head), " ".join(row.tail), row.categorical, output_tokens, served_p50)
+    return (" ".join(row.head), " ".join(row.tail), row.categorical, output_tokens, served_p50, group)
 
 
 def entry_row(entry: Entry) -> LengthFeatureRow:
@@ -170,6 +192,8 @@ class RefitResult:
     fit_n: int
     holdout_n: int
     duration_s: float
+    # Per group with >= ``min_group_outcomes`` holdout outcomes: n, tau and log-MAE of refit and served.
+    groups: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
 
 def _add_delta(
@@ -271,10 +295,53 @@ def _tau(a: np.ndarray, b: np.ndarray) -> float | None:
     return None if math.isnan(value) else value
 
 
+def _group_figures(
+    holdout: Sequence[Entry], truth: np.ndarray, served: np.ndarray, predicted: np.ndarray, min_n: int
+) -> dict[str, dict[str, float | None]]:
+    """Tau and log-MAE of candidate and served p50 per group with at least ``min_n`` holdout outcomes."""
+    if min_n <= 0:
+        return {}
+    index: dict[str, list[int]] = {}
+    for i, entry in enumerate(holdout):
+        index.setdefault(entry[5], []).append(i)
+    out: dict[str, dict[str, float | None]] = {}
+    for group, rows in sorted(index.items()):
+        if len(rows) < min_n:
+            continue
+        idx = np.asarray(rows)
+        t, old, new = truth[idx], served[idx], predicted[idx]
+        out[group] = {
+            "n": float(len(rows)),
+            "tau_refit": _tau(new, t),
+            "tau_served": _tau(old, t),
+            "log_mae_refit": float(np.mean(np.abs(np.log1p(new) - np.log1p(t)))),
+            "log_mae_served": float(np.mean(np.abs(np.log1p(np.maximum(old, 0.0)) - np.log1p(t)))),
+        }
+    return out
+
+
+def _group_verdict(groups: dict[str, dict[str, float | None]], params: RefitParams) -> str | None:
+    """The first group the candidate makes worse beyond the margins (a reason), or None."""
+    for group, g in groups.items():
+        tau_new, tau_old = g["tau_refit"], g["tau_served"]
+        if tau_old is not None and (tau_new is None or tau_new < tau_old - params.group_max_tau_loss):
+            return f"group {group}: tau {tau_new} below served {tau_old:.4f} - {params.group_max_tau_loss}"
+        mae_new, mae_old = float(g["log_mae_refit"] or 0.0), float(g["log_mae_served"] or 0.0)
+        if mae_new > mae_old + params.group_max_log_mae_loss:
+            return f"group {group}: log-MAE {mae_new:.4f} worse than served {mae_old:.4f}"
+    return None
+
+
 def judge(
     candidate: OutputLengthModel, holdout: Sequence[Entry], params: RefitParams
-) -> tuple[bool, str, dict[str, float | None]]:
-    """The guard: does ``candidate`` beat the served p50s on the holdout window? (verdict, reason, figures)"""
+) -> tuple[bool, str, dict[str, float | None], dict[str, dict[str, float | None]]]:
+    """The guard: does ``candidate`` beat the served p50s on the holdout window, pooled, without
+    making any sizeable group worse? (verdict, reason, pooled figures, per-group figures)
+
+    Why per group: the pooled holdout is dominated by the largest groups, so a candidate that helps
+    a large tenant could be swapped in while ranking a small one worse (in-distribution hh_rlhf,
+    ~6 % of the mixed stream, lost 0.021 tau that way: docs/predictors.md, "Background refit").
+    """
     truth = np.asarray([e[3] for e in holdout], dtype=np.float64)
     served = np.asarray([e[4] for e in holdout], dtype=np.float64)
     predicted = np.asarray([_p50_p90(candidate, entry_row(e)) for e in holdout], dtype=np.float64)
@@ -289,15 +356,20 @@ def judge(
         "log_mae_served": mae_old,
         "coverage_refit": coverage,
     }
+    groups = _group_figures(holdout, truth, served, predicted[:, 0], params.min_group_outcomes)
     if tau_new is None:
-        return False, "refit ranks nothing (constant predictions)", figures
+        return False, "refit ranks nothing (constant predictions)", figures, groups
     if tau_old is not None and tau_new < tau_old + params.min_tau_gain:
-        return False, f"tau {tau_new:.4f} not above served {tau_old:.4f} + {params.min_tau_gain}", figures
+        reason = f"tau {tau_new:.4f} not above served {tau_old:.4f} + {params.min_tau_gain}"
+        return False, reason, figures, groups
     if mae_new > mae_old + params.max_log_mae_loss:
-        return False, f"log-MAE {mae_new:.4f} worse than served {mae_old:.4f}", figures
+        return False, f"log-MAE {mae_new:.4f} worse than served {mae_old:.4f}", figures, groups
     if abs(coverage - 0.9) > params.coverage_band:
-        return False, f"P90 coverage {coverage:.3f} outside 0.9 +- {params.coverage_band}", figures
-    return True, "better than served", figures
+        return False, f"P90 coverage {coverage:.3f} outside 0.9 +- {params.coverage_band}", figures, groups
+    worse = _group_verdict(groups, params)
+    if worse is not None:
+        return False, worse, figures, groups
+    return True, "better than served", figures, groups
 
 
 def run_refit(
@@ -306,7 +378,7 @@ def run_refit(
     """Fit and judge one candidate: the job a worker process runs (top-level, picklable arguments)."""
     started = time.perf_counter()  # duration of the worker's own job, reported as a metric only
     candidate = fit_refit(base, fit, params)
-    accepted, reason, figures = judge(candidate, holdout, params)
+    accepted, reason, figures, groups = judge(candidate, holdout, params)
     if accepted:
         # The guard has validated the recipe on outcomes it did not fit; what is served is the same
         # recipe on all of them. Otherwise the holdout's outcomes would be lost by the reset of the
@@ -324,7 +396,23 @@ def run_refit(
         fit_n=len(fit),
         holdout_n=len(holdout),
         duration_s=time.perf_counter() - started,
+        groups=groups,
     )
+
+
+def run_refit_encoded(
+    job: Callable[[OutputLengthModel, list[Entry], list[Entry], RefitParams], RefitResult],
+    base_blob: bytes,
+    fit_blobs: Sequence[bytes],
+    holdout_blobs: Sequence[bytes],
+    params: RefitParams,
+) -> RefitResult:
+    """``job`` (``run_refit``) on arguments the proxy pickled itself, in slices on its loop
+    (``router.length_refit``): the worker unpickles them here (bytes its own proxy pickled)."""
+    base = pickle.loads(base_blob)
+    fit = [entry for blob in fit_blobs for entry in pickle.loads(blob)]
+    holdout = [entry for blob in holdout_blobs for entry in pickle.loads(blob)]
+    return job(base, fit, holdout, params)
 
 
 @dataclass(slots=True)
@@ -337,3 +425,5 @@ class RefitStats:
     failed: int = 0
     last_duration_s: float = 0.0
     last_reason: str = ""
+    replayed: int = 0  # outcomes that arrived during a job, replayed into the online state after a swap
+    replay_dropped: int = 0  # ... beyond the bound (``holdout``), not replayed

@@ -1,13 +1,16 @@
 """The proxy side of the guarded background refit (``predictors.refit``, docs/predictors.md).
 
-On the event loop: each learnable outcome's length-feature inputs, output tokens and the p50 the
-predictor gives it just before learning it go into a bounded ``RefitReservoir`` (~20 us per
-outcome: one more ``predict_length`` and one feature row). Every ``every_outcomes`` outcomes the
-reservoir's copy is handed to a worker *process* (``run_refit``: featurise, ridge, judge, about
-2.5 s for 20k outcomes; a thread would hold the GIL for that long, a process does not), at most
-one job at a time. When the job's future completes, its done-callback runs on the loop and swaps
-the model in with ``Predictor.replace_length_model`` if the guard accepted it. Nothing here
-blocks the loop: a job still running when the next one is due is simply not doubled.
+On the event loop: each learnable outcome's length-feature inputs, output tokens, group key and
+the p50 the predictor gives it just before learning it go into a bounded ``RefitReservoir`` (~20 us
+per outcome: one more ``predict_length`` and one feature row). Every ``every_outcomes`` outcomes
+the reservoir's copy is pickled a slice per loop callback and handed as bytes to a worker
+*process* (``run_refit``: featurise, ridge, judge, about 2.5 s for 20k outcomes on a quiet
+machine; a thread would hold the GIL for that long, a process does not), at most one job at a
+time. When the job's future completes, its done-callback runs on the loop; an accepted model's
+online table is bound a slice per callback while the old model serves, then swapped in with
+``Predictor.replace_length_model``, and the outcomes that arrived meanwhile are replayed into the
+fresh online state (they were learned by the old one, which the swap resets). No step holds the
+loop for more than a few milliseconds (``bench/refit_loop_lag.py``; docs/predictors.md).
 
 The worker uses the ``spawn`` start method: forking a process whose loop has live sockets and
 threads copies them into the child.
@@ -17,27 +20,42 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import multiprocessing
+import pickle
 import random
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from core.config import RefitConfig
 from core.types import RequestFeatures
 from predictors import Predictor
 from predictors.features import length_features
+from predictors.online import LevelKey
+from predictors.online_features import OnlineFeatureWeights
+from predictors.output_length import OutputLengthModel
 from predictors.refit import (
+    Entry,
     RefitParams,
     RefitReservoir,
     RefitResult,
     RefitStats,
     compact_entry,
+    group_key,
     refit_params,
     run_refit,
+    run_refit_encoded,
 )
 
 log = logging.getLogger(__name__)
+# Entries pickled per loop callback when a job is handed over (~1.5 ms, ``_encode_step``).
+ENCODE_SLICE = 1_000
+# Work per loop callback at a swap: outcomes replayed (~60 us each, ``LengthRefitter._replay``) and
+# text terms bound into the new table (``OnlineFeatureWeights.bind_in_steps``).
+REPLAY_SLICE = 50
+BIND_SLICE_TERMS = 1_000
 
 
 class LengthRefitter:
@@ -54,6 +72,8 @@ class LengthRefitter:
     ) -> None:
         self._predictor = predictor
         self._base = predictor.length_model  # refits always correct the loaded model, never a refit
+        # Pickled once (~10 ms, at start-up): each job hands the worker these bytes, not the object.
+        self._base_blob = pickle.dumps(self._base, protocol=pickle.HIGHEST_PROTOCOL)
         self._params = params
         self._executor = executor
         self._loop = loop
@@ -61,41 +81,115 @@ class LengthRefitter:
         self.reservoir = RefitReservoir(params, rng)
         self.stats = RefitStats()
         self.in_flight: asyncio.Future[RefitResult] | None = None
+        # Outcomes learned while a job runs: the swap's reset of the online state would drop them
+        # (the job's model never saw them), so they are replayed into the fresh state after it.
+        # Bounded: a job that outlasts ``holdout`` outcomes loses the oldest (counted in the stats).
+        self._pending: deque[tuple[RequestFeatures, int]] = deque(maxlen=params.holdout)
+        self._pending_seen = 0
+        self._replaying = False
+        self._swapping = False  # an accepted model's table is being bound (``_bind_step``)
+        self._replay_left = 0  # outcomes still to replay (``_replay``)
+        # The online keys' offsets once the job's last outcome was learned (``_hold``).
+        self._key_offsets: dict[LevelKey, tuple[float, float]] | None = None
+
+    @property
+    def idle(self) -> bool:
+        """No job running, no model being bound, no replay slices left."""
+        return self.in_flight is None and not self._swapping and not self._replay_left
 
     def start(self) -> None:
         self._predictor.set_length_listener(self.record)
 
     def stop(self) -> None:
         self._predictor.set_length_listener(None)
+        self._swapping = False
         if self.in_flight is not None:
             self.in_flight.cancel()
 
     def record(self, features: RequestFeatures, output_tokens: int) -> None:
         """One learnable outcome, called by the predictor before it learns it (on the loop)."""
+        if self._replaying:
+            return  # an outcome already recorded, replayed into the fresh online state after a swap
+        if self.in_flight is not None or self._swapping:
+            self._hold(features, output_tokens)
         max_tokens = features.max_tokens
         if max_tokens is not None and output_tokens >= max_tokens:
             return  # cut by max_tokens: the true length is unknown
         served_p50 = self._predictor.predict_length(features).p50_tokens
-        entry = compact_entry(length_features(features), output_tokens, served_p50)
-        if self.reservoir.add(entry) and self.in_flight is None:
+        entry = compact_entry(length_features(features), output_tokens, served_p50, group_key(features))
+        if self.reservoir.add(entry) and self.in_flight is None and not self._swapping:
             fit, holdout = self.reservoir.job()
-            future = self._loop.run_in_executor(
-                self._executor, self._job, self._base, fit, holdout, self._params
-            )
+            future: asyncio.Future[RefitResult] = self._loop.create_future()
             self.in_flight = future
+            self._drop_held()
             future.add_done_callback(self._finished)
+            self._encode_step(future, fit, holdout, [], [], 0)
+
+    def _encode_step(
+        self,
+        future: asyncio.Future[RefitResult],
+        fit: list[Entry],
+        holdout: list[Entry],
+        fit_blobs: list[bytes],
+        holdout_blobs: list[bytes],
+        start: int,
+    ) -> None:
+        """Pickle the job's entries ``ENCODE_SLICE`` at a time, a slice per loop callback, then submit.
+
+        Why: handed over as objects, the ~22k entries were pickled by the executor's feeder thread
+        in one C call holding the GIL, stalling the loop for 30-57 ms (bench/refit_loop_lag.py);
+        a list of byte strings is a memory copy for it.
+        """
+        if future.done():
+            return  # cancelled by ``stop``
+        n_fit = len(fit)
+        if start < n_fit:
+            end = min(start + ENCODE_SLICE, n_fit)
+            fit_blobs.append(pickle.dumps(fit[start:end], protocol=pickle.HIGHEST_PROTOCOL))
+        else:
+            end = start + ENCODE_SLICE
+            holdout_blobs.append(
+                pickle.dumps(holdout[start - n_fit : end - n_fit], protocol=pickle.HIGHEST_PROTOCOL)
+            )
+        if end < n_fit + len(holdout):
+            self._loop.call_soon(self._encode_step, future, fit, holdout, fit_blobs, holdout_blobs, end)
+            return
+        job = self._loop.run_in_executor(
+            self._executor,
+            functools.partial(run_refit_encoded, self._job),
+            self._base_blob,
+            fit_blobs,
+            holdout_blobs,
+            self._params,
+        )
+        job.add_done_callback(functools.partial(_forward, future))
+
+    def _hold(self, features: RequestFeatures, output_tokens: int) -> None:
+        """Keep an outcome that arrives while a job runs, for ``_replay`` after a swap.
+
+        The first one also snapshots the online keys' offsets: every learned outcome passes through
+        ``record`` before it is learned, so at that point the state holds exactly the outcomes up to
+        the one that started the job (which ``record`` saw before it was learned), all in the job.
+        """
+        if self._key_offsets is None:
+            online = self._predictor.online
+            self._key_offsets = online.key_offsets() if online is not None else {}
+        self._pending.append((features, output_tokens))
+        self._pending_seen += 1
 
     def _finished(self, future: asyncio.Future[RefitResult]) -> None:
         """Done-callback of the job's future: runs on the loop, so the swap needs no lock."""
         self.in_flight = None
-        if future.cancelled():
-            return
         stats = self.stats
+        if future.cancelled():
+            self._drop_held()
+            return
         error = future.exception()
         if error is not None:
             stats.failed += 1
             stats.last_reason = f"failed: {error!r}"
             log.warning("length model refit failed: %r", error)
+            self._drop_held()
             return
         result = future.result()
         stats.refits += 1
@@ -103,9 +197,18 @@ class LengthRefitter:
         stats.last_reason = result.reason
         if result.accepted:
             stats.swaps += 1
-            self._predictor.replace_length_model(result.model, reset_online=self._params.reset_online)
+            weights = self._predictor.feature_weights
+            if self._params.reset_online and weights is not None:
+                # The fresh table is built a slice per loop callback; the old model serves meanwhile
+                # and the outcomes that arrive are held for the replay, as during the job.
+                self._swapping = True
+                fresh = OnlineFeatureWeights(weights.params)
+                self._bind_step(result.model, fresh, fresh.bind_in_steps(result.model, BIND_SLICE_TERMS))
+            else:
+                self._commit(result.model, None)
         else:
             stats.rejected += 1
+            self._drop_held()
         log.info(
             "length model refit on %d outcomes: %s (holdout tau %s vs served %s, %.1f s)",
             result.fit_n,
@@ -114,6 +217,76 @@ class LengthRefitter:
             result.tau_served,
             result.duration_s,
         )
+
+    def _drop_held(self) -> None:
+        self._pending.clear()
+        self._pending_seen = 0
+        self._key_offsets = None
+
+    def _bind_step(
+        self, model: OutputLengthModel, fresh: OnlineFeatureWeights, steps: Iterator[None]
+    ) -> None:
+        if not self._swapping:
+            return  # stopped
+        try:
+            next(steps)
+        except StopIteration:
+            self._commit(model, fresh)
+            return
+        self._loop.call_soon(self._bind_step, model, fresh, steps)
+
+    def _commit(self, model: OutputLengthModel, fresh: OnlineFeatureWeights | None) -> None:
+        """Serve ``model`` (with ``fresh``, the table already bound to it), then replay what was held."""
+        pending = list(self._pending)
+        self.stats.replay_dropped += self._pending_seen - len(pending)
+        key_offsets = self._key_offsets
+        self._swapping = False
+        self._drop_held()
+        reset = self._params.reset_online
+        self._predictor.replace_length_model(model, reset_online=reset, feature_weights=fresh)
+        online = self._predictor.online
+        if reset and online is not None and key_offsets is not None:
+            # The keys' offsets as the job's outcomes left them, then what came since, in order: the
+            # state the proxy would have had if the swap had landed as the job started.
+            online.restore_key_offsets(key_offsets)
+            self._replay(pending)
+
+    def _replay(self, pending: list[tuple[RequestFeatures, int]]) -> None:
+        """Teach the fresh online state the outcomes that arrived while the job ran, in their order.
+
+        In slices of ``REPLAY_SLICE`` per loop callback (~50 us each): a few thousand in one callback
+        would hold the loop for ~0.1 s. Outcomes that finish meanwhile are learned directly, a few
+        positions earlier than their turn; each outcome is still learned exactly once.
+        """
+        self.stats.replayed += len(pending)
+        self._replay_left = len(pending)
+
+        def run(start: int) -> None:
+            chunk = pending[start : start + REPLAY_SLICE]
+            self._replaying = True
+            try:
+                for features, output_tokens in chunk:
+                    self._predictor.observe_length(features, output_tokens)
+            finally:
+                self._replaying = False
+            self._replay_left -= len(chunk)
+            if self._replay_left > 0:
+                self._loop.call_soon(run, start + REPLAY_SLICE)
+
+        if pending:
+            run(0)
+
+
+def _forward(target: asyncio.Future[RefitResult], source: asyncio.Future[RefitResult]) -> None:
+    """The executor future's outcome onto the refitter's own (which exists from the encoding on)."""
+    if target.done():
+        return
+    if source.cancelled():
+        target.cancel()
+    elif (error := source.exception()) is not None:
+        target.set_exception(error)
+    else:
+        target.set_result(source.result())
 
 
 def process_executor() -> concurrent.futures.ProcessPoolExecutor:
@@ -125,9 +298,13 @@ def process_executor() -> concurrent.futures.ProcessPoolExecutor:
 async def refit_context(
     predictor: Predictor | None, config: RefitConfig, on_start: Callable[[LengthRefitter], Any]
 ) -> AsyncIterator[None]:
-    """An aiohttp ``cleanup_ctx`` body: the refitter and its worker process live as long as the app."""
-    if not config.enabled or predictor is None:
-        yield
+    """An aiohttp ``cleanup_ctx`` body: the refitter and its worker process live as long as the app.
+
+    The executor spawns its one worker at the first job (``ProcessPoolExecutor`` starts processes on
+    submit), so a proxy that never sees ``every_outcomes`` outcomes never starts one.
+    """
+    if not config.enabled or predictor is None or predictor.online is None:
+        yield  # off, or no online refinement to take outcomes from (refit on by default)
         return
     executor = process_executor()
     refitter = LengthRefitter(
