@@ -61,7 +61,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from librt.vecs import vec
+from librt.vecs import append, vec
 from mypy_extensions import i64
 
 from predictors.features import LengthFeatureRow
@@ -422,8 +422,8 @@ class OnlineFeatureWeights:
         pairs.reserve(n_tokens)
         token_data = tokens.data
         pair_data = pairs.data
-        words: list[i64] = []  # slots in ``tokens``
-        pairs_seen: list[i64] = []  # slots in ``pairs``
+        words = vec[i64](capacity=n_tokens)  # slots in ``tokens`` (unboxed: a list would box each)
+        pairs_seen = vec[i64](capacity=n_tokens)  # slots in ``pairs``
         online = 0.0
         for slice_tokens in (row.head, row.tail):
             previous: i64 = _EMPTY
@@ -441,10 +441,10 @@ class OnlineFeatureWeights:
                         self._n_weights += 1
                     if pair >= 0:
                         online += pair_data[pair * _STRIDE + _W]
-                        pairs_seen.append(pair)
+                        pairs_seen = append(pairs_seen, pair)
                 if entry >= 0:
                     online += token_data[entry * _STRIDE + _W]
-                    words.append(entry)
+                    words = append(words, entry)
                     previous = key
                 else:
                     previous = _EMPTY
