@@ -31,14 +31,19 @@ Bounded memory: at most ``max_weights`` weights (unigrams + pairs +
 categorical keys). When the table is full, features not yet in it are
 ignored (known ones keep learning); the first ``max_weights`` distinct
 features of the stream are the ones kept, which are mostly the frequent ones.
-Deterministic (no string hashing, whose seed varies per process).
+Deterministic: nothing depends on the order of string hashes (their seed varies per process).
 
 Cost and where it runs: the online weights live in one table with the
 offline model's own text and categorical weights (``bind`` copies those in),
 so a request's offline location, scale and online score come from the same
-dict lookups (``location_scale_score``): the online part adds a few float
-additions per token, not a second pass. ``tests/unit/test_online_features.py``
-checks the offline part equals ``OutputLengthModel.location_scale`` exactly.
+lookups (``location_scale_score``): the online part adds a few float
+additions per token, not a second pass. The text part of that table is two
+flat open-addressing tables (``_HashTable``: tokens, adjacent pairs) of 64-bit
+key hashes with the weights in one contiguous float array, so a token's
+lookup reads two cache lines (its key, its weights) where a dict of objects
+chased five or more dependent pointers (docs/policies.md, "Decision cost").
+``tests/unit/test_online_features.py`` checks the offline part equals
+``OutputLengthModel.location_scale`` exactly.
 An update touches the same <= ~110 weights once. That is "refinement" in
 the issue's sense (an incremental step whose cost is bounded by the request's
 own feature count, like the per-key means), not "training" (a refit over
@@ -54,6 +59,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Final
+
+from librt.vecs import append, vec
+from mypy_extensions import i64
 
 from predictors.features import LengthFeatureRow
 from predictors.output_length import OutputLengthModel
@@ -86,30 +95,142 @@ class FeatureWeightParams:
 PAIRS_PARAMS = FeatureWeightParams(rate=0.1, use_pairs=True)
 
 
-class _Term:
-    """One text term (a token, or an adjacent pair under its first token): its two weights and ``G``.
+# Slot layout of ``_HashTable.data``: three floats per slot, adjacent so that one token's weights are one
+# cache line (a request reads ``offline`` and ``w``; ``observe`` also ``g``).
+_STRIDE: Final = 3
+_OFFLINE: Final = 0
+_W: Final = 1
+_G: Final = 2
+_EMPTY: Final = 0  # the key of an empty slot (a real key 0 is stored as 1: ``_token_key``)
+_MIN_SLOTS: Final = 64
+
+
+def _token_key(token: str) -> i64:
+    """The 64-bit key of ``token``: its ``str`` hash (SipHash, cached in the string) with its length mixed in.
+
+    Why the length: CPython hashes a string's internal buffer, whose width follows its widest
+    character, so ``"te"`` (two 1-byte characters, bytes 74 65) and ``"\u6574"`` (one 2-byte
+    character, the same two bytes) hash alike; it happened in the replay test's vocabulary. Equal
+    buffers of different widths always have different lengths, so ``(hash, length)`` leaves only
+    the random collisions of 64-bit hashes: with ~10^4-10^5 keys ~10^-14..10^-9 per lookup, two
+    tokens then sharing weights. The length goes to bits 43-62 (lengths < 2**20: tokens are short
+    words), where no value leaves the signed 64-bit range in either build. Never 0 (the empty slot).
+    ``hash`` varies per process; the table is never saved or compared across processes, and no
+    result depends on the slot order.
+    """
+    key: i64 = hash(token)
+    n: i64 = len(token)
+    key ^= (n & 0xFFFFF) << 43
+    return key if key != _EMPTY else 1
+
+
+def _pair_key(first: i64, second: i64) -> i64:
+    """The key of the adjacent pair ``(first, second)`` (token keys), in the pair table: never 0.
+
+    ``second``'s bits rotated by 7 (a bijection of 64-bit values, written so that no intermediate
+    leaves the signed 64-bit range in either build), XORed with ``first``: for one first token,
+    distinct second tokens never share a key; otherwise as random as the token keys.
+    """
+    key: i64 = first ^ (second >> 7) ^ ((second & 127) << 56)
+    return key if key != _EMPTY else 1
+
+
+class _HashTable:
+    """Open addressing (linear probing, load <= 1/2) of 64-bit keys, each with ``[offline, w, g]``.
 
     ``offline``: the bound offline model's ridge weight; ``w``: the online weight; ``g``: the AdaGrad
-    sum of squared gradients; ``pairs``: second token -> ``_Term`` (whose own ``pairs`` stays None).
-    A slots object, so the request path reads one object per term (a list was the list, its item
-    array, then the floats): with a few thousand distinct prompts the table does not stay in the
-    CPU cache and the request path's time is mostly these reads (docs/predictors.md, speed).
+    sum of squared gradients. Why not a dict: a dict lookup of a fresh ``str`` reads the dict's index,
+    its entry, the stored key string (for the compare) and the value object, then that object's
+    fields: four dependent cache misses per token once the table (~10^4 tokens, ~3x10^4 pairs: several
+    MB as objects) no longer fits in the CPU cache, which is where the decision's p99 went
+    (docs/policies.md, "Where the p99 goes"). Here a lookup reads the key array, and when found the
+    weights of the same slot: two loads, and the key's address depends only on the token, so the CPU
+    overlaps the lookups of successive tokens. ``vec`` (``librt.vecs``) arrays are unboxed when
+    compiled (a C array index) and a C type with item access when not.
 
-    ``next`` (pairs only): the term of the pair's second token, linked the first time both are
-    found. Most adjacent tokens of a prompt are a known pair (~13 of ~24 per prompt in the speed
-    bench), so the small pair dict of the previous token, searched anyway, hands over the token's
-    own term and the large table is not searched again. Terms are never removed or replaced
-    (``bind`` keeps them), so a link stays valid.
+    Keys are never removed (``reset`` replaces the tables), so a slot index stays valid until the
+    next ``insert`` that grows the table; ``learn`` reserves room first, so its slots stay valid.
     """
 
-    __slots__ = ("g", "next", "offline", "pairs", "w")
+    __slots__ = ("count", "data", "keys", "mask")
 
-    def __init__(self) -> None:
-        self.offline = 0.0
-        self.w = 0.0
-        self.g = 0.0
-        self.next: _Term | None = None
-        self.pairs: dict[str, _Term] | None = None
+    def __init__(self, n_slots: i64 = _MIN_SLOTS) -> None:
+        self.keys: vec[i64] = vec[i64]([_EMPTY] * n_slots)
+        self.data: vec[float] = vec[float]([0.0] * (n_slots * _STRIDE))
+        self.mask: i64 = n_slots - 1
+        self.count: i64 = 0
+
+    def find(self, key: i64) -> i64:
+        """The slot of ``key``, or -1 when absent."""
+        keys = self.keys
+        mask = self.mask
+        slot = key & mask
+        while True:
+            found = keys[slot]
+            if found == key:
+                return slot
+            if found == _EMPTY:
+                return -1
+            slot = (slot + 1) & mask
+
+    def reserve(self, n_new: i64) -> None:
+        """Grow now if ``n_new`` more keys would pass half full, so that inserting them moves no slot."""
+        n_slots = self.mask + 1
+        if 2 * (self.count + n_new) > n_slots:
+            while 2 * (self.count + n_new) > n_slots:
+                n_slots *= 2
+            self._rehash(n_slots)
+
+    def insert(self, key: i64) -> i64:
+        """Add ``key`` (absent: ``find`` said so) with ``[0, 0, 0]``; returns its slot.
+
+        Does not grow: callers ``reserve`` first (a growth moves every slot).
+        """
+        keys = self.keys
+        mask = self.mask
+        slot = key & mask
+        while keys[slot] != _EMPTY:
+            slot = (slot + 1) & mask
+        keys[slot] = key
+        self.count += 1
+        return slot
+
+    def clear_offline(self) -> None:
+        """Set every slot's offline weight to 0 (a new model is being bound); online state kept."""
+        data = self.data
+        i: i64 = _OFFLINE
+        n = len(data)
+        while i < n:
+            data[i] = 0.0
+            i += _STRIDE
+
+    def _rehash(self, n_slots: i64) -> None:
+        old_keys = self.keys
+        old_data = self.data
+        self.keys = vec[i64]([_EMPTY] * n_slots)
+        self.data = vec[float]([0.0] * (n_slots * _STRIDE))
+        self.mask = n_slots - 1
+        self.count = 0
+        data = self.data
+        for old_slot in range(len(old_keys)):
+            key = old_keys[old_slot]
+            if key != _EMPTY:
+                at = self.insert(key) * _STRIDE
+                was = old_slot * _STRIDE
+                data[at] = old_data[was]
+                data[at + 1] = old_data[was + 1]
+                data[at + 2] = old_data[was + 2]
+
+    def n_bytes(self) -> int:
+        """Bytes held by the two arrays (memory reports)."""
+        return 8 * (len(self.keys) + len(self.data))
+
+
+def _step(data: vec[float], at: i64, gg: float, rate_g: float, g0: float, keep: float) -> None:
+    """One AdaGrad step plus decay of the term at ``data[at:at + 3]``, in the old ``_Term``'s float order."""
+    total = data[at + _G] + gg
+    data[at + _G] = total
+    data[at + _W] = keep * (data[at + _W] + rate_g / math.sqrt(g0 + total))
 
 
 class OnlineFeatureWeights:
@@ -117,19 +238,23 @@ class OnlineFeatureWeights:
 
     Table layout:
 
-    * text term: ``_Term`` (``offline``, ``w``, ``g``, ``pairs``, ``next``);
+    * text terms: two ``_HashTable`` (tokens by ``_token_key``, adjacent pairs by ``_pair_key``),
+      ``[offline, w, g]`` per slot;
     * categorical key: ``[w_mu_offline, w_scale_offline, w, G]`` (a list: index access is the
       cheapest read in CPython; a dozen per request, not worth a second layout).
 
     ``G`` is the AdaGrad sum of squared gradients; offline weights are 0.0 for terms the offline
-    model does not have (adding 0.0 leaves its sums bit-identical).
+    model does not have (adding 0.0 leaves its sums bit-identical). A pair is only ever created
+    under a token that is in the table (as the dict-of-pairs layout before it: a pair is looked up
+    only after its first token was found), and entries are never removed until ``reset``.
     """
 
-    __slots__ = ("_categorical", "_intercept", "_n_weights", "_params", "_text", "n_updates")
+    __slots__ = ("_categorical", "_intercept", "_n_weights", "_pairs", "_params", "_tokens", "n_updates")
 
     def __init__(self, params: FeatureWeightParams | None = None) -> None:
         self._params = params or FeatureWeightParams()
-        self._text: dict[str, _Term] = {}
+        self._tokens = _HashTable()
+        self._pairs = _HashTable()
         self._categorical: dict[str, list[float]] = {}
         self._intercept: tuple[float, float] = (0.0, 0.0)
         self._n_weights = 0
@@ -143,6 +268,10 @@ class OnlineFeatureWeights:
         """Number of online weights created (bounded by ``max_weights``; the offline ones not counted)."""
         return self._n_weights
 
+    def n_bytes(self) -> int:
+        """Bytes held by the text tables' arrays (the categorical dict, a few dozen keys, not counted)."""
+        return self._tokens.n_bytes() + self._pairs.n_bytes()
+
     def reset(self) -> None:
         """Forget every learned weight and term (``bind`` the serving model again afterwards).
 
@@ -151,7 +280,8 @@ class OnlineFeatureWeights:
         Dropping the table, not zeroing it, also drops terms only the old model had (bounded memory
         across refits).
         """
-        self._text = {}
+        self._tokens = _HashTable()
+        self._pairs = _HashTable()
         self._categorical = {}
         self._intercept = (0.0, 0.0)
         self._n_weights = 0
@@ -173,36 +303,48 @@ class OnlineFeatureWeights:
         loop callback and only then swaps it in. The same operations in the same order as one call.
         """
         self._intercept = model.intercept
-        for old in self._text.values():
-            old.offline = 0.0
-            if old.pairs is not None:
-                for old_pair in old.pairs.values():
-                    old_pair.offline = 0.0
-        text = self._text
+        tokens = self._tokens
+        pairs = self._pairs
+        tokens.clear_offline()
+        pairs.clear_offline()
+        # Room for the model's terms up front (exact for a fresh table, the refit's case): growing
+        # while binding would rehash the table ~10 times, the last in one slice (~0.7 ms).
+        n_pairs = 0
+        for inner in model.bigrams.values():
+            n_pairs += len(inner)
+        missing: i64 = len(model.text_table) - tokens.count
+        if missing > 0:
+            tokens.reserve(missing)
+        missing = n_pairs - pairs.count
+        if missing > 0:
+            pairs.reserve(missing)
+            if step_terms:
+                yield  # allocating the arrays (~1-2 ms for a model's ~3x10^4 pairs) is a slice of its own
         done = 0
         for token, (weight, base_pairs) in model.text_table.items():
-            entry = text.get(token)
-            if entry is None:
-                entry = text[token] = _Term()
-            entry.offline = weight
+            first = _token_key(token)
+            slot = tokens.find(first)
+            if slot < 0:
+                tokens.reserve(1)
+                slot = tokens.insert(first)
+            tokens.data[slot * _STRIDE] = weight
             if base_pairs:
-                pairs = entry.pairs
-                if pairs is None:
-                    pairs = entry.pairs = {}
                 for second, pair_weight in base_pairs.items():
-                    pair = pairs.get(second)
-                    if pair is None:
-                        pair = pairs[second] = _Term()
-                    pair.offline = pair_weight
+                    key = _pair_key(first, _token_key(second))
+                    pair = pairs.find(key)
+                    if pair < 0:
+                        pairs.reserve(1)
+                        pair = pairs.insert(key)
+                    pairs.data[pair * _STRIDE] = pair_weight
             done += 1
             if done == step_terms:
                 done = 0
                 yield
         cat = self._categorical
-        for key, (w_mu, w_s) in model.categorical.items():
-            cat_entry = cat.get(key)
+        for cat_key, (w_mu, w_s) in model.categorical.items():
+            cat_entry = cat.get(cat_key)
             if cat_entry is None:
-                cat_entry = cat[key] = [0.0, 0.0, 0.0, 0.0]
+                cat_entry = cat[cat_key] = [0.0, 0.0, 0.0, 0.0]
             cat_entry[0] = w_mu
             cat_entry[1] = w_s
 
@@ -210,37 +352,56 @@ class OnlineFeatureWeights:
         """``(mu, s, f)``: the bound offline model's two linear scores (unclamped) and the online score.
 
         ``f`` is clipped to ``+-max_correction``. Runs on the request path: one pass, one lookup
-        per token (in its predecessor's pairs if they know it, see ``_Term.next``, else in the
-        table), per pair and per categorical key.
+        per token and, after a token found in the table, one per pair; per categorical key.
+        Sums in the order of ``OutputLengthModel.location_scale`` (a pair, then its second token).
         """
         mu, s = self._intercept
         text = 0.0
         online = 0.0
-        table = self._text  # a dict read as one (a bound .get is a generic call from compiled code)
-        for tokens in (row.head, row.tail):
-            pairs = None
-            for token in tokens:
-                pair: _Term | None = pairs.get(token) if pairs is not None else None
-                if pair is None:
-                    entry = table.get(token)
-                else:
-                    text += pair.offline
-                    online += pair.w
-                    entry = pair.next
-                    if entry is None:
-                        entry = pair.next = table.get(token)
-                if entry is None:
-                    pairs = None
-                else:
-                    text += entry.offline
-                    online += entry.w
-                    pairs = entry.pairs
+        tokens = self._tokens
+        pairs = self._pairs
+        token_keys = tokens.keys
+        token_data = tokens.data
+        token_mask = tokens.mask
+        pair_keys = pairs.keys
+        pair_data = pairs.data
+        pair_mask = pairs.mask
+        for slice_tokens in (row.head, row.tail):
+            previous: i64 = _EMPTY  # key of the previous token when it was found, else none
+            for token in slice_tokens:
+                key = _token_key(token)
+                if previous != _EMPTY:
+                    pair_key = _pair_key(previous, key)
+                    slot = pair_key & pair_mask
+                    while True:  # ``_HashTable.find``, inlined: a native call per token is measurable
+                        found = pair_keys[slot]
+                        if found == pair_key:
+                            at = slot * _STRIDE
+                            text += pair_data[at]
+                            online += pair_data[at + 1]
+                            break
+                        if found == _EMPTY:
+                            break
+                        slot = (slot + 1) & pair_mask
+                previous = _EMPTY
+                slot = key & token_mask
+                while True:
+                    found = token_keys[slot]
+                    if found == key:
+                        at = slot * _STRIDE
+                        text += token_data[at]
+                        online += token_data[at + 1]
+                        previous = key
+                        break
+                    if found == _EMPTY:
+                        break
+                    slot = (slot + 1) & token_mask
         value = row.text_value
         mu += text * value
         online *= value
         cat = self._categorical
-        for key in row.categorical:
-            cat_entry = cat.get(key)
+        for cat_key in row.categorical:
+            cat_entry = cat.get(cat_key)
             if cat_entry is not None:
                 mu += cat_entry[0]
                 s += cat_entry[1]
@@ -262,54 +423,54 @@ class OnlineFeatureWeights:
         ``target`` is what the offline model and the per-key means left for this request. With
         ``only_raise`` (an answer cut by ``max_tokens``) the step is taken only if it raises ``f``.
         One pass finds (or creates, below the cap) the request's weights and sums ``f``; the
-        second steps the same weights without looking them up again.
+        second steps the same weights without looking them up again (room for every term the
+        pass may create is reserved first, so no slot moves in between).
         """
         p = self._params
         cap, use_pairs = p.max_weights, p.use_pairs
-        text = self._text
-        words: list[_Term] = []
-        pairs_seen: list[_Term] = []
+        tokens = self._tokens
+        pairs = self._pairs
+        n_tokens = len(row.head) + len(row.tail)
+        tokens.reserve(n_tokens)
+        pairs.reserve(n_tokens)
+        token_data = tokens.data
+        pair_data = pairs.data
+        words = vec[i64](capacity=n_tokens)  # slots in ``tokens`` (unboxed: a list would box each)
+        pairs_seen = vec[i64](capacity=n_tokens)  # slots in ``pairs``
         online = 0.0
-        for tokens in (row.head, row.tail):
-            previous: _Term | None = None
-            for token in tokens:
-                pair = entry = None
-                if previous is not None and previous.pairs is not None:
-                    pair = previous.pairs.get(token)
-                    if pair is not None:
-                        entry = pair.next
-                if entry is None:
-                    entry = text.get(token)
-                    if entry is None and self._n_weights < cap:
-                        entry = text[token] = _Term()
+        for slice_tokens in (row.head, row.tail):
+            previous: i64 = _EMPTY
+            for token in slice_tokens:
+                key = _token_key(token)
+                entry = tokens.find(key)
+                if entry < 0 and self._n_weights < cap:
+                    entry = tokens.insert(key)
+                    self._n_weights += 1
+                if previous != _EMPTY:
+                    pair_key = _pair_key(previous, key)
+                    pair = pairs.find(pair_key)
+                    if pair < 0 and use_pairs and self._n_weights < cap:
+                        pair = pairs.insert(pair_key)
                         self._n_weights += 1
-                    if pair is not None:
-                        pair.next = entry
-                if previous is not None:
-                    if pair is None and use_pairs and self._n_weights < cap:
-                        pairs = previous.pairs
-                        if pairs is None:
-                            pairs = previous.pairs = {}
-                        pair = pairs[token] = _Term()
-                        pair.next = entry
-                        self._n_weights += 1
-                    if pair is not None:
-                        online += pair.w
-                        pairs_seen.append(pair)
-                if entry is not None:
-                    online += entry.w
-                    words.append(entry)
-                previous = entry
+                    if pair >= 0:
+                        online += pair_data[pair * _STRIDE + _W]
+                        pairs_seen = append(pairs_seen, pair)
+                if entry >= 0:
+                    online += token_data[entry * _STRIDE + _W]
+                    words = append(words, entry)
+                    previous = key
+                else:
+                    previous = _EMPTY
         value = row.text_value
         online *= value
         cat = self._categorical
         cats: list[list[float]] = []
-        for key in row.categorical:
-            cat_entry = cat.get(key)
+        for cat_key in row.categorical:
+            cat_entry = cat.get(cat_key)
             if cat_entry is None:
                 if self._n_weights >= cap:
                     continue
-                cat_entry = cat[key] = [0.0, 0.0, 0.0, 0.0]
+                cat_entry = cat[cat_key] = [0.0, 0.0, 0.0, 0.0]
                 self._n_weights += 1
             online += cat_entry[2]
             cats.append(cat_entry)
@@ -327,10 +488,11 @@ class OnlineFeatureWeights:
         g = e * value
         gg = g * g
         rate_g = p.rate * g  # the step's numerator, as ``rate * g / sqrt(...)`` evaluates it
-        for term in words if not (use_pairs or p.learn_offline_pairs) else words + pairs_seen:
-            total = term.g + gg
-            term.g = total
-            term.w = keep * (term.w + rate_g / sqrt(g0 + total))
+        for slot in words:
+            _step(token_data, slot * _STRIDE, gg, rate_g, g0, keep)
+        if use_pairs or p.learn_offline_pairs:
+            for slot in pairs_seen:
+                _step(pair_data, slot * _STRIDE, gg, rate_g, g0, keep)
         ee = e * e
         rate_e = p.rate * e
         for cg in cats:

@@ -192,8 +192,8 @@ def test_rows_kept_from_predict_teach_exactly_what_recomputed_rows_teach(model) 
 
 @pytest.mark.parametrize("params", [FeatureWeightParams(), PAIRS_PARAMS])
 def test_pair_links_filled_by_scoring_change_nothing(model, params: FeatureWeightParams) -> None:
-    """A known pair hands over its second token's term (``_Term.next``), linked lazily by scoring and
-    learning: a table scored before every step learns and scores bit for bit like one never scored."""
+    """Scoring changes no state (the dict layout before the hash tables linked pairs lazily while
+    scoring): a table scored before every step learns and scores bit for bit like one never scored."""
     scored, unscored = OnlineFeatureWeights(params), OnlineFeatureWeights(params)
     scored.bind(model)
     unscored.bind(model)
