@@ -26,7 +26,8 @@ the offline data's precision rather than ``alpha`` alike for every term.
 **Reservoir** (bounded): the newest ``holdout`` outcomes in a queue; what leaves the queue enters
 a uniform reservoir sample (Algorithm R, injected RNG) of at most ``reservoir_size``. Each entry is
 the request's length-feature inputs in a compact form (the two token slices joined by spaces, the
-categorical keys, ~0.5 KB), the output tokens, and the p50 that was served for it. Answers cut by
+categorical keys, ~0.3 KB pickled), the output tokens, and the p50 that was served for it (the one
+``predict`` returned for the request, handed over by the predictor). Answers cut by
 ``max_tokens`` are not stored (their true length is unknown).
 
 **Guard**: the refit is fitted on the reservoir only; the ``holdout`` newest outcomes (not used to
@@ -138,16 +139,39 @@ def entry_row(entry: Entry) -> LengthFeatureRow:
     return LengthFeatureRow(head.split(" ") if head else [], tail.split(" ") if tail else [], entry[2])
 
 
+# One outcome as the predictor hands it over (``Predictor.set_length_listener``): the request's
+# length-feature row, output tokens, served p50, group key. Kept as is in the newest-outcomes queue
+# and compacted (``compact_entry``) only when it enters the sample or goes to a job.
+Observed = tuple[LengthFeatureRow, int, float, str]
+
+
+def encode_entry(outcome: Observed) -> bytes:
+    """One outcome as the sample keeps it: its ``Entry``, pickled (~0.3 KB; bytes are not tracked by
+    the garbage collector, and a job hands them over without pickling each entry again)."""
+    row, output_tokens, served_p50, group = outcome
+    return pickle.dumps(
+        compact_entry(row, output_tokens, served_p50, group), protocol=pickle.HIGHEST_PROTOCOL
+    )
+
+
 class RefitReservoir:
-    """The newest ``holdout`` outcomes, and a uniform sample of at most ``reservoir_size`` older ones."""
+    """The newest ``holdout`` outcomes, and a uniform sample of at most ``reservoir_size`` older ones.
+
+    Why outcomes are stored as they come and the sample as pickled entries: building an entry
+    (joining the token slices, ~2-6 us) for every outcome, and pickling the whole sample again for
+    every job (~30 ms of loop time per 22k entries), was most of the refit's per-request cost on the
+    loop. Now an outcome is compacted and pickled once, when Algorithm R keeps it, a shrinking
+    fraction once the sample is full (``reservoir_size / seen``); the holdout's at most ``holdout``
+    outcomes are compacted when a job takes them (``job_parts``, ``router.length_refit`` slices it).
+    """
 
     __slots__ = ("_params", "_recent", "_rng", "_sample", "_seen", "since_refit")
 
     def __init__(self, params: RefitParams, rng: random.Random) -> None:
         self._params = params
         self._rng = rng
-        self._recent: deque[Entry] = deque()
-        self._sample: list[Entry] = []
+        self._recent: deque[Observed] = deque()
+        self._sample: list[bytes] = []
         self._seen = 0  # entries that have left the recent queue (Algorithm R's count)
         self.since_refit = 0
 
@@ -155,26 +179,35 @@ class RefitReservoir:
         return len(self._recent) + len(self._sample)
 
     def add(self, entry: Entry) -> bool:
+        """``add_outcome`` for an outcome already in ``Entry`` form."""
+        return self.add_outcome(entry_row(entry), entry[3], entry[4], entry[5])
+
+    def add_outcome(self, row: LengthFeatureRow, output_tokens: int, served_p50: float, group: str) -> bool:
         """Store one outcome; True when a refit is due (``every_outcomes`` since the last, data enough)."""
         recent = self._recent
-        recent.append(entry)
+        recent.append((row, output_tokens, served_p50, group))
         if len(recent) > self._params.holdout:
             old = recent.popleft()
             self._seen += 1
             sample = self._sample
             if len(sample) < self._params.reservoir_size:
-                sample.append(old)
+                sample.append(encode_entry(old))
             else:
                 slot = self._rng.randrange(self._seen)
                 if slot < len(sample):
-                    sample[slot] = old
+                    sample[slot] = encode_entry(old)
         self.since_refit += 1
         return self.since_refit >= self._params.every_outcomes and len(self._sample) >= self._params.holdout
 
-    def job(self) -> tuple[list[Entry], list[Entry]]:
-        """(fit entries, holdout entries), copies; restarts the ``every_outcomes`` count."""
+    def job_parts(self) -> tuple[list[bytes], list[Observed]]:
+        """(the sample's pickled entries, the holdout's outcomes), copies; restarts the count."""
         self.since_refit = 0
         return list(self._sample), list(self._recent)
+
+    def job(self) -> tuple[list[Entry], list[Entry]]:
+        """(fit entries, holdout entries), copies; restarts the ``every_outcomes`` count."""
+        sample, recent = self.job_parts()
+        return [pickle.loads(blob) for blob in sample], [compact_entry(*outcome) for outcome in recent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,9 +441,13 @@ def run_refit_encoded(
     params: RefitParams,
 ) -> RefitResult:
     """``job`` (``run_refit``) on arguments the proxy pickled itself, in slices on its loop
-    (``router.length_refit``): the worker unpickles them here (bytes its own proxy pickled)."""
+    (``router.length_refit``): the worker unpickles them here (bytes its own proxy pickled).
+
+    A fit blob is a pickled list of the sample's entries, each pickled (``encode_entry``); a holdout
+    blob a pickled list of entries.
+    """
     base = pickle.loads(base_blob)
-    fit = [entry for blob in fit_blobs for entry in pickle.loads(blob)]
+    fit = [pickle.loads(entry) for blob in fit_blobs for entry in pickle.loads(blob)]
     holdout = [entry for blob in holdout_blobs for entry in pickle.loads(blob)]
     return job(base, fit, holdout, params)
 

@@ -1,9 +1,10 @@
 """The proxy side of the guarded background refit (``predictors.refit``, docs/predictors.md).
 
-On the event loop: each learnable outcome's length-feature inputs, output tokens, group key and
-the p50 the predictor gives it just before learning it go into a bounded ``RefitReservoir`` (~20 us
-per outcome: one more ``predict_length`` and one feature row). Every ``every_outcomes`` outcomes
-the reservoir's copy is pickled a slice per loop callback and handed as bytes to a worker
+On the event loop: each learnable outcome's length-feature row, output tokens, group key and the
+p50 served for it (both computed by ``predict`` for the request and handed over by the predictor)
+go into a bounded ``RefitReservoir`` (a few us per outcome; an entry is compacted and pickled only
+when the sample keeps it). Every ``every_outcomes`` outcomes the reservoir's copy is handed over a
+slice per loop callback, as bytes, to a worker
 *process* (``run_refit``: featurise, ridge, judge, about 2.5 s for 20k outcomes on a quiet
 machine; a thread would hold the GIL for that long, a process does not), at most one job at a
 time. When the job's future completes, its done-callback runs on the loop; an accepted model's
@@ -32,12 +33,12 @@ from typing import Any
 from core.config import RefitConfig
 from core.types import RequestFeatures
 from predictors import Predictor
-from predictors.features import length_features
+from predictors.features import LengthFeatureRow, length_features
 from predictors.online import LevelKey
 from predictors.online_features import OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
 from predictors.refit import (
-    Entry,
+    Observed,
     RefitParams,
     RefitReservoir,
     RefitResult,
@@ -50,8 +51,10 @@ from predictors.refit import (
 )
 
 log = logging.getLogger(__name__)
-# Entries pickled per loop callback when a job is handed over (~1.5 ms, ``_encode_step``).
-ENCODE_SLICE = 1_000
+# Holdout outcomes compacted and pickled per loop callback when a job is handed over, and the
+# sample's already pickled entries handed over per callback (``_encode_step``).
+ENCODE_SLICE = 500
+FIT_SLICE = 5_000
 # Work per loop callback at a swap: outcomes replayed (~60 us each, ``LengthRefitter._replay``) and
 # text terms bound into the new table (``OnlineFeatureWeights.bind_in_steps``).
 REPLAY_SLICE = 50
@@ -106,8 +109,21 @@ class LengthRefitter:
         if self.in_flight is not None:
             self.in_flight.cancel()
 
-    def record(self, features: RequestFeatures, output_tokens: int) -> None:
-        """One learnable outcome, called by the predictor before it learns it (on the loop)."""
+    def record(
+        self,
+        features: RequestFeatures,
+        output_tokens: int,
+        row: LengthFeatureRow | None = None,
+        served_p50: float | None = None,
+    ) -> None:
+        """One learnable outcome, called by the predictor before it learns it (on the loop).
+
+        ``row`` and ``served_p50``: the feature row and p50 ``predict`` computed for the request,
+        which the predictor hands over (``Predictor.set_length_listener``). The p50 served at the
+        decision is the guard's reference: what the router acted on, and what the evaluation's
+        prequential stream calls served. Only when the predictor no longer holds them (evicted, a
+        swap since the request was predicted) are they computed here, from the current state.
+        """
         if self._replaying:
             return  # an outcome already recorded, replayed into the fresh online state after a swap
         if self.in_flight is not None or self._swapping:
@@ -115,10 +131,13 @@ class LengthRefitter:
         max_tokens = features.max_tokens
         if max_tokens is not None and output_tokens >= max_tokens:
             return  # cut by max_tokens: the true length is unknown
-        served_p50 = self._predictor.predict_length(features).p50_tokens
-        entry = compact_entry(length_features(features), output_tokens, served_p50, group_key(features))
-        if self.reservoir.add(entry) and self.in_flight is None and not self._swapping:
-            fit, holdout = self.reservoir.job()
+        if served_p50 is None:
+            served_p50 = self._predictor.predict_length(features).p50_tokens
+        if row is None:
+            row = length_features(features)
+        due = self.reservoir.add_outcome(row, output_tokens, served_p50, group_key(features))
+        if due and self.in_flight is None and not self._swapping:
+            fit, holdout = self.reservoir.job_parts()
             future: asyncio.Future[RefitResult] = self._loop.create_future()
             self.in_flight = future
             self._drop_held()
@@ -128,29 +147,30 @@ class LengthRefitter:
     def _encode_step(
         self,
         future: asyncio.Future[RefitResult],
-        fit: list[Entry],
-        holdout: list[Entry],
+        fit: list[bytes],
+        holdout: list[Observed],
         fit_blobs: list[bytes],
         holdout_blobs: list[bytes],
         start: int,
     ) -> None:
-        """Pickle the job's entries ``ENCODE_SLICE`` at a time, a slice per loop callback, then submit.
+        """Hand the job's entries over a slice per loop callback, then submit.
 
         Why: handed over as objects, the ~22k entries were pickled by the executor's feeder thread
         in one C call holding the GIL, stalling the loop for 30-57 ms (bench/refit_loop_lag.py);
-        a list of byte strings is a memory copy for it.
+        a list of byte strings is a memory copy for it. The sample's entries are already pickled
+        one by one (``RefitReservoir``): ``FIT_SLICE`` of them per callback are one list to pickle
+        (~0.5 ms); the holdout's outcomes are compacted and pickled ``ENCODE_SLICE`` per callback.
         """
         if future.done():
             return  # cancelled by ``stop``
         n_fit = len(fit)
         if start < n_fit:
-            end = min(start + ENCODE_SLICE, n_fit)
+            end = min(start + FIT_SLICE, n_fit)
             fit_blobs.append(pickle.dumps(fit[start:end], protocol=pickle.HIGHEST_PROTOCOL))
         else:
             end = start + ENCODE_SLICE
-            holdout_blobs.append(
-                pickle.dumps(holdout[start - n_fit : end - n_fit], protocol=pickle.HIGHEST_PROTOCOL)
-            )
+            entries = [compact_entry(*outcome) for outcome in holdout[start - n_fit : end - n_fit]]
+            holdout_blobs.append(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL))
         if end < n_fit + len(holdout):
             self._loop.call_soon(self._encode_step, future, fit, holdout, fit_blobs, holdout_blobs, end)
             return
