@@ -19,6 +19,7 @@ import pytest
 from scipy.stats import kendalltau
 
 from core.config import PredictorsConfig, RefitConfig
+from core.types import RequestFeatures
 from predictors import Predictor
 from predictors.features import length_features
 from predictors.length_training import TrainConfig, fit_length_model
@@ -420,3 +421,116 @@ def test_outcomes_held_during_a_job_are_bounded(model) -> None:
     stats = asyncio.run(scenario()).stats
     assert stats.swaps == 1, stats
     assert (stats.replayed, stats.replay_dropped) == (PARAMS.holdout, 150)
+
+
+def _request(text: str, request_id: str, **kwargs: object) -> RequestFeatures:
+    return dataclasses.replace(chat_features(text, **kwargs), request_id=request_id)  # type: ignore[arg-type]
+
+
+class _Unused(concurrent.futures.Executor):
+    """No job is due in these tests: the refitter must not submit one."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        raise AssertionError("no refit job expected")
+
+
+def test_the_reservoir_keeps_the_p50_served_at_the_decision_and_the_requests_row(model) -> None:
+    """The guard's reference is what was served: the p50 ``predict`` gave the request, not what the
+    predictor would say at the outcome after learning from the requests that finished meanwhile."""
+    predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    loop = asyncio.new_event_loop()
+    try:
+        refitter = LengthRefitter(predictor, PARAMS, _Unused(), loop, random.Random(0))
+        refitter.start()
+        served = _request("write a detailed essay about tea rivers", "served")
+        served_p50 = predictor.predict_length(served).p50_tokens
+        for i in range(60):  # the same key's outcomes finish while it is in flight, all much longer
+            other = _request(f"write a detailed essay about tea rivers {i}", f"o{i}")
+            predictor.predict_length(other)
+            predictor.observe_length(other, 3_000)
+        now_p50 = predictor.predict_length(_request(served.last_user_text, "probe")).p50_tokens
+        assert now_p50 > 1.5 * served_p50  # the online correction moved: the two references differ
+        predictor.observe_length(served, 40)
+        _, recent = refitter.reservoir.job()
+        assert recent[-1] == compact_entry(length_features(served), 40, served_p50, group_key(served))
+        # An outcome whose prediction the predictor no longer holds: what it would serve now.
+        unseen = _request("name three rivers", "unseen")
+        expected = predictor.predict_length(_request("name three rivers", "probe2")).p50_tokens
+        predictor.observe_length(unseen, 12)
+        _, recent = refitter.reservoir.job()
+        assert recent[-1] == compact_entry(length_features(unseen), 12, expected, group_key(unseen))
+        refitter.stop()
+    finally:
+        loop.close()
+
+
+def test_the_refit_listener_does_not_change_what_the_predictor_learns(model) -> None:
+    """Handing the request's row and p50 to the listener leaves the online learning bit-identical."""
+    stream = unseen_cue_stream(300, seed=4)
+    plain = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    listened = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    loop = asyncio.new_event_loop()
+    try:
+        refitter = LengthRefitter(
+            listened, dataclasses.replace(PARAMS, every_outcomes=10_000), _Unused(), loop, random.Random(0)
+        )
+        refitter.start()
+        for predictor in (plain, listened):
+            in_flight: list[tuple[RequestFeatures, int]] = []
+            order = random.Random(5)
+            for i, (text, tokens) in enumerate(stream):
+                features = _request(text, f"r{i}", tenant=f"t{i % 3}")
+                if i % 7 != 0:  # every 7th outcome arrives unpredicted (the predictor recomputes)
+                    predictor.predict_length(features)
+                if i % 11 == 0:  # and some under an id whose features changed since the prediction
+                    features = dataclasses.replace(features, last_user_text=features.last_user_text + " now")
+                in_flight.append((features, tokens))
+                if len(in_flight) > 8:
+                    predictor.observe_length(*in_flight.pop(order.randrange(len(in_flight))))
+            for features, tokens in in_flight:
+                predictor.observe_length(features, tokens)
+        assert len(refitter.reservoir) == len(stream)
+        for text, _ in unseen_cue_stream(40, seed=9):
+            for tenant in ("t0", "t1", "t2"):
+                probe = _request(text, "probe", tenant=tenant)
+                assert plain.predict_length(probe) == listened.predict_length(probe)
+        refitter.stop()
+    finally:
+        loop.close()
+
+
+def test_the_job_gets_the_reservoirs_entries(model) -> None:
+    """Stored as they come and pickled one by one when kept, the entries a job receives are the ones
+    a reservoir of ready-made entries (the evaluation's) holds, with the same RNG."""
+    captured: list[tuple[list[Entry], list[Entry]]] = []
+
+    def job(base, fit, holdout, params):  # type: ignore[no-untyped-def]
+        captured.append((fit, holdout))
+        raise RuntimeError("captured")
+
+    async def scenario() -> LengthRefitter:
+        predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            refitter = LengthRefitter(
+                predictor, PARAMS, executor, asyncio.get_running_loop(), random.Random(0), job=job
+            )
+            refitter.start()
+            reference = RefitReservoir(PARAMS, random.Random(0))
+            for i, (text, tokens) in enumerate(unseen_cue_stream(PARAMS.every_outcomes, seed=11)):
+                features = _request(text, f"r{i}", tenant=f"t{i % 2}")
+                served = predictor.predict_length(features).p50_tokens
+                reference.add(compact_entry(length_features(features), tokens, served, group_key(features)))
+                predictor.observe_length(features, tokens)
+            assert refitter.in_flight is not None
+            await _until_idle(refitter)
+            refitter.stop()
+            assert captured == [reference.job()]
+            return refitter
+        finally:
+            executor.shutdown(wait=True)
+
+    refitter = asyncio.run(scenario())
+    assert refitter.stats.failed == 1
+    fit, holdout = captured[0]
+    assert len(fit) == PARAMS.every_outcomes - PARAMS.holdout and len(holdout) == PARAMS.holdout
