@@ -54,6 +54,7 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -198,6 +199,20 @@ class RefitReservoir:
                     sample[slot] = encode_entry(old)
         self.since_refit += 1
         return self.since_refit >= self._params.every_outcomes and len(self._sample) >= self._params.holdout
+
+    def outcomes_until_due(self) -> int:
+        """How many more ``add_outcome`` calls until one returns True (at least 1; exact: the count
+        and the sample's size follow from the number of outcomes alone). Lets a caller buffer
+        outcomes and add them in batches without moving the moment a refit is due."""
+        params = self._params
+        by_count = params.every_outcomes - self.since_refit
+        sample_short = params.holdout - len(self._sample)
+        # Outcomes leave the recent queue once it holds ``holdout``; each one that leaves joins the
+        # sample while it is below ``reservoir_size`` (>= holdout), so the sample gains one per outcome.
+        if sample_short > 0 and params.reservoir_size < params.holdout:
+            return sys.maxsize  # the sample never holds ``holdout`` outcomes: never due
+        by_sample = sample_short + params.holdout - len(self._recent) if sample_short > 0 else 0
+        return max(by_count, by_sample, 1)
 
     def job_parts(self) -> tuple[list[bytes], list[Observed]]:
         """(the sample's pickled entries, the holdout's outcomes), copies; restarts the count."""

@@ -24,6 +24,7 @@ import concurrent.futures
 import functools
 import logging
 import multiprocessing
+import os
 import pickle
 import random
 from collections import deque
@@ -55,10 +56,23 @@ log = logging.getLogger(__name__)
 # sample's already pickled entries handed over per callback (``_encode_step``).
 ENCODE_SLICE = 500
 FIT_SLICE = 5_000
+# Outcomes buffered by ``record`` before they are added to the reservoir in one go (~0.3 ms). Why:
+# added one by one, each outcome's reservoir step (queue, Algorithm R draw, group key) ran in a
+# separate call among the request's own work, ~4 us in the proxy against ~1.5 us in a tight loop
+# (cold caches); the moment a refit is due is unchanged (``RefitReservoir.outcomes_until_due``).
+RECORD_BATCH = 256
 # Work per loop callback at a swap: outcomes replayed (~60 us each, ``LengthRefitter._replay``) and
 # text terms bound into the new table (``OnlineFeatureWeights.bind_in_steps``).
 REPLAY_SLICE = 50
 BIND_SLICE_TERMS = 1_000
+# At most this share of the wall time has a job running: after a job that took ``d`` seconds
+# (hand-over to result), the next starts no sooner than ``d * (1 / share - 1)`` later. Why: at a
+# high request rate ``every_outcomes`` outcomes arrive faster than a job runs, jobs ran back to
+# back and the worker took a whole core, which on a small machine is the proxy's: its CPU per
+# request rose by ~10 us on the overhead benchmark's load from the contention alone (docs/predictors.md).
+MAX_WORKER_SHARE = 0.25
+# The worker's scheduling priority offset (``os.nice``): the proxy wins a contended core.
+WORKER_NICE = 10
 
 
 class LengthRefitter:
@@ -72,6 +86,8 @@ class LengthRefitter:
         loop: asyncio.AbstractEventLoop,
         rng: random.Random,
         job: Callable[..., RefitResult] = run_refit,
+        max_worker_share: float = MAX_WORKER_SHARE,
+        now_s: Callable[[], float] | None = None,
     ) -> None:
         self._predictor = predictor
         self._base = predictor.length_model  # refits always correct the loaded model, never a refit
@@ -81,7 +97,16 @@ class LengthRefitter:
         self._executor = executor
         self._loop = loop
         self._job = job
-        self.reservoir = RefitReservoir(params, rng)
+        if not 0.0 < max_worker_share <= 1.0:
+            raise ValueError("max_worker_share must be in (0, 1]")
+        self._gap_per_job_s = 1.0 / max_worker_share - 1.0
+        self._now_s = now_s if now_s is not None else loop.time
+        self._job_started_s = 0.0
+        self.next_job_s = float("-inf")  # no job starts before this (``MAX_WORKER_SHARE``)
+        self._reservoir = RefitReservoir(params, rng)
+        # Outcomes recorded but not yet in the reservoir, and how many more make a refit due.
+        self._batch: list[tuple[RequestFeatures, LengthFeatureRow, int, float]] = []
+        self._due_in = self._reservoir.outcomes_until_due()
         self.stats = RefitStats()
         self.in_flight: asyncio.Future[RefitResult] | None = None
         # Outcomes learned while a job runs: the swap's reset of the online state would drop them
@@ -135,14 +160,45 @@ class LengthRefitter:
             served_p50 = self._predictor.predict_length(features).p50_tokens
         if row is None:
             row = length_features(features)
-        due = self.reservoir.add_outcome(row, output_tokens, served_p50, group_key(features))
-        if due and self.in_flight is None and not self._swapping:
-            fit, holdout = self.reservoir.job_parts()
-            future: asyncio.Future[RefitResult] = self._loop.create_future()
-            self.in_flight = future
-            self._drop_held()
-            future.add_done_callback(self._finished)
-            self._encode_step(future, fit, holdout, [], [], 0)
+        batch = self._batch
+        batch.append((features, row, output_tokens, served_p50))
+        n = len(batch)
+        if n >= self._due_in and self.in_flight is None and not self._swapping:
+            if self._now_s() >= self.next_job_s and self._flush():
+                self._start_job()  # the reservoir as it would be had each outcome been added at once
+            return
+        if n >= RECORD_BATCH:
+            self._flush()
+
+    @property
+    def reservoir(self) -> RefitReservoir:
+        """The reservoir with every recorded outcome in it (buffered ones are added first)."""
+        self._flush()
+        return self._reservoir
+
+    def _flush(self) -> bool:
+        """Add the buffered outcomes to the reservoir, in their order (``RECORD_BATCH``); True when
+        a refit is due."""
+        batch = self._batch
+        if not batch:
+            return False
+        add = self._reservoir.add_outcome
+        due = False
+        for features, row, output_tokens, served_p50 in batch:
+            due = add(row, output_tokens, served_p50, group_key(features))
+        batch.clear()
+        self._due_in = self._reservoir.outcomes_until_due()
+        return due
+
+    def _start_job(self) -> None:
+        self._job_started_s = self._now_s()
+        fit, holdout = self._reservoir.job_parts()
+        self._due_in = self._reservoir.outcomes_until_due()
+        future: asyncio.Future[RefitResult] = self._loop.create_future()
+        self.in_flight = future
+        self._drop_held()
+        future.add_done_callback(self._finished)
+        self._encode_step(future, fit, holdout, [], [], 0)
 
     def _encode_step(
         self,
@@ -200,6 +256,8 @@ class LengthRefitter:
     def _finished(self, future: asyncio.Future[RefitResult]) -> None:
         """Done-callback of the job's future: runs on the loop, so the swap needs no lock."""
         self.in_flight = None
+        now_s = self._now_s()
+        self.next_job_s = now_s + (now_s - self._job_started_s) * self._gap_per_job_s
         stats = self.stats
         if future.cancelled():
             self._drop_held()
@@ -309,9 +367,14 @@ def _forward(target: asyncio.Future[RefitResult], source: asyncio.Future[RefitRe
         target.set_result(source.result())
 
 
+def _lower_priority() -> None:
+    """The worker's initializer: background work yields a contended core to the proxy."""
+    os.nice(WORKER_NICE)
+
+
 def process_executor() -> concurrent.futures.ProcessPoolExecutor:
     return concurrent.futures.ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
     )
 
 

@@ -534,3 +534,80 @@ def test_the_job_gets_the_reservoirs_entries(model) -> None:
     assert refitter.stats.failed == 1
     fit, holdout = captured[0]
     assert len(fit) == PARAMS.every_outcomes - PARAMS.holdout and len(holdout) == PARAMS.holdout
+
+
+@pytest.mark.parametrize(
+    ("every", "size", "holdout"), [(50, 100, 20), (7, 30, 20), (500, 100, 20), (5, 10, 20), (1, 12, 10)]
+)
+def test_outcomes_until_due_matches_adding_one_by_one(every: int, size: int, holdout: int) -> None:
+    """The refitter buffers outcomes and adds them in batches; the count that says when a refit is
+    due must be exact, or jobs would start at other outcomes than before."""
+    params = RefitParams(every_outcomes=every, reservoir_size=size, holdout=holdout)
+    reservoir = RefitReservoir(params, random.Random(0))
+    row = length_features(chat_features("a b c"))
+    rng = random.Random(1)
+    for _ in range(40):
+        until = reservoir.outcomes_until_due()
+        if size < holdout:  # the sample never reaches the holdout's size: never due
+            assert not any(reservoir.add_outcome(row, 1, 1.0, "") for _ in range(300))
+            return
+        answers = [reservoir.add_outcome(row, 1, 1.0, "") for _ in range(until)]
+        assert answers == [False] * (until - 1) + [True]
+        if rng.random() < 0.7:
+            reservoir.job_parts()  # a refit started: the count restarts (else it stays due)
+
+
+def test_jobs_take_at_most_their_share_of_the_time(model) -> None:
+    """At a high outcome rate the next job waits: a job that ran ``d`` seconds is followed by at
+    least ``d * (1 / share - 1)`` without one, so the worker does not take a core from the proxy."""
+    clock = [0.0]
+
+    def job(base, fit, holdout, params):  # type: ignore[no-untyped-def]
+        raise RuntimeError("not fitted in this test")
+
+    async def scenario() -> None:
+        predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        stream = iter(unseen_cue_stream(10 * PARAMS.every_outcomes, seed=12))
+
+        def feed(n: int) -> None:
+            for _ in range(n):
+                text, tokens = next(stream)
+                predictor.observe_length(chat_features(text), tokens)
+
+        try:
+            refitter = LengthRefitter(
+                predictor,
+                PARAMS,
+                executor,
+                asyncio.get_running_loop(),
+                random.Random(0),
+                job=job,
+                max_worker_share=0.25,
+                now_s=lambda: clock[0],
+            )
+            refitter.start()
+            feed(PARAMS.every_outcomes)
+            assert refitter.in_flight is not None  # the first job starts when due
+            clock[0] = 10.0  # it runs 10 s
+            await _until_idle(refitter)
+            assert refitter.next_job_s == 40.0
+            clock[0] = 39.0
+            feed(PARAMS.every_outcomes + 50)  # due, but within the gap: no job
+            assert refitter.in_flight is None and refitter.stats.failed == 1
+            clock[0] = 40.0
+            feed(1)  # the first outcome after the gap starts it
+            assert refitter.in_flight is not None
+            await _until_idle(refitter)
+            assert refitter.stats.failed == 2
+            refitter.stop()
+        finally:
+            executor.shutdown(wait=True)
+
+    asyncio.run(scenario())
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="max_worker_share"):
+            LengthRefitter(Predictor(model), PARAMS, _Unused(), loop, random.Random(0), max_worker_share=0.0)
+    finally:
+        loop.close()
