@@ -146,24 +146,16 @@ def entry_row(entry: Entry) -> LengthFeatureRow:
 Observed = tuple[LengthFeatureRow, int, float, str]
 
 
-def encode_entry(outcome: Observed) -> bytes:
-    """One outcome as the sample keeps it: its ``Entry``, pickled (~0.3 KB; bytes are not tracked by
-    the garbage collector, and a job hands them over without pickling each entry again)."""
-    row, output_tokens, served_p50, group = outcome
-    return pickle.dumps(
-        compact_entry(row, output_tokens, served_p50, group), protocol=pickle.HIGHEST_PROTOCOL
-    )
-
-
 class RefitReservoir:
     """The newest ``holdout`` outcomes, and a uniform sample of at most ``reservoir_size`` older ones.
 
-    Why outcomes are stored as they come and the sample as pickled entries: building an entry
-    (joining the token slices, ~2-6 us) for every outcome, and pickling the whole sample again for
-    every job (~30 ms of loop time per 22k entries), was most of the refit's per-request cost on the
-    loop. Now an outcome is compacted and pickled once, when Algorithm R keeps it, a shrinking
-    fraction once the sample is full (``reservoir_size / seen``); the holdout's at most ``holdout``
-    outcomes are compacted when a job takes them (``job_parts``, ``router.length_refit`` slices it).
+    Why outcomes are stored as they come and sample entries pickled once: building an entry (joining
+    the token slices) for every outcome, and pickling the whole sample again for every job (~30 ms
+    of loop time per 22k entries), was most of the refit's per-request cost on the loop. Now an
+    outcome is compacted only when Algorithm R keeps it, a shrinking fraction once the sample is
+    full (``reservoir_size / seen``), and a sample entry is pickled once, by the first job that
+    hands it over (``encode_fit``), which keeps the bytes in its slot for the next jobs. The
+    holdout's outcomes are compacted when a job takes them (``router.length_refit`` slices both).
     """
 
     __slots__ = ("_params", "_recent", "_rng", "_sample", "_seen", "since_refit")
@@ -172,7 +164,8 @@ class RefitReservoir:
         self._params = params
         self._rng = rng
         self._recent: deque[Observed] = deque()
-        self._sample: list[bytes] = []
+        # An entry, or its pickle once a job has handed it over (``encode_fit``).
+        self._sample: list[Entry | bytes] = []
         self._seen = 0  # entries that have left the recent queue (Algorithm R's count)
         self.since_refit = 0
 
@@ -192,11 +185,11 @@ class RefitReservoir:
             self._seen += 1
             sample = self._sample
             if len(sample) < self._params.reservoir_size:
-                sample.append(encode_entry(old))
+                sample.append(compact_entry(*old))
             else:
                 slot = self._rng.randrange(self._seen)
                 if slot < len(sample):
-                    sample[slot] = encode_entry(old)
+                    sample[slot] = compact_entry(*old)
         self.since_refit += 1
         return self.since_refit >= self._params.every_outcomes and len(self._sample) >= self._params.holdout
 
@@ -214,15 +207,36 @@ class RefitReservoir:
         by_sample = sample_short + params.holdout - len(self._recent) if sample_short > 0 else 0
         return max(by_count, by_sample, 1)
 
-    def job_parts(self) -> tuple[list[bytes], list[Observed]]:
-        """(the sample's pickled entries, the holdout's outcomes), copies; restarts the count."""
+    def job_parts(self) -> tuple[list[Entry | bytes], list[Observed]]:
+        """(the sample, the holdout's outcomes), copies; restarts the ``every_outcomes`` count.
+        ``encode_fit`` turns slices of the first into what the worker reads."""
         self.since_refit = 0
         return list(self._sample), list(self._recent)
+
+    def encode_fit(self, fit: list[Entry | bytes], start: int, end: int) -> bytes:
+        """``fit[start:end]`` as one pickled list of pickled entries (``run_refit_encoded``).
+
+        An entry not yet pickled is pickled here and, if its slot still holds it (the sample moves
+        on while a job is handed over), stored there as bytes: the next job copies the bytes.
+        """
+        sample = self._sample
+        blobs: list[bytes] = []
+        for i in range(start, end):
+            item = fit[i]
+            if isinstance(item, bytes):
+                blobs.append(item)
+                continue
+            blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+            if i < len(sample) and sample[i] is item:
+                sample[i] = blob
+            blobs.append(blob)
+        return pickle.dumps(blobs, protocol=pickle.HIGHEST_PROTOCOL)
 
     def job(self) -> tuple[list[Entry], list[Entry]]:
         """(fit entries, holdout entries), copies; restarts the ``every_outcomes`` count."""
         sample, recent = self.job_parts()
-        return [pickle.loads(blob) for blob in sample], [compact_entry(*outcome) for outcome in recent]
+        fit = [item if isinstance(item, tuple) else pickle.loads(item) for item in sample]
+        return fit, [compact_entry(*outcome) for outcome in recent]
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,8 +472,8 @@ def run_refit_encoded(
     """``job`` (``run_refit``) on arguments the proxy pickled itself, in slices on its loop
     (``router.length_refit``): the worker unpickles them here (bytes its own proxy pickled).
 
-    A fit blob is a pickled list of the sample's entries, each pickled (``encode_entry``); a holdout
-    blob a pickled list of entries.
+    A fit blob is a pickled list of the sample's entries, each pickled
+    (``RefitReservoir.encode_fit``); a holdout blob a pickled list of entries.
     """
     base = pickle.loads(base_blob)
     fit = [pickle.loads(entry) for blob in fit_blobs for entry in pickle.loads(blob)]

@@ -39,6 +39,7 @@ from predictors.online import LevelKey
 from predictors.online_features import OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
 from predictors.refit import (
+    Entry,
     Observed,
     RefitParams,
     RefitReservoir,
@@ -52,10 +53,10 @@ from predictors.refit import (
 )
 
 log = logging.getLogger(__name__)
-# Holdout outcomes compacted and pickled per loop callback when a job is handed over, and the
-# sample's already pickled entries handed over per callback (``_encode_step``).
+# Holdout outcomes compacted and pickled per loop callback when a job is handed over, and sample
+# entries per callback (pickled once, by the first job that hands them over; ``_encode_step``).
 ENCODE_SLICE = 500
-FIT_SLICE = 5_000
+FIT_SLICE = 1_000
 # Outcomes buffered by ``record`` before they are added to the reservoir in one go (~0.3 ms). Why:
 # added one by one, each outcome's reservoir step (queue, Algorithm R draw, group key) ran in a
 # separate call among the request's own work, ~4 us in the proxy against ~1.5 us in a tight loop
@@ -203,7 +204,7 @@ class LengthRefitter:
     def _encode_step(
         self,
         future: asyncio.Future[RefitResult],
-        fit: list[bytes],
+        fit: list[Entry | bytes],
         holdout: list[Observed],
         fit_blobs: list[bytes],
         holdout_blobs: list[bytes],
@@ -213,16 +214,17 @@ class LengthRefitter:
 
         Why: handed over as objects, the ~22k entries were pickled by the executor's feeder thread
         in one C call holding the GIL, stalling the loop for 30-57 ms (bench/refit_loop_lag.py);
-        a list of byte strings is a memory copy for it. The sample's entries are already pickled
-        one by one (``RefitReservoir``): ``FIT_SLICE`` of them per callback are one list to pickle
-        (~0.5 ms); the holdout's outcomes are compacted and pickled ``ENCODE_SLICE`` per callback.
+        a list of byte strings is a memory copy for it. ``FIT_SLICE`` sample entries per callback
+        (``RefitReservoir.encode_fit``: entries a previous job handed over are bytes already, the
+        others, ~1.3 us each, are pickled once); the holdout's outcomes are compacted and pickled
+        ``ENCODE_SLICE`` per callback.
         """
         if future.done():
             return  # cancelled by ``stop``
         n_fit = len(fit)
         if start < n_fit:
             end = min(start + FIT_SLICE, n_fit)
-            fit_blobs.append(pickle.dumps(fit[start:end], protocol=pickle.HIGHEST_PROTOCOL))
+            fit_blobs.append(self._reservoir.encode_fit(fit, start, end))
         else:
             end = start + ENCODE_SLICE
             entries = [compact_entry(*outcome) for outcome in holdout[start - n_fit : end - n_fit]]

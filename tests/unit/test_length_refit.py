@@ -10,6 +10,7 @@ import functools
 import math
 import multiprocessing
 import os
+import pickle
 import random
 import threading
 import time
@@ -611,3 +612,31 @@ def test_jobs_take_at_most_their_share_of_the_time(model) -> None:
             LengthRefitter(Predictor(model), PARAMS, _Unused(), loop, random.Random(0), max_worker_share=0.0)
     finally:
         loop.close()
+
+
+def test_sample_entries_are_pickled_once_and_jobs_hand_over_the_same_entries() -> None:
+    """A job's hand-over pickles the entries no earlier job pickled and keeps the bytes in their
+    slots; what the worker reads is still exactly the sample, also for entries replaced meanwhile."""
+    params = RefitParams(every_outcomes=50, reservoir_size=100, holdout=20)
+    reservoir = RefitReservoir(params, random.Random(0))
+    jobs = 0
+    for i in range(3_000):
+        entry: Entry = (f"w{i} x", "y", ("c:x",), i, 1.5, f"g{i % 3}")
+        if reservoir.add(entry):
+            expected_fit, _ = reservoir.job()
+            fit, _ = reservoir.job_parts()
+            fresh = sum(not isinstance(item, bytes) for item in fit)
+            # the sample moves on while the slices are handed over
+            reservoir.add((f"late{i}", "", (), i, 1.0, ""))
+            blobs = [
+                reservoir.encode_fit(fit, start, min(start + 30, len(fit)))
+                for start in range(0, len(fit), 30)
+            ]
+            handed = [pickle.loads(b) for blob in blobs for b in pickle.loads(blob)]
+            assert handed == expected_fit
+            jobs += 1
+            if jobs > 3:
+                assert fresh < len(fit) // 2  # most entries were pickled by an earlier job
+    assert jobs > 10
+    fit, _ = reservoir.job()
+    assert all(isinstance(e, tuple) and len(e) == 6 for e in fit)
