@@ -140,22 +140,16 @@ def entry_row(entry: Entry) -> LengthFeatureRow:
     return LengthFeatureRow(head.split(" ") if head else [], tail.split(" ") if tail else [], entry[2])
 
 
-# One outcome as the predictor hands it over (``Predictor.set_length_listener``): the request's
-# length-feature row, output tokens, served p50, group key. Kept as is in the newest-outcomes queue
-# and compacted (``compact_entry``) only when it enters the sample or goes to a job.
-Observed = tuple[LengthFeatureRow, int, float, str]
-
-
 class RefitReservoir:
     """The newest ``holdout`` outcomes, and a uniform sample of at most ``reservoir_size`` older ones.
 
-    Why outcomes are stored as they come and sample entries pickled once: building an entry (joining
-    the token slices) for every outcome, and pickling the whole sample again for every job (~30 ms
-    of loop time per 22k entries), was most of the refit's per-request cost on the loop. Now an
-    outcome is compacted only when Algorithm R keeps it, a shrinking fraction once the sample is
-    full (``reservoir_size / seen``), and a sample entry is pickled once, by the first job that
-    hands it over (``encode_fit``), which keeps the bytes in its slot for the next jobs. The
-    holdout's outcomes are compacted when a job takes them (``router.length_refit`` slices both).
+    Why sample entries are pickled by a job, once: pickling every kept entry as it came cost ~5 us
+    per outcome among the request's own work (0.8 us in a tight loop), and pickling the whole
+    sample again for every job ~30 ms of loop time per 22k entries. An entry is pickled by the
+    first job that hands it over (``encode_fit``, in loop slices), which leaves the bytes in its
+    slot for the next jobs. Building the entry (``compact_entry``, two joins) is done by the caller
+    while the request's row is still in cache (~0.2 us); storing the row instead and compacting it
+    2,000 outcomes later, only if kept, cost more (cold row, and the rows kept alive).
     """
 
     __slots__ = ("_params", "_recent", "_rng", "_sample", "_seen", "since_refit")
@@ -163,7 +157,7 @@ class RefitReservoir:
     def __init__(self, params: RefitParams, rng: random.Random) -> None:
         self._params = params
         self._rng = rng
-        self._recent: deque[Observed] = deque()
+        self._recent: deque[Entry] = deque()
         # An entry, or its pickle once a job has handed it over (``encode_fit``).
         self._sample: list[Entry | bytes] = []
         self._seen = 0  # entries that have left the recent queue (Algorithm R's count)
@@ -174,24 +168,36 @@ class RefitReservoir:
 
     def add(self, entry: Entry) -> bool:
         """``add_outcome`` for an outcome already in ``Entry`` form."""
-        return self.add_outcome(entry_row(entry), entry[3], entry[4], entry[5])
+        return self.add_outcomes((entry,))
 
     def add_outcome(self, row: LengthFeatureRow, output_tokens: int, served_p50: float, group: str) -> bool:
         """Store one outcome; True when a refit is due (``every_outcomes`` since the last, data enough)."""
+        return self.add_outcomes((compact_entry(row, output_tokens, served_p50, group),))
+
+    def add_outcomes(self, observed: Sequence[Entry]) -> bool:
+        """``add_outcome`` for each, in order (one loop with its state in locals); True when a refit
+        is due after the last."""
+        params = self._params
+        holdout = params.holdout
+        size = params.reservoir_size
         recent = self._recent
-        recent.append((row, output_tokens, served_p50, group))
-        if len(recent) > self._params.holdout:
-            old = recent.popleft()
-            self._seen += 1
-            sample = self._sample
-            if len(sample) < self._params.reservoir_size:
-                sample.append(compact_entry(*old))
-            else:
-                slot = self._rng.randrange(self._seen)
-                if slot < len(sample):
-                    sample[slot] = compact_entry(*old)
-        self.since_refit += 1
-        return self.since_refit >= self._params.every_outcomes and len(self._sample) >= self._params.holdout
+        sample = self._sample
+        randrange = self._rng.randrange
+        seen = self._seen
+        for outcome in observed:
+            recent.append(outcome)
+            if len(recent) > holdout:
+                old = recent.popleft()
+                seen += 1
+                if len(sample) < size:
+                    sample.append(old)
+                else:
+                    slot = randrange(seen)
+                    if slot < len(sample):
+                        sample[slot] = old
+        self._seen = seen
+        self.since_refit += len(observed)
+        return self.since_refit >= params.every_outcomes and len(sample) >= holdout
 
     def outcomes_until_due(self) -> int:
         """How many more ``add_outcome`` calls until one returns True (at least 1; exact: the count
@@ -207,7 +213,7 @@ class RefitReservoir:
         by_sample = sample_short + params.holdout - len(self._recent) if sample_short > 0 else 0
         return max(by_count, by_sample, 1)
 
-    def job_parts(self) -> tuple[list[Entry | bytes], list[Observed]]:
+    def job_parts(self) -> tuple[list[Entry | bytes], list[Entry]]:
         """(the sample, the holdout's outcomes), copies; restarts the ``every_outcomes`` count.
         ``encode_fit`` turns slices of the first into what the worker reads."""
         self.since_refit = 0
@@ -236,7 +242,7 @@ class RefitReservoir:
         """(fit entries, holdout entries), copies; restarts the ``every_outcomes`` count."""
         sample, recent = self.job_parts()
         fit = [item if isinstance(item, tuple) else pickle.loads(item) for item in sample]
-        return fit, [compact_entry(*outcome) for outcome in recent]
+        return fit, recent
 
 
 @dataclass(frozen=True, slots=True)

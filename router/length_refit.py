@@ -2,9 +2,9 @@
 
 On the event loop: each learnable outcome's length-feature row, output tokens, group key and the
 p50 served for it (both computed by ``predict`` for the request and handed over by the predictor)
-go into a bounded ``RefitReservoir`` (a few us per outcome; an entry is compacted and pickled only
-when the sample keeps it). Every ``every_outcomes`` outcomes the reservoir's copy is handed over a
-slice per loop callback, as bytes, to a worker
+go, as one compact entry, into a bounded ``RefitReservoir`` (~1-2 us per outcome, in batches of
+``RECORD_BATCH``). Every ``every_outcomes`` outcomes (at most ``MAX_WORKER_SHARE`` of the time)
+the reservoir's copy is handed over a slice per loop callback, as bytes, to a worker
 *process* (``run_refit``: featurise, ridge, judge, about 2.5 s for 20k outcomes on a quiet
 machine; a thread would hold the GIL for that long, a process does not), at most one job at a
 time. When the job's future completes, its done-callback runs on the loop; an accepted model's
@@ -40,7 +40,6 @@ from predictors.online_features import OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
 from predictors.refit import (
     Entry,
-    Observed,
     RefitParams,
     RefitReservoir,
     RefitResult,
@@ -53,14 +52,14 @@ from predictors.refit import (
 )
 
 log = logging.getLogger(__name__)
-# Holdout outcomes compacted and pickled per loop callback when a job is handed over, and sample
-# entries per callback (pickled once, by the first job that hands them over; ``_encode_step``).
-ENCODE_SLICE = 500
+# Holdout entries pickled per loop callback when a job is handed over, and sample entries per
+# callback (pickled once, by the first job that hands them over; ``_encode_step``).
+ENCODE_SLICE = 1_000
 FIT_SLICE = 1_000
-# Outcomes buffered by ``record`` before they are added to the reservoir in one go (~0.3 ms). Why:
-# added one by one, each outcome's reservoir step (queue, Algorithm R draw, group key) ran in a
-# separate call among the request's own work, ~4 us in the proxy against ~1.5 us in a tight loop
-# (cold caches); the moment a refit is due is unchanged (``RefitReservoir.outcomes_until_due``).
+# Entries buffered by ``record`` before they are added to the reservoir in one go (~0.3 ms). Why:
+# added one by one, each outcome's reservoir step (queue, Algorithm R draw) ran in a separate call
+# among the request's own work (cold caches); the moment a refit is due is unchanged
+# (``RefitReservoir.outcomes_until_due``).
 RECORD_BATCH = 256
 # Work per loop callback at a swap: outcomes replayed (~60 us each, ``LengthRefitter._replay``) and
 # text terms bound into the new table (``OnlineFeatureWeights.bind_in_steps``).
@@ -106,7 +105,7 @@ class LengthRefitter:
         self.next_job_s = float("-inf")  # no job starts before this (``MAX_WORKER_SHARE``)
         self._reservoir = RefitReservoir(params, rng)
         # Outcomes recorded but not yet in the reservoir, and how many more make a refit due.
-        self._batch: list[tuple[RequestFeatures, LengthFeatureRow, int, float]] = []
+        self._batch: list[Entry] = []
         self._due_in = self._reservoir.outcomes_until_due()
         self.stats = RefitStats()
         self.in_flight: asyncio.Future[RefitResult] | None = None
@@ -162,7 +161,7 @@ class LengthRefitter:
         if row is None:
             row = length_features(features)
         batch = self._batch
-        batch.append((features, row, output_tokens, served_p50))
+        batch.append(compact_entry(row, output_tokens, served_p50, group_key(features)))
         n = len(batch)
         if n >= self._due_in and self.in_flight is None and not self._swapping:
             if self._now_s() >= self.next_job_s and self._flush():
@@ -183,10 +182,7 @@ class LengthRefitter:
         batch = self._batch
         if not batch:
             return False
-        add = self._reservoir.add_outcome
-        due = False
-        for features, row, output_tokens, served_p50 in batch:
-            due = add(row, output_tokens, served_p50, group_key(features))
+        due = self._reservoir.add_outcomes(batch)
         batch.clear()
         self._due_in = self._reservoir.outcomes_until_due()
         return due
@@ -205,7 +201,7 @@ class LengthRefitter:
         self,
         future: asyncio.Future[RefitResult],
         fit: list[Entry | bytes],
-        holdout: list[Observed],
+        holdout: list[Entry],
         fit_blobs: list[bytes],
         holdout_blobs: list[bytes],
         start: int,
@@ -216,8 +212,7 @@ class LengthRefitter:
         in one C call holding the GIL, stalling the loop for 30-57 ms (bench/refit_loop_lag.py);
         a list of byte strings is a memory copy for it. ``FIT_SLICE`` sample entries per callback
         (``RefitReservoir.encode_fit``: entries a previous job handed over are bytes already, the
-        others, ~1.3 us each, are pickled once); the holdout's outcomes are compacted and pickled
-        ``ENCODE_SLICE`` per callback.
+        others, ~1.3 us each, are pickled once); the holdout's entries ``ENCODE_SLICE`` per callback.
         """
         if future.done():
             return  # cancelled by ``stop``
@@ -227,7 +222,7 @@ class LengthRefitter:
             fit_blobs.append(self._reservoir.encode_fit(fit, start, end))
         else:
             end = start + ENCODE_SLICE
-            entries = [compact_entry(*outcome) for outcome in holdout[start - n_fit : end - n_fit]]
+            entries = holdout[start - n_fit : end - n_fit]
             holdout_blobs.append(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL))
         if end < n_fit + len(holdout):
             self._loop.call_soon(self._encode_step, future, fit, holdout, fit_blobs, holdout_blobs, end)
