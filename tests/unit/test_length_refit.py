@@ -37,6 +37,7 @@ from predictors.refit import (
     fit_refit,
     group_key,
     run_refit,
+    run_refit_encoded,
 )
 from router.length_refit import LengthRefitter, process_executor, refit_context
 from tests.unit.length_fixtures import (
@@ -640,3 +641,27 @@ def test_sample_entries_are_pickled_once_and_jobs_hand_over_the_same_entries() -
     assert jobs > 10
     fit, _ = reservoir.job()
     assert all(isinstance(e, tuple) and len(e) == 6 for e in fit)
+
+
+def _verdict_job(accepted, base, fit, holdout, params):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(run_refit(base, fit, holdout, params), accepted=accepted)
+
+
+def test_a_rejected_candidate_comes_back_without_its_weights(model) -> None:
+    """The proxy unpickles what the worker returns: a candidate it will not serve is sent without
+    its weights; an accepted one whole."""
+    fit = _entries(model, unseen_cue_stream(600, seed=13))
+    holdout = _entries(model, unseen_cue_stream(200, seed=14))
+    base_blob = pickle.dumps(model)
+    fit_blobs = [pickle.dumps([pickle.dumps(e) for e in fit])]
+    holdout_blobs = [pickle.dumps(holdout)]
+    rejected = run_refit_encoded(
+        functools.partial(_verdict_job, False), base_blob, fit_blobs, holdout_blobs, PARAMS
+    )
+    accepted = run_refit_encoded(
+        functools.partial(_verdict_job, True), base_blob, fit_blobs, holdout_blobs, PARAMS
+    )
+    assert not rejected.model.unigrams and not rejected.model.categorical
+    assert len(pickle.dumps(rejected)) < len(pickle.dumps(accepted)) / 5
+    assert accepted.model.unigrams == fit_refit(model, [*fit, *holdout], PARAMS).unigrams
+    assert (rejected.tau_refit, rejected.fit_n) == (accepted.tau_refit, accepted.fit_n)
