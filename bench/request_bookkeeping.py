@@ -14,7 +14,15 @@ in-flight guard -> (the answer) breaker verdict, first byte, the backend's
 response head parsed, usage found in the body, client response headers and
 the ``aiohttp.web.Response`` object -> guard release -> ``exchange.finish``
 (metrics, ``Outcome``, ``DecisionEngine.observe``: admission, online length
-learning, latency model).
+learning, latency model, and the background refit's listener, ``LengthRefitter.record``, wired
+as the app does when ``predictors.refit`` is on, the default).
+
+The refit's loop side runs too: the event loop is given one turn every ``LOOP_TURN_EVERY``
+requests (the proxy's loop turns between requests), so a due refit's hand-over slices are
+pickled on this thread and its job runs in the real worker process (its CPU is not this
+thread's); a job's result and swap land on this thread as in the proxy. ``--no-refit`` leaves the
+listener out (``predictors.refit.enabled: false``); ``--refit-ab`` alternates this checkout with
+and without it, so the refit's own per-request cost is read in one session.
 
 The load is ``bench/overhead.py``'s: its ``chat.completion`` body and nginx
 backends' response head, two backends, the default config (``--config-extra``
@@ -29,6 +37,7 @@ step starts one request and finishes the oldest). CPU is this thread's
 one, and reports the ratio per round pair.
 
     python bench/request_bookkeeping.py [--requests 10000] [--rounds 7] [--baseline ../main-checkout]
+                                        [--refit-ab | --no-refit]
 """
 
 from __future__ import annotations
@@ -67,10 +76,15 @@ BACKENDS = (
     "  - {name: nginx-1, url: 'http://127.0.0.1:2', models: [fake-model]}\n"
 )
 IN_FLIGHT = 64
+# Requests between two turns of the event loop (a turn runs the refit's ready callbacks; its fixed
+# cost, ~10 us, is spread thin).
+LOOP_TURN_EVERY = 64
 
 
-def _replayer(config_extra: str) -> Any:
-    """A function running ``n`` requests through this checkout's per-request code (imports here)."""
+def _replayer(config_extra: str, refit: bool = True) -> tuple[Any, Any]:
+    """A function running ``n`` requests through this checkout's per-request code (imports here),
+    and one that stops the refit's worker process (if any)."""
+    import asyncio
     import random
 
     from aiohttp import web
@@ -82,6 +96,7 @@ def _replayer(config_extra: str) -> Any:
     from core.features import build_features, client_retry_count
     from core.types import Endpoint
     from decision.engine import DecisionEngine
+    from predictors import Predictor
     from router.context import build_context
     from router.exchange import Exchange, finish
     from router.hop_headers import client_response_headers, upstream_request_headers
@@ -95,8 +110,43 @@ def _replayer(config_extra: str) -> Any:
     config = loaded.config
     clock = MonotonicClock()
     fleet = FleetState(config, clock)
-    decider = DecisionEngine.from_config(loaded, clock, random.Random(1))
+    predictor = None
+    refit_config = config.predictors.refit
+    if refit and config.predictors.enabled and refit_config.enabled and config.predictors.online_refinement:
+        predictor = Predictor.from_config(config.predictors)  # as router.app: the refit's handle on it
+    decider = DecisionEngine.from_config(loaded, clock, random.Random(1), predictor=predictor)
     ctx = build_context(config, fleet, decider, clock)
+    loop = asyncio.new_event_loop()
+    refitter: Any = None
+    executor: Any = None
+    if predictor is not None:
+        from predictors.refit import refit_params
+        from router.length_refit import LengthRefitter, process_executor
+
+        executor = process_executor()
+        refitter = LengthRefitter(predictor, refit_params(refit_config), executor, loop, random.Random(0))
+        refitter.start()
+
+    def turn_loop() -> None:
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+
+    def stop() -> None:
+        if refitter is not None:
+            stats = refitter.stats
+            print(
+                f"refit: {stats.refits} jobs ({stats.swaps} swapped, {stats.rejected} rejected, "
+                f"{stats.failed} failed), {len(refitter.reservoir)} outcomes kept; {stats.last_reason}",
+                file=sys.stderr,
+            )
+            refitter.stop()
+            turn_loop()
+            workers = list((getattr(executor, "_processes", None) or {}).values())
+            executor.shutdown(wait=False, cancel_futures=True)
+            for proc in workers:
+                proc.terminate()  # a job may be running: not worth waiting for at exit
+        loop.close()
+
     for backend in config.backends:
         fleet.record_check(backend.name, True)
     req_headers = CIMultiDictProxy(
@@ -170,21 +220,23 @@ def _replayer(config_extra: str) -> Any:
         """CPU seconds of this thread for ``n`` requests (64 in flight)."""
         ring: deque[tuple[Any, Any]] = deque()
         started = time.thread_time()
-        for _ in range(n):
+        for i in range(n):
             ring.append(start())
             if len(ring) >= IN_FLIGHT:
                 answer_and_end(*ring.popleft())
+            if i % LOOP_TURN_EVERY == 0:
+                turn_loop()
         while ring:
             answer_and_end(*ring.popleft())
         return time.thread_time() - started
 
-    return run
+    return run, stop
 
 
 def _child(args: argparse.Namespace) -> int:
     """One checkout's side: warm up, then time a round per line read from stdin."""
     sys.path.insert(0, str(Path.cwd()))
-    run = _replayer(args.config_extra)
+    run, stop = _replayer(args.config_extra, refit=not args.no_refit)
     run(3_000)
     from sluice.heap import settle_after_startup
 
@@ -192,12 +244,13 @@ def _child(args: argparse.Namespace) -> int:
     print("ready", flush=True)
     for _ in sys.stdin:
         print(f"{1e6 * run(args.requests) / args.requests:.3f}", flush=True)
+    stop()
     return 0
 
 
-def _start_child(checkout: Path, args: argparse.Namespace) -> subprocess.Popen[str]:
+def _start_child(checkout: Path, args: argparse.Namespace, refit: bool = True) -> subprocess.Popen[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--requests", str(args.requests)]
-    cmd += ["--config-extra", args.config_extra]
+    cmd += ["--config-extra", args.config_extra] + ([] if refit else ["--no-refit"])
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     proc = subprocess.Popen(
         cmd, cwd=checkout, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -232,12 +285,22 @@ def main() -> int:
         "--baseline", type=Path, default=None, help="another checkout, alternated with this one"
     )
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
+    parser.add_argument(
+        "--no-refit", action="store_true", help="without the background refit's listener (refit off)"
+    )
+    parser.add_argument(
+        "--refit-ab", action="store_true", help="also run this checkout with the refit off, alternating"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return _child(args)
-    sides = {"this": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-    procs = {name: _start_child(path, args) for name, path in sides.items()}
+    sides = {"this": ROOT} | ({"this_refit_off": ROOT} if args.refit_ab else {})
+    sides |= {"baseline": args.baseline.resolve()} if args.baseline else {}
+    procs = {
+        name: _start_child(path, args, refit=not args.no_refit and name != "this_refit_off")
+        for name, path in sides.items()
+    }
     rounds: dict[str, list[float]] = {name: [] for name in sides}
     try:
         for _ in range(args.rounds):
@@ -258,6 +321,7 @@ def main() -> int:
             "rounds": args.rounds,
             "in_flight": IN_FLIGHT,
             "config_extra": args.config_extra,
+            "refit": "off" if args.no_refit else "on (this_refit_off: off)" if args.refit_ab else "on",
         },
         "cpu_us_per_request": {},
     }
@@ -271,7 +335,7 @@ def main() -> int:
             "rounds": values,
         }
         print(
-            f"{name:<9} {_git_rev(path)[:12]:<18} median {statistics.median(values):7.1f} us/request "
+            f"{name:<14} {_git_rev(path)[:12]:<18} median {statistics.median(values):7.1f} us/request "
             f"(min {min(values):.1f}; rounds {' '.join(f'{v:.1f}' for v in values)}); {hot_path(path)}"
         )
     if args.baseline:
@@ -281,6 +345,16 @@ def main() -> int:
         print(
             f"baseline / this: median x{statistics.median(ratios):.3f} "
             f"(per round pair {' '.join(f'{r:.3f}' for r in ratios)})"
+        )
+    if args.refit_ab:
+        ratios = [t / o for t, o in zip(rounds["this"], rounds["this_refit_off"], strict=True)]
+        diffs = [t - o for t, o in zip(rounds["this"], rounds["this_refit_off"], strict=True)]
+        result["refit_on_minus_off_us_per_round"] = diffs
+        result["refit_on_minus_off_us_median"] = statistics.median(diffs)
+        print(
+            f"refit on - off: median {statistics.median(diffs):+.1f} us/request, "
+            f"x{statistics.median(ratios):.3f} "
+            f"(per round pair {' '.join(f'{d:+.1f}' for d in diffs)})"
         )
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -48,6 +48,8 @@ MAX_REMEMBERED = 32_768
 # Feature rows kept for the online weights' step at the outcome (~4 KB each: ~16 MB at most). Only the
 # newest requests keep theirs; an older outcome recomputes its row (same row: length_features is pure).
 MAX_REMEMBERED_ROWS = 4_096
+# (features, output tokens, the request's length-feature row if kept, the p50 served for it if kept).
+LengthListener = Callable[[RequestFeatures, int, LengthFeatureRow | None, float | None], None]
 NO_OUTPUT = OutputLengthEstimate(p50_tokens=0.0, p90_tokens=0.0, source="no-output")
 _new = object.__new__
 _set_output_length, _set_per_backend = slot_setters(Predictions, ("output_length", "per_backend"))
@@ -113,11 +115,12 @@ class Predictor:
         self._feature_weights = feature_weights if online is not None else None
         if self._feature_weights is not None:
             self._feature_weights.bind(length_model)
-        # request id -> (fingerprint of the features, mu, scale) from predict, consumed by observe.
-        self._predicted: OrderedDict[str, tuple[int, float, float]] = OrderedDict()
+        # request id -> (fingerprint of the features, mu, scale, p50 served) from predict, consumed by
+        # observe.
+        self._predicted: OrderedDict[str, tuple[int, float, float, float]] = OrderedDict()
         self._rows: OrderedDict[str, LengthFeatureRow] = OrderedDict()
         self._latency = latency or LatencyModel()
-        self._length_listener: Callable[[RequestFeatures, int], None] | None = None
+        self._length_listener: LengthListener | None = None
 
     @classmethod
     def from_config(cls, config: PredictorsConfig) -> Predictor:
@@ -177,11 +180,15 @@ class Predictor:
                 self._feature_weights.reset()
             self._feature_weights.bind(model)
 
-    def set_length_listener(self, listener: Callable[[RequestFeatures, int], None] | None) -> None:
-        """Called with (features, output tokens) for each learnable outcome, before it is learned.
+    def set_length_listener(self, listener: LengthListener | None) -> None:
+        """Called with (features, output tokens, row, served p50) for each learnable outcome, before
+        it is learned.
 
-        For ``predictors.refit`` (its reservoir); the listener may call ``predict_length`` to read
-        what the predictor served for the request.
+        For ``predictors.refit`` (its reservoir). ``row`` and ``served p50`` are what ``predict``
+        computed for the request (its feature row and the p50 it returned), handed over so the
+        listener need not recompute them; either is None when the predictor no longer holds it
+        (evicted, a model swap since, features that differ): the listener may then call
+        ``predict_length`` (what the predictor would serve now) and ``length_features``.
         """
         self._length_listener = listener
 
@@ -199,31 +206,37 @@ class Predictor:
             ranking = 0.0
         mu = 0.0 if mu < 0.0 else MAX_LOG_TOKENS if mu > MAX_LOG_TOKENS else mu  # min(max(mu, 0), MAX)
         scale = s if s > length.scale_floor else length.scale_floor
-        if self._online is not None:
-            self._remember(features, mu, scale)
-            if weights is not None:
-                rows = self._rows
-                rows[features.request_id] = row
-                if len(rows) > MAX_REMEMBERED_ROWS:
-                    rows.popitem(last=False)
         model_key = normalise_model(features.model)
         source = "model" if length.knows_model(model_key) else "prior"
+        online = self._online
+        if online is None:
+            return quantiles_to_estimate(
+                mu + length.k50 * scale, mu + length.k90 * scale, features.max_tokens, source
+            )
+        if weights is not None:
+            rows = self._rows
+            rows[features.request_id] = row
+            if len(rows) > MAX_REMEMBERED_ROWS:
+                rows.popitem(last=False)
+        base_mu = mu
         d90 = 0.0
-        if self._online is not None:
-            correction = self._online.correction(features.route, model_key, features.tenant)
-            if correction.n_model or correction.n_key:
-                mu += correction.location
-                d90 = correction.p90_offset
-                source += "+online"
-            mu += correction.ranking_gain * ranking
-        return quantiles_to_estimate(
+        correction = online.correction(features.route, model_key, features.tenant)
+        if correction.n_model or correction.n_key:
+            mu += correction.location
+            d90 = correction.p90_offset
+            source += "+online"
+        mu += correction.ranking_gain * ranking
+        estimate = quantiles_to_estimate(
             mu + length.k50 * scale, mu + length.k90 * scale + d90, features.max_tokens, source
         )
+        self._remember(features, base_mu, scale, estimate.p50_tokens)
+        return estimate
 
-    def _remember(self, features: RequestFeatures, mu: float, scale: float) -> None:
-        """Keep the base location/scale until the outcome arrives, so ``observe`` need not recompute it."""
+    def _remember(self, features: RequestFeatures, mu: float, scale: float, p50_tokens: float) -> None:
+        """Keep the base location/scale until the outcome arrives, so ``observe`` need not recompute it,
+        and the p50 served (the length listener's reference, ``set_length_listener``)."""
         predicted = self._predicted
-        predicted[features.request_id] = (_fingerprint(features), mu, scale)
+        predicted[features.request_id] = (_fingerprint(features), mu, scale, p50_tokens)
         if len(predicted) > MAX_REMEMBERED:
             predicted.popitem(last=False)
 
@@ -278,15 +291,27 @@ class Predictor:
         """Teach the online correction one true output length (no-op when refinement is off)."""
         if self._online is None or features.endpoint is Endpoint.EMBEDDINGS:
             return
-        if self._length_listener is not None:
-            self._length_listener(features, output_tokens)
+        request_id = features.request_id
+        predicted = self._predicted
+        remembered = predicted.pop(request_id, None)
+        kept_row = self._rows.pop(request_id, None)
+        fresh = remembered is not None and remembered[0] == _fingerprint(features)
+        listener = self._length_listener
+        if listener is not None:
+            if fresh and remembered is not None:
+                listener(features, output_tokens, kept_row, remembered[3])
+            else:
+                listener(features, output_tokens, None, None)
+                # The listener may have predicted the request again (what would be served now):
+                # learn from that prediction, as for any request predicted just before its outcome.
+                remembered = predicted.pop(request_id, None)
+                kept_row = self._rows.pop(request_id, None)
+                fresh = remembered is not None
         length = self._length
         weights = self._feature_weights
-        remembered = self._predicted.pop(features.request_id, None)
-        kept_row = self._rows.pop(features.request_id, None)
         row: LengthFeatureRow | None = None
-        if remembered is not None and remembered[0] == _fingerprint(features):
-            _, mu, scale = remembered
+        if fresh and remembered is not None:
+            _, mu, scale, _ = remembered
             if weights is not None:
                 row = kept_row if kept_row is not None else length_features(features)
         else:

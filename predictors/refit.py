@@ -26,7 +26,8 @@ the offline data's precision rather than ``alpha`` alike for every term.
 **Reservoir** (bounded): the newest ``holdout`` outcomes in a queue; what leaves the queue enters
 a uniform reservoir sample (Algorithm R, injected RNG) of at most ``reservoir_size``. Each entry is
 the request's length-feature inputs in a compact form (the two token slices joined by spaces, the
-categorical keys, ~0.5 KB), the output tokens, and the p50 that was served for it. Answers cut by
+categorical keys, ~0.3 KB pickled), the output tokens, and the p50 that was served for it (the one
+``predict`` returned for the request, handed over by the predictor). Answers cut by
 ``max_tokens`` are not stored (their true length is unknown).
 
 **Guard**: the refit is fitted on the reservoir only; the ``holdout`` newest outcomes (not used to
@@ -53,10 +54,11 @@ from __future__ import annotations
 import math
 import pickle
 import random
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -139,7 +141,16 @@ def entry_row(entry: Entry) -> LengthFeatureRow:
 
 
 class RefitReservoir:
-    """The newest ``holdout`` outcomes, and a uniform sample of at most ``reservoir_size`` older ones."""
+    """The newest ``holdout`` outcomes, and a uniform sample of at most ``reservoir_size`` older ones.
+
+    Why sample entries are pickled by a job, once: pickling every kept entry as it came cost ~5 us
+    per outcome among the request's own work (0.8 us in a tight loop), and pickling the whole
+    sample again for every job ~30 ms of loop time per 22k entries. An entry is pickled by the
+    first job that hands it over (``encode_fit``, in loop slices), which leaves the bytes in its
+    slot for the next jobs. Building the entry (``compact_entry``, two joins) is done by the caller
+    while the request's row is still in cache (~0.2 us); storing the row instead and compacting it
+    2,000 outcomes later, only if kept, cost more (cold row, and the rows kept alive).
+    """
 
     __slots__ = ("_params", "_recent", "_rng", "_sample", "_seen", "since_refit")
 
@@ -147,7 +158,8 @@ class RefitReservoir:
         self._params = params
         self._rng = rng
         self._recent: deque[Entry] = deque()
-        self._sample: list[Entry] = []
+        # An entry, or its pickle once a job has handed it over (``encode_fit``).
+        self._sample: list[Entry | bytes] = []
         self._seen = 0  # entries that have left the recent queue (Algorithm R's count)
         self.since_refit = 0
 
@@ -155,26 +167,82 @@ class RefitReservoir:
         return len(self._recent) + len(self._sample)
 
     def add(self, entry: Entry) -> bool:
+        """``add_outcome`` for an outcome already in ``Entry`` form."""
+        return self.add_outcomes((entry,))
+
+    def add_outcome(self, row: LengthFeatureRow, output_tokens: int, served_p50: float, group: str) -> bool:
         """Store one outcome; True when a refit is due (``every_outcomes`` since the last, data enough)."""
+        return self.add_outcomes((compact_entry(row, output_tokens, served_p50, group),))
+
+    def add_outcomes(self, observed: Sequence[Entry]) -> bool:
+        """``add_outcome`` for each, in order (one loop with its state in locals); True when a refit
+        is due after the last."""
+        params = self._params
+        holdout = params.holdout
+        size = params.reservoir_size
         recent = self._recent
-        recent.append(entry)
-        if len(recent) > self._params.holdout:
-            old = recent.popleft()
-            self._seen += 1
-            sample = self._sample
-            if len(sample) < self._params.reservoir_size:
-                sample.append(old)
-            else:
-                slot = self._rng.randrange(self._seen)
-                if slot < len(sample):
-                    sample[slot] = old
-        self.since_refit += 1
-        return self.since_refit >= self._params.every_outcomes and len(self._sample) >= self._params.holdout
+        sample = self._sample
+        randrange = self._rng.randrange
+        seen = self._seen
+        for outcome in observed:
+            recent.append(outcome)
+            if len(recent) > holdout:
+                old = recent.popleft()
+                seen += 1
+                if len(sample) < size:
+                    sample.append(old)
+                else:
+                    slot = randrange(seen)
+                    if slot < len(sample):
+                        sample[slot] = old
+        self._seen = seen
+        self.since_refit += len(observed)
+        return self.since_refit >= params.every_outcomes and len(sample) >= holdout
+
+    def outcomes_until_due(self) -> int:
+        """How many more ``add_outcome`` calls until one returns True (at least 1; exact: the count
+        and the sample's size follow from the number of outcomes alone). Lets a caller buffer
+        outcomes and add them in batches without moving the moment a refit is due."""
+        params = self._params
+        by_count = params.every_outcomes - self.since_refit
+        sample_short = params.holdout - len(self._sample)
+        # Outcomes leave the recent queue once it holds ``holdout``; each one that leaves joins the
+        # sample while it is below ``reservoir_size`` (>= holdout), so the sample gains one per outcome.
+        if sample_short > 0 and params.reservoir_size < params.holdout:
+            return sys.maxsize  # the sample never holds ``holdout`` outcomes: never due
+        by_sample = sample_short + params.holdout - len(self._recent) if sample_short > 0 else 0
+        return max(by_count, by_sample, 1)
+
+    def job_parts(self) -> tuple[list[Entry | bytes], list[Entry]]:
+        """(the sample, the holdout's outcomes), copies; restarts the ``every_outcomes`` count.
+        ``encode_fit`` turns slices of the first into what the worker reads."""
+        self.since_refit = 0
+        return list(self._sample), list(self._recent)
+
+    def encode_fit(self, fit: list[Entry | bytes], start: int, end: int) -> bytes:
+        """``fit[start:end]`` as one pickled list of pickled entries (``run_refit_encoded``).
+
+        An entry not yet pickled is pickled here and, if its slot still holds it (the sample moves
+        on while a job is handed over), stored there as bytes: the next job copies the bytes.
+        """
+        sample = self._sample
+        blobs: list[bytes] = []
+        for i in range(start, end):
+            item = fit[i]
+            if isinstance(item, bytes):
+                blobs.append(item)
+                continue
+            blob = pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+            if i < len(sample) and sample[i] is item:
+                sample[i] = blob
+            blobs.append(blob)
+        return pickle.dumps(blobs, protocol=pickle.HIGHEST_PROTOCOL)
 
     def job(self) -> tuple[list[Entry], list[Entry]]:
         """(fit entries, holdout entries), copies; restarts the ``every_outcomes`` count."""
-        self.since_refit = 0
-        return list(self._sample), list(self._recent)
+        sample, recent = self.job_parts()
+        fit = [item if isinstance(item, tuple) else pickle.loads(item) for item in sample]
+        return fit, recent
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,11 +476,36 @@ def run_refit_encoded(
     params: RefitParams,
 ) -> RefitResult:
     """``job`` (``run_refit``) on arguments the proxy pickled itself, in slices on its loop
-    (``router.length_refit``): the worker unpickles them here (bytes its own proxy pickled)."""
+    (``router.length_refit``): the worker unpickles them here (bytes its own proxy pickled).
+
+    A fit blob is a pickled list of the sample's entries, each pickled
+    (``RefitReservoir.encode_fit``); a holdout blob a pickled list of entries.
+    """
     base = pickle.loads(base_blob)
-    fit = [entry for blob in fit_blobs for entry in pickle.loads(blob)]
+    fit = [pickle.loads(entry) for blob in fit_blobs for entry in pickle.loads(blob)]
     holdout = [entry for blob in holdout_blobs for entry in pickle.loads(blob)]
-    return job(base, fit, holdout, params)
+    result = job(base, fit, holdout, params)
+    if result.accepted:
+        return result
+    # A rejected candidate is never served: sent back whole, its ~40k weights were unpickled in the
+    # proxy's process and freed on its loop (~10-20 ms of the proxy's CPU per job) for nothing.
+    return replace(result, model=without_weights(result.model))
+
+
+def without_weights(model: OutputLengthModel) -> OutputLengthModel:
+    """``model``'s intercept, quantile factors and metadata only (what a log line of a rejected
+    refit may read)."""
+    metadata = {**model.metadata, "weights": "dropped: rejected refit candidate"}
+    return OutputLengthModel(
+        intercept=model.intercept,
+        k50=model.k50,
+        k90=model.k90,
+        scale_floor=model.scale_floor,
+        unigrams={},
+        bigrams={},
+        categorical={},
+        metadata=metadata,
+    )
 
 
 @dataclass(slots=True)

@@ -1,9 +1,10 @@
 """The proxy side of the guarded background refit (``predictors.refit``, docs/predictors.md).
 
-On the event loop: each learnable outcome's length-feature inputs, output tokens, group key and
-the p50 the predictor gives it just before learning it go into a bounded ``RefitReservoir`` (~20 us
-per outcome: one more ``predict_length`` and one feature row). Every ``every_outcomes`` outcomes
-the reservoir's copy is pickled a slice per loop callback and handed as bytes to a worker
+On the event loop: each learnable outcome's length-feature row, output tokens, group key and the
+p50 served for it (both computed by ``predict`` for the request and handed over by the predictor)
+go, as one compact entry, into a bounded ``RefitReservoir`` (~1-2 us per outcome, in batches of
+``RECORD_BATCH``). Every ``every_outcomes`` outcomes (at most ``MAX_WORKER_SHARE`` of the time)
+the reservoir's copy is handed over a slice per loop callback, as bytes, to a worker
 *process* (``run_refit``: featurise, ridge, judge, about 2.5 s for 20k outcomes on a quiet
 machine; a thread would hold the GIL for that long, a process does not), at most one job at a
 time. When the job's future completes, its done-callback runs on the loop; an accepted model's
@@ -23,6 +24,7 @@ import concurrent.futures
 import functools
 import logging
 import multiprocessing
+import os
 import pickle
 import random
 from collections import deque
@@ -32,7 +34,7 @@ from typing import Any
 from core.config import RefitConfig
 from core.types import RequestFeatures
 from predictors import Predictor
-from predictors.features import length_features
+from predictors.features import LengthFeatureRow, length_features
 from predictors.online import LevelKey
 from predictors.online_features import OnlineFeatureWeights
 from predictors.output_length import OutputLengthModel
@@ -50,12 +52,27 @@ from predictors.refit import (
 )
 
 log = logging.getLogger(__name__)
-# Entries pickled per loop callback when a job is handed over (~1.5 ms, ``_encode_step``).
+# Holdout entries pickled per loop callback when a job is handed over, and sample entries per
+# callback (pickled once, by the first job that hands them over; ``_encode_step``).
 ENCODE_SLICE = 1_000
+FIT_SLICE = 1_000
+# Entries buffered by ``record`` before they are added to the reservoir in one go (~0.3 ms). Why:
+# added one by one, each outcome's reservoir step (queue, Algorithm R draw) ran in a separate call
+# among the request's own work (cold caches); the moment a refit is due is unchanged
+# (``RefitReservoir.outcomes_until_due``).
+RECORD_BATCH = 256
 # Work per loop callback at a swap: outcomes replayed (~60 us each, ``LengthRefitter._replay``) and
 # text terms bound into the new table (``OnlineFeatureWeights.bind_in_steps``).
 REPLAY_SLICE = 50
 BIND_SLICE_TERMS = 1_000
+# At most this share of the wall time has a job running: after a job that took ``d`` seconds
+# (hand-over to result), the next starts no sooner than ``d * (1 / share - 1)`` later. Why: at a
+# high request rate ``every_outcomes`` outcomes arrive faster than a job runs, jobs ran back to
+# back and the worker took a whole core, which on a small machine is the proxy's: its CPU per
+# request rose by ~10 us on the overhead benchmark's load from the contention alone (docs/predictors.md).
+MAX_WORKER_SHARE = 0.25
+# The worker's scheduling priority offset (``os.nice``): the proxy wins a contended core.
+WORKER_NICE = 10
 
 
 class LengthRefitter:
@@ -69,6 +86,8 @@ class LengthRefitter:
         loop: asyncio.AbstractEventLoop,
         rng: random.Random,
         job: Callable[..., RefitResult] = run_refit,
+        max_worker_share: float = MAX_WORKER_SHARE,
+        now_s: Callable[[], float] | None = None,
     ) -> None:
         self._predictor = predictor
         self._base = predictor.length_model  # refits always correct the loaded model, never a refit
@@ -78,7 +97,16 @@ class LengthRefitter:
         self._executor = executor
         self._loop = loop
         self._job = job
-        self.reservoir = RefitReservoir(params, rng)
+        if not 0.0 < max_worker_share <= 1.0:
+            raise ValueError("max_worker_share must be in (0, 1]")
+        self._gap_per_job_s = 1.0 / max_worker_share - 1.0
+        self._now_s = now_s if now_s is not None else loop.time
+        self._job_started_s = 0.0
+        self.next_job_s = float("-inf")  # no job starts before this (``MAX_WORKER_SHARE``)
+        self._reservoir = RefitReservoir(params, rng)
+        # Outcomes recorded but not yet in the reservoir, and how many more make a refit due.
+        self._batch: list[Entry] = []
+        self._due_in = self._reservoir.outcomes_until_due()
         self.stats = RefitStats()
         self.in_flight: asyncio.Future[RefitResult] | None = None
         # Outcomes learned while a job runs: the swap's reset of the online state would drop them
@@ -106,8 +134,21 @@ class LengthRefitter:
         if self.in_flight is not None:
             self.in_flight.cancel()
 
-    def record(self, features: RequestFeatures, output_tokens: int) -> None:
-        """One learnable outcome, called by the predictor before it learns it (on the loop)."""
+    def record(
+        self,
+        features: RequestFeatures,
+        output_tokens: int,
+        row: LengthFeatureRow | None = None,
+        served_p50: float | None = None,
+    ) -> None:
+        """One learnable outcome, called by the predictor before it learns it (on the loop).
+
+        ``row`` and ``served_p50``: the feature row and p50 ``predict`` computed for the request,
+        which the predictor hands over (``Predictor.set_length_listener``). The p50 served at the
+        decision is the guard's reference: what the router acted on, and what the evaluation's
+        prequential stream calls served. Only when the predictor no longer holds them (evicted, a
+        swap since the request was predicted) are they computed here, from the current state.
+        """
         if self._replaying:
             return  # an outcome already recorded, replayed into the fresh online state after a swap
         if self.in_flight is not None or self._swapping:
@@ -115,42 +156,74 @@ class LengthRefitter:
         max_tokens = features.max_tokens
         if max_tokens is not None and output_tokens >= max_tokens:
             return  # cut by max_tokens: the true length is unknown
-        served_p50 = self._predictor.predict_length(features).p50_tokens
-        entry = compact_entry(length_features(features), output_tokens, served_p50, group_key(features))
-        if self.reservoir.add(entry) and self.in_flight is None and not self._swapping:
-            fit, holdout = self.reservoir.job()
-            future: asyncio.Future[RefitResult] = self._loop.create_future()
-            self.in_flight = future
-            self._drop_held()
-            future.add_done_callback(self._finished)
-            self._encode_step(future, fit, holdout, [], [], 0)
+        if served_p50 is None:
+            served_p50 = self._predictor.predict_length(features).p50_tokens
+        if row is None:
+            row = length_features(features)
+        batch = self._batch
+        batch.append(compact_entry(row, output_tokens, served_p50, group_key(features)))
+        n = len(batch)
+        if n >= self._due_in and self.in_flight is None and not self._swapping:
+            if self._now_s() >= self.next_job_s and self._flush():
+                self._start_job()  # the reservoir as it would be had each outcome been added at once
+            return
+        if n >= RECORD_BATCH:
+            self._flush()
+
+    @property
+    def reservoir(self) -> RefitReservoir:
+        """The reservoir with every recorded outcome in it (buffered ones are added first)."""
+        self._flush()
+        return self._reservoir
+
+    def _flush(self) -> bool:
+        """Add the buffered outcomes to the reservoir, in their order (``RECORD_BATCH``); True when
+        a refit is due."""
+        batch = self._batch
+        if not batch:
+            return False
+        due = self._reservoir.add_outcomes(batch)
+        batch.clear()
+        self._due_in = self._reservoir.outcomes_until_due()
+        return due
+
+    def _start_job(self) -> None:
+        self._job_started_s = self._now_s()
+        fit, holdout = self._reservoir.job_parts()
+        self._due_in = self._reservoir.outcomes_until_due()
+        future: asyncio.Future[RefitResult] = self._loop.create_future()
+        self.in_flight = future
+        self._drop_held()
+        future.add_done_callback(self._finished)
+        self._encode_step(future, fit, holdout, [], [], 0)
 
     def _encode_step(
         self,
         future: asyncio.Future[RefitResult],
-        fit: list[Entry],
+        fit: list[Entry | bytes],
         holdout: list[Entry],
         fit_blobs: list[bytes],
         holdout_blobs: list[bytes],
         start: int,
     ) -> None:
-        """Pickle the job's entries ``ENCODE_SLICE`` at a time, a slice per loop callback, then submit.
+        """Hand the job's entries over a slice per loop callback, then submit.
 
         Why: handed over as objects, the ~22k entries were pickled by the executor's feeder thread
         in one C call holding the GIL, stalling the loop for 30-57 ms (bench/refit_loop_lag.py);
-        a list of byte strings is a memory copy for it.
+        a list of byte strings is a memory copy for it. ``FIT_SLICE`` sample entries per callback
+        (``RefitReservoir.encode_fit``: entries a previous job handed over are bytes already, the
+        others, ~1.3 us each, are pickled once); the holdout's entries ``ENCODE_SLICE`` per callback.
         """
         if future.done():
             return  # cancelled by ``stop``
         n_fit = len(fit)
         if start < n_fit:
-            end = min(start + ENCODE_SLICE, n_fit)
-            fit_blobs.append(pickle.dumps(fit[start:end], protocol=pickle.HIGHEST_PROTOCOL))
+            end = min(start + FIT_SLICE, n_fit)
+            fit_blobs.append(self._reservoir.encode_fit(fit, start, end))
         else:
             end = start + ENCODE_SLICE
-            holdout_blobs.append(
-                pickle.dumps(holdout[start - n_fit : end - n_fit], protocol=pickle.HIGHEST_PROTOCOL)
-            )
+            entries = holdout[start - n_fit : end - n_fit]
+            holdout_blobs.append(pickle.dumps(entries, protocol=pickle.HIGHEST_PROTOCOL))
         if end < n_fit + len(holdout):
             self._loop.call_soon(self._encode_step, future, fit, holdout, fit_blobs, holdout_blobs, end)
             return
@@ -180,6 +253,8 @@ class LengthRefitter:
     def _finished(self, future: asyncio.Future[RefitResult]) -> None:
         """Done-callback of the job's future: runs on the loop, so the swap needs no lock."""
         self.in_flight = None
+        now_s = self._now_s()
+        self.next_job_s = now_s + (now_s - self._job_started_s) * self._gap_per_job_s
         stats = self.stats
         if future.cancelled():
             self._drop_held()
@@ -289,9 +364,14 @@ def _forward(target: asyncio.Future[RefitResult], source: asyncio.Future[RefitRe
         target.set_result(source.result())
 
 
+def _lower_priority() -> None:
+    """The worker's initializer: background work yields a contended core to the proxy."""
+    os.nice(WORKER_NICE)
+
+
 def process_executor() -> concurrent.futures.ProcessPoolExecutor:
     return concurrent.futures.ProcessPoolExecutor(
-        max_workers=1, mp_context=multiprocessing.get_context("spawn")
+        max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
     )
 
 

@@ -10,6 +10,7 @@ import functools
 import math
 import multiprocessing
 import os
+import pickle
 import random
 import threading
 import time
@@ -19,6 +20,7 @@ import pytest
 from scipy.stats import kendalltau
 
 from core.config import PredictorsConfig, RefitConfig
+from core.types import RequestFeatures
 from predictors import Predictor
 from predictors.features import length_features
 from predictors.length_training import TrainConfig, fit_length_model
@@ -35,6 +37,7 @@ from predictors.refit import (
     fit_refit,
     group_key,
     run_refit,
+    run_refit_encoded,
 )
 from router.length_refit import LengthRefitter, process_executor, refit_context
 from tests.unit.length_fixtures import (
@@ -420,3 +423,245 @@ def test_outcomes_held_during_a_job_are_bounded(model) -> None:
     stats = asyncio.run(scenario()).stats
     assert stats.swaps == 1, stats
     assert (stats.replayed, stats.replay_dropped) == (PARAMS.holdout, 150)
+
+
+def _request(text: str, request_id: str, **kwargs: object) -> RequestFeatures:
+    return dataclasses.replace(chat_features(text, **kwargs), request_id=request_id)  # type: ignore[arg-type]
+
+
+class _Unused(concurrent.futures.Executor):
+    """No job is due in these tests: the refitter must not submit one."""
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+        raise AssertionError("no refit job expected")
+
+
+def test_the_reservoir_keeps_the_p50_served_at_the_decision_and_the_requests_row(model) -> None:
+    """The guard's reference is what was served: the p50 ``predict`` gave the request, not what the
+    predictor would say at the outcome after learning from the requests that finished meanwhile."""
+    predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    loop = asyncio.new_event_loop()
+    try:
+        refitter = LengthRefitter(predictor, PARAMS, _Unused(), loop, random.Random(0))
+        refitter.start()
+        served = _request("write a detailed essay about tea rivers", "served")
+        served_p50 = predictor.predict_length(served).p50_tokens
+        for i in range(60):  # the same key's outcomes finish while it is in flight, all much longer
+            other = _request(f"write a detailed essay about tea rivers {i}", f"o{i}")
+            predictor.predict_length(other)
+            predictor.observe_length(other, 3_000)
+        now_p50 = predictor.predict_length(_request(served.last_user_text, "probe")).p50_tokens
+        assert now_p50 > 1.5 * served_p50  # the online correction moved: the two references differ
+        predictor.observe_length(served, 40)
+        _, recent = refitter.reservoir.job()
+        assert recent[-1] == compact_entry(length_features(served), 40, served_p50, group_key(served))
+        # An outcome whose prediction the predictor no longer holds: what it would serve now.
+        unseen = _request("name three rivers", "unseen")
+        expected = predictor.predict_length(_request("name three rivers", "probe2")).p50_tokens
+        predictor.observe_length(unseen, 12)
+        _, recent = refitter.reservoir.job()
+        assert recent[-1] == compact_entry(length_features(unseen), 12, expected, group_key(unseen))
+        refitter.stop()
+    finally:
+        loop.close()
+
+
+def test_the_refit_listener_does_not_change_what_the_predictor_learns(model) -> None:
+    """Handing the request's row and p50 to the listener leaves the online learning bit-identical."""
+    stream = unseen_cue_stream(300, seed=4)
+    plain = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    listened = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+    loop = asyncio.new_event_loop()
+    try:
+        refitter = LengthRefitter(
+            listened, dataclasses.replace(PARAMS, every_outcomes=10_000), _Unused(), loop, random.Random(0)
+        )
+        refitter.start()
+        for predictor in (plain, listened):
+            in_flight: list[tuple[RequestFeatures, int]] = []
+            order = random.Random(5)
+            for i, (text, tokens) in enumerate(stream):
+                features = _request(text, f"r{i}", tenant=f"t{i % 3}")
+                if i % 7 != 0:  # every 7th outcome arrives unpredicted (the predictor recomputes)
+                    predictor.predict_length(features)
+                if i % 11 == 0:  # and some under an id whose features changed since the prediction
+                    features = dataclasses.replace(features, last_user_text=features.last_user_text + " now")
+                in_flight.append((features, tokens))
+                if len(in_flight) > 8:
+                    predictor.observe_length(*in_flight.pop(order.randrange(len(in_flight))))
+            for features, tokens in in_flight:
+                predictor.observe_length(features, tokens)
+        assert len(refitter.reservoir) == len(stream)
+        for text, _ in unseen_cue_stream(40, seed=9):
+            for tenant in ("t0", "t1", "t2"):
+                probe = _request(text, "probe", tenant=tenant)
+                assert plain.predict_length(probe) == listened.predict_length(probe)
+        refitter.stop()
+    finally:
+        loop.close()
+
+
+def test_the_job_gets_the_reservoirs_entries(model) -> None:
+    """Stored as they come and pickled one by one when kept, the entries a job receives are the ones
+    a reservoir of ready-made entries (the evaluation's) holds, with the same RNG."""
+    captured: list[tuple[list[Entry], list[Entry]]] = []
+
+    def job(base, fit, holdout, params):  # type: ignore[no-untyped-def]
+        captured.append((fit, holdout))
+        raise RuntimeError("captured")
+
+    async def scenario() -> LengthRefitter:
+        predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        try:
+            refitter = LengthRefitter(
+                predictor, PARAMS, executor, asyncio.get_running_loop(), random.Random(0), job=job
+            )
+            refitter.start()
+            reference = RefitReservoir(PARAMS, random.Random(0))
+            for i, (text, tokens) in enumerate(unseen_cue_stream(PARAMS.every_outcomes, seed=11)):
+                features = _request(text, f"r{i}", tenant=f"t{i % 2}")
+                served = predictor.predict_length(features).p50_tokens
+                reference.add(compact_entry(length_features(features), tokens, served, group_key(features)))
+                predictor.observe_length(features, tokens)
+            assert refitter.in_flight is not None
+            await _until_idle(refitter)
+            refitter.stop()
+            assert captured == [reference.job()]
+            return refitter
+        finally:
+            executor.shutdown(wait=True)
+
+    refitter = asyncio.run(scenario())
+    assert refitter.stats.failed == 1
+    fit, holdout = captured[0]
+    assert len(fit) == PARAMS.every_outcomes - PARAMS.holdout and len(holdout) == PARAMS.holdout
+
+
+@pytest.mark.parametrize(
+    ("every", "size", "holdout"), [(50, 100, 20), (7, 30, 20), (500, 100, 20), (5, 10, 20), (1, 12, 10)]
+)
+def test_outcomes_until_due_matches_adding_one_by_one(every: int, size: int, holdout: int) -> None:
+    """The refitter buffers outcomes and adds them in batches; the count that says when a refit is
+    due must be exact, or jobs would start at other outcomes than before."""
+    params = RefitParams(every_outcomes=every, reservoir_size=size, holdout=holdout)
+    reservoir = RefitReservoir(params, random.Random(0))
+    row = length_features(chat_features("a b c"))
+    rng = random.Random(1)
+    for _ in range(40):
+        until = reservoir.outcomes_until_due()
+        if size < holdout:  # the sample never reaches the holdout's size: never due
+            assert not any(reservoir.add_outcome(row, 1, 1.0, "") for _ in range(300))
+            return
+        answers = [reservoir.add_outcome(row, 1, 1.0, "") for _ in range(until)]
+        assert answers == [False] * (until - 1) + [True]
+        if rng.random() < 0.7:
+            reservoir.job_parts()  # a refit started: the count restarts (else it stays due)
+
+
+def test_jobs_take_at_most_their_share_of_the_time(model) -> None:
+    """At a high outcome rate the next job waits: a job that ran ``d`` seconds is followed by at
+    least ``d * (1 / share - 1)`` without one, so the worker does not take a core from the proxy."""
+    clock = [0.0]
+
+    def job(base, fit, holdout, params):  # type: ignore[no-untyped-def]
+        raise RuntimeError("not fitted in this test")
+
+    async def scenario() -> None:
+        predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        stream = iter(unseen_cue_stream(10 * PARAMS.every_outcomes, seed=12))
+
+        def feed(n: int) -> None:
+            for _ in range(n):
+                text, tokens = next(stream)
+                predictor.observe_length(chat_features(text), tokens)
+
+        try:
+            refitter = LengthRefitter(
+                predictor,
+                PARAMS,
+                executor,
+                asyncio.get_running_loop(),
+                random.Random(0),
+                job=job,
+                max_worker_share=0.25,
+                now_s=lambda: clock[0],
+            )
+            refitter.start()
+            feed(PARAMS.every_outcomes)
+            assert refitter.in_flight is not None  # the first job starts when due
+            clock[0] = 10.0  # it runs 10 s
+            await _until_idle(refitter)
+            assert refitter.next_job_s == 40.0
+            clock[0] = 39.0
+            feed(PARAMS.every_outcomes + 50)  # due, but within the gap: no job
+            assert refitter.in_flight is None and refitter.stats.failed == 1
+            clock[0] = 40.0
+            feed(1)  # the first outcome after the gap starts it
+            assert refitter.in_flight is not None
+            await _until_idle(refitter)
+            assert refitter.stats.failed == 2
+            refitter.stop()
+        finally:
+            executor.shutdown(wait=True)
+
+    asyncio.run(scenario())
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(ValueError, match="max_worker_share"):
+            LengthRefitter(Predictor(model), PARAMS, _Unused(), loop, random.Random(0), max_worker_share=0.0)
+    finally:
+        loop.close()
+
+
+def test_sample_entries_are_pickled_once_and_jobs_hand_over_the_same_entries() -> None:
+    """A job's hand-over pickles the entries no earlier job pickled and keeps the bytes in their
+    slots; what the worker reads is still exactly the sample, also for entries replaced meanwhile."""
+    params = RefitParams(every_outcomes=50, reservoir_size=100, holdout=20)
+    reservoir = RefitReservoir(params, random.Random(0))
+    jobs = 0
+    for i in range(3_000):
+        entry: Entry = (f"w{i} x", "y", ("c:x",), i, 1.5, f"g{i % 3}")
+        if reservoir.add(entry):
+            expected_fit, _ = reservoir.job()
+            fit, _ = reservoir.job_parts()
+            fresh = sum(not isinstance(item, bytes) for item in fit)
+            # the sample moves on while the slices are handed over
+            reservoir.add((f"late{i}", "", (), i, 1.0, ""))
+            blobs = [
+                reservoir.encode_fit(fit, start, min(start + 30, len(fit)))
+                for start in range(0, len(fit), 30)
+            ]
+            handed = [pickle.loads(b) for blob in blobs for b in pickle.loads(blob)]
+            assert handed == expected_fit
+            jobs += 1
+            if jobs > 3:
+                assert fresh < len(fit) // 2  # most entries were pickled by an earlier job
+    assert jobs > 10
+    fit, _ = reservoir.job()
+    assert all(isinstance(e, tuple) and len(e) == 6 for e in fit)
+
+
+def _verdict_job(accepted, base, fit, holdout, params):  # type: ignore[no-untyped-def]
+    return dataclasses.replace(run_refit(base, fit, holdout, params), accepted=accepted)
+
+
+def test_a_rejected_candidate_comes_back_without_its_weights(model) -> None:
+    """The proxy unpickles what the worker returns: a candidate it will not serve is sent without
+    its weights; an accepted one whole."""
+    fit = _entries(model, unseen_cue_stream(600, seed=13))
+    holdout = _entries(model, unseen_cue_stream(200, seed=14))
+    base_blob = pickle.dumps(model)
+    fit_blobs = [pickle.dumps([pickle.dumps(e) for e in fit])]
+    holdout_blobs = [pickle.dumps(holdout)]
+    rejected = run_refit_encoded(
+        functools.partial(_verdict_job, False), base_blob, fit_blobs, holdout_blobs, PARAMS
+    )
+    accepted = run_refit_encoded(
+        functools.partial(_verdict_job, True), base_blob, fit_blobs, holdout_blobs, PARAMS
+    )
+    assert not rejected.model.unigrams and not rejected.model.categorical
+    assert len(pickle.dumps(rejected)) < len(pickle.dumps(accepted)) / 5
+    assert accepted.model.unigrams == fit_refit(model, [*fit, *holdout], PARAMS).unigrams
+    assert (rejected.tau_refit, rejected.fit_n) == (accepted.tau_refit, accepted.fit_n)
