@@ -318,16 +318,23 @@ def test_every_group_helped_gets_the_candidate(model) -> None:
         assert figures["tau_refit"] > figures["tau_served"] + 0.2
 
 
+def _gated_refit(
+    gate: threading.Event,
+    base: OutputLengthModel,
+    fit: list[Entry],
+    holdout: list[Entry],
+    params: RefitParams,
+) -> RefitResult:
+    """A refit job (run in a thread by these tests) that starts only when the test opens ``gate``."""
+    gate.wait(30.0)
+    return run_refit(base, fit, holdout, params)
+
+
 def test_outcomes_that_arrive_during_a_job_are_replayed_after_the_swap(model) -> None:
     """The swap resets the online state; what was learned while the job ran is taught to it again, so
     the proxy ends where it would be had the swap come before those outcomes (nothing dropped)."""
     gate = threading.Event()
-
-    def gated_job(
-        base: OutputLengthModel, fit: list[Entry], holdout: list[Entry], params: RefitParams
-    ) -> RefitResult:
-        gate.wait(30.0)
-        return run_refit(base, fit, holdout, params)
+    gated_job = functools.partial(_gated_refit, gate)
 
     first, during = unseen_cue_stream(400, seed=10), unseen_cue_stream(60, seed=12)
 
@@ -393,12 +400,7 @@ def test_the_worker_process_starts_only_at_the_first_refit(model) -> None:
 def test_outcomes_held_during_a_job_are_bounded(model) -> None:
     """A job that outlasts ``holdout`` outcomes keeps only the newest of them for the replay."""
     gate = threading.Event()
-
-    def gated_job(
-        base: OutputLengthModel, fit: list[Entry], holdout: list[Entry], params: RefitParams
-    ) -> RefitResult:
-        gate.wait(30.0)
-        return run_refit(base, fit, holdout, params)
+    gated_job = functools.partial(_gated_refit, gate)
 
     async def scenario() -> LengthRefitter:
         predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
