@@ -240,6 +240,14 @@ class RefitConfig(StrictModel):
     group_max_log_mae_loss: float = Field(
         0.02, ge=0, description="per-group guard: log-MAE a group may lose against what was served"
     )
+    max_worker_share: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="at most this share of the wall time has a refit job running (after a job of d "
+        "seconds the next waits d * (1 / share - 1)): the worker process does not take a core from the "
+        "proxy at high request rates; 1 = jobs back to back",
+    )
 
 
 class PredictorsConfig(StrictModel):

@@ -65,8 +65,9 @@ RECORD_BATCH = 256
 # text terms bound into the new table (``OnlineFeatureWeights.bind_in_steps``).
 REPLAY_SLICE = 50
 BIND_SLICE_TERMS = 1_000
-# At most this share of the wall time has a job running: after a job that took ``d`` seconds
-# (hand-over to result), the next starts no sooner than ``d * (1 / share - 1)`` later. Why: at a
+# The default of ``predictors.refit.max_worker_share``: at most this share of the wall time has a
+# job running: after a job that took ``d`` seconds (hand-over to result), the next starts no
+# sooner than ``d * (1 / share - 1)`` later. Why: at a
 # high request rate ``every_outcomes`` outcomes arrive faster than a job runs, jobs ran back to
 # back and the worker took a whole core, which on a small machine is the proxy's: its CPU per
 # request rose by ~10 us on the overhead benchmark's load from the contention alone (docs/predictors.md).
@@ -99,6 +100,7 @@ class LengthRefitter:
         self._job = job
         if not 0.0 < max_worker_share <= 1.0:
             raise ValueError("max_worker_share must be in (0, 1]")
+        self.max_worker_share = max_worker_share
         self._gap_per_job_s = 1.0 / max_worker_share - 1.0
         self._now_s = now_s if now_s is not None else loop.time
         self._job_started_s = 0.0
@@ -388,7 +390,12 @@ async def refit_context(
         return
     executor = process_executor()
     refitter = LengthRefitter(
-        predictor, refit_params(config), executor, asyncio.get_running_loop(), random.Random(0)
+        predictor,
+        refit_params(config),
+        executor,
+        asyncio.get_running_loop(),
+        random.Random(0),
+        max_worker_share=config.max_worker_share,
     )
     refitter.start()
     on_start(refitter)

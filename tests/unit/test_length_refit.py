@@ -39,7 +39,7 @@ from predictors.refit import (
     run_refit,
     run_refit_encoded,
 )
-from router.length_refit import LengthRefitter, process_executor, refit_context
+from router.length_refit import MAX_WORKER_SHARE, LengthRefitter, process_executor, refit_context
 from tests.unit.length_fixtures import (
     NEW_LONG,
     chat_features,
@@ -233,6 +233,10 @@ def test_refit_config_is_validated() -> None:
         RefitConfig(group_max_tau_loss=-0.1)
     with pytest.raises(ValueError, match="holdout"):
         RefitConfig(holdout=5)
+    assert RefitConfig().max_worker_share == MAX_WORKER_SHARE  # one default, however the refitter is built
+    for share in (0.0, 1.5):
+        with pytest.raises(ValueError, match="max_worker_share"):
+            RefitConfig(max_worker_share=share)
     with pytest.raises(ValueError, match="n_folds"):
         RefitParams(n_folds=1)
 
@@ -395,6 +399,20 @@ def test_the_worker_process_starts_only_at_the_first_refit(model) -> None:
         return len(started), at_start, after_outcomes
 
     assert asyncio.run(scenario()) == (1, 0, 0)
+
+
+def test_the_app_builds_the_refitter_with_the_configured_worker_share(model) -> None:
+    """``predictors.refit.max_worker_share`` reaches the refitter the proxy runs."""
+
+    async def scenario() -> float:
+        predictor = Predictor(model, online=OnlineLengthCorrector(), feature_weights=OnlineFeatureWeights())
+        started: list[LengthRefitter] = []
+        context = refit_context(predictor, RefitConfig(max_worker_share=0.5), started.append)
+        await anext(context)
+        await context.aclose()
+        return started[0].max_worker_share
+
+    assert asyncio.run(scenario()) == 0.5
 
 
 def test_outcomes_held_during_a_job_are_bounded(model) -> None:
