@@ -6,7 +6,7 @@ import hashlib
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from core import tokens
@@ -91,6 +91,8 @@ def test_hashes_follow_the_definition(text: str, chunk_chars: int, max_chunks: i
     not tokens._COMPILED, reason="the loop wraps mod 2^64 only when compiled (pure Python: numpy)"
 )
 @given(st.binary(max_size=3_000), _CHUNK_SIZES)
+@example((-113).to_bytes(8, "little", signed=True) * 16, 64)  # read_i64_le's error sentinel as a word
+@example(b"\xff" * 1_024, 8)
 def test_compiled_loop_equals_numpy_pass(data: bytes, chunk_chars: int) -> None:
     n_chunks = len(data) // chunk_chars
     if n_chunks == 0:
