@@ -6,7 +6,8 @@ and engine (imported from ``decision_cost``) but makes the engine's calls one by
 its own (wall clock, ``perf_counter_ns``), in the order and with the arguments the engine uses:
 
 - ``render``: the chat messages rendered to the prompt text (``core.features``' one pass);
-- ``hash``: ``prefix_chunk_hashes`` of that text (UTF-8 encode, numpy pass, ``tolist``, tuple);
+- ``hash``: ``prefix_chunk_hashes`` of that text (UTF-8 encode, the pass over its words, the tuple of
+  Python ints: compiled a native loop and one ``struct`` unpack, pure Python numpy);
 - ``features_rest``: the rest of ``build_features`` (``RequestFeatures``, the last user text's clip);
 - ``match``: ``PrefixIndex.match`` and the lazy ``indexed_tokens`` view;
 - ``length``: the predictor's output length (``Predictor.predict_length``: the length features,

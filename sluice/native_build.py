@@ -173,6 +173,11 @@ def _compile(root: Path, log_path: Path) -> None:
                 group_name=GROUP,
                 target_dir=str(BUILD_DIR / "c"),
             )
+            if os.name == "posix":
+                # Signed overflow wraps (two's complement) instead of being undefined: the prefix hash
+                # (core/tokens.py) is arithmetic mod 2^64 on i64. CPython's own CFLAGS have it too.
+                for extension in extensions:
+                    extension.extra_compile_args = [*extension.extra_compile_args, "-fwrapv"]
             # A bare Distribution: setup() would parse pyproject.toml, which is not a build description here.
             dist = Distribution({"name": "sluice-native", "ext_modules": extensions})
             command = build_ext(dist)

@@ -170,9 +170,32 @@ class PrefixIndex:
         holders: dict[_Key, int] = index.holders
         chunks: Sequence[_Key] = hashes
         result: dict[BackendId, int] = {}
-        remaining = -1  # every backend not yet assigned a match length
-        end = n  # longest match still possible for the remaining backends
-        while end > 0 and holders.get(chunks[0], 0) & remaining:
+        if chunks[0] not in holders:
+            return result
+        # The deepest chunk held by any backend: while no backend has a match length yet, "held by a
+        # remaining backend" is "in holders" (a stored mask is never 0), a lookup without int operations
+        # (with 64 backends most masks exceed 2**62, and each ``&`` of such ints allocates a new one).
+        last = n - 1
+        if chunks[last] in holders:
+            deepest = last
+        else:  # invariant: chunk `low` is held, chunk `high` is not
+            low, high = 0, last
+            while high - low > 1:
+                mid = (low + high) >> 1
+                if chunks[mid] in holders:
+                    low = mid
+                else:
+                    high = mid
+            deepest = low
+        level = holders[chunks[deepest]]
+        remaining = ~level  # every backend not yet assigned a match length
+        while True:
+            tokens = (deepest + 1) * CHUNK_TOKENS
+            for backend_id in self._backends_in(level):
+                result[backend_id] = tokens
+            end = deepest  # longest match still possible for the remaining backends
+            if end == 0 or not holders.get(chunks[0], 0) & remaining:
+                return result
             last = end - 1
             if holders.get(chunks[last], 0) & remaining:
                 deepest = last
@@ -187,9 +210,6 @@ class PrefixIndex:
                 deepest = low
             level = holders.get(chunks[deepest], 0) & remaining
             remaining &= ~level
-            result.update(dict.fromkeys(self._backends_in(level), (deepest + 1) * CHUNK_TOKENS))
-            end = deepest
-        return result
 
     def indexed_tokens(self, model: str) -> Mapping[BackendId, int]:
         """Tokens of prefixes held per backend for ``model`` (SGLang's "tree size"); a lazy view."""

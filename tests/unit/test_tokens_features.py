@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from hypothesis import given
+import hashlib
+import random
+
+import pytest
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from core import tokens
 from core.features import LAST_USER_TEXT_MAX_CHARS, build_features
 from core.tokens import (
     PREFIX_CHUNK_CHARS,
@@ -36,6 +41,119 @@ def test_different_first_chunk_shares_nothing_and_cap_applies() -> None:
     assert len(a) == 10
     assert common_prefix_length(a, b) == 0
     assert len(prefix_chunk_hashes("x" * 6400, max_chunks=5)) == 5
+
+
+_U64 = (1 << 64) - 1
+
+
+def _splitmix64_odd(j: int) -> int:
+    z = (j + 0x9E3779B97F4A7C15) & _U64
+    z ^= z >> 30
+    z = (z * 0xBF58476D1CE4E5B9) & _U64
+    z ^= z >> 27
+    z = (z * 0x94D049BB133111EB) & _U64
+    z ^= z >> 31
+    return z | 1
+
+
+def _reference_hashes(
+    text: str, chunk_chars: int = PREFIX_CHUNK_CHARS, max_chunks: int | None = None
+) -> tuple[int, ...]:
+    """The definition in ``core.tokens``' docstring, word by word in Python ints mod 2^64."""
+    data = text.encode("utf-8", "surrogatepass")
+    n_chunks = len(data) // chunk_chars
+    if max_chunks is not None:
+        n_chunks = min(n_chunks, max_chunks)
+    words_per_chunk = chunk_chars // 8
+    total = 0
+    out: list[int] = []
+    for j in range(max(n_chunks, 0) * words_per_chunk):
+        x = (int.from_bytes(data[8 * j : 8 * j + 8], "little") * _splitmix64_odd(j)) & _U64
+        total = (total + (x ^ (x >> 29))) & _U64
+        if (j + 1) % words_per_chunk == 0:
+            out.append(total)
+    return tuple(out)
+
+
+_CHUNK_SIZES = st.sampled_from([8, 16, 24, 64, 128])
+_CAPS = st.one_of(st.none(), st.integers(min_value=-1, max_value=40))
+
+
+@given(st.text(max_size=1_500), _CHUNK_SIZES, _CAPS)
+def test_hashes_follow_the_definition(text: str, chunk_chars: int, max_chunks: int | None) -> None:
+    """Whichever implementation this build runs (compiled: the loop; pure Python: numpy)."""
+    expected = _reference_hashes(text, chunk_chars, max_chunks)
+    assert prefix_chunk_hashes(text, chunk_chars, max_chunks) == expected
+    assert all(type(h) is int and 0 <= h <= _U64 for h in expected)
+
+
+@pytest.mark.skipif(
+    not tokens._COMPILED, reason="the loop wraps mod 2^64 only when compiled (pure Python: numpy)"
+)
+@given(st.binary(max_size=3_000), _CHUNK_SIZES)
+@example((-113).to_bytes(8, "little", signed=True) * 16, 64)  # read_i64_le's error sentinel as a word
+@example(b"\xff" * 1_024, 8)
+def test_compiled_loop_equals_numpy_pass(data: bytes, chunk_chars: int) -> None:
+    n_chunks = len(data) // chunk_chars
+    if n_chunks == 0:
+        return
+    words_per_chunk = chunk_chars // 8
+    loop = tokens._chained_sums_loop(data, n_chunks, words_per_chunk)
+    assert loop == tokens._chained_sums_numpy(data, n_chunks, words_per_chunk)
+    assert loop == tokens._chained_sums_numpy(data[: n_chunks * chunk_chars], n_chunks, words_per_chunk)
+
+
+def test_hashes_beyond_the_multiplier_table_and_at_the_cap() -> None:
+    """Prompts beyond the multiplier table (the simulator hashes uncapped) extend it: same multipliers."""
+    rng = random.Random(7)
+    text = "".join(rng.choice("ab c\u00e9\u4e2d") for _ in range(50_000))  # ~75 kB: > 1,024 chunks
+    data = text.encode("utf-8")
+    n_chunks = len(data) // PREFIX_CHUNK_CHARS
+    assert n_chunks > tokens._MAX_TABLE_CHUNKS
+    full = prefix_chunk_hashes(text)
+    assert full == _reference_hashes(text)
+    assert prefix_chunk_hashes(text, PREFIX_CHUNK_CHARS, 1_024) == full[:1_024]
+    assert tokens._chained_sums_numpy(data, n_chunks, 8) == full
+
+
+def _golden_cases() -> list[tuple[str, int, int | None]]:
+    """Texts, chunk sizes and caps at every boundary of the hash (fixed seed: the recorded digest's input)."""
+    rng = random.Random(20261129)
+    alphabet = "abcdefgh ij\n.,0123456789\u00e9\u07f7\u4e2d\U0001f600\u00ff\U0010ffff"
+    cases: list[tuple[str, int, int | None]] = []
+    for chunk_chars in (8, 16, 64, 128):
+        for n_bytes in (
+            0,
+            7,
+            8,
+            9,
+            chunk_chars - 1,
+            chunk_chars,
+            chunk_chars + 1,
+            5 * chunk_chars + 3,
+            3_000,
+        ):
+            cases.append(("".join(rng.choice("abcdefgh ij") for _ in range(n_bytes)), chunk_chars, None))
+            cases.append(("".join(rng.choice(alphabet) for _ in range(n_bytes)), chunk_chars, None))
+        for cap in (0, 1, 3, 1_024):
+            cases.append(("".join(rng.choice(alphabet) for _ in range(2_000)), chunk_chars, cap))
+    cases.append(("x\ud800y" * 300, 64, None))  # a lone surrogate: encoded with surrogatepass
+    cases.append(("".join(rng.choice("abcdefgh ij") for _ in range(70_000)), 64, None))  # beyond the table
+    cases.append(("".join(rng.choice("abcdefgh ij") for _ in range(70_000)), 64, 1_024))  # the hot path's cap
+    return cases
+
+
+def test_hashes_are_the_recorded_ones() -> None:
+    """The same hashes as the numpy-only ``prefix_chunk_hashes`` of git b698553 (recorded there, both builds).
+
+    The simulator's KV cache and the prefix index of a running proxy key on these values: a change of
+    definition must be deliberate (and re-recorded), never a side effect of a faster implementation.
+    """
+    outputs = [prefix_chunk_hashes(text, chunk, cap) for text, chunk, cap in _golden_cases()]
+    assert sum(map(len, outputs)) == 4_292
+    assert outputs[20][:3] == (794121861065243657, 18378608365600372137, 9924915881428976207)
+    digest = hashlib.sha256(repr(outputs).encode()).hexdigest()
+    assert digest == "ec14e8e96fb625204db2fe1fad3dc2b43995d763e5d7f5bb16cb08befa06f9b9"
 
 
 def test_multi_turn_history_is_a_textual_extension() -> None:
