@@ -36,6 +36,8 @@ TYPE = "p2c"
 
 
 class P2CPicker:
+    returns_permutation = True  # policies.base: a permutation of by_score by construction
+
     def __init__(self, params: P2CParams) -> None:
         self.name = TYPE
         self._top_k = params.top_k
