@@ -196,45 +196,19 @@ class FleetSnapshot:
         """Selectable backends that serve ``model``, in fleet order (computed once per model)."""
         views = self._serving_by_model.get(model)
         if views is None:
-            views = self._serving_by_model[model] = _serving(self.backends, model)
+            ready = Health.READY
+            backends = self.backends
+            every = True
+            for b in backends:
+                if b.health is not ready or model not in b.models:
+                    every = False
+                    break
+            if every:  # every backend serves it (the usual case): the snapshot's own tuple, no copy
+                views = backends
+            else:
+                views = tuple([b for b in backends if b.health is ready and model in b.models])  # no genexpr
+            self._serving_by_model[model] = views
         return views
-
-
-# Per model: the backends of the last snapshot ``serving`` was computed on, and whether each served it.
-# Why: the proxy takes a new snapshot per request in which only the changed views are new objects (a view is
-# frozen), so the previous answer holds for every view that is the very same object; only the new ones are
-# checked (health, models). Exact by construction, and a view's check costs a set lookup otherwise (64 per
-# request at 64 backends).
-_SERVING_MEMO: dict[str, tuple[tuple[BackendView, ...], list[bool]]] = {}
-_SERVING_MEMO_MODELS = 64
-
-
-def _serving(backends: tuple[BackendView, ...], model: str) -> tuple[BackendView, ...]:
-    """The backends of ``backends`` that are ready and serve ``model``, in order."""
-    ready = Health.READY
-    memo = _SERVING_MEMO.get(model)
-    n = len(backends)
-    serves: list[bool] = []
-    kept: list[BackendView] = []
-    if memo is not None and len(memo[0]) == n:
-        previous, previous_serves = memo
-        for i in range(n):
-            view = backends[i]
-            ok = previous_serves[i] if view is previous[i] else view.health is ready and model in view.models
-            serves.append(ok)
-            if ok:
-                kept.append(view)
-    else:
-        for i in range(n):
-            view = backends[i]
-            ok = view.health is ready and model in view.models
-            serves.append(ok)
-            if ok:
-                kept.append(view)
-    if memo is None and len(_SERVING_MEMO) >= _SERVING_MEMO_MODELS:  # bounded: models come from requests
-        _SERVING_MEMO.clear()
-    _SERVING_MEMO[model] = (backends, serves)
-    return tuple(kept)
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,7 +140,7 @@ class Pipeline:
         totals: dict[BackendId, float] = {}
         for i in range(n):
             totals[ids[i]] = total_values[i]
-        by_score = _by_score(ids, total_values, rng)
+        by_score = _by_score(ids, totals, rng)
         ranked = self._picker.pick(ctx, by_score, totals, rng)
         if not self._picker_permutes and (len(ranked) != n or set(ranked) != totals.keys()):
             picker = self._picker.name
@@ -281,19 +281,17 @@ class RemovedBy(Mapping[BackendId, str]):
         return repr(self._built())
 
 
-def _by_score(ids: list[BackendId], totals: list[float], rng: random.Random) -> list[BackendId]:
+def _by_score(ids: list[BackendId], totals: dict[BackendId, float], rng: random.Random) -> list[BackendId]:
     """Best total first; among the backends tied for the best total, a uniformly random one leads.
 
     The rest keep snapshot order within ties: only the head of the ranking
     decides where the request goes (pickers that sample compare totals
-    themselves), so one C-level sort and one random draw suffice. ``totals[i]``
-    is ``ids[i]``'s total: positions are sorted, stably, as the ids were.
+    themselves), so one C-level sort and one random draw suffice.
     """
-    order = sorted(range(len(ids)), key=totals.__getitem__, reverse=True)  # stable: snapshot order in ties
-    by_score = [ids[i] for i in order]
-    best = totals[order[0]]
+    by_score = sorted(ids, key=totals.__getitem__, reverse=True)  # stable: snapshot order within ties
+    best = totals[by_score[0]]
     tied = 1
-    while tied < len(order) and totals[order[tied]] == best:
+    while tied < len(by_score) and totals[by_score[tied]] == best:
         tied += 1
     if tied > 1:
         lead = randbelow(rng, tied)  # rng.randrange(tied), the same draw

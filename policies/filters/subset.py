@@ -77,18 +77,20 @@ class SubsetFilter:
         is not a candidate leaves no row), as a scan of the candidates comparing depths would give."""
         deepest = -1
         first = True
-        for depth in matched.values():  # max() as a loop: a generic call from compiled code
+        holders: list[BackendId] = []  # those at the deepest depth so far, in one pass (max() as a loop)
+        for backend_id, depth in matched.items():
             if first or depth > deepest:
                 deepest, first = depth, False
+                holders = [backend_id]
+            elif depth == deepest:
+                holders.append(backend_id)
         n = len(candidates)
         if deepest == 0:  # then a candidate absent from ``matched`` (depth 0) holds the deepest match too
             return [i for i in range(n) if matched.get(candidates[i].backend_id, 0) == 0]
         row_of = self._row_of
         rows: list[int] = []
         rebuilt = False
-        for backend_id, depth in matched.items():
-            if depth != deepest:
-                continue
+        for backend_id in holders:
             row = row_of.get(backend_id)
             if row is None or row >= n or candidates[row].backend_id != backend_id:
                 if not rebuilt:  # the memo is of other candidates: rebuild it once, then trust it

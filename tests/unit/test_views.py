@@ -101,33 +101,9 @@ def test_snapshot_serving_is_per_model_in_fleet_order_and_survives_pickling() ->
     init_fields = [f.name for f in dataclasses.fields(FleetSnapshot) if f.init]
     assert init_fields == ["backends", "taken_at_s", "version"]
     assert "_serving_by_model" not in repr(snap)
-
-
-def test_serving_of_successive_snapshots_matches_a_fresh_scan() -> None:
-    """``serving`` reuses the previous snapshot's answer for the views that are the same objects
-    (core/views.py, ``_SERVING_MEMO``): random fleets that change a few views per snapshot (health,
-    models, replaced, reordered, resized) must give what a scan of each snapshot gives."""
-    import random
-
-    rng = random.Random(4)
-    healths = (Health.READY, Health.READY, Health.READY, Health.DRAINING)
-    model_sets = (frozenset({"m1"}), frozenset({"m2"}), frozenset({"m1", "m2"}))
-    views = [_view(backend_id=f"b{i}", models=rng.choice(model_sets)) for i in range(12)]
-    for _ in range(500):
-        for _ in range(rng.randrange(0, 3)):
-            i = rng.randrange(len(views))
-            views[i] = dataclasses.replace(
-                views[i], health=rng.choice(healths), models=rng.choice(model_sets)
-            )
-        if rng.random() < 0.05:
-            rng.shuffle(views)
-        if rng.random() < 0.05:
-            views = views[:-1] if len(views) > 1 and rng.random() < 0.5 else [*views, _view(backend_id="x")]
-        snap = FleetSnapshot(tuple(views), taken_at_s=0.0)
-        for model in rng.sample(("m1", "m2", "m3"), 2):
-            expected = tuple(v for v in views if v.health is Health.READY and model in v.models)
-            assert snap.serving(model) == expected
-            assert all(a is b for a, b in zip(snap.serving(model), expected, strict=True))
+    everyone = FleetSnapshot((a, d), taken_at_s=1.0)
+    assert everyone.serving("m1") == (a, d) and everyone.serving("m1") is everyone.backends  # no copy
+    assert everyone.serving("m2") == (d,)
 
 
 def _round_trips(obj: Any) -> None:
