@@ -59,12 +59,12 @@ class SubsetFilter:
             if rows:
                 holder_rows = rows if len(rows) <= self._keep else sample(rng, rows, self._keep)
                 holder_rows.sort()  # their order does not matter: every row is read back in order below
-                rest = list(range(n))
+                rest = _rows(n)
                 for i in reversed(holder_rows):  # the others, in order, without a rescan
                     del rest[i]
                 chosen = holder_rows + sample_consuming(rng, rest, size - len(holder_rows))
         if chosen is None:
-            chosen = sample_consuming(rng, list(range(n)), size)
+            chosen = sample_consuming(rng, _rows(n), size)
         chosen.sort()
         if isinstance(candidates, tuple):  # the snapshot's own tuple: compiled tuple reads
             return [candidates[i] for i in chosen]
@@ -78,12 +78,20 @@ class SubsetFilter:
         deepest = -1
         first = True
         holders: list[BackendId] = []  # those at the deepest depth so far, in one pass (max() as a loop)
-        for backend_id, depth in matched.items():
-            if first or depth > deepest:
-                deepest, first = depth, False
-                holders = [backend_id]
-            elif depth == deepest:
-                holders.append(backend_id)
+        if isinstance(matched, dict):  # the prefix index's answer: compiled dict iteration, no item tuples
+            for backend_id, depth in matched.items():
+                if first or depth > deepest:
+                    deepest, first = depth, False
+                    holders = [backend_id]
+                elif depth == deepest:
+                    holders.append(backend_id)
+        else:
+            for backend_id, depth in matched.items():
+                if first or depth > deepest:
+                    deepest, first = depth, False
+                    holders = [backend_id]
+                elif depth == deepest:
+                    holders.append(backend_id)
         n = len(candidates)
         if deepest == 0:  # then a candidate absent from ``matched`` (depth 0) holds the deepest match too
             return [i for i in range(n) if matched.get(candidates[i].backend_id, 0) == 0]
@@ -102,6 +110,14 @@ class SubsetFilter:
             rows.append(row)
         rows.sort()
         return rows
+
+
+_ROWS = list(range(256))
+
+
+def _rows(n: int) -> list[int]:
+    """``list(range(n))``: a slice of a prebuilt list for the usual fleet sizes (one copy, no range)."""
+    return _ROWS[:n] if n <= len(_ROWS) else list(range(n))
 
 
 @register_plugin("filter", TYPE, SubsetParams, "deepest prefix holders plus a random sample")
