@@ -197,7 +197,16 @@ class FleetSnapshot:
         views = self._serving_by_model.get(model)
         if views is None:
             ready = Health.READY
-            views = tuple([b for b in self.backends if b.health is ready and model in b.models])  # no genexpr
+            backends = self.backends
+            every = True
+            for b in backends:
+                if b.health is not ready or model not in b.models:
+                    every = False
+                    break
+            if every:  # every backend serves it (the usual case): the snapshot's own tuple, no copy
+                views = backends
+            else:
+                views = tuple([b for b in backends if b.health is ready and model in b.models])  # no genexpr
             self._serving_by_model[model] = views
         return views
 

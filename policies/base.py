@@ -60,6 +60,12 @@ class Scorer(Protocol):
     def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]: ...
 
 
+# A scorer may also define ``score_values(ctx, candidates) -> list[float]``: the same scores as ``score``, as
+# a new list in the order of ``candidates`` (one per candidate; the pipeline may change the list). The
+# pipeline then uses it instead of ``score`` (no per-decision dict keyed by backend id; it clamps and
+# records the values exactly as ``score``'s). Optional: a scorer with ``score`` only works as before.
+
+
 class Picker(Protocol):
     """Orders the candidates into the final ranking (first = chosen, rest = retry fallbacks).
 
@@ -78,3 +84,9 @@ class Picker(Protocol):
         totals: Mapping[BackendId, float],
         rng: random.Random,
     ) -> tuple[BackendId, ...]: ...
+
+
+# A picker may also set a class attribute ``returns_permutation = True``: a promise that ``pick`` returns
+# every element of ``by_score`` exactly once (in any order). The pipeline then skips its own check of the
+# ranking (a set of the ranking compared with the candidates per decision). The built-in pickers make the
+# promise (tests/unit/test_pipeline.py checks them); a picker without it is checked as before.

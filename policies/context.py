@@ -125,6 +125,14 @@ class RouteContext:
         self._pairs_of, self._pairs = views, pairs
         return pairs
 
+    def remember_pairs(self, views: Sequence[BackendView], pairs: list[tuple[float, float]]) -> None:
+        """Hand over ``ttft_tpot`` of each of ``views`` (in order), as ``ttft_tpot_all`` remembers its own.
+
+        Why: the SLO filter reads its candidates' costs and keeps some of them; the cost scorer then
+        asks for exactly the kept ones, which the filter already holds (the same tuples of the same
+        numbers), so the scorer's read is free instead of a second pass over the cost table."""
+        self._pairs_of, self._pairs = views, pairs
+
     def cost(self, view: BackendView) -> BackendCostEstimate:
         """The full predicted cost on ``view``'s backend (built on demand; the hot path is ``ttft_tpot``)."""
         predictions = self.request.predictions

@@ -60,7 +60,16 @@ from policies.sampling import randbelow
 class Pipeline:
     """A routing policy assembled from plugins; stateless apart from its picker's cursor."""
 
-    __slots__ = ("_filters", "_keeps_order", "_name", "_picker", "_scorers")
+    __slots__ = (
+        "_filters",
+        "_keeps_order",
+        "_name",
+        "_picker",
+        "_picker_permutes",
+        "_scorer_names",
+        "_scorers",
+        "_value_scorers",
+    )
 
     def __init__(
         self,
@@ -75,7 +84,15 @@ class Pipeline:
         # taken as it is, without the per-backend check (a scan of the fleet and a set per filter).
         self._keeps_order = tuple(getattr(flt, "keeps_order", False) is True for flt in self._filters)
         self._scorers = tuple(scorers)
+        # Scorers that also answer in candidate order (``Scorer.score_values``, policies/base.py): their
+        # values are read as a list, not through a per-decision dict keyed by backend id.
+        self._value_scorers = tuple(
+            getattr(scorer, "score_values", None) is not None for scorer, _ in self._scorers
+        )
+        self._scorer_names = tuple(scorer.name for scorer, _ in self._scorers)
         self._picker = picker
+        # A picker that promises a permutation of its input (``Picker.returns_permutation``) is not checked.
+        self._picker_permutes = getattr(picker, "returns_permutation", False) is True
 
     @property
     def name(self) -> str:
@@ -118,10 +135,14 @@ class Pipeline:
                 )
 
         ids = [view.backend_id for view in candidates]
-        totals, scores = self._score(ctx, candidates, ids)
+        total_values, scores = self._score(ctx, candidates, ids)
+        n = len(ids)
+        totals: dict[BackendId, float] = {}
+        for i in range(n):
+            totals[ids[i]] = total_values[i]
         by_score = _by_score(ids, totals, rng)
         ranked = self._picker.pick(ctx, by_score, totals, rng)
-        if len(ranked) != len(ids) or set(ranked) != totals.keys():
+        if not self._picker_permutes and (len(ranked) != n or set(ranked) != totals.keys()):
             picker = self._picker.name
             raise RuntimeError(f"picker {picker!r} returned {ranked!r}, not a permutation of {ids!r}")
         cost = _chosen_cost(ctx, ranked[0], candidates)
@@ -137,33 +158,82 @@ class Pipeline:
 
     def _score(
         self, ctx: RouteContext, candidates: Sequence[BackendView], ids: list[BackendId]
-    ) -> tuple[dict[BackendId, float], dict[str, dict[BackendId, float]]]:
-        """Weighted totals and each scorer's clamped scores (negative/NaN/missing -> 0, above 1 -> 1)."""
+    ) -> tuple[list[float], Mapping[str, Mapping[BackendId, float]]]:
+        """Weighted totals in candidate order and each scorer's clamped scores (negative/NaN/missing -> 0,
+        above 1 -> 1); the per-scorer mapping is ``ScoresByName``, built from the value lists when read."""
         scorers = self._scorers
-        scores: dict[str, dict[BackendId, float]] = {}
+        n = len(ids)
         if not scorers:
-            return dict.fromkeys(ids, 0.0), scores
-        totals: dict[BackendId, float] = {}
-        first = True
-        for scorer, weight in scorers:
-            raw = scorer.score(ctx, candidates)
-            clamped: dict[BackendId, float] = {}
-            for backend_id in ids:
-                value = raw.get(backend_id, 0.0)
+            return [0.0] * n, {}
+        value_scorers = self._value_scorers
+        per_scorer: list[list[float]] = []
+        totals: list[float] = []
+        for k in range(len(scorers)):  # not zip(): a generic call with keywords in compiled code
+            scorer, weight = scorers[k]
+            values: list[float]
+            if value_scorers[k]:
+                values = scorer.score_values(ctx, candidates)  # type: ignore[attr-defined]
+                if len(values) != n:
+                    name = scorer.name
+                    raise RuntimeError(f"scorer {name!r} returned {len(values)} values for {n} candidates")
+            else:
+                raw = scorer.score(ctx, candidates)
+                values = [raw.get(backend_id, 0.0) for backend_id in ids]
+            for i in range(n):
+                value = values[i]
                 if not value >= 0.0:  # negative or NaN
-                    value = 0.0
+                    values[i] = 0.0
                 elif value > 1.0:
-                    value = 1.0
-                clamped[backend_id] = value
-                # Each total starts at 0.0 and adds weight·score per scorer (0.0 + x, not x: the same bits,
-                # -0.0 included); the first scorer fills the dict instead of updating one of zeros.
-                if first:
-                    totals[backend_id] = 0.0 + weight * value
-                else:
-                    totals[backend_id] += weight * value
-            scores[scorer.name] = clamped
-            first = False
-        return totals, scores
+                    values[i] = 1.0
+            # Each total starts at 0.0 and adds weight·score per scorer (0.0 + x, not x: the same bits,
+            # -0.0 included); the first scorer fills the list instead of updating one of zeros.
+            if k == 0:
+                for i in range(n):
+                    totals.append(0.0 + weight * values[i])
+            else:
+                for i in range(n):
+                    totals[i] += weight * values[i]
+            per_scorer.append(values)
+        return totals, ScoresByName(self._scorer_names, ids, per_scorer)
+
+
+class ScoresByName(Mapping[str, Mapping[BackendId, float]]):
+    """``RoutingDecision.scores``: scorer name -> backend -> clamped score, built only when read.
+
+    The pipeline keeps each scorer's clamped values as a list in candidate order; the per-scorer
+    dicts (what ``/debug/decisions``, the digest and tests read) are made on first read, never on
+    the request path. The same keys in the same order, and the same floats, as the dicts it replaced.
+    """
+
+    __slots__ = ("_ids", "_map", "_names", "_values")
+
+    def __init__(self, names: tuple[str, ...], ids: list[BackendId], values: list[list[float]]) -> None:
+        self._names = names
+        self._ids = ids
+        self._values = values
+        self._map: dict[str, dict[BackendId, float]] | None = None
+
+    def _built(self) -> dict[str, dict[BackendId, float]]:
+        built = self._map
+        if built is None:
+            built = self._map = {}
+            ids = self._ids
+            for k in range(len(self._names)):
+                values = self._values[k]
+                built[self._names[k]] = {ids[i]: values[i] for i in range(len(ids))}
+        return built
+
+    def __getitem__(self, name: str) -> Mapping[BackendId, float]:
+        return self._built()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __repr__(self) -> str:
+        return repr(self._built())
 
 
 class RemovedBy(Mapping[BackendId, str]):

@@ -41,8 +41,27 @@ def sample(rng: random.Random, population: Sequence[T], k: int) -> list[T]:
         return rng.sample(population, k)
     if n > (_POOL_THRESHOLDS[k] if k < len(_POOL_THRESHOLDS) else pool_threshold(k)):
         return rng.sample(population, k)
+    return _draw(rng, list(population), k)
+
+
+def sample_consuming(rng: random.Random, pool: list[T], k: int) -> list[T]:
+    """``sample(rng, pool, k)`` for a list the caller gives up: drawn in place, without a copy.
+
+    The same result and the same state of ``rng`` afterwards; ``pool`` is left in an unspecified order
+    (its first ``len(pool) - k`` items hold the undrawn ones). Why: the subset filter builds the row
+    list it samples from for this draw only, and ``sample``'s copy of it was pure overhead."""
+    n = len(pool)
+    if type(rng) is not random.Random or not 0 <= k <= n:
+        return rng.sample(pool, k)
+    if n > (_POOL_THRESHOLDS[k] if k < len(_POOL_THRESHOLDS) else pool_threshold(k)):
+        return rng.sample(pool, k)
+    return _draw(rng, pool, k)
+
+
+def _draw(rng: random.Random, pool: list[T], k: int) -> list[T]:
+    """``random.Random.sample``'s pool branch over ``pool`` (which it permutes): k draws by rejection."""
+    n = len(pool)
     getrandbits = rng.getrandbits
-    pool = list(population)
     result: list[T] = []  # appended to directly: a bound list.append is a generic call from compiled code
     for left in range(n, n - k, -1):  # draw an index below `left`, then fill its hole with the last
         bits = left.bit_length()

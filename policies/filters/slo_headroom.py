@@ -25,6 +25,7 @@ Removes nothing when the route has no TTFT or TPOT objective.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from core.types import BackendView
 from policies.context import RouteContext
@@ -53,23 +54,35 @@ class SLOHeadroomFilter:
             return candidates
         meets_ttft: list[BackendView] = []
         meets_both: list[BackendView] = []
+        # Their costs too, handed to the context with the answer (``RouteContext.remember_pairs``).
+        # Kept as objects: compiled, a ``tuple[float, float]`` item read into a typed local is unboxed and
+        # would be boxed again (a new tuple) when appended.
+        ttft_pairs: list[object] = []
+        both_pairs: list[object] = []
         slowest: BackendView | None = None
         slowest_ttft_ms = -1.0
-        pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
+        pairs = cast("list[object]", ctx.ttft_tpot_all(candidates))  # one per candidate, in order
         for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
             view = candidates[i]
-            ttft_ms, tpot_ms = pairs[i]
+            pair = pairs[i]
+            ttft_ms, tpot_ms = cast("tuple[float, float]", pair)
             if ttft_ms > slowest_ttft_ms:
                 slowest, slowest_ttft_ms = view, ttft_ms
             if ttft_limit is not None and ttft_ms > ttft_limit:
                 continue
             meets_ttft.append(view)
+            ttft_pairs.append(pair)
             if tpot_limit is None or tpot_ms <= tpot_limit:
                 meets_both.append(view)
+                both_pairs.append(pair)
         if len(meets_both) == len(candidates):
             return candidates  # nothing removed: the pipeline skips its bookkeeping for the same object
-        if meets_both or meets_ttft:
-            return meets_both or meets_ttft
+        if meets_both:
+            ctx.remember_pairs(meets_both, cast("list[tuple[float, float]]", both_pairs))
+            return meets_both
+        if meets_ttft:
+            ctx.remember_pairs(meets_ttft, cast("list[tuple[float, float]]", ttft_pairs))
+            return meets_ttft
         if self._sacrifice and slowest is not None:
             return [slowest]
         return candidates

@@ -18,13 +18,13 @@ Removes nothing from fleets of ``size`` or fewer backends.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from core.types import BackendView
+from core.types import BackendId, BackendView
 from policies.context import RouteContext
 from policies.params import SubsetParams
 from policies.registry import BuildContext, register_plugin
-from policies.sampling import sample
+from policies.sampling import sample, sample_consuming
 
 TYPE = "subset"
 
@@ -38,6 +38,11 @@ class SubsetFilter:
         self.name = TYPE
         self._size = params.size
         self._keep = min(params.keep_prefix_matches, params.size)
+        # Row of each backend id in the candidates last seen: a memo, checked at every use (the row must
+        # hold that id) and rebuilt when it misses, so it never changes an answer. Why: the candidates are
+        # a new tuple per snapshot but almost always the same backends in the same order, and finding the
+        # few deepest prefix holders' rows by it beats a prefix-match lookup per candidate (64 per request).
+        self._row_of: dict[BackendId, int] = {}
 
     def filter(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Sequence[BackendView]:
         size = self._size
@@ -50,28 +55,69 @@ class SubsetFilter:
         # positions whatever the population holds, so these are the backends drawing views would give.
         chosen: list[int] | None = None
         if matched and self._keep:
-            if isinstance(matched, dict):  # the prefix index's answer: compiled dict reads, max() as a loop
-                deepest = -1
-                first = True
-                for depth in matched.values():
-                    if first or depth > deepest:
-                        deepest, first = depth, False
-                rows = [i for i, v in enumerate(candidates) if matched.get(v.backend_id, 0) == deepest]
-            else:
-                deepest = max(matched.values())
-                get = matched.get
-                rows = [i for i, v in enumerate(candidates) if get(v.backend_id, 0) == deepest]
+            rows = self._deepest_rows(matched, candidates)
             if rows:
                 holder_rows = rows if len(rows) <= self._keep else sample(rng, rows, self._keep)
                 holder_rows.sort()  # their order does not matter: every row is read back in order below
-                rest = list(range(n))
+                rest = _rows(n)
                 for i in reversed(holder_rows):  # the others, in order, without a rescan
                     del rest[i]
-                chosen = holder_rows + sample(rng, rest, size - len(holder_rows))
+                chosen = holder_rows + sample_consuming(rng, rest, size - len(holder_rows))
         if chosen is None:
-            chosen = sample(rng, range(n), size)
+            chosen = sample_consuming(rng, _rows(n), size)
         chosen.sort()
+        if isinstance(candidates, tuple):  # the snapshot's own tuple: compiled tuple reads
+            return [candidates[i] for i in chosen]
         return [candidates[i] for i in chosen]
+
+    def _deepest_rows(self, matched: Mapping[BackendId, int], candidates: Sequence[BackendView]) -> list[int]:
+        """Rows (ascending) of the candidates holding the deepest prefix match of all ``matched`` backends.
+
+        The deepest depth is taken over every matched backend, candidate or not (a deepest holder that
+        is not a candidate leaves no row), as a scan of the candidates comparing depths would give."""
+        deepest = -1
+        first = True
+        holders: list[BackendId] = []  # those at the deepest depth so far, in one pass (max() as a loop)
+        if isinstance(matched, dict):  # the prefix index's answer: compiled dict iteration, no item tuples
+            for backend_id, depth in matched.items():
+                if first or depth > deepest:
+                    deepest, first = depth, False
+                    holders = [backend_id]
+                elif depth == deepest:
+                    holders.append(backend_id)
+        else:
+            for backend_id, depth in matched.items():
+                if first or depth > deepest:
+                    deepest, first = depth, False
+                    holders = [backend_id]
+                elif depth == deepest:
+                    holders.append(backend_id)
+        n = len(candidates)
+        if deepest == 0:  # then a candidate absent from ``matched`` (depth 0) holds the deepest match too
+            return [i for i in range(n) if matched.get(candidates[i].backend_id, 0) == 0]
+        row_of = self._row_of
+        rows: list[int] = []
+        rebuilt = False
+        for backend_id in holders:
+            row = row_of.get(backend_id)
+            if row is None or row >= n or candidates[row].backend_id != backend_id:
+                if not rebuilt:  # the memo is of other candidates: rebuild it once, then trust it
+                    row_of = self._row_of = {candidates[i].backend_id: i for i in range(n)}
+                    rebuilt = True
+                row = row_of.get(backend_id)
+                if row is None:
+                    continue  # not a candidate
+            rows.append(row)
+        rows.sort()
+        return rows
+
+
+_ROWS = list(range(256))
+
+
+def _rows(n: int) -> list[int]:
+    """``list(range(n))``: a slice of a prebuilt list for the usual fleet sizes (one copy, no range)."""
+    return _ROWS[:n] if n <= len(_ROWS) else list(range(n))
 
 
 @register_plugin("filter", TYPE, SubsetParams, "deepest prefix holders plus a random sample")

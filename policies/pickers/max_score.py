@@ -18,6 +18,8 @@ TYPE = "max_score"
 
 
 class MaxScorePicker:
+    returns_permutation = True  # policies.base: a permutation of by_score by construction
+
     def __init__(self) -> None:
         self.name = TYPE
 

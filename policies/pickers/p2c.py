@@ -36,6 +36,8 @@ TYPE = "p2c"
 
 
 class P2CPicker:
+    returns_permutation = True  # policies.base: a permutation of by_score by construction
+
     def __init__(self, params: P2CParams) -> None:
         self.name = TYPE
         self._top_k = params.top_k
@@ -76,10 +78,14 @@ def _winner_first(winner: BackendId, by_score: Sequence[BackendId]) -> tuple[Bac
 def _longest_matches(ctx: RouteContext, eligible: list[BackendId]) -> list[BackendId]:
     """The eligible backends whose cached prefix of this prompt is the longest (all when none is cached)."""
     matched = [ctx.matched_tokens(b) for b in eligible]
-    longest = max(matched)
+    longest = matched[0]
+    for m in matched:  # max() as a loop: a generic call from compiled code (the same value)
+        if m > longest:
+            longest = m
     if longest <= 0:
         return eligible
-    return [b for b, m in zip(eligible, matched, strict=True) if m == longest]
+    # Indexed, not zip(..., strict=True): a generic keyword call in compiled code.
+    return [eligible[i] for i in range(len(eligible)) if matched[i] == longest]
 
 
 @register_plugin("picker", TYPE, P2CParams, "best of two random draws among the top candidates")

@@ -20,6 +20,7 @@ TYPE = "round_robin"
 
 class RoundRobinPicker:
     __slots__ = ("_cursor_by_model", "name")
+    returns_permutation = True  # policies.base: a permutation of by_score by construction
 
     def __init__(self) -> None:
         self.name = TYPE

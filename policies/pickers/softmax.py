@@ -23,6 +23,8 @@ TYPE = "softmax"
 
 
 class SoftmaxPicker:
+    returns_permutation = True  # policies.base: a permutation of by_score by construction
+
     def __init__(self, params: SoftmaxParams) -> None:
         self.name = TYPE
         self._temperature = params.temperature

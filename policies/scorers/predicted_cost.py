@@ -51,20 +51,24 @@ class PredictedCostScorer:
 
     def costs_ms(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> dict[BackendId, float]:
         """Each candidate's cost in ms, or (``slo`` with an E2E bound) a fraction of a deadline."""
+        values = self.cost_values(ctx, candidates)
+        return {candidates[i].backend_id: values[i] for i in range(len(values))}
+
+    def cost_values(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> list[float]:
+        """``costs_ms`` as a list in candidate order (the hot path: no dict keyed by backend id)."""
         objective = self._objective
         if objective == "slo":
             slo = ctx.request.slo
             if slo.e2e_ms is not None:
                 return self._deadline_fractions(ctx, candidates, slo.ttft_ms, slo.e2e_ms)
             objective = "ttft" if slo.ttft_ms is not None or slo.tpot_ms is not None else "e2e"
-        out: dict[BackendId, float] = {}
+        out: list[float] = []
         decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if objective == "e2e" else 0.0
         pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
         for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
-            view = candidates[i]
             ttft_ms, tpot_ms = pairs[i]
             cost_ms = ttft_ms + decode_steps * tpot_ms
-            out[view.backend_id] = cost_ms if cost_ms > _MIN_COST_MS else _MIN_COST_MS
+            out.append(cost_ms if cost_ms > _MIN_COST_MS else _MIN_COST_MS)
         return out
 
     def _deadline_fractions(
@@ -73,29 +77,35 @@ class PredictedCostScorer:
         candidates: Sequence[BackendView],
         ttft_slo_ms: float | None,
         e2e_slo_ms: float,
-    ) -> dict[BackendId, float]:
-        """``max(TTFT̂/S_ttft, E2Ê/S_e2e)`` over the route's deadlines, per candidate."""
+    ) -> list[float]:
+        """``max(TTFT̂/S_ttft, E2Ê/S_e2e)`` over the route's deadlines, per candidate, in order."""
         inv_ttft = 1.0 / ttft_slo_ms if ttft_slo_ms is not None else 0.0
         inv_e2e = 1.0 / e2e_slo_ms
         decode_steps = ctx.output_tokens(self._tail_weight) - 1.0
         floor = _MIN_COST_MS * max(inv_ttft, inv_e2e)
-        out: dict[BackendId, float] = {}
+        out: list[float] = []
         pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
         for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
-            view = candidates[i]
             ttft_ms, tpot_ms = pairs[i]
             frac = max(ttft_ms * inv_ttft, (ttft_ms + decode_steps * tpot_ms) * inv_e2e)
-            out[view.backend_id] = frac if frac > floor else floor
+            out.append(frac if frac > floor else floor)
         return out
 
     def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]:
-        costs = self.costs_ms(ctx, candidates)
+        values = self.score_values(ctx, candidates)
+        return {candidates[i].backend_id: values[i] for i in range(len(values))}
+
+    def score_values(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> list[float]:
+        """``score`` in candidate order (``Scorer.score_values``): ``min_c / c(b)`` per candidate."""
+        costs = self.cost_values(ctx, candidates)
         best = 0.0
         first = True
-        for cost in costs.values():  # min() as a loop (a generic call from compiled code): same value
+        for cost in costs:  # min() as a loop (a generic call from compiled code): same value
             if first or cost < best:
                 best, first = cost, False
-        return {backend_id: best / cost for backend_id, cost in costs.items()}
+        for i in range(len(costs)):  # in place: the list is this call's own
+            costs[i] = best / costs[i]
+        return costs
 
 
 @register_plugin("scorer", TYPE, PredictedCostParams, "lowest predicted TTFT, E2E or SLO fraction")

@@ -50,3 +50,18 @@ def test_records_explain_the_choice_and_serialise() -> None:
 def test_capacity_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         DecisionLog(capacity=0)
+
+
+def test_the_log_does_not_keep_the_requests_features() -> None:
+    """A record keeps the five fields it shows, not the ``RequestFeatures`` (its prefix hashes, its
+    last user message): those are freed with the request, not ~1,000 requests later by the log."""
+    import gc
+
+    log = DecisionLog()
+    feats = features(request_id="r9", route="chat")
+    log.append(3.0, feats, decision("a"), {"a": 16})
+    assert feats not in gc.get_referents(*log._entries)
+    (record,) = log.recent()
+    shown = (record["at_s"], record["request_id"], record["route"], record["model"], record["tenant"])
+    assert shown == (3.0, "r9", "chat", feats.model, feats.tenant)
+    assert record["prompt_tokens"] == feats.prompt_tokens

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import pytest
+from pydantic import ValidationError
 
 from core.clock import ManualClock
 from core.config import load_config_text
@@ -296,3 +297,175 @@ def test_filters_that_promise_order_return_an_in_order_subset_of_their_own_input
             assert -1 not in rows, (type_, "returned a view that was not a candidate")
             assert rows == sorted(set(rows)), (type_, "out of order or repeated", rows)
     assert promised == 4  # subset, imbalance_guard, slo_headroom, max_concurrency
+
+
+class MappingOnly:
+    """A third-party scorer with the Mapping method only (no ``score_values``), wrapping another."""
+
+    consumes = ()
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.name = inner.name  # type: ignore[attr-defined]
+
+    def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]:
+        return self._inner.score(ctx, candidates)  # type: ignore[attr-defined, no-any-return]
+
+
+def _random_fleet_and_request(rng: random.Random) -> tuple[list[BackendView], object]:
+    from tests.unit.test_plugins import costs
+
+    n = rng.randrange(1, 24)
+    fleet = [
+        view(f"b{i}", in_flight_requests=rng.randrange(0, 40), awaiting_first_byte=rng.randrange(0, 60))
+        for i in range(n)
+    ]
+    matched = {f"b{i}": rng.choice((16, 800)) for i in rng.sample(range(n), rng.randrange(0, n + 1))}
+    # Equal costs now and then, so ties (and the random lead among them) are exercised too.
+    pairs = {f"b{i}": (rng.choice((100.0, rng.uniform(1, 3_000))), rng.uniform(1, 150)) for i in range(n)}
+    slo = rng.choice(
+        (SLOTargets(ttft_ms=2_000, tpot_ms=100), SLOTargets(ttft_ms=900, e2e_ms=9_000), SLOTargets())
+    )
+    return fleet, request(matched=matched, predictions=costs(**pairs), slo=slo)
+
+
+def test_scorers_with_score_values_decide_as_their_mapping_does() -> None:
+    """``score_values`` (policies.base) is a faster form of ``score``: a pipeline of the built-in scorers
+    and the same pipeline seeing only their Mapping method give the same rankings, scores and draws."""
+    from policies.params import LeastRequestsParams, P2CParams, PredictedCostParams
+    from policies.pickers.p2c import P2CPicker
+    from policies.scorers.least_requests import LeastRequestsScorer  # a Mapping-only built-in
+    from policies.scorers.predicted_cost import PredictedCostScorer
+
+    rng = random.Random(11)
+    for trial in range(300):
+        objective = ("ttft", "e2e", "slo")[trial % 3]
+        cost = PredictedCostScorer(
+            PredictedCostParams(objective=objective, tail_weight=rng.choice((0.0, 1.0)))
+        )
+        weights = (rng.choice((1.0, 0.5, 2.0)), rng.choice((0.0, 1.0, 3.0)))
+        fast = Pipeline(
+            "p",
+            (),
+            ((cost, weights[0]), (LeastRequestsScorer(LeastRequestsParams()), weights[1])),
+            P2CPicker(P2CParams(top_k=3, near_best_frac=0.9)),
+        )
+        slow = Pipeline(
+            "p",
+            (),
+            ((MappingOnly(cost), weights[0]), (LeastRequestsScorer(LeastRequestsParams()), weights[1])),
+            P2CPicker(P2CParams(top_k=3, near_best_frac=0.9)),
+        )
+        fleet, req = _random_fleet_and_request(rng)
+        ctx = RouteContext(req, snapshot(*fleet), 0.0)  # type: ignore[arg-type]
+        values = cost.score_values(ctx, fleet)
+        assert values == [cost.score(ctx, fleet)[v.backend_id] for v in fleet]
+        a = fast.route(req, snapshot(*fleet), 0.0, random.Random(trial))  # type: ignore[arg-type]
+        b = slow.route(req, snapshot(*fleet), 0.0, random.Random(trial))  # type: ignore[arg-type]
+        assert a == b or (a.ranked, dict(a.scores)) == (b.ranked, dict(b.scores))
+        assert [(k, list(v.items())) for k, v in a.scores.items()] == [
+            (k, list(v.items())) for k, v in b.scores.items()
+        ]
+
+
+def test_the_scores_mapping_reads_like_the_dicts_it_stands_for() -> None:
+    """``RoutingDecision.scores`` is built when read: equal to, ordered and printed as the plain dicts."""
+    pipeline = Pipeline(
+        "p",
+        (),
+        ((FixedScorer("one", {"c": 0.25, "a": 1.0}), 1.0), (FixedScorer("two", {"b": 0.5}), 2.0)),
+        MaxScorePicker(),
+    )
+    scores = pipeline.route(request(), FLEET, 0.0, random.Random(0)).scores
+    expected = {"one": {"a": 1.0, "b": 0.0, "c": 0.25}, "two": {"a": 0.0, "b": 0.5, "c": 0.0}}
+    assert scores == expected and dict(scores) == expected
+    assert list(scores) == ["one", "two"] and len(scores) == 2 and "one" in scores and "three" not in scores
+    assert list(scores["one"].items()) == [("a", 1.0), ("b", 0.0), ("c", 0.25)]  # candidate (snapshot) order
+    assert repr(scores) == repr(expected)
+    with pytest.raises(KeyError):
+        scores["three"]
+
+
+def test_pickers_that_promise_a_permutation_return_one() -> None:
+    """``returns_permutation`` lets the pipeline skip its check (policies.base): every built-in picker
+    that sets it must return each candidate exactly once, whatever the scores and the draws."""
+    from policies.registry import registered
+    from tests.unit.test_plugins import CTX
+
+    rng = random.Random(5)
+    promised = 0
+    for type_, spec in registered("picker").items():
+        for params in ({}, {"top_k": 2, "near_best_frac": 0.5, "prefer_prefix": True}, {"temperature": 0.3}):
+            try:
+                picker = spec.factory(spec.params_model(**params), CTX)
+            except ValidationError:  # params of another picker
+                continue
+            if not getattr(picker, "returns_permutation", False):
+                continue
+            promised += 1
+            for trial in range(200):
+                fleet, req = _random_fleet_and_request(rng)
+                ids = [v.backend_id for v in fleet]
+                rng.shuffle(ids)
+                totals = {b: rng.choice((0.0, 1.0, rng.random())) for b in ids}
+                ctx = RouteContext(req, snapshot(*fleet), 0.0, random.Random(trial))  # type: ignore[arg-type]
+                ranked = picker.pick(ctx, ids, totals, random.Random(trial))
+                assert sorted(ranked) == sorted(ids), (type_, params, ranked)
+    assert promised >= 5  # max_score, p2c (twice), random, round_robin, softmax
+
+
+def test_an_unpromised_picker_is_still_checked() -> None:
+    class Unflagged(BrokenPicker):
+        returns_permutation = "yes"  # only ``True`` itself is a promise
+
+    pipeline = Pipeline("p", (), (), Unflagged())
+    with pytest.raises(RuntimeError, match="not a permutation"):
+        pipeline.route(request(), FLEET, 0.0, random.Random(0))
+
+
+def test_subset_keeps_what_a_scan_of_the_candidates_would_keep() -> None:
+    """The subset filter finds the deepest prefix holders' rows through a memo of the last candidates;
+    against the plain scan (the reference below), with fleets that change between calls (backends
+    leave, come back, reorder), holders that are not candidates and all-zero matches."""
+    from policies.filters.subset import SubsetFilter
+    from policies.params import SubsetParams
+    from policies.sampling import sample
+
+    def reference(size: int, keep: int, req: object, candidates: list[BackendView], seed: int) -> list[str]:
+        rng = random.Random(seed)
+        n = len(candidates)
+        if n <= size:
+            return [v.backend_id for v in candidates]
+        matched = req.prefix_matched_tokens  # type: ignore[attr-defined]
+        chosen = None
+        if matched and keep:
+            deepest = max(matched.values())
+            rows = [i for i, v in enumerate(candidates) if matched.get(v.backend_id, 0) == deepest]
+            if rows:
+                holders = rows if len(rows) <= keep else sample(rng, rows, keep)
+                holders.sort()
+                rest = [i for i in range(n) if i not in holders]
+                chosen = holders + rng.sample(rest, size - len(holders))
+        if chosen is None:
+            chosen = rng.sample(range(n), size)
+        return [candidates[i].backend_id for i in sorted(chosen)]
+
+    rng = random.Random(3)
+    every = [view(f"b{i}") for i in range(40)]
+    for size, keep in ((4, 2), (8, 4), (16, 4), (5, 0), (3, 3)):
+        flt = SubsetFilter(SubsetParams(size=size, keep_prefix_matches=keep))
+        for trial in range(400):
+            candidates = (
+                rng.sample(every, rng.randrange(1, 41))
+                if rng.random() < 0.3
+                else every[: rng.randrange(30, 41)]
+            )
+            depths = (0,) if rng.random() < 0.1 else (16, 32, 800)
+            matched = {f"b{i}": rng.choice(depths) for i in rng.sample(range(48), rng.randrange(0, 48))}
+            req = request(matched=matched)
+            kept = flt.filter(RouteContext(req, snapshot(*every), 0.0, random.Random(trial)), candidates)
+            assert [v.backend_id for v in kept] == reference(size, keep, req, candidates, trial), (
+                size,
+                keep,
+                trial,
+            )

@@ -61,3 +61,19 @@ def test_randbelow_is_randrange_exactly_and_falls_back_for_other_rngs_and_bad_bo
     assert randbelow(Shifted(5), 3) == Shifted(5).randrange(3)
     with pytest.raises(ValueError, match="empty range"):
         randbelow(random.Random(0), 0)
+
+
+def test_sample_consuming_is_sample_without_the_copy() -> None:
+    from policies.sampling import sample_consuming
+
+    for seed in range(10):
+        fast, reference = random.Random(seed), random.Random(seed)
+        for n in range(0, 90, 3):
+            for k in (0, 1, 2, 12, 15, 16, n):
+                if k > n:
+                    continue
+                pool = list(range(n))
+                assert sample_consuming(fast, pool, k) == reference.sample(range(n), k), (seed, n, k)
+        assert fast.getstate() == reference.getstate()
+    with pytest.raises(ValueError, match="larger than population"):
+        sample_consuming(random.Random(0), [1, 2], 3)

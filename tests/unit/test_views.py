@@ -101,6 +101,9 @@ def test_snapshot_serving_is_per_model_in_fleet_order_and_survives_pickling() ->
     init_fields = [f.name for f in dataclasses.fields(FleetSnapshot) if f.init]
     assert init_fields == ["backends", "taken_at_s", "version"]
     assert "_serving_by_model" not in repr(snap)
+    everyone = FleetSnapshot((a, d), taken_at_s=1.0)
+    assert everyone.serving("m1") == (a, d) and everyone.serving("m1") is everyone.backends  # no copy
+    assert everyone.serving("m2") == (d,)
 
 
 def _round_trips(obj: Any) -> None:
