@@ -62,7 +62,10 @@ def test_every_field_round_trips_through_pickle_copy_and_replace() -> None:
         assert other == view
         assert hash(other) == hash(view)
         assert [getattr(other, n) for n in names] == [getattr(view, n) for n in names]
-    assert repr(pickle.loads(pickle.dumps(view))) == repr(view)
+    # repr compares one model: a frozenset's iteration order can differ between two equal sets built in
+    # different insertion orders (as unpickling does) when their string hashes collide in the table.
+    single = dataclasses.replace(view, models=frozenset({"m1"}))
+    assert repr(pickle.loads(pickle.dumps(single))) == repr(single)
 
 
 def test_fields_are_frozen_compared_and_defaulted() -> None:
