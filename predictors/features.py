@@ -90,12 +90,13 @@ class LengthFeatureRow:
     length_fast).
 
     ``LengthFeatureRow(head, tail, categorical)`` makes a row from token lists (keys computed from
-    them); a native class with an explicit ``__init__`` (a ``NamedTuple``'s ``__new__`` stays
-    interpreted in the compiled build). Equal rows have equal tokens and categorical keys; pickled
-    as its token lists.
+    them; ``keyed=False``: none, for the offline model's dicts alone, ``length_token_features``); a
+    native class with an explicit ``__init__`` (a ``NamedTuple``'s ``__new__`` stays interpreted in
+    the compiled build). Equal rows have equal tokens and categorical keys; pickled as its token
+    lists.
     """
 
-    __slots__ = ("_head", "_tail", "_text", "categorical", "keys", "n_head")
+    __slots__ = ("_head", "_scanned", "_tail", "_text", "categorical", "keys", "n_head", "n_tail")
 
     def __init__(
         self,
@@ -105,6 +106,8 @@ class LengthFeatureRow:
         text: str = "",
         keys: vec[i64] | None = None,
         n_head: i64 = 0,
+        *,
+        keyed: bool = True,
     ) -> None:
         """From token lists (``head`` and ``tail``), or, with both None, from a key scan of ``text``
         (``keys``, ``n_head``: ``length_features`` only)."""
@@ -115,10 +118,17 @@ class LengthFeatureRow:
         if head is None or tail is None:
             if keys is None or head is not None or tail is not None:
                 raise ValueError("a row needs both token lists, or the keys of its text")
+            self._scanned = True
             self.keys: vec[i64] = keys
             self.n_head: i64 = n_head
+            self.n_tail: i64 = len(keys) - n_head
             return
-        if _COMPILED:
+        self._scanned = False
+        self.n_head = len(head)
+        self.n_tail = len(tail)
+        if not keyed:
+            self.keys = vec[i64]()
+        elif _COMPILED:
             made = vec[i64](capacity=len(head) + len(tail))
             for token in head:
                 made = append(made, _code_point_key(token))
@@ -127,7 +137,27 @@ class LengthFeatureRow:
             self.keys = made
         else:  # ``_str_key`` written out: the interpreted request path builds every row here
             self.keys = vec[i64]([hash(t) ^ ((len(t) & 0xFFFFF) << 43) or 1 for t in head + tail])
-        self.n_head = len(head)
+
+    @property
+    def keyed(self) -> bool:
+        """Whether ``keys`` holds every token's key (not a ``keyed=False`` row with tokens)."""
+        return len(self.keys) == self.n_head + self.n_tail
+
+    def slices(self) -> tuple[str, str]:
+        """Two texts whose tokens are this row's (``row_of_slices``): the message's own head and tail
+        slices for a scanned row (no tokenizing: what the refit's reservoir stores per outcome),
+        the tokens joined by spaces otherwise (checked: a row whose tokens no text gives raises)."""
+        text = self._text
+        if self._scanned:
+            if len(text) <= HEAD_CHARS:
+                return text, ""
+            return text[:HEAD_CHARS], text[max(HEAD_CHARS, len(text) - TAIL_CHARS) :]
+        head, tail = self.head, self.tail
+        joined = (" ".join(head), " ".join(tail))
+        again = row_of_slices(joined[0], joined[1], ())
+        if again.head != head or again.tail != tail:
+            raise ValueError("these tokens are not the tokens of any text")
+        return joined
 
     @property
     def head(self) -> list[str]:
@@ -151,7 +181,7 @@ class LengthFeatureRow:
     def text_value(self) -> float:
         """What one occurrence of a unigram or bigram adds to its feature (length normalisation)."""
         n_head = self.n_head
-        n_tail = len(self.keys) - n_head
+        n_tail = self.n_tail
         # tokens + adjacent pairs within each slice (max(n - 1, 0) as comparisons: read per request)
         n_terms = (2 * n_head - 1 if n_head else 0) + (2 * n_tail - 1 if n_tail else 0)
         return 1.0 / math.sqrt(n_terms) if n_terms else 0.0
@@ -518,6 +548,28 @@ def length_features(features: RequestFeatures) -> LengthFeatureRow:
     if _COMPILED:
         return _scanned_row(features.last_user_text, categorical)
     head, tail = split_text(features.last_user_text)
+    return LengthFeatureRow(head, tail, categorical)
+
+
+def length_token_features(features: RequestFeatures) -> LengthFeatureRow:
+    """``length_features`` with token strings and no keys: for ``OutputLengthModel.location_scale``
+    alone (its dicts are keyed by the strings), so the keys are not made for nothing."""
+    head, tail = split_text(features.last_user_text)
+    return LengthFeatureRow(
+        head, tail, categorical_keys(features, normalise_model(features.model)), keyed=False
+    )
+
+
+def row_of_slices(head_text: str, tail_text: str, categorical: tuple[str, ...]) -> LengthFeatureRow:
+    """The row whose head is the first ``HEAD_TOKENS`` tokens of ``head_text`` and whose tail is the
+    last ``TAIL_TOKENS`` of ``tail_text`` (both lowered first): the inverse of ``LengthFeatureRow.slices``."""
+    head_piece, tail_piece = head_text.lower(), tail_text.lower()
+    if _COMPILED:
+        head = _capped_tokens(head_piece, HEAD_TOKENS, from_end=False)
+        tail = _capped_tokens(tail_piece, TAIL_TOKENS, from_end=True)
+    else:
+        head = TOKEN_RE.findall(head_piece)[:HEAD_TOKENS]
+        tail = TOKEN_RE.findall(tail_piece)[-TAIL_TOKENS:]
     return LengthFeatureRow(head, tail, categorical)
 
 

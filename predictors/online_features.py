@@ -349,6 +349,8 @@ class OnlineFeatureWeights:
         pair_mask = pairs.mask
         keys = row.keys
         n_keys: i64 = len(keys)
+        if n_keys != row.n_head + row.n_tail:
+            raise ValueError("a row without token keys (keyed=False) cannot be scored by the table")
         end: i64 = row.n_head  # the head's keys, then the tail's (pairs within a slice only)
         i: i64 = 0
         while True:
@@ -421,6 +423,8 @@ class OnlineFeatureWeights:
         pairs = self._pairs
         keys = row.keys
         n_tokens: i64 = len(keys)
+        if n_tokens != row.n_head + row.n_tail:
+            raise ValueError("a row without token keys (keyed=False) cannot be learned by the table")
         tokens.reserve(n_tokens)
         pairs.reserve(n_tokens)
         token_data = tokens.data

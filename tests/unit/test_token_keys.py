@@ -21,6 +21,7 @@ from core.config import PredictorsConfig
 from predictors import Predictor
 from predictors.features import (
     HEAD_CHARS,
+    HEAD_TOKENS,
     TAIL_CHARS,
     LengthFeatureRow,
     _code_point_key,
@@ -28,12 +29,14 @@ from predictors.features import (
     _str_key,
     categorical_keys,
     length_features,
+    length_token_features,
     normalise_model,
     split_text,
     token_key,
 )
 from predictors.online_features import OnlineFeatureWeights, _pair_key
 from predictors.persistence import load_default_model
+from predictors.refit import compact_entry, entry_row
 from predictors.training_data import TrainingDataError, load_samples
 from tests.unit.length_fixtures import chat_features
 
@@ -166,3 +169,39 @@ def test_predictor_learns_the_same_from_keyed_and_string_rows() -> None:
         tokens = rng.randint(1, 900)
         keyed.observe_length(features, tokens)
         plain.observe_length(features, tokens)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.sampled_from(_ALPHABET), max_size=HEAD_CHARS + 2 * TAIL_CHARS + 40))
+def test_the_refits_entry_keeps_the_row(text: str) -> None:
+    """The refit's reservoir stores a request's two slices as text (``compact_entry``, no tokenizing
+    on the loop); the worker's row (``entry_row``) has the request's tokens."""
+    features = chat_features(text)
+    row = length_features(features)
+    again = entry_row(compact_entry(row, 3, 2.0))
+    assert again == row and list(again.keys) == list(row.keys)
+    plain = LengthFeatureRow(*split_text(text), row.categorical)  # a row of tokens: joined by spaces
+    assert entry_row(compact_entry(plain, 3, 2.0)) == row
+
+
+def test_rows_whose_tokens_no_text_gives_are_refused_by_the_entry() -> None:
+    with pytest.raises(ValueError, match="not the tokens"):
+        compact_entry(LengthFeatureRow(["a b"], [], ()), 1, 1.0)
+    with pytest.raises(ValueError, match="not the tokens"):
+        compact_entry(LengthFeatureRow([f"w{i}" for i in range(HEAD_TOKENS + 1)], [], ()), 1, 1.0)
+
+
+def test_rows_without_keys_serve_the_model_dicts_only() -> None:
+    """``length_token_features``: the same row for the offline model, no keys; the table refuses it."""
+    features = chat_features("Write a detailed essay about rivers, please!")
+    tokens_only = length_token_features(features)
+    assert tokens_only == length_features(features) and not tokens_only.keyed
+    assert length_features(features).keyed
+    assert tokens_only.text_value == length_features(features).text_value
+    model = load_default_model()
+    assert model.location_scale(tokens_only) == model.location_scale(length_features(features))
+    weights = OnlineFeatureWeights()
+    with pytest.raises(ValueError, match="without token keys"):
+        weights.location_scale_score(tokens_only)
+    with pytest.raises(ValueError, match="without token keys"):
+        weights.learn(tokens_only, 1.0)
