@@ -467,6 +467,23 @@ def count_capped(text: str, char: str, cap: int) -> int:
     return n
 
 
+def count_char(text: str, char: str) -> int:
+    """``text.count(char)``, by memchr scans (``str.find``) while the occurrences are few.
+
+    ``str.count`` of one character is a plain loop (~0.5 ns a character: ~0.5 us over a long
+    message's newlines count, half of the categorical features); most messages have a few newlines,
+    which ``find`` reaches at memchr speed. After 16 it counts the rest with ``str.count``.
+    """
+    n = 0
+    i = text.find(char)
+    while i >= 0:
+        n += 1
+        if n == 16:
+            return n + text.count(char, i + 1)
+        i = text.find(char, i + 1)
+    return n
+
+
 def has_code_fence(text: str) -> bool:
     """``"```" in text``, found from the backticks' memchr scans (the substring search, ~2.5 us
     over 2,000 characters, was the slowest scan of a long message); after 16 lone backticks it
@@ -494,7 +511,7 @@ def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
         log15_bin(other),
         log2_bin(other),
         count_capped(text, "?", 3),
-        log2_bin(text.count("\n")),
+        log2_bin(count_char(text, "\n")),
         has_code_fence(text),
         None if endpoint is Endpoint.CHAT else endpoint.value,
     )

@@ -28,6 +28,7 @@ from predictors.features import (
     _scanned_row,
     _str_key,
     categorical_keys,
+    count_char,
     length_features,
     length_token_features,
     normalise_model,
@@ -205,3 +206,11 @@ def test_rows_without_keys_serve_the_model_dicts_only() -> None:
         weights.location_scale_score(tokens_only)
     with pytest.raises(ValueError, match="without token keys"):
         weights.learn(tokens_only, 1.0)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*"a\n \r", "中"]), max_size=400))
+def test_newline_count_equals_str_count(text: str) -> None:
+    """The newline bin's count (``count_char``: memchr scans, then ``str.count`` past 16)."""
+    for padded in (text, "\n" * 15 + text, text + "\n" * 17):
+        assert count_char(padded, "\n") == padded.count("\n")
