@@ -96,7 +96,7 @@ class LengthFeatureRow:
     lists.
     """
 
-    __slots__ = ("_head", "_scanned", "_tail", "_text", "categorical", "keys", "n_head", "n_tail")
+    __slots__ = ("_from_text", "_head", "_tail", "_text", "categorical", "keys", "n_head", "n_tail")
 
     def __init__(
         self,
@@ -108,9 +108,10 @@ class LengthFeatureRow:
         n_head: i64 = 0,
         *,
         keyed: bool = True,
+        from_text: bool = False,
     ) -> None:
-        """From token lists (``head`` and ``tail``), or, with both None, from a key scan of ``text``
-        (``keys``, ``n_head``: ``length_features`` only)."""
+        """From token lists (``head`` and ``tail``; ``from_text``: they are ``split_text(text)``), or,
+        with both None, from a key scan of ``text`` (``keys``, ``n_head``: ``length_features`` only)."""
         self.categorical = categorical
         self._text = text
         self._head: list[str] | None = head
@@ -118,12 +119,12 @@ class LengthFeatureRow:
         if head is None or tail is None:
             if keys is None or head is not None or tail is not None:
                 raise ValueError("a row needs both token lists, or the keys of its text")
-            self._scanned = True
+            self._from_text = True
             self.keys: vec[i64] = keys
             self.n_head: i64 = n_head
             self.n_tail: i64 = len(keys) - n_head
             return
-        self._scanned = False
+        self._from_text = from_text
         self.n_head = len(head)
         self.n_tail = len(tail)
         if not keyed:
@@ -145,10 +146,11 @@ class LengthFeatureRow:
 
     def slices(self) -> tuple[str, str]:
         """Two texts whose tokens are this row's (``row_of_slices``): the message's own head and tail
-        slices for a scanned row (no tokenizing: what the refit's reservoir stores per outcome),
-        the tokens joined by spaces otherwise (checked: a row whose tokens no text gives raises)."""
+        slices for a row of a request's text (no tokenizing: what the refit's reservoir stores per
+        outcome), the tokens joined by spaces otherwise (checked: a row whose tokens no text gives
+        raises)."""
         text = self._text
-        if self._scanned:
+        if self._from_text:
             if len(text) <= HEAD_CHARS:
                 return text, ""
             return text[:HEAD_CHARS], text[max(HEAD_CHARS, len(text) - TAIL_CHARS) :]
@@ -564,17 +566,18 @@ def length_features(features: RequestFeatures) -> LengthFeatureRow:
     categorical = categorical_keys(features, normalise_model(features.model))
     if _COMPILED:
         return _scanned_row(features.last_user_text, categorical)
-    head, tail = split_text(features.last_user_text)
-    return LengthFeatureRow(head, tail, categorical)
+    text = features.last_user_text
+    head, tail = split_text(text)
+    return LengthFeatureRow(head, tail, categorical, text, from_text=True)
 
 
 def length_token_features(features: RequestFeatures) -> LengthFeatureRow:
     """``length_features`` with token strings and no keys: for ``OutputLengthModel.location_scale``
     alone (its dicts are keyed by the strings), so the keys are not made for nothing."""
-    head, tail = split_text(features.last_user_text)
-    return LengthFeatureRow(
-        head, tail, categorical_keys(features, normalise_model(features.model)), keyed=False
-    )
+    text = features.last_user_text
+    head, tail = split_text(text)
+    categorical = categorical_keys(features, normalise_model(features.model))
+    return LengthFeatureRow(head, tail, categorical, text, keyed=False, from_text=True)
 
 
 def row_of_slices(head_text: str, tail_text: str, categorical: tuple[str, ...]) -> LengthFeatureRow:
