@@ -64,7 +64,6 @@ from typing import Final
 from librt.vecs import append, vec
 from mypy_extensions import i64
 
-from core import native
 from predictors.features import LengthFeatureRow, token_key
 from predictors.output_length import OutputLengthModel
 
@@ -104,10 +103,6 @@ _W: Final = 1
 _G: Final = 2
 _EMPTY: Final = 0  # the key of an empty slot (never a token's: ``features.token_key``)
 _MIN_SLOTS: Final = 64
-# Interpreted, a probe loop costs ~10 bytecodes per step; a ``dict`` of key -> slot beside the arrays
-# (``_HashTable.index``) finds a slot in one C-level lookup. Compiled, the probe loop is faster and no
-# index is kept.
-_COMPILED: Final = __name__ in native.STATUS.compiled
 
 
 def _pair_key(first: i64, second: i64) -> i64:
@@ -138,21 +133,16 @@ class _HashTable:
     next ``insert`` that grows the table; ``learn`` reserves room first, so its slots stay valid.
     """
 
-    __slots__ = ("count", "data", "index", "keys", "mask")
+    __slots__ = ("count", "data", "keys", "mask")
 
     def __init__(self, n_slots: i64 = _MIN_SLOTS) -> None:
         self.keys: vec[i64] = vec[i64]([_EMPTY] * n_slots)
         self.data: vec[float] = vec[float]([0.0] * (n_slots * _STRIDE))
         self.mask: i64 = n_slots - 1
         self.count: i64 = 0
-        # Interpreted only: key -> slot of every key in the table (``_COMPILED``); None compiled.
-        self.index: dict[int, int] | None = None if _COMPILED else {}
 
     def find(self, key: i64) -> i64:
         """The slot of ``key``, or -1 when absent."""
-        index = self.index
-        if index is not None:
-            return index.get(key, -1)
         keys = self.keys
         mask = self.mask
         slot = key & mask
@@ -184,9 +174,6 @@ class _HashTable:
             slot = (slot + 1) & mask
         keys[slot] = key
         self.count += 1
-        index = self.index
-        if index is not None:
-            index[key] = slot
         return slot
 
     def clear_offline(self) -> None:
@@ -205,8 +192,6 @@ class _HashTable:
         self.data = vec[float]([0.0] * (n_slots * _STRIDE))
         self.mask = n_slots - 1
         self.count = 0
-        if self.index is not None:
-            self.index = {}
         data = self.data
         for old_slot in range(len(old_keys)):
             key = old_keys[old_slot]
@@ -351,8 +336,6 @@ class OnlineFeatureWeights:
         per token and, after a token found in the table, one per pair; per categorical key.
         Sums in the order of ``OutputLengthModel.location_scale`` (a pair, then its second token).
         """
-        if not _COMPILED:
-            return self._location_scale_score_interpreted(row)
         mu, s = self._intercept
         text = 0.0
         online = 0.0
@@ -404,53 +387,6 @@ class OnlineFeatureWeights:
             if end == n_keys:
                 break
             end = n_keys
-        value = row.text_value
-        mu += text * value
-        online *= value
-        cat = self._categorical
-        for cat_key in row.categorical:
-            cat_entry = cat.get(cat_key)
-            if cat_entry is not None:
-                mu += cat_entry[0]
-                s += cat_entry[1]
-                online += cat_entry[2]
-        limit = self._params.max_correction
-        return mu, s, limit if online > limit else -limit if online < -limit else online
-
-    def _location_scale_score_interpreted(self, row: LengthFeatureRow) -> tuple[float, float, float]:
-        """``location_scale_score`` by the tables' key -> slot dicts (pure Python: one C-level lookup
-        per token or pair instead of a probe loop in bytecode); the same sums in the same order."""
-        mu, s = self._intercept
-        text = 0.0
-        online = 0.0
-        token_index = self._tokens.index
-        pair_index = self._pairs.index
-        assert token_index is not None and pair_index is not None
-        token_data = self._tokens.data
-        pair_data = self._pairs.data
-        keys = row.keys
-        n_head = row.n_head
-        if len(keys) != n_head + row.n_tail:
-            raise ValueError("a row without token keys (keyed=False) cannot be scored by the table")
-        for lo, hi in ((0, n_head), (n_head, len(keys))):
-            previous = _EMPTY
-            for i in range(lo, hi):
-                key = keys[i]
-                if previous != _EMPTY:
-                    # ``_pair_key`` written out (a call per pair is measurable interpreted)
-                    slot = pair_index.get((previous ^ (key >> 7) ^ ((key & 127) << 56)) or 1)
-                    if slot is not None:
-                        at = slot * _STRIDE
-                        text += pair_data[at]
-                        online += pair_data[at + 1]
-                slot = token_index.get(key)
-                if slot is None:
-                    previous = _EMPTY
-                else:
-                    at = slot * _STRIDE
-                    text += token_data[at]
-                    online += token_data[at + 1]
-                    previous = key
         value = row.text_value
         mu += text * value
         online *= value
