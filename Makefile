@@ -26,7 +26,7 @@ test: install
 PURE_TESTS := tests/unit/test_decision_replay.py tests/unit/test_engine.py tests/unit/test_admission_control.py \
 	tests/unit/test_admission_decide.py tests/unit/test_predictor_facade.py tests/unit/test_latency_model.py \
 	tests/unit/test_length_model.py tests/unit/test_online_length.py tests/unit/test_online_features.py \
-	tests/unit/test_online_table_exact.py \
+	tests/unit/test_online_table_exact.py tests/unit/test_token_keys.py \
 	tests/unit/test_prefix_index.py tests/unit/test_fleet_state.py tests/unit/test_tokens_features.py \
 	tests/unit/test_concurrency_limits.py tests/unit/test_tenant_budgets.py tests/unit/test_cost_columns.py \
 	tests/unit/test_pipeline.py tests/unit/test_predictive.py tests/unit/test_native_build.py \

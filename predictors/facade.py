@@ -35,7 +35,14 @@ from core.types import (
     RequestFeatures,
     RoutingRequest,
 )
-from predictors.features import HEAD_CHARS, TAIL_CHARS, LengthFeatureRow, length_features, normalise_model
+from predictors.features import (
+    HEAD_CHARS,
+    TAIL_CHARS,
+    LengthFeatureRow,
+    length_features,
+    length_token_features,
+    normalise_model,
+)
 from predictors.latency import LatencyModel, LatencyPriors
 from predictors.online import OnlineLengthCorrector, OnlineParams
 from predictors.online_features import PAIRS_PARAMS, FeatureWeightParams, OnlineFeatureWeights
@@ -45,8 +52,9 @@ from predictors.slots import slot_setters
 
 # In-flight requests whose base prediction is kept for observe (beyond it, observe recomputes).
 MAX_REMEMBERED = 32_768
-# Feature rows kept for the online weights' step at the outcome (~4 KB each: ~16 MB at most). Only the
-# newest requests keep theirs; an older outcome recomputes its row (same row: length_features is pure).
+# Feature rows kept for the online weights' step at the outcome (~1 KB each, their token keys: ~4 MB at
+# most). Only the newest requests keep theirs; an older outcome recomputes its row (same row:
+# length_features is pure).
 MAX_REMEMBERED_ROWS = 4_096
 # (features, output tokens, the request's length-feature row if kept, the p50 served for it if kept).
 LengthListener = Callable[[RequestFeatures, int, LengthFeatureRow | None, float | None], None]
@@ -196,12 +204,14 @@ class Predictor:
         if features.endpoint is Endpoint.EMBEDDINGS:
             return NO_OUTPUT
         length = self._length
-        row = length_features(features)
         weights = self._feature_weights
         if weights is not None:
-            # One pass over the shared table gives the offline scores and the online one.
+            # One pass over the shared table gives the offline scores and the online one (by the
+            # row's token keys: no token strings made).
+            row = length_features(features)
             mu, s, ranking = weights.location_scale_score(row)
         else:
+            row = length_token_features(features)  # the offline model's dicts: token strings, no keys
             mu, s = length.location_scale(row)
             ranking = 0.0
         mu = 0.0 if mu < 0.0 else MAX_LOG_TOKENS if mu > MAX_LOG_TOKENS else mu  # min(max(mu, 0), MAX)

@@ -42,8 +42,12 @@ import math
 import re
 from functools import lru_cache
 from itertools import pairwise
-from typing import NamedTuple
+from typing import Final
 
+from librt.vecs import append, vec
+from mypy_extensions import i64
+
+from core import native
 from core.types import Endpoint, RequestFeatures
 
 FEATURE_VERSION = "len-v6"
@@ -56,19 +60,130 @@ TOKEN_PATTERN = r"[a-z0-9']+|[^\sa-z0-9]"
 TOKEN_RE = re.compile(TOKEN_PATTERN)
 _LOG15 = math.log(1.5)
 _BIN_CAP = 1e9
+# Compiled, the key scan makes a row's token keys without token strings (``length_features``);
+# interpreted, the regex makes the tokens (C speed) and ``str`` hashes make the keys (``token_key``).
+_COMPILED: Final = __name__ in native.STATUS.compiled
+
+# ``token_key`` when compiled: two 32-bit multiply-xor lanes over the token's code points (FNV-1a's
+# step, two different odd multipliers), the second lane finished by a 32-bit mixer (its bits index
+# the table, so they must be well spread). Every product stays below 2**63 in either build (a lane
+# is < 2**32, a multiplier < 2**31): nothing wraps, so interpreted code gives the same keys.
+_MASK32: Final = 0xFFFFFFFF
+_BASIS_A: Final = 0x811C9DC5
+_PRIME_A: Final = 0x01000193
+_BASIS_B: Final = 0x2545F491
+_PRIME_B: Final = 0x5BD1E995
+_MIX: Final = 0x045D9F3B
 
 
-class LengthFeatureRow(NamedTuple):
-    """One request's sparse features: the two token slices plus categorical keys (a tuple: cheap to build)."""
+class LengthFeatureRow:
+    """One request's sparse features: the 64-bit keys of the two token slices, plus categorical keys.
 
-    head: list[str]
-    tail: list[str]
-    categorical: tuple[str, ...]
+    ``keys`` holds the head slice's token keys (``token_key``), then the tail's; ``n_head`` says
+    where the head ends. The table lookups read only these (``predictors.online_features``). The
+    token *strings* (``head``, ``tail``) are what training, the refit's reservoir and the offline
+    model's dicts read; a row made by ``length_features`` in the compiled build has none: they are
+    made from the request's text the first time they are read (``split_text``, the same tokens the
+    key scan saw), which the request path never does. Why: making a ``str`` per token and hashing
+    it (SipHash) was most of the length features' cost on a long message, and the strings were
+    read only after the decision, by the refit (docs/policies.md, "Decision cost", branch
+    length_fast).
+
+    ``LengthFeatureRow(head, tail, categorical)`` makes a row from token lists (keys computed from
+    them; ``keyed=False``: none, for the offline model's dicts alone, ``length_token_features``); a
+    native class with an explicit ``__init__`` (a ``NamedTuple``'s ``__new__`` stays interpreted in
+    the compiled build). Equal rows have equal tokens and categorical keys; pickled as its token
+    lists.
+    """
+
+    __slots__ = ("_from_text", "_head", "_tail", "_text", "categorical", "keys", "n_head", "n_tail")
+
+    def __init__(
+        self,
+        head: list[str] | None,
+        tail: list[str] | None,
+        categorical: tuple[str, ...],
+        text: str = "",
+        keys: vec[i64] | None = None,
+        n_head: i64 = 0,
+        *,
+        keyed: bool = True,
+        from_text: bool = False,
+    ) -> None:
+        """From token lists (``head`` and ``tail``; ``from_text``: they are ``split_text(text)``), or,
+        with both None, from a key scan of ``text`` (``keys``, ``n_head``: ``length_features`` only)."""
+        self.categorical = categorical
+        self._text = text
+        self._head: list[str] | None = head
+        self._tail: list[str] | None = tail
+        if head is None or tail is None:
+            if keys is None or head is not None or tail is not None:
+                raise ValueError("a row needs both token lists, or the keys of its text")
+            self._from_text = True
+            self.keys: vec[i64] = keys
+            self.n_head: i64 = n_head
+            self.n_tail: i64 = len(keys) - n_head
+            return
+        self._from_text = from_text
+        self.n_head = len(head)
+        self.n_tail = len(tail)
+        if not keyed:
+            self.keys = vec[i64]()
+        elif _COMPILED:
+            made = vec[i64](capacity=len(head) + len(tail))
+            for token in head:
+                made = append(made, _code_point_key(token))
+            for token in tail:
+                made = append(made, _code_point_key(token))
+            self.keys = made
+        else:  # ``_str_key`` written out: the interpreted request path builds every row here
+            self.keys = vec[i64]([hash(t) ^ ((len(t) & 0xFFFFF) << 43) or 1 for t in head + tail])
+
+    @property
+    def keyed(self) -> bool:
+        """Whether ``keys`` holds every token's key (not a ``keyed=False`` row with tokens)."""
+        return len(self.keys) == self.n_head + self.n_tail
+
+    def slices(self) -> tuple[str, str]:
+        """Two texts whose tokens are this row's (``row_of_slices``): the message's own head and tail
+        slices for a row of a request's text (no tokenizing: what the refit's reservoir stores per
+        outcome), the tokens joined by spaces otherwise (checked: a row whose tokens no text gives
+        raises)."""
+        text = self._text
+        if self._from_text:
+            if len(text) <= HEAD_CHARS:
+                return text, ""
+            return text[:HEAD_CHARS], text[max(HEAD_CHARS, len(text) - TAIL_CHARS) :]
+        head, tail = self.head, self.tail
+        joined = (" ".join(head), " ".join(tail))
+        again = row_of_slices(joined[0], joined[1], ())
+        if again.head != head or again.tail != tail:
+            raise ValueError("these tokens are not the tokens of any text")
+        return joined
+
+    @property
+    def head(self) -> list[str]:
+        """The head slice's tokens (made from the text on first read for a scanned row)."""
+        head = self._head
+        if head is None:
+            head, self._tail = split_text(self._text)
+            self._head = head
+        return head
+
+    @property
+    def tail(self) -> list[str]:
+        """The tail slice's tokens (made from the text on first read for a scanned row)."""
+        tail = self._tail
+        if tail is None:
+            self._head, tail = split_text(self._text)
+            self._tail = tail
+        return tail
 
     @property
     def text_value(self) -> float:
         """What one occurrence of a unigram or bigram adds to its feature (length normalisation)."""
-        n_head, n_tail = len(self.head), len(self.tail)
+        n_head = self.n_head
+        n_tail = self.n_tail
         # tokens + adjacent pairs within each slice (max(n - 1, 0) as comparisons: read per request)
         n_terms = (2 * n_head - 1 if n_head else 0) + (2 * n_tail - 1 if n_tail else 0)
         return 1.0 / math.sqrt(n_terms) if n_terms else 0.0
@@ -80,6 +195,24 @@ class LengthFeatureRow(NamedTuple):
     def bigrams(self) -> list[tuple[str, str]]:
         """Every adjacent pair within each slice (none across the gap between them)."""
         return [*pairwise(self.head), *pairwise(self.tail)]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, LengthFeatureRow):
+            return NotImplemented
+        return self.head == other.head and self.tail == other.tail and self.categorical == other.categorical
+
+    def __ne__(self, other: object) -> bool:
+        if not isinstance(other, LengthFeatureRow):
+            return NotImplemented
+        return not self == other
+
+    __hash__ = None  # type: ignore[assignment]  # equal by its (mutable) token lists, as the NamedTuple was
+
+    def __repr__(self) -> str:
+        return f"LengthFeatureRow(head={self.head!r}, tail={self.tail!r}, categorical={self.categorical!r})"
+
+    def __reduce__(self) -> tuple[type[LengthFeatureRow], tuple[list[str], list[str], tuple[str, ...]]]:
+        return (LengthFeatureRow, (self.head, self.tail, self.categorical))
 
 
 @lru_cache(maxsize=4096)
@@ -119,15 +252,160 @@ def earlier_message_chars(features: RequestFeatures) -> float:
 def split_text(text: str) -> tuple[list[str], list[str]]:
     """The first ``HEAD_TOKENS`` tokens of the head slice and the last ``TAIL_TOKENS`` of the tail slice.
 
-    Equal to ``TOKEN_RE.findall(slice)[:HEAD_TOKENS]`` (``[-TAIL_TOKENS:]``), by one
-    scan that stops at the head's cap (``_capped_tokens``);
-    ``tests/unit/test_length_model.py`` checks the equivalence.
+    Equal to ``TOKEN_RE.findall(slice)[:HEAD_TOKENS]`` (``[-TAIL_TOKENS:]``): compiled by one scan
+    that stops at the head's cap (``_capped_tokens``), interpreted by the regex itself (the
+    interpreted scan was ~3x slower than the regex engine); ``tests/unit/test_length_model.py``
+    checks the equivalence.
     """
+    if not _COMPILED:
+        head = TOKEN_RE.findall(text[:HEAD_CHARS].lower())[:HEAD_TOKENS]
+        if len(text) <= HEAD_CHARS:
+            return head, []
+        tail_start = max(HEAD_CHARS, len(text) - TAIL_CHARS)
+        return head, TOKEN_RE.findall(text[tail_start:].lower())[-TAIL_TOKENS:]
     head = _capped_tokens(text[:HEAD_CHARS].lower(), HEAD_TOKENS, from_end=False)
     if len(text) <= HEAD_CHARS:
         return head, []
     tail_start = max(HEAD_CHARS, len(text) - TAIL_CHARS)
     return head, _capped_tokens(text[tail_start:].lower(), TAIL_TOKENS, from_end=True)
+
+
+def token_key(token: str) -> i64:
+    """The 64-bit key of a token in the length model's tables (``predictors.online_features``): never 0.
+
+    Compiled: ``_code_point_key``, what ``length_features``' scan computes from the text without
+    making the token. Interpreted: ``_str_key`` (a Python loop over code points would cost more than
+    the whole lookup). Each process binds its table with the same function it scans with, and no
+    key is saved or compared across processes, so the two builds give the same predictions.
+    """
+    return _code_point_key(token) if _COMPILED else _str_key(token)
+
+
+def _finish_key(a: i64, b: i64, n: i64) -> i64:
+    """The key of a token of ``n`` code points from its two lanes (``_code_point_key``): never 0.
+
+    Lane ``b`` goes through a 32-bit mixer (two multiply-xorshift rounds) into bits 0-31, where the
+    table's slot index and the pair key's low bits come from; lane ``a`` into bits 31-62; the
+    length into bits 43-62. Keys are compared, not tokens: two distinct tokens share weights only
+    if both lanes and the length agree (~2**-63 for a random pair).
+    """
+    b ^= b >> 16
+    b = (b * _MIX) & _MASK32
+    b ^= b >> 16
+    b = (b * _MIX) & _MASK32
+    b ^= b >> 16
+    key = (a << 31) ^ b ^ ((n & 0xFFFFF) << 43)
+    return key if key != 0 else 1
+
+
+def _code_point_key(token: str) -> i64:
+    """``token_key`` of the compiled build: the lanes of ``_finish_key`` over ``ord`` of each character."""
+    a: i64 = _BASIS_A
+    b: i64 = _BASIS_B
+    n: i64 = len(token)
+    for i in range(n):
+        c: i64 = ord(token[i])
+        a = ((a ^ c) * _PRIME_A) & _MASK32
+        b = ((b ^ c) * _PRIME_B) & _MASK32
+    return _finish_key(a, b, n)
+
+
+def _str_key(token: str) -> i64:
+    """``token_key`` of the interpreted build: the ``str`` hash (SipHash, cached in the string) with
+    the length mixed in.
+
+    Why the length: CPython hashes a string's internal buffer, whose width follows its widest
+    character, so ``"te"`` (two 1-byte characters, bytes 74 65) and ``"\u6574"`` (one 2-byte
+    character, the same two bytes) hash alike. Equal buffers of different widths always have
+    different lengths, so ``(hash, length)`` leaves only random collisions of 64-bit hashes. The
+    length goes to bits 43-62. ``hash`` varies per process, which is fine (``token_key``).
+    """
+    key: i64 = hash(token)
+    n: i64 = len(token)
+    key ^= (n & 0xFFFFF) << 43
+    return key if key != 0 else 1
+
+
+def _scan_keys(piece: str, begin: i64, end: i64, fold: bool, cap: i64, from_end: bool) -> vec[i64]:
+    """``[token_key(t) for t in _capped_tokens(piece[begin:end], cap, from_end=...)]`` without the tokens.
+
+    The same rule as ``_capped_tokens`` (a run of ``[a-z0-9']`` is one token, any other
+    non-whitespace character one), but each token's key is accumulated from its code points as the
+    scan passes them (``_code_point_key``'s lanes), so no substring and no string hash is made.
+    ``fold``: ``piece`` is ASCII text not yet lowered; A-Z are lowered here (all ``str.lower`` does
+    to ASCII), which spares the slice and its lowered copy. ``from_end``: every token's key, then
+    the last ``cap`` (the head's scan stops at its cap).
+    """
+    keys = vec[i64](capacity=cap)
+    n_keys: i64 = 0
+    a: i64 = 0
+    b: i64 = 0
+    n: i64 = 0  # code points in the current [a-z0-9']+ run, 0 outside one
+    i = begin
+    while i < end:
+        c: i64 = ord(piece[i])
+        i += 1
+        if fold and 65 <= c <= 90:
+            c += 32
+        if 97 <= c <= 122 or 48 <= c <= 57 or c == 39:
+            if n == 0:
+                a = _BASIS_A
+                b = _BASIS_B
+            a = ((a ^ c) * _PRIME_A) & _MASK32
+            b = ((b ^ c) * _PRIME_B) & _MASK32
+            n += 1
+            continue
+        if n:
+            keys = append(keys, _finish_key(a, b, n))
+            n_keys += 1
+            n = 0
+            if not from_end and n_keys >= cap:
+                return keys
+        if c < 128:
+            if c == 32 or 9 <= c <= 13 or 28 <= c <= 31:
+                continue
+        elif piece[i - 1].isspace():
+            continue
+        a = ((_BASIS_A ^ c) * _PRIME_A) & _MASK32
+        b = ((_BASIS_B ^ c) * _PRIME_B) & _MASK32
+        keys = append(keys, _finish_key(a, b, 1))
+        n_keys += 1
+        if not from_end and n_keys >= cap:
+            return keys
+    if n:
+        keys = append(keys, _finish_key(a, b, n))
+        n_keys += 1
+    if from_end and n_keys > cap:
+        return keys[n_keys - cap :]
+    return keys
+
+
+def _scanned_row(text: str, categorical: tuple[str, ...]) -> LengthFeatureRow:
+    """``LengthFeatureRow(*split_text(text), categorical)`` from the key scan (``_scan_keys``): the
+    same keys, no token strings (the row makes them from ``text`` if they are ever read).
+
+    ASCII text (most requests) is scanned in place, lowered per character; other text is sliced
+    and lowered first, as ``split_text`` does (``str.lower`` of non-ASCII text is not per
+    character: "\u0130" lowers to two).
+    """
+    n_text: i64 = len(text)
+    head_end: i64 = n_text if n_text < HEAD_CHARS else HEAD_CHARS
+    tail_start: i64 = n_text - TAIL_CHARS if n_text - TAIL_CHARS > HEAD_CHARS else HEAD_CHARS
+    if text.isascii():
+        keys = _scan_keys(text, 0, head_end, True, HEAD_TOKENS, False)
+        n_head: i64 = len(keys)
+        if n_text > HEAD_CHARS:
+            for key in _scan_keys(text, tail_start, n_text, True, TAIL_TOKENS, True):
+                keys = append(keys, key)
+    else:
+        head = text[:HEAD_CHARS].lower()
+        keys = _scan_keys(head, 0, len(head), False, HEAD_TOKENS, False)
+        n_head = len(keys)
+        if n_text > HEAD_CHARS:
+            tail = text[tail_start:].lower()
+            for key in _scan_keys(tail, 0, len(tail), False, TAIL_TOKENS, True):
+                keys = append(keys, key)
+    return LengthFeatureRow(None, None, categorical, text, keys, n_head)
 
 
 def _capped_tokens(piece: str, cap: int, *, from_end: bool) -> list[str]:
@@ -191,6 +469,23 @@ def count_capped(text: str, char: str, cap: int) -> int:
     return n
 
 
+def count_char(text: str, char: str) -> int:
+    """``text.count(char)``, by memchr scans (``str.find``) while the occurrences are few.
+
+    ``str.count`` of one character is a plain loop (~0.5 ns a character: ~0.5 us over a long
+    message's newlines count, half of the categorical features); most messages have a few newlines,
+    which ``find`` reaches at memchr speed. After 16 it counts the rest with ``str.count``.
+    """
+    n = 0
+    i = text.find(char)
+    while i >= 0:
+        n += 1
+        if n == 16:
+            return n + text.count(char, i + 1)
+        i = text.find(char, i + 1)
+    return n
+
+
 def has_code_fence(text: str) -> bool:
     """``"```" in text``, found from the backticks' memchr scans (the substring search, ~2.5 us
     over 2,000 characters, was the slowest scan of a long message); after 16 lone backticks it
@@ -218,7 +513,7 @@ def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
         log15_bin(other),
         log2_bin(other),
         count_capped(text, "?", 3),
-        log2_bin(text.count("\n")),
+        log2_bin(count_char(text, "\n")),
         has_code_fence(text),
         None if endpoint is Endpoint.CHAT else endpoint.value,
     )
@@ -263,9 +558,39 @@ def _format_keys(
 
 
 def length_features(features: RequestFeatures) -> LengthFeatureRow:
-    """The output-length model's features of one request (pure, cheap, bounded)."""
-    head, tail = split_text(features.last_user_text)
-    return LengthFeatureRow(head, tail, categorical_keys(features, normalise_model(features.model)))
+    """The output-length model's features of one request (pure, cheap, bounded).
+
+    Compiled: the token keys from the key scan, no token strings (``_scanned_row``); interpreted:
+    the tokens from the regex and their keys (``LengthFeatureRow``). Equal rows either way.
+    """
+    categorical = categorical_keys(features, normalise_model(features.model))
+    if _COMPILED:
+        return _scanned_row(features.last_user_text, categorical)
+    text = features.last_user_text
+    head, tail = split_text(text)
+    return LengthFeatureRow(head, tail, categorical, text, from_text=True)
+
+
+def length_token_features(features: RequestFeatures) -> LengthFeatureRow:
+    """``length_features`` with token strings and no keys: for ``OutputLengthModel.location_scale``
+    alone (its dicts are keyed by the strings), so the keys are not made for nothing."""
+    text = features.last_user_text
+    head, tail = split_text(text)
+    categorical = categorical_keys(features, normalise_model(features.model))
+    return LengthFeatureRow(head, tail, categorical, text, keyed=False, from_text=True)
+
+
+def row_of_slices(head_text: str, tail_text: str, categorical: tuple[str, ...]) -> LengthFeatureRow:
+    """The row whose head is the first ``HEAD_TOKENS`` tokens of ``head_text`` and whose tail is the
+    last ``TAIL_TOKENS`` of ``tail_text`` (both lowered first): the inverse of ``LengthFeatureRow.slices``."""
+    head_piece, tail_piece = head_text.lower(), tail_text.lower()
+    if _COMPILED:
+        head = _capped_tokens(head_piece, HEAD_TOKENS, from_end=False)
+        tail = _capped_tokens(tail_piece, TAIL_TOKENS, from_end=True)
+    else:
+        head = TOKEN_RE.findall(head_piece)[:HEAD_TOKENS]
+        tail = TOKEN_RE.findall(tail_piece)[-TAIL_TOKENS:]
+    return LengthFeatureRow(head, tail, categorical)
 
 
 def feature_spec() -> dict[str, object]:

@@ -64,7 +64,7 @@ from typing import Final
 from librt.vecs import append, vec
 from mypy_extensions import i64
 
-from predictors.features import LengthFeatureRow
+from predictors.features import LengthFeatureRow, token_key
 from predictors.output_length import OutputLengthModel
 
 
@@ -101,27 +101,8 @@ _STRIDE: Final = 3
 _OFFLINE: Final = 0
 _W: Final = 1
 _G: Final = 2
-_EMPTY: Final = 0  # the key of an empty slot (a real key 0 is stored as 1: ``_token_key``)
+_EMPTY: Final = 0  # the key of an empty slot (never a token's: ``features.token_key``)
 _MIN_SLOTS: Final = 64
-
-
-def _token_key(token: str) -> i64:
-    """The 64-bit key of ``token``: its ``str`` hash (SipHash, cached in the string) with its length mixed in.
-
-    Why the length: CPython hashes a string's internal buffer, whose width follows its widest
-    character, so ``"te"`` (two 1-byte characters, bytes 74 65) and ``"\u6574"`` (one 2-byte
-    character, the same two bytes) hash alike; it happened in the replay test's vocabulary. Equal
-    buffers of different widths always have different lengths, so ``(hash, length)`` leaves only
-    the random collisions of 64-bit hashes: with ~10^4-10^5 keys ~10^-14..10^-9 per lookup, two
-    tokens then sharing weights. The length goes to bits 43-62 (lengths < 2**20: tokens are short
-    words), where no value leaves the signed 64-bit range in either build. Never 0 (the empty slot).
-    ``hash`` varies per process; the table is never saved or compared across processes, and no
-    result depends on the slot order.
-    """
-    key: i64 = hash(token)
-    n: i64 = len(token)
-    key ^= (n & 0xFFFFF) << 43
-    return key if key != _EMPTY else 1
 
 
 def _pair_key(first: i64, second: i64) -> i64:
@@ -238,7 +219,7 @@ class OnlineFeatureWeights:
 
     Table layout:
 
-    * text terms: two ``_HashTable`` (tokens by ``_token_key``, adjacent pairs by ``_pair_key``),
+    * text terms: two ``_HashTable`` (tokens by ``features.token_key``, adjacent pairs by ``_pair_key``),
       ``[offline, w, g]`` per slot;
     * categorical key: ``[w_mu_offline, w_scale_offline, w, G]`` (a list: index access is the
       cheapest read in CPython; a dozen per request, not worth a second layout).
@@ -322,7 +303,7 @@ class OnlineFeatureWeights:
                 yield  # allocating the arrays (~1-2 ms for a model's ~3x10^4 pairs) is a slice of its own
         done = 0
         for token, (weight, base_pairs) in model.text_table.items():
-            first = _token_key(token)
+            first = token_key(token)
             slot = tokens.find(first)
             if slot < 0:
                 tokens.reserve(1)
@@ -330,7 +311,7 @@ class OnlineFeatureWeights:
             tokens.data[slot * _STRIDE] = weight
             if base_pairs:
                 for second, pair_weight in base_pairs.items():
-                    key = _pair_key(first, _token_key(second))
+                    key = _pair_key(first, token_key(second))
                     pair = pairs.find(key)
                     if pair < 0:
                         pairs.reserve(1)
@@ -366,10 +347,17 @@ class OnlineFeatureWeights:
         pair_keys = pairs.keys
         pair_data = pairs.data
         pair_mask = pairs.mask
-        for slice_tokens in (row.head, row.tail):
+        keys = row.keys
+        n_keys: i64 = len(keys)
+        if n_keys != row.n_head + row.n_tail:
+            raise ValueError("a row without token keys (keyed=False) cannot be scored by the table")
+        end: i64 = row.n_head  # the head's keys, then the tail's (pairs within a slice only)
+        i: i64 = 0
+        while True:
             previous: i64 = _EMPTY  # key of the previous token when it was found, else none
-            for token in slice_tokens:
-                key = _token_key(token)
+            while i < end:
+                key = keys[i]
+                i += 1
                 if previous != _EMPTY:
                     pair_key = _pair_key(previous, key)
                     slot = pair_key & pair_mask
@@ -396,6 +384,9 @@ class OnlineFeatureWeights:
                     if found == _EMPTY:
                         break
                     slot = (slot + 1) & token_mask
+            if end == n_keys:
+                break
+            end = n_keys
         value = row.text_value
         mu += text * value
         online *= value
@@ -430,7 +421,10 @@ class OnlineFeatureWeights:
         cap, use_pairs = p.max_weights, p.use_pairs
         tokens = self._tokens
         pairs = self._pairs
-        n_tokens = len(row.head) + len(row.tail)
+        keys = row.keys
+        n_tokens: i64 = len(keys)
+        if n_tokens != row.n_head + row.n_tail:
+            raise ValueError("a row without token keys (keyed=False) cannot be learned by the table")
         tokens.reserve(n_tokens)
         pairs.reserve(n_tokens)
         token_data = tokens.data
@@ -438,10 +432,13 @@ class OnlineFeatureWeights:
         words = vec[i64](capacity=n_tokens)  # slots in ``tokens`` (unboxed: a list would box each)
         pairs_seen = vec[i64](capacity=n_tokens)  # slots in ``pairs``
         online = 0.0
-        for slice_tokens in (row.head, row.tail):
+        end: i64 = row.n_head  # the head's keys, then the tail's (pairs within a slice only)
+        i: i64 = 0
+        while True:
             previous: i64 = _EMPTY
-            for token in slice_tokens:
-                key = _token_key(token)
+            while i < end:
+                key = keys[i]
+                i += 1
                 entry = tokens.find(key)
                 if entry < 0 and self._n_weights < cap:
                     entry = tokens.insert(key)
@@ -461,6 +458,9 @@ class OnlineFeatureWeights:
                     previous = key
                 else:
                     previous = _EMPTY
+            if end == n_tokens:
+                break
+            end = n_tokens
         value = row.text_value
         online *= value
         cat = self._categorical

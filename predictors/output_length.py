@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.types import OutputLengthEstimate, RequestFeatures
-from predictors.features import LengthFeatureRow, length_features
+from predictors.features import LengthFeatureRow, length_token_features
 from predictors.slots import slot_setters
 
 Weights = tuple[float, float]
@@ -102,7 +102,7 @@ class OutputLengthModel:
 
     def location_scale_of(self, features: RequestFeatures) -> tuple[float, float]:
         """``(mu, s)`` of a request, ``mu`` clamped to ``[0, MAX_LOG_TOKENS]`` (s is floored by callers)."""
-        mu, s = self.location_scale(length_features(features))
+        mu, s = self.location_scale(length_token_features(features))
         return min(max(mu, 0.0), MAX_LOG_TOKENS), s
 
     def log_quantiles(self, features: RequestFeatures) -> LogQuantiles:

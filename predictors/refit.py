@@ -25,9 +25,10 @@ the offline data's precision rather than ``alpha`` alike for every term.
 
 **Reservoir** (bounded): the newest ``holdout`` outcomes in a queue; what leaves the queue enters
 a uniform reservoir sample (Algorithm R, injected RNG) of at most ``reservoir_size``. Each entry is
-the request's length-feature inputs in a compact form (the two token slices joined by spaces, the
-categorical keys, ~0.3 KB pickled), the output tokens, and the p50 that was served for it (the one
-``predict`` returned for the request, handed over by the predictor). Answers cut by
+the request's length-feature inputs in a compact form (the message's two slices as text, <= 200 and
+60 characters, tokenized by the worker; the categorical keys; ~0.3-0.5 KB pickled), the output
+tokens, and the p50 that was served for it (the one ``predict`` returned for the request, handed
+over by the predictor). Answers cut by
 ``max_tokens`` are not stored (their true length is unknown).
 
 **Guard**: the refit is fitted on the reservoir only; the ``holdout`` newest outcomes (not used to
@@ -64,7 +65,7 @@ import numpy as np
 
 from core.config import RefitConfig
 from core.types import RequestFeatures
-from predictors.features import LengthFeatureRow, normalise_model
+from predictors.features import LengthFeatureRow, normalise_model, row_of_slices
 from predictors.output_length import MAX_LOG_TOKENS, OutputLengthModel, Weights
 
 # scikit-learn and scipy are imported inside the functions the worker process runs: the proxy
@@ -120,8 +121,8 @@ def refit_params(config: RefitConfig) -> RefitParams:
     )
 
 
-# (head tokens joined by " ", tail tokens joined by " ", categorical keys, output tokens, served p50,
-#  group: the online state's (route, normalised model, tenant) key, ``group_key``)
+# (head text, tail text: ``LengthFeatureRow.slices``, whose tokens are the row's; categorical keys,
+#  output tokens, served p50, group: the online state's (route, normalised model, tenant) key, ``group_key``)
 Entry = tuple[str, str, tuple[str, ...], int, float, str]
 
 
@@ -131,13 +132,19 @@ def group_key(features: RequestFeatures) -> str:
 
 
 def compact_entry(row: LengthFeatureRow, output_tokens: int, served_p50: float, group: str = "") -> Entry:
-    """What the refit needs of one outcome (tokens never contain spaces: ``features.TOKEN_PATTERN``)."""
-    return (" ".join(row.head), " ".join(row.tail), row.categorical, output_tokens, served_p50, group)
+    """What the refit needs of one outcome: the row's two slices as text, not tokenized.
+
+    Why not the tokens: a request's row has only its token keys (``features.length_features``);
+    making its tokens here would tokenize every outcome on the event loop, where the worker can do
+    it for the entries it fits (``entry_row``).
+    """
+    head, tail = row.slices()
+    return (head, tail, row.categorical, output_tokens, served_p50, group)
 
 
 def entry_row(entry: Entry) -> LengthFeatureRow:
-    head, tail = entry[0], entry[1]
-    return LengthFeatureRow(head.split(" ") if head else [], tail.split(" ") if tail else [], entry[2])
+    """The feature row of a stored outcome (``compact_entry``), with its token strings."""
+    return row_of_slices(entry[0], entry[1], entry[2])
 
 
 class RefitReservoir:
@@ -147,7 +154,7 @@ class RefitReservoir:
     per outcome among the request's own work (0.8 us in a tight loop), and pickling the whole
     sample again for every job ~30 ms of loop time per 22k entries. An entry is pickled by the
     first job that hands it over (``encode_fit``, in loop slices), which leaves the bytes in its
-    slot for the next jobs. Building the entry (``compact_entry``, two joins) is done by the caller
+    slot for the next jobs. Building the entry (``compact_entry``, two slices) is done by the caller
     while the request's row is still in cache (~0.2 us); storing the row instead and compacting it
     2,000 outcomes later, only if kept, cost more (cold row, and the rows kept alive).
     """
