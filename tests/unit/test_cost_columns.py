@@ -59,10 +59,21 @@ def _assert_same(table: CostTable, reference: dict[str, object]) -> None:
     assert "absent" not in table
 
 
+def _assert_same_list(table: CostTable, views: tuple[BackendView, ...], rng: random.Random) -> None:
+    """``ttft_tpot_list`` (the filters' and scorers' read, its own loop) equals ``ttft_tpot`` per view."""
+    held = [view for view in views if view.backend_id in table]
+    some = rng.sample(held, rng.randrange(0, len(held) + 1))
+    assert table.ttft_tpot_list(some) == [table.ttft_tpot(view.backend_id) for view in some]
+    absent = [view for view in views if view.backend_id not in table]
+    if absent:
+        assert table.ttft_tpot_list([*some, absent[0]]) is None
+
+
 @pytest.mark.parametrize("n_backends", [3, 24])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_table_equals_estimate_all_while_the_fleet_changes(seed: int, n_backends: int) -> None:
     rng = random.Random(seed)
+    pick_rng = random.Random(seed + 1)  # the list reads' own draws: the fleet's changes stay those of rng
     model = LatencyModel()
     views = [_view(i, rng) for i in range(n_backends)]
     features = chat_features("hello " * 300)
@@ -94,6 +105,7 @@ def test_table_equals_estimate_all_while_the_fleet_changes(seed: int, n_backends
             table = model.cost_table(snapshot_views, wanted_model, prompt, matched, p50)
             reference = model.estimate_all(snapshot_views, wanted_model, prompt, matched, p50)
             _assert_same(table, reference)
+            _assert_same_list(table, snapshot_views, pick_rng)
         # Read only at the end, after later fleet changes and re-learned coefficients: a table keeps the
         # values it was built on (a request admitted now may be routed after an outcome was observed).
         unread = model.cost_table(snapshot_views, "m", prompt, matched, p50)
