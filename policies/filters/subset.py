@@ -78,20 +78,15 @@ class SubsetFilter:
         deepest = -1
         first = True
         holders: list[BackendId] = []  # those at the deepest depth so far, in one pass (max() as a loop)
-        if isinstance(matched, dict):  # the prefix index's answer: compiled dict iteration, no item tuples
-            for backend_id, depth in matched.items():
-                if first or depth > deepest:
-                    deepest, first = depth, False
-                    holders = [backend_id]
-                elif depth == deepest:
-                    holders.append(backend_id)
-        else:
-            for backend_id, depth in matched.items():
-                if first or depth > deepest:
-                    deepest, first = depth, False
-                    holders = [backend_id]
-                elif depth == deepest:
-                    holders.append(backend_id)
+        # The prefix index's answer is a dict: iterated as one when compiled (no item tuples); any other
+        # mapping is copied first, in its own order.
+        by_id: dict[BackendId, int] = matched if isinstance(matched, dict) else dict(matched)
+        for backend_id, depth in by_id.items():
+            if first or depth > deepest:
+                deepest, first = depth, False
+                holders = [backend_id]
+            elif depth == deepest:
+                holders.append(backend_id)
         n = len(candidates)
         if deepest == 0:  # then a candidate absent from ``matched`` (depth 0) holds the deepest match too
             return [i for i in range(n) if matched.get(candidates[i].backend_id, 0) == 0]

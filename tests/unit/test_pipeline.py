@@ -6,6 +6,7 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from types import MappingProxyType
 
 import pytest
 from pydantic import ValidationError
@@ -462,7 +463,10 @@ def test_subset_keeps_what_a_scan_of_the_candidates_would_keep() -> None:
             )
             depths = (0,) if rng.random() < 0.1 else (16, 32, 800)
             matched = {f"b{i}": rng.choice(depths) for i in rng.sample(range(48), rng.randrange(0, 48))}
+            # Every other trial through a read-only mapping: the filter's path for a non-dict answer.
             req = request(matched=matched)
+            if trial % 2:
+                req = replace(req, prefix_matched_tokens=MappingProxyType(matched))
             kept = flt.filter(RouteContext(req, snapshot(*every), 0.0, random.Random(trial)), candidates)
             assert [v.backend_id for v in kept] == reference(size, keep, req, candidates, trial), (
                 size,
