@@ -207,6 +207,14 @@ class _HashTable:
         return 8 * (len(self.keys) + len(self.data))
 
 
+def _keys_of(row: LengthFeatureRow, use: str) -> vec[i64]:
+    """The row's token keys (head, then tail); a row made without keys is refused, not read as empty."""
+    keys = row.keys
+    if len(keys) != row.n_head + row.n_tail:
+        raise ValueError(f"a row without token keys (keyed=False) cannot be {use} by the table")
+    return keys
+
+
 def _step(data: vec[float], at: i64, gg: float, rate_g: float, g0: float, keep: float) -> None:
     """One AdaGrad step plus decay of the term at ``data[at:at + 3]``, in the old ``_Term``'s float order."""
     total = data[at + _G] + gg
@@ -347,10 +355,8 @@ class OnlineFeatureWeights:
         pair_keys = pairs.keys
         pair_data = pairs.data
         pair_mask = pairs.mask
-        keys = row.keys
+        keys = _keys_of(row, "scored")
         n_keys: i64 = len(keys)
-        if n_keys != row.n_head + row.n_tail:
-            raise ValueError("a row without token keys (keyed=False) cannot be scored by the table")
         end: i64 = row.n_head  # the head's keys, then the tail's (pairs within a slice only)
         i: i64 = 0
         while True:
@@ -421,10 +427,8 @@ class OnlineFeatureWeights:
         cap, use_pairs = p.max_weights, p.use_pairs
         tokens = self._tokens
         pairs = self._pairs
-        keys = row.keys
+        keys = _keys_of(row, "learned")
         n_tokens: i64 = len(keys)
-        if n_tokens != row.n_head + row.n_tail:
-            raise ValueError("a row without token keys (keyed=False) cannot be learned by the table")
         tokens.reserve(n_tokens)
         pairs.reserve(n_tokens)
         token_data = tokens.data
