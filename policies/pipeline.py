@@ -179,17 +179,27 @@ class Pipeline:
             else:
                 raw = scorer.score(ctx, candidates)
                 values = [raw.get(backend_id, 0.0) for backend_id in ids]
+            zero = False
             for i in range(n):
                 value = values[i]
                 if not value >= 0.0:  # negative or NaN
                     values[i] = 0.0
+                    zero = True
                 elif value > 1.0:
                     values[i] = 1.0
+                elif value == 0.0:
+                    zero = True
             # Each total starts at 0.0 and adds weight·score per scorer (0.0 + x, not x: the same bits,
-            # -0.0 included); the first scorer fills the list instead of updating one of zeros.
+            # -0.0 included); the first scorer fills the list instead of updating one of zeros. With a
+            # weight of 1.0 and no zero score, 0.0 + 1.0·x is x itself (exact for every x in (0, 1]): the
+            # totals are then a copy of the scores' list, sharing their float objects instead of boxing
+            # as many new ones.
             if k == 0:
-                for i in range(n):
-                    totals.append(0.0 + weight * values[i])
+                if weight == 1.0 and not zero:
+                    totals = values[:]
+                else:
+                    for i in range(n):
+                        totals.append(0.0 + weight * values[i])
             else:
                 for i in range(n):
                     totals[i] += weight * values[i]

@@ -52,15 +52,14 @@ class SLOHeadroomFilter:
         tpot_limit = slo.tpot_ms * self._keep_frac if slo.tpot_ms is not None and self._check_tpot else None
         if ttft_limit is None and tpot_limit is None:
             return candidates
-        meets_ttft: list[BackendView] = []
         meets_both: list[BackendView] = []
         # Their costs too, handed to the context with the answer (``RouteContext.remember_pairs``).
         # Kept as objects: compiled, a ``tuple[float, float]`` item read into a typed local is unboxed and
         # would be boxed again (a new tuple) when appended.
-        ttft_pairs: list[object] = []
         both_pairs: list[object] = []
         slowest: BackendView | None = None
         slowest_ttft_ms = -1.0
+        meets_ttft_only = False  # a backend meets the TTFT objective but not the TPOT one
         pairs = cast("list[object]", ctx.ttft_tpot_all(candidates))  # one per candidate, in order
         for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
             view = candidates[i]
@@ -70,17 +69,27 @@ class SLOHeadroomFilter:
                 slowest, slowest_ttft_ms = view, ttft_ms
             if ttft_limit is not None and ttft_ms > ttft_limit:
                 continue
-            meets_ttft.append(view)
-            ttft_pairs.append(pair)
             if tpot_limit is None or tpot_ms <= tpot_limit:
                 meets_both.append(view)
                 both_pairs.append(pair)
+            else:
+                meets_ttft_only = True
         if len(meets_both) == len(candidates):
             return candidates  # nothing removed: the pipeline skips its bookkeeping for the same object
         if meets_both:
             ctx.remember_pairs(meets_both, cast("list[tuple[float, float]]", both_pairs))
             return meets_both
-        if meets_ttft:
+        if meets_ttft_only:
+            # Rare (no backend meets both objectives): those meeting the TTFT one, in a second pass over
+            # the same pairs, so that the usual decision does not build two more lists it then drops.
+            meets_ttft: list[BackendView] = []
+            ttft_pairs: list[object] = []
+            for i in range(len(pairs)):
+                pair = pairs[i]
+                ttft_ms, _ = cast("tuple[float, float]", pair)
+                if ttft_limit is None or not ttft_ms > ttft_limit:
+                    meets_ttft.append(candidates[i])
+                    ttft_pairs.append(pair)
             ctx.remember_pairs(meets_ttft, cast("list[tuple[float, float]]", ttft_pairs))
             return meets_ttft
         if self._sacrifice and slowest is not None:

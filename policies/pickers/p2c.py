@@ -70,6 +70,8 @@ class P2CPicker:
 
 def _winner_first(winner: BackendId, by_score: Sequence[BackendId]) -> tuple[BackendId, ...]:
     """``winner``, then the others in score order (backend ids are distinct: one C-level removal)."""
+    if by_score[0] is winner:  # the usual case: the ranking as it is, one C-level copy
+        return tuple(by_score)
     rest = list(by_score)
     rest.remove(winner)
     return (winner, *rest)

@@ -55,57 +55,81 @@ class PredictedCostScorer:
         return {candidates[i].backend_id: values[i] for i in range(len(values))}
 
     def cost_values(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> list[float]:
-        """``costs_ms`` as a list in candidate order (the hot path: no dict keyed by backend id)."""
+        """``costs_ms`` as a list in candidate order (no dict keyed by backend id)."""
+        fractions, decode_steps, inv_ttft, inv_e2e, floor = self._terms(ctx)
+        out: list[float] = []
+        pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
+        for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
+            ttft_ms, tpot_ms = pairs[i]
+            out.append(_cost(fractions, ttft_ms, tpot_ms, decode_steps, inv_ttft, inv_e2e, floor))
+        return out
+
+    def _terms(self, ctx: RouteContext) -> tuple[bool, float, float, float, float]:
+        """``(fractions, decode_steps, inv_ttft, inv_e2e, floor)``: ``_cost``'s terms for this request.
+
+        ``fractions``: the deadline fraction ``max(TTFT̂/S_ttft, E2Ê/S_e2e)`` is scored (``slo`` with an
+        E2E bound), else a cost in ms (objectives ``ttft`` and ``e2e``)."""
         objective = self._objective
         if objective == "slo":
             slo = ctx.request.slo
             if slo.e2e_ms is not None:
-                return self._deadline_fractions(ctx, candidates, slo.ttft_ms, slo.e2e_ms)
+                ttft_slo_ms = slo.ttft_ms
+                inv_ttft = 1.0 / ttft_slo_ms if ttft_slo_ms is not None else 0.0
+                inv_e2e = 1.0 / slo.e2e_ms
+                decode_steps = ctx.output_tokens(self._tail_weight) - 1.0
+                return True, decode_steps, inv_ttft, inv_e2e, _MIN_COST_MS * max(inv_ttft, inv_e2e)
             objective = "ttft" if slo.ttft_ms is not None or slo.tpot_ms is not None else "e2e"
-        out: list[float] = []
         decode_steps = ctx.output_tokens(self._tail_weight) - 1.0 if objective == "e2e" else 0.0
-        pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
-        for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
-            ttft_ms, tpot_ms = pairs[i]
-            cost_ms = ttft_ms + decode_steps * tpot_ms
-            out.append(cost_ms if cost_ms > _MIN_COST_MS else _MIN_COST_MS)
-        return out
-
-    def _deadline_fractions(
-        self,
-        ctx: RouteContext,
-        candidates: Sequence[BackendView],
-        ttft_slo_ms: float | None,
-        e2e_slo_ms: float,
-    ) -> list[float]:
-        """``max(TTFT̂/S_ttft, E2Ê/S_e2e)`` over the route's deadlines, per candidate, in order."""
-        inv_ttft = 1.0 / ttft_slo_ms if ttft_slo_ms is not None else 0.0
-        inv_e2e = 1.0 / e2e_slo_ms
-        decode_steps = ctx.output_tokens(self._tail_weight) - 1.0
-        floor = _MIN_COST_MS * max(inv_ttft, inv_e2e)
-        out: list[float] = []
-        pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
-        for i in range(len(pairs)):  # not zip(..., strict=True): a generic keyword call in compiled code
-            ttft_ms, tpot_ms = pairs[i]
-            frac = max(ttft_ms * inv_ttft, (ttft_ms + decode_steps * tpot_ms) * inv_e2e)
-            out.append(frac if frac > floor else floor)
-        return out
+        return False, decode_steps, 0.0, 0.0, _MIN_COST_MS
 
     def score(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> Mapping[BackendId, float]:
         values = self.score_values(ctx, candidates)
         return {candidates[i].backend_id: values[i] for i in range(len(values))}
 
     def score_values(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> list[float]:
-        """``score`` in candidate order (``Scorer.score_values``): ``min_c / c(b)`` per candidate."""
-        costs = self.cost_values(ctx, candidates)
+        """``score`` in candidate order (``Scorer.score_values``): ``min_c / c(b)`` per candidate.
+
+        One pass makes the costs (``_cost`` written out: a Python call per candidate when interpreted)
+        and finds the cheapest, a second divides in place (the list is this call's own)."""
+        fractions, decode_steps, inv_ttft, inv_e2e, floor = self._terms(ctx)
+        pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
+        n = len(pairs)
+        out: list[float] = []
         best = 0.0
-        first = True
-        for cost in costs:  # min() as a loop (a generic call from compiled code): same value
-            if first or cost < best:
-                best, first = cost, False
-        for i in range(len(costs)):  # in place: the list is this call's own
-            costs[i] = best / costs[i]
-        return costs
+        for i in range(n):  # min() folded in (a generic call from compiled code): the same value
+            ttft_ms, tpot_ms = pairs[i]
+            if fractions:
+                by_ttft, by_e2e = ttft_ms * inv_ttft, (ttft_ms + decode_steps * tpot_ms) * inv_e2e
+                cost = by_e2e if by_e2e > by_ttft else by_ttft  # max(by_ttft, by_e2e)
+                cost = cost if cost > floor else floor
+            else:
+                cost = ttft_ms + decode_steps * tpot_ms
+                cost = cost if cost > _MIN_COST_MS else _MIN_COST_MS
+            if i == 0 or cost < best:
+                best = cost
+            out.append(cost)
+        for i in range(n):
+            out[i] = best / out[i]
+        return out
+
+
+def _cost(
+    fractions: bool,
+    ttft_ms: float,
+    tpot_ms: float,
+    decode_steps: float,
+    inv_ttft: float,
+    inv_e2e: float,
+    floor: float,
+) -> float:
+    """One candidate's cost: ``TTFT̂ + decode_steps·TPOT̂`` in ms, floored at ``_MIN_COST_MS``; with
+    ``fractions`` the larger fraction of the deadlines, floored at ``floor`` (``_terms``)."""
+    if not fractions:
+        cost_ms = ttft_ms + decode_steps * tpot_ms
+        return cost_ms if cost_ms > _MIN_COST_MS else _MIN_COST_MS
+    by_ttft, by_e2e = ttft_ms * inv_ttft, (ttft_ms + decode_steps * tpot_ms) * inv_e2e
+    frac = by_e2e if by_e2e > by_ttft else by_ttft  # max(by_ttft, by_e2e), the same value
+    return frac if frac > floor else floor
 
 
 @register_plugin("scorer", TYPE, PredictedCostParams, "lowest predicted TTFT, E2E or SLO fraction")

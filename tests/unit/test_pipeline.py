@@ -473,3 +473,122 @@ def test_subset_keeps_what_a_scan_of_the_candidates_would_keep() -> None:
                 keep,
                 trial,
             )
+
+
+class RecordingPicker:
+    """Keeps the totals it was handed; ranks by score (a compiled picker cannot be subclassed)."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.totals: dict[BackendId, float] = {}
+
+    def pick(self, ctx, by_score, totals, rng):  # type: ignore[no-untyped-def]
+        self.totals = dict(totals)
+        return tuple(by_score)
+
+
+def test_totals_start_at_zero_whatever_the_weight_and_the_sign_of_a_zero_score() -> None:
+    """A total is 0.0 + Σ weight·score: with a weight of 1.0 the pipeline may hand the scores' own floats
+    on as totals, but a -0.0 score must still total +0.0, and other weights are multiplied."""
+    for weight in (1.0, 2.0, 0.5):
+        picker = RecordingPicker()
+        values = {"a": -0.0, "b": 0.25, "c": 1.0}
+        Pipeline("p", (), ((FixedScorer("s", values), weight),), picker).route(
+            request(), FLEET, 0.0, random.Random(0)
+        )
+        expected = {b: 0.0 + weight * v for b, v in values.items()}
+        assert picker.totals == expected
+        assert math.copysign(1.0, picker.totals["a"]) == 1.0  # +0.0, not the score's -0.0
+        assert [math.copysign(1.0, t) for t in picker.totals.values()] == [1.0, 1.0, 1.0]
+
+
+def _plain_slo_filter(
+    params: dict[str, object], slo: SLOTargets, pairs: list[tuple[float, float]], n: int
+) -> list[int]:
+    """The slo_headroom rule (policies/filters/slo_headroom.py) written plainly: kept rows."""
+    keep_frac = 1.0 - float(params.get("margin_frac", 0.0))  # type: ignore[arg-type]
+    ttft_limit = slo.ttft_ms * keep_frac if slo.ttft_ms is not None else None
+    check_tpot = params.get("check_tpot", True)
+    tpot_limit = slo.tpot_ms * keep_frac if slo.tpot_ms is not None and check_tpot else None
+    if ttft_limit is None and tpot_limit is None:
+        return list(range(n))
+    meets_ttft = [i for i in range(n) if ttft_limit is None or not pairs[i][0] > ttft_limit]
+    meets_both = [i for i in meets_ttft if tpot_limit is None or pairs[i][1] <= tpot_limit]
+    if meets_both:
+        return meets_both
+    if meets_ttft:
+        return meets_ttft
+    if params.get("when_infeasible") == "sacrifice":
+        slowest, slowest_ttft = 0, -1.0
+        for i in range(n):
+            if pairs[i][0] > slowest_ttft:
+                slowest, slowest_ttft = i, pairs[i][0]
+        return [slowest]
+    return list(range(n))
+
+
+def test_slo_filter_guard_and_cost_scorer_follow_their_rules_on_random_fleets() -> None:
+    """The SLO filter, the imbalance guard and the cost scorer against their rules written plainly, on
+    random fleets where everything, some or nothing meets each bound, and the costs the filter hands the
+    context (``remember_pairs``) are those of the backends it keeps."""
+    from policies.filters.imbalance_guard import ImbalanceGuardFilter
+    from policies.filters.slo_headroom import SLOHeadroomFilter
+    from policies.params import ImbalanceGuardParams, PredictedCostParams, SLOHeadroomParams
+    from policies.scorers.predicted_cost import PredictedCostScorer
+    from tests.unit.test_plugins import costs
+
+    rng = random.Random(5)
+    slos = (
+        SLOTargets(ttft_ms=2_000, tpot_ms=100),
+        SLOTargets(ttft_ms=900, e2e_ms=9_000),
+        SLOTargets(tpot_ms=60),
+        SLOTargets(e2e_ms=5_000),
+        SLOTargets(),
+    )
+    for trial in range(600):
+        n = rng.randrange(1, 20)
+        fleet = [
+            view(
+                f"b{i}",
+                in_flight_requests=rng.randrange(0, 120),
+                awaiting_first_byte=rng.randrange(0, 90),
+                weight=rng.choice((1.0, 1.0, 3.0, 0.5)),
+            )
+            for i in range(n)
+        ]
+        pairs = [
+            (rng.choice((100.0, 2_500.0, rng.uniform(0.0, 4_000))), rng.choice((50.0, rng.uniform(1, 200))))
+            for _ in range(n)
+        ]
+        slo = rng.choice(slos)
+        req = request(predictions=costs(**{f"b{i}": pairs[i] for i in range(n)}), slo=slo)
+        snap = snapshot(*fleet)
+
+        params: dict[str, object] = {
+            "margin_frac": rng.choice((0.0, 0.2)),
+            "check_tpot": rng.choice((True, False)),
+            "when_infeasible": rng.choice(("keep", "sacrifice")),
+        }
+        ctx = RouteContext(req, snap, 0.0)
+        kept = SLOHeadroomFilter(SLOHeadroomParams(**params)).filter(ctx, fleet)  # type: ignore[arg-type]
+        expected = _plain_slo_filter(params, slo, pairs, n)
+        assert [v.backend_id for v in kept] == [f"b{i}" for i in expected], (trial, params, slo, pairs)
+        assert ctx.ttft_tpot_all(kept) == [pairs[i] for i in expected]
+
+        signal = rng.choice(("awaiting_first_byte", "in_flight_requests"))
+        abs_threshold, rel_threshold = rng.choice((0.0, 8.0, 32.0)), rng.choice((1.0, 1.5, 3.0))
+        guard = ImbalanceGuardFilter(
+            ImbalanceGuardParams(signal=signal, abs_threshold=abs_threshold, rel_threshold=rel_threshold)
+        )
+        loads = [getattr(v, signal) / v.weight for v in fleet]
+        limit = max(min(loads) + abs_threshold, min(loads) * rel_threshold)
+        guarded = guard.filter(RouteContext(req, snap, 0.0), fleet)
+        expected_ids = [v.backend_id for v, load in zip(fleet, loads, strict=True) if load <= limit]
+        assert [v.backend_id for v in guarded] == expected_ids
+
+        objective = rng.choice(("ttft", "e2e", "slo"))
+        scorer = PredictedCostScorer(PredictedCostParams(objective=objective, tail_weight=rng.random()))
+        ctx = RouteContext(req, snap, 0.0)
+        cost_values = scorer.cost_values(ctx, fleet)
+        assert scorer.score_values(ctx, fleet) == [min(cost_values) / c for c in cost_values]
