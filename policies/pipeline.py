@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from core.cost_table import CostTable
 from core.types import (
@@ -257,18 +257,27 @@ class RemovedBy(Mapping[BackendId, str]):
     __slots__ = ("_map", "_steps")
 
     def __init__(self) -> None:
-        self._steps: list[tuple[str, Sequence[BackendView], Sequence[BackendView]]] = []
+        # Flat: name, before, kept, name, ... (no tuple per step: a decision stays in the log for ~1,000
+        # requests, and every object it holds is freed then, cold, inside a later decision).
+        self._steps: list[object] = []
         self._map: dict[BackendId, str] | None = None
 
     def note(self, filter_name: str, before: Sequence[BackendView], kept: Sequence[BackendView]) -> None:
-        self._steps.append((filter_name, before, kept))
+        steps = self._steps
+        steps.append(filter_name)
+        steps.append(before)
+        steps.append(kept)
         self._map = None
 
     def _built(self) -> dict[BackendId, str]:
         built = self._map
         if built is None:
             built = self._map = {}
-            for name, before, kept in self._steps:
+            steps = self._steps
+            for at in range(0, len(steps), 3):
+                name = cast("str", steps[at])
+                before = cast("Sequence[BackendView]", steps[at + 1])
+                kept = cast("Sequence[BackendView]", steps[at + 2])
                 kept_ids = {view.backend_id for view in kept}
                 for view in before:
                     if view.backend_id not in kept_ids:

@@ -30,7 +30,7 @@ from core.types import BackendId
 from policies.context import RouteContext
 from policies.params import P2CParams
 from policies.registry import BuildContext, register_plugin
-from policies.sampling import sample
+from policies.sampling import sample_consuming
 
 TYPE = "p2c"
 
@@ -51,16 +51,21 @@ class P2CPicker:
         totals: Mapping[BackendId, float],
         rng: random.Random,
     ) -> tuple[BackendId, ...]:
-        eligible = list(by_score[: self._top_k] if self._top_k is not None else by_score)
+        top_k = self._top_k
+        n = len(by_score) if top_k is None or top_k > len(by_score) else top_k
         best = totals[by_score[0]]
+        # The first ``top_k`` near the best in one list (not a slice, a copy of it, then the filtered list).
+        eligible: list[BackendId]
         if self._near_best_frac > 0.0 and best > 0.0:
             floor = self._near_best_frac * best
-            eligible = [b for b in eligible if totals[b] >= floor]
+            eligible = [by_score[i] for i in range(n) if totals[by_score[i]] >= floor]
+        else:
+            eligible = [by_score[i] for i in range(n)]
         if self._prefer_prefix and len(eligible) > 1 and ctx.request.prefix_matched_tokens:
             eligible = _longest_matches(ctx, eligible)
         if len(eligible) < 2:
             return _winner_first(eligible[0], by_score)
-        first, second = sample(rng, eligible, 2)
+        first, second = sample_consuming(rng, eligible, 2)  # this call's own list: drawn without a copy
         if totals[first] != totals[second]:
             winner = first if totals[first] > totals[second] else second
         else:
