@@ -193,9 +193,10 @@ class Pipeline:
             # -0.0 included); the first scorer fills the list instead of updating one of zeros. With a
             # weight of 1.0 and no zero score, 0.0 + 1.0·x is x itself (exact for every x in (0, 1]): the
             # totals are then a copy of the scores' list, sharing their float objects instead of boxing
-            # as many new ones.
+            # as many new ones. Only for ``score_values`` (a list of floats by contract): a Mapping
+            # scorer's ints would otherwise be handed on as totals where 0.0 + 1.0·x makes floats.
             if k == 0:
-                if weight == 1.0 and not zero:
+                if weight == 1.0 and not zero and value_scorers[k]:
                     totals = values[:]
                 else:
                     for i in range(n):

@@ -501,6 +501,12 @@ def test_totals_start_at_zero_whatever_the_weight_and_the_sign_of_a_zero_score()
         assert picker.totals == expected
         assert math.copysign(1.0, picker.totals["a"]) == 1.0  # +0.0, not the score's -0.0
         assert [math.copysign(1.0, t) for t in picker.totals.values()] == [1.0, 1.0, 1.0]
+    # A Mapping scorer's ints total as floats (0.0 + 1.0·1 is 1.0), as before the list copy existed.
+    picker = RecordingPicker()
+    Pipeline("p", (), ((FixedScorer("s", {"a": 1, "b": 1, "c": 1}), 1.0),), picker).route(
+        request(), FLEET, 0.0, random.Random(0)
+    )
+    assert [type(t) for t in picker.totals.values()] == [float, float, float]
 
 
 def _plain_slo_filter(
