@@ -40,7 +40,6 @@ import hashlib
 import json
 import math
 import re
-from functools import lru_cache
 from itertools import pairwise
 from typing import Final
 
@@ -215,13 +214,26 @@ class LengthFeatureRow:
         return (LengthFeatureRow, (self.head, self.tail, self.categorical))
 
 
-@lru_cache(maxsize=4096)
+# Memo sizes: past them a memo is emptied and refilled (clients choose the model names it holds).
+_MEMO_MAX: Final = 4096
+_MODEL_NAMES: Final[dict[str, str]] = {}
+
+
 def normalise_model(model: str) -> str:
     """Last path part, lower case.
 
-    ``"meta-llama/Meta-Llama-3-8B-Instruct"`` -> ``"meta-llama-3-8b-instruct"``.
+    ``"meta-llama/Meta-Llama-3-8B-Instruct"`` -> ``"meta-llama-3-8b-instruct"``. Memoised in a
+    plain dict, not ``lru_cache``: a hit of ``lru_cache`` also moves its entry to the front of
+    its linked list (writes to three list nodes), cold cache lines the request path paid for twice
+    per request (``length_features`` and ``predict_length``; docs/policies.md, branch length_cold).
     """
-    return model.rsplit("/", 1)[-1].strip().lower()
+    name = _MODEL_NAMES.get(model)
+    if name is None:
+        name = model.rsplit("/", 1)[-1].strip().lower()
+        if len(_MODEL_NAMES) >= _MEMO_MAX:
+            _MODEL_NAMES.clear()
+        _MODEL_NAMES[model] = name
+    return name
 
 
 def log2_bin(value: float) -> int:
@@ -500,26 +512,90 @@ def has_code_fence(text: str) -> bool:
     return i >= 0 and text.find("```", i) >= 0
 
 
+# ``categorical_keys``' memo: normalised model -> the bins packed in one int (``_pack_bins``) -> keys.
+_KEYS_BY_MODEL: Final[dict[str, dict[int, tuple[str, ...]]]] = {}
+# The endpoints other than chat, numbered from 1 in the bins' packed int (chat: 0).
+_ENDPOINT_CODES: Final[dict[str, int]] = {
+    e.value: i + 1 for i, e in enumerate(e for e in Endpoint if e is not Endpoint.CHAT)
+}
+
+
 def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
-    """The categorical keys of a request: its bins here, the key strings from ``_format_keys``."""
+    """The categorical keys of a request: its bins here, the key strings from ``_format_keys``.
+
+    The key tuple of one combination of bins is made once and kept (requests share few
+    combinations: 138 over the speed bench's 4,000 prompts): looked up by the model, then by the
+    bins packed into one int. Why not ``lru_cache`` on ``_format_keys`` (as before): its hit builds
+    a ten-item key tuple, hashes it, compares it item by item with the stored one and relinks the
+    entry at the front of its list, ~2 us on a cold cache against ~0.5 warm, in the decision's p99
+    band (docs/policies.md, branch length_cold); an int key is hashed and compared in place.
+    """
     text = features.last_user_text
     other = earlier_message_chars(features)
     endpoint = features.endpoint
-    return _format_keys(
-        model,
-        log2_bin(features.prompt_tokens),
-        log2_bin(len(text)),
-        min(features.n_user_turns, MAX_TURNS),
-        log15_bin(other),
-        log2_bin(other),
-        count_capped(text, "?", 3),
-        log2_bin(count_char(text, "\n")),
-        has_code_fence(text),
-        None if endpoint is Endpoint.CHAT else endpoint.value,
+    prompt_bin = log2_bin(features.prompt_tokens)
+    text_bin = log2_bin(len(text))
+    turns = min(features.n_user_turns, MAX_TURNS)
+    other_bin15 = log15_bin(other)
+    other_bin = log2_bin(other)
+    questions = count_capped(text, "?", 3)
+    newline_bin = log2_bin(count_char(text, "\n"))
+    code = has_code_fence(text)
+    endpoint_value = None if endpoint is Endpoint.CHAT else endpoint.value
+    packed = _pack_bins(
+        prompt_bin,
+        text_bin,
+        turns,
+        other_bin15,
+        other_bin,
+        questions,
+        newline_bin,
+        code,
+        0 if endpoint_value is None else _ENDPOINT_CODES.get(endpoint_value, -1),
     )
+    by_bins = _KEYS_BY_MODEL.get(model)
+    if by_bins is None:
+        if len(_KEYS_BY_MODEL) >= _MEMO_MAX:
+            _KEYS_BY_MODEL.clear()
+        by_bins = _KEYS_BY_MODEL[model] = {}
+    elif packed >= 0:
+        keys = by_bins.get(packed)
+        if keys is not None:
+            return keys
+    bins = (prompt_bin, text_bin, turns, other_bin15, other_bin, questions, newline_bin)
+    keys = _format_keys(model, *bins, code, endpoint_value)
+    if packed >= 0:
+        if len(by_bins) >= _MEMO_MAX:
+            by_bins.clear()
+        by_bins[packed] = keys
+    return keys
 
 
-@lru_cache(maxsize=4096)
+def _pack_bins(
+    prompt_bin: int,
+    text_bin: int,
+    turns: int,
+    other_bin15: int,
+    other_bin: int,
+    questions: int,
+    newline_bin: int,
+    code: bool,
+    endpoint_code: int,
+) -> int:
+    """The bins of ``categorical_keys`` as one int, distinct for distinct bins; -1 (not memoised) if
+    one is outside the range its bits hold (log2 bins <= 29 and log1.5 bins <= 51 by ``_BIN_CAP``,
+    so only a negative turn count or an unknown endpoint can be)."""
+    if (
+        not (0 <= prompt_bin < 64 and 0 <= text_bin < 64 and 0 <= turns < 64 and 0 <= other_bin15 < 64)
+        or not (0 <= other_bin < 64 and 0 <= questions < 64 and 0 <= newline_bin < 64)
+        or not 0 <= endpoint_code < 64
+    ):
+        return -1
+    packed = ((prompt_bin << 6 | text_bin) << 6 | turns) << 6 | other_bin15
+    packed = (((packed << 6 | other_bin) << 6 | questions) << 6 | newline_bin) << 6 | endpoint_code
+    return packed << 1 | (1 if code else 0)
+
+
 def _format_keys(
     model: str,
     prompt_bin: int,
@@ -532,12 +608,10 @@ def _format_keys(
     code: bool,
     endpoint: str | None,
 ) -> tuple[str, ...]:
-    """The key strings of one combination of bins: a pure function of its arguments, so memoised.
-
-    Requests share few combinations (138 over the speed bench's 4,000 prompts) and formatting
-    ten strings was half the cost of the categorical features; a new key must be derived from
-    arguments here, never from the request, or the cache would serve a stale one.
-    """
+    """The key strings of one combination of bins: a pure function of its arguments, memoised by
+    ``categorical_keys`` (formatting ten strings was half the cost of the categorical features); a
+    new key must be derived from arguments here, never from the request, or the memo would serve a
+    stale one."""
     keys = [
         f"m:{model}",
         f"pt:{prompt_bin}",
