@@ -338,17 +338,24 @@ def _str_key(token: str) -> i64:
     return key if key != 0 else 1
 
 
-def _scan_keys(piece: str, begin: i64, end: i64, fold: bool, cap: i64, from_end: bool) -> vec[i64]:
-    """``[token_key(t) for t in _capped_tokens(piece[begin:end], cap, from_end=...)]`` without the tokens.
+def _scan_keys(
+    keys: vec[i64], piece: str, begin: i64, end: i64, fold: bool, cap: i64, from_end: bool
+) -> vec[i64]:
+    """``keys`` followed by ``[token_key(t) for t in _capped_tokens(piece[begin:end], cap, from_end=...)]``,
+    without the tokens.
 
     The same rule as ``_capped_tokens`` (a run of ``[a-z0-9']`` is one token, any other
     non-whitespace character one), but each token's key is accumulated from its code points as the
     scan passes them (``_code_point_key``'s lanes), so no substring and no string hash is made.
     ``fold``: ``piece`` is ASCII text not yet lowered; A-Z are lowered here (all ``str.lower`` does
-    to ASCII), which spares the slice and its lowered copy. ``from_end``: every token's key, then
-    the last ``cap`` (the head's scan stops at its cap).
+    to ASCII), which spares the slice and its lowered copy. The head's scan stops at its cap;
+    ``from_end`` keeps the last ``cap`` keys in a ring of ``cap`` items after ``keys``' own, put in
+    order at the end (``_rotate``). Appending to the caller's ``keys`` (made with room for both
+    slices) makes a row's keys one allocation, where a vec per slice, the tail's growth past its
+    cap, the slice of its last keys and the head's growth to take them were up to five: cold
+    allocator lines in the decision's p99 band (docs/policies.md, branch length_cold).
     """
-    keys = vec[i64](capacity=cap)
+    base: i64 = len(keys)
     n_keys: i64 = 0
     a: i64 = 0
     b: i64 = 0
@@ -368,7 +375,10 @@ def _scan_keys(piece: str, begin: i64, end: i64, fold: bool, cap: i64, from_end:
             n += 1
             continue
         if n:
-            keys = append(keys, _finish_key(a, b, n))
+            if n_keys < cap:
+                keys = append(keys, _finish_key(a, b, n))
+            else:  # ``from_end`` (the head returned at its cap): the ring's oldest key is replaced
+                keys[base + n_keys % cap] = _finish_key(a, b, n)
             n_keys += 1
             n = 0
             if not from_end and n_keys >= cap:
@@ -376,20 +386,63 @@ def _scan_keys(piece: str, begin: i64, end: i64, fold: bool, cap: i64, from_end:
         if c < 128:
             if c == 32 or 9 <= c <= 13 or 28 <= c <= 31:
                 continue
-        elif piece[i - 1].isspace():
+        elif _is_wide_space(c):
             continue
         a = ((_BASIS_A ^ c) * _PRIME_A) & _MASK32
         b = ((_BASIS_B ^ c) * _PRIME_B) & _MASK32
-        keys = append(keys, _finish_key(a, b, 1))
+        if n_keys < cap:
+            keys = append(keys, _finish_key(a, b, 1))
+        else:
+            keys[base + n_keys % cap] = _finish_key(a, b, 1)
         n_keys += 1
         if not from_end and n_keys >= cap:
             return keys
     if n:
-        keys = append(keys, _finish_key(a, b, n))
+        if n_keys < cap:
+            keys = append(keys, _finish_key(a, b, n))
+        else:
+            keys[base + n_keys % cap] = _finish_key(a, b, n)
         n_keys += 1
-    if from_end and n_keys > cap:
-        return keys[n_keys - cap :]
+    if n_keys > cap:
+        _rotate(keys, base, base + n_keys % cap, base + cap)
     return keys
+
+
+def _is_wide_space(c: i64) -> bool:
+    """``chr(c).isspace()`` for a code point ``c >= 128``: the 19 whitespace code points above ASCII.
+
+    Why not ``piece[i].isspace()``: indexing a ``str`` at a character above U+00FF makes a new
+    one-character string (only Latin-1 ones are cached), so the scan of a CJK head allocated and
+    freed a string per character (~5 us of a CJK message's ~8). The set is Unicode's White_Space
+    property as ``str.isspace`` has it (Python 3.11's Unicode 14; ``tests/unit/test_token_keys.py``
+    checks the scan against the tokens on every whitespace code point and every character below
+    U+3100).
+    """
+    if c < 0x1680:
+        return c == 0x85 or c == 0xA0
+    if c < 0x2000:
+        return c == 0x1680
+    if c <= 0x200A:
+        return True
+    return c == 0x2028 or c == 0x2029 or c == 0x202F or c == 0x205F or c == 0x3000
+
+
+def _rotate(keys: vec[i64], begin: i64, middle: i64, end: i64) -> None:
+    """Rotate ``keys[begin:end]`` in place so that ``keys[middle]`` comes first (three reversals)."""
+    _reverse(keys, begin, middle)
+    _reverse(keys, middle, end)
+    _reverse(keys, begin, end)
+
+
+def _reverse(keys: vec[i64], begin: i64, end: i64) -> None:
+    """Reverse ``keys[begin:end]`` in place."""
+    end -= 1
+    while begin < end:
+        first = keys[begin]
+        keys[begin] = keys[end]
+        keys[end] = first
+        begin += 1
+        end -= 1
 
 
 def _scanned_row(text: str, categorical: tuple[str, ...]) -> LengthFeatureRow:
@@ -403,20 +456,19 @@ def _scanned_row(text: str, categorical: tuple[str, ...]) -> LengthFeatureRow:
     n_text: i64 = len(text)
     head_end: i64 = n_text if n_text < HEAD_CHARS else HEAD_CHARS
     tail_start: i64 = n_text - TAIL_CHARS if n_text - TAIL_CHARS > HEAD_CHARS else HEAD_CHARS
+    keys = vec[i64](capacity=HEAD_TOKENS + TAIL_TOKENS)  # both slices' keys, no growth
     if text.isascii():
-        keys = _scan_keys(text, 0, head_end, True, HEAD_TOKENS, False)
+        keys = _scan_keys(keys, text, 0, head_end, True, HEAD_TOKENS, False)
         n_head: i64 = len(keys)
         if n_text > HEAD_CHARS:
-            for key in _scan_keys(text, tail_start, n_text, True, TAIL_TOKENS, True):
-                keys = append(keys, key)
+            keys = _scan_keys(keys, text, tail_start, n_text, True, TAIL_TOKENS, True)
     else:
         head = text[:HEAD_CHARS].lower()
-        keys = _scan_keys(head, 0, len(head), False, HEAD_TOKENS, False)
+        keys = _scan_keys(keys, head, 0, len(head), False, HEAD_TOKENS, False)
         n_head = len(keys)
         if n_text > HEAD_CHARS:
             tail = text[tail_start:].lower()
-            for key in _scan_keys(tail, 0, len(tail), False, TAIL_TOKENS, True):
-                keys = append(keys, key)
+            keys = _scan_keys(keys, tail, 0, len(tail), False, TAIL_TOKENS, True)
     return LengthFeatureRow(None, None, categorical, text, keys, n_head)
 
 
