@@ -40,6 +40,7 @@ import hashlib
 import json
 import math
 import re
+from functools import lru_cache
 from itertools import pairwise
 from typing import Final
 
@@ -594,6 +595,19 @@ def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
     newline_bin = log2_bin(count_char(text, "\n"))
     code = has_code_fence(text)
     endpoint_value = None if endpoint is Endpoint.CHAT else endpoint.value
+    if not _COMPILED:  # interpreted, ``lru_cache`` (C) is cheaper than the packing's Python code
+        return _format_keys_cached(
+            model,
+            prompt_bin,
+            text_bin,
+            turns,
+            other_bin15,
+            other_bin,
+            questions,
+            newline_bin,
+            code,
+            endpoint_value,
+        )
     packed = _pack_bins(
         prompt_bin,
         text_bin,
@@ -681,6 +695,9 @@ def _format_keys(
     if endpoint is not None:
         keys.append(f"ep:{endpoint}")
     return tuple(keys)
+
+
+_format_keys_cached: Final = lru_cache(maxsize=_MEMO_MAX)(_format_keys)  # the interpreted build's memo
 
 
 def length_features(features: RequestFeatures) -> LengthFeatureRow:
