@@ -215,13 +215,26 @@ class LengthFeatureRow:
         return (LengthFeatureRow, (self.head, self.tail, self.categorical))
 
 
-@lru_cache(maxsize=4096)
+# Memo sizes: past them a memo is emptied and refilled (clients choose the model names it holds).
+_MEMO_MAX: Final = 4096
+_MODEL_NAMES: Final[dict[str, str]] = {}
+
+
 def normalise_model(model: str) -> str:
     """Last path part, lower case.
 
-    ``"meta-llama/Meta-Llama-3-8B-Instruct"`` -> ``"meta-llama-3-8b-instruct"``.
+    ``"meta-llama/Meta-Llama-3-8B-Instruct"`` -> ``"meta-llama-3-8b-instruct"``. Memoised in a
+    plain dict, not ``lru_cache``: a hit of ``lru_cache`` also moves its entry to the front of
+    its linked list (writes to three list nodes), cold cache lines the request path paid for twice
+    per request (``length_features`` and ``predict_length``; docs/policies.md, branch length_cold).
     """
-    return model.rsplit("/", 1)[-1].strip().lower()
+    name = _MODEL_NAMES.get(model)
+    if name is None:
+        name = model.rsplit("/", 1)[-1].strip().lower()
+        if len(_MODEL_NAMES) >= _MEMO_MAX:
+            _MODEL_NAMES.clear()
+        _MODEL_NAMES[model] = name
+    return name
 
 
 def log2_bin(value: float) -> int:
@@ -326,17 +339,24 @@ def _str_key(token: str) -> i64:
     return key if key != 0 else 1
 
 
-def _scan_keys(piece: str, begin: i64, end: i64, fold: bool, cap: i64, from_end: bool) -> vec[i64]:
-    """``[token_key(t) for t in _capped_tokens(piece[begin:end], cap, from_end=...)]`` without the tokens.
+def _scan_keys(
+    keys: vec[i64], piece: str, begin: i64, end: i64, fold: bool, cap: i64, from_end: bool
+) -> vec[i64]:
+    """``keys`` followed by ``[token_key(t) for t in _capped_tokens(piece[begin:end], cap, from_end=...)]``,
+    without the tokens.
 
     The same rule as ``_capped_tokens`` (a run of ``[a-z0-9']`` is one token, any other
     non-whitespace character one), but each token's key is accumulated from its code points as the
     scan passes them (``_code_point_key``'s lanes), so no substring and no string hash is made.
     ``fold``: ``piece`` is ASCII text not yet lowered; A-Z are lowered here (all ``str.lower`` does
-    to ASCII), which spares the slice and its lowered copy. ``from_end``: every token's key, then
-    the last ``cap`` (the head's scan stops at its cap).
+    to ASCII), which spares the slice and its lowered copy. The head's scan stops at its cap;
+    ``from_end`` keeps the last ``cap`` keys in a ring of ``cap`` items after ``keys``' own, put in
+    order at the end (``_rotate``). Appending to the caller's ``keys`` (made with room for both
+    slices) makes a row's keys one allocation, where a vec per slice, the tail's growth past its
+    cap, the slice of its last keys and the head's growth to take them were up to five: cold
+    allocator lines in the decision's p99 band (docs/policies.md, branch length_cold).
     """
-    keys = vec[i64](capacity=cap)
+    base: i64 = len(keys)
     n_keys: i64 = 0
     a: i64 = 0
     b: i64 = 0
@@ -356,7 +376,10 @@ def _scan_keys(piece: str, begin: i64, end: i64, fold: bool, cap: i64, from_end:
             n += 1
             continue
         if n:
-            keys = append(keys, _finish_key(a, b, n))
+            if n_keys < cap:
+                keys = append(keys, _finish_key(a, b, n))
+            else:  # ``from_end`` (the head returned at its cap): the ring's oldest key is replaced
+                keys[base + n_keys % cap] = _finish_key(a, b, n)
             n_keys += 1
             n = 0
             if not from_end and n_keys >= cap:
@@ -364,20 +387,63 @@ def _scan_keys(piece: str, begin: i64, end: i64, fold: bool, cap: i64, from_end:
         if c < 128:
             if c == 32 or 9 <= c <= 13 or 28 <= c <= 31:
                 continue
-        elif piece[i - 1].isspace():
+        elif _is_wide_space(c):
             continue
         a = ((_BASIS_A ^ c) * _PRIME_A) & _MASK32
         b = ((_BASIS_B ^ c) * _PRIME_B) & _MASK32
-        keys = append(keys, _finish_key(a, b, 1))
+        if n_keys < cap:
+            keys = append(keys, _finish_key(a, b, 1))
+        else:
+            keys[base + n_keys % cap] = _finish_key(a, b, 1)
         n_keys += 1
         if not from_end and n_keys >= cap:
             return keys
     if n:
-        keys = append(keys, _finish_key(a, b, n))
+        if n_keys < cap:
+            keys = append(keys, _finish_key(a, b, n))
+        else:
+            keys[base + n_keys % cap] = _finish_key(a, b, n)
         n_keys += 1
-    if from_end and n_keys > cap:
-        return keys[n_keys - cap :]
+    if n_keys > cap:
+        _rotate(keys, base, base + n_keys % cap, base + cap)
     return keys
+
+
+def _is_wide_space(c: i64) -> bool:
+    """``chr(c).isspace()`` for a code point ``c >= 128``: the 19 whitespace code points above ASCII.
+
+    Why not ``piece[i].isspace()``: indexing a ``str`` at a character above U+00FF makes a new
+    one-character string (only Latin-1 ones are cached), so the scan of a CJK head allocated and
+    freed a string per character (~5 us of a CJK message's ~8). The set is Unicode's White_Space
+    property as ``str.isspace`` has it (Python 3.11's Unicode 14; ``tests/unit/test_token_keys.py``
+    checks the scan against the tokens on every whitespace code point and every character below
+    U+3100).
+    """
+    if c < 0x1680:
+        return c == 0x85 or c == 0xA0
+    if c < 0x2000:
+        return c == 0x1680
+    if c <= 0x200A:
+        return True
+    return c == 0x2028 or c == 0x2029 or c == 0x202F or c == 0x205F or c == 0x3000
+
+
+def _rotate(keys: vec[i64], begin: i64, middle: i64, end: i64) -> None:
+    """Rotate ``keys[begin:end]`` in place so that ``keys[middle]`` comes first (three reversals)."""
+    _reverse(keys, begin, middle)
+    _reverse(keys, middle, end)
+    _reverse(keys, begin, end)
+
+
+def _reverse(keys: vec[i64], begin: i64, end: i64) -> None:
+    """Reverse ``keys[begin:end]`` in place."""
+    end -= 1
+    while begin < end:
+        first = keys[begin]
+        keys[begin] = keys[end]
+        keys[end] = first
+        begin += 1
+        end -= 1
 
 
 def _scanned_row(text: str, categorical: tuple[str, ...]) -> LengthFeatureRow:
@@ -391,20 +457,19 @@ def _scanned_row(text: str, categorical: tuple[str, ...]) -> LengthFeatureRow:
     n_text: i64 = len(text)
     head_end: i64 = n_text if n_text < HEAD_CHARS else HEAD_CHARS
     tail_start: i64 = n_text - TAIL_CHARS if n_text - TAIL_CHARS > HEAD_CHARS else HEAD_CHARS
+    keys = vec[i64](capacity=HEAD_TOKENS + TAIL_TOKENS)  # both slices' keys, no growth
     if text.isascii():
-        keys = _scan_keys(text, 0, head_end, True, HEAD_TOKENS, False)
+        keys = _scan_keys(keys, text, 0, head_end, True, HEAD_TOKENS, False)
         n_head: i64 = len(keys)
         if n_text > HEAD_CHARS:
-            for key in _scan_keys(text, tail_start, n_text, True, TAIL_TOKENS, True):
-                keys = append(keys, key)
+            keys = _scan_keys(keys, text, tail_start, n_text, True, TAIL_TOKENS, True)
     else:
         head = text[:HEAD_CHARS].lower()
-        keys = _scan_keys(head, 0, len(head), False, HEAD_TOKENS, False)
+        keys = _scan_keys(keys, head, 0, len(head), False, HEAD_TOKENS, False)
         n_head = len(keys)
         if n_text > HEAD_CHARS:
             tail = text[tail_start:].lower()
-            for key in _scan_keys(tail, 0, len(tail), False, TAIL_TOKENS, True):
-                keys = append(keys, key)
+            keys = _scan_keys(keys, tail, 0, len(tail), False, TAIL_TOKENS, True)
     return LengthFeatureRow(None, None, categorical, text, keys, n_head)
 
 
@@ -500,26 +565,103 @@ def has_code_fence(text: str) -> bool:
     return i >= 0 and text.find("```", i) >= 0
 
 
+# ``categorical_keys``' memo: normalised model -> the bins packed in one int (``_pack_bins``) -> keys.
+_KEYS_BY_MODEL: Final[dict[str, dict[int, tuple[str, ...]]]] = {}
+# The endpoints other than chat, numbered from 1 in the bins' packed int (chat: 0).
+_ENDPOINT_CODES: Final[dict[str, int]] = {
+    e.value: i + 1 for i, e in enumerate(e for e in Endpoint if e is not Endpoint.CHAT)
+}
+
+
 def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
-    """The categorical keys of a request: its bins here, the key strings from ``_format_keys``."""
+    """The categorical keys of a request: its bins here, the key strings from ``_format_keys``.
+
+    The key tuple of one combination of bins is made once and kept (requests share few
+    combinations: 138 over the speed bench's 4,000 prompts): looked up by the model, then by the
+    bins packed into one int. Why not ``lru_cache`` on ``_format_keys`` (as before): its hit builds
+    a ten-item key tuple, hashes it, compares it item by item with the stored one and relinks the
+    entry at the front of its list, ~2 us on a cold cache against ~0.5 warm, in the decision's p99
+    band (docs/policies.md, branch length_cold); an int key is hashed and compared in place.
+    """
     text = features.last_user_text
     other = earlier_message_chars(features)
     endpoint = features.endpoint
-    return _format_keys(
-        model,
-        log2_bin(features.prompt_tokens),
-        log2_bin(len(text)),
-        min(features.n_user_turns, MAX_TURNS),
-        log15_bin(other),
-        log2_bin(other),
-        count_capped(text, "?", 3),
-        log2_bin(count_char(text, "\n")),
-        has_code_fence(text),
-        None if endpoint is Endpoint.CHAT else endpoint.value,
+    prompt_bin = log2_bin(features.prompt_tokens)
+    text_bin = log2_bin(len(text))
+    turns = min(features.n_user_turns, MAX_TURNS)
+    other_bin15 = log15_bin(other)
+    other_bin = log2_bin(other)
+    questions = count_capped(text, "?", 3)
+    newline_bin = log2_bin(count_char(text, "\n"))
+    code = has_code_fence(text)
+    endpoint_value = None if endpoint is Endpoint.CHAT else endpoint.value
+    if not _COMPILED:  # interpreted, ``lru_cache`` (C) is cheaper than the packing's Python code
+        return _format_keys_cached(
+            model,
+            prompt_bin,
+            text_bin,
+            turns,
+            other_bin15,
+            other_bin,
+            questions,
+            newline_bin,
+            code,
+            endpoint_value,
+        )
+    packed = _pack_bins(
+        prompt_bin,
+        text_bin,
+        turns,
+        other_bin15,
+        other_bin,
+        questions,
+        newline_bin,
+        code,
+        0 if endpoint_value is None else _ENDPOINT_CODES.get(endpoint_value, -1),
     )
+    by_bins = _KEYS_BY_MODEL.get(model)
+    if by_bins is None:
+        if len(_KEYS_BY_MODEL) >= _MEMO_MAX:
+            _KEYS_BY_MODEL.clear()
+        by_bins = _KEYS_BY_MODEL[model] = {}
+    elif packed >= 0:
+        keys = by_bins.get(packed)
+        if keys is not None:
+            return keys
+    bins = (prompt_bin, text_bin, turns, other_bin15, other_bin, questions, newline_bin)
+    keys = _format_keys(model, *bins, code, endpoint_value)
+    if packed >= 0:
+        if len(by_bins) >= _MEMO_MAX:
+            by_bins.clear()
+        by_bins[packed] = keys
+    return keys
 
 
-@lru_cache(maxsize=4096)
+def _pack_bins(
+    prompt_bin: int,
+    text_bin: int,
+    turns: int,
+    other_bin15: int,
+    other_bin: int,
+    questions: int,
+    newline_bin: int,
+    code: bool,
+    endpoint_code: int,
+) -> int:
+    """The bins of ``categorical_keys`` as one int, distinct for distinct bins; -1 (not memoised) if
+    one is outside the range its bits hold (log2 bins <= 29 and log1.5 bins <= 51 by ``_BIN_CAP``,
+    so only a negative turn count or an unknown endpoint can be)."""
+    if (
+        not (0 <= prompt_bin < 64 and 0 <= text_bin < 64 and 0 <= turns < 64 and 0 <= other_bin15 < 64)
+        or not (0 <= other_bin < 64 and 0 <= questions < 64 and 0 <= newline_bin < 64)
+        or not 0 <= endpoint_code < 64
+    ):
+        return -1
+    packed = ((prompt_bin << 6 | text_bin) << 6 | turns) << 6 | other_bin15
+    packed = (((packed << 6 | other_bin) << 6 | questions) << 6 | newline_bin) << 6 | endpoint_code
+    return packed << 1 | (1 if code else 0)
+
+
 def _format_keys(
     model: str,
     prompt_bin: int,
@@ -532,12 +674,10 @@ def _format_keys(
     code: bool,
     endpoint: str | None,
 ) -> tuple[str, ...]:
-    """The key strings of one combination of bins: a pure function of its arguments, so memoised.
-
-    Requests share few combinations (138 over the speed bench's 4,000 prompts) and formatting
-    ten strings was half the cost of the categorical features; a new key must be derived from
-    arguments here, never from the request, or the cache would serve a stale one.
-    """
+    """The key strings of one combination of bins: a pure function of its arguments, memoised by
+    ``categorical_keys`` (formatting ten strings was half the cost of the categorical features); a
+    new key must be derived from arguments here, never from the request, or the memo would serve a
+    stale one."""
     keys = [
         f"m:{model}",
         f"pt:{prompt_bin}",
@@ -555,6 +695,9 @@ def _format_keys(
     if endpoint is not None:
         keys.append(f"ep:{endpoint}")
     return tuple(keys)
+
+
+_format_keys_cached: Final = lru_cache(maxsize=_MEMO_MAX)(_format_keys)  # the interpreted build's memo
 
 
 def length_features(features: RequestFeatures) -> LengthFeatureRow:

@@ -21,6 +21,7 @@ from predictors.features import (
     TAIL_TOKENS,
     TOKEN_RE,
     _capped_tokens,
+    categorical_keys,
     count_capped,
     has_code_fence,
     length_features,
@@ -209,3 +210,60 @@ def test_bounded_scans_equal_the_plain_definition(text: str) -> None:
     assert has_code_fence(text) == ("```" in text)
     many_lone_ticks = "` x " * 40 + text  # past the scan's 16 lone backticks
     assert has_code_fence(many_lone_ticks) == ("```" in many_lone_ticks)
+
+
+def _plain_categorical_keys(features, model: str) -> tuple[str, ...]:
+    """The categorical keys spelled out from their definition (module docstring), no memo."""
+    text = features.last_user_text
+    other = (
+        max(0, features.prompt_chars - len(text)) / (features.n_messages - 1)
+        if features.n_messages > 1
+        else 0.0
+    )
+    turns = min(features.n_user_turns, 12)
+    other_bin = log2_bin(other)
+    text_bin = log2_bin(len(text))
+    keys = [
+        f"m:{model}",
+        f"pt:{log2_bin(features.prompt_tokens)}",
+        f"ul:{text_bin}",
+        f"nt:{turns}",
+        f"oc:{int(math.log1p(other) / math.log(1.5)) if other > 0 else 0}",
+        f"m_ul:{model}:{text_bin}",
+        f"m_oc:{model}:{other_bin}",
+        f"oc_nt:{other_bin}:{min(turns, 4)}",
+        f"q:{min(text.count('?'), 3)}",
+        f"nl:{log2_bin(text.count(chr(10)))}",
+    ]
+    if "```" in text:
+        keys.append("code")
+    if features.endpoint is not Endpoint.CHAT:
+        keys.append(f"ep:{features.endpoint.value}")
+    return tuple(keys)
+
+
+def test_memoised_categorical_keys_equal_their_definition() -> None:
+    # Many requests, repeated in another order, so that the memo's hits, its misses and requests
+    # that share some bins but not all (same model, other endpoint, one more newline, ...) mix.
+    rng = np.random.default_rng(3)
+    requests = []
+    for i in range(400):
+        n = int(rng.integers(0, 3_000))
+        text = "".join(rng.choice(list("ab c?\n`.x"), size=n)) if n else ""
+        history = [
+            {"role": "user" if j % 2 == 0 else "assistant", "content": "h" * int(rng.integers(0, 5_000))}
+            for j in range(int(rng.integers(0, 30)))
+        ]
+        endpoint = Endpoint.COMPLETIONS if i % 7 == 0 else Endpoint.CHAT
+        model = f"org/Model-{i % 5}"
+        requests.append(chat_features(text, model, history=history, endpoint=endpoint))
+    for features in [*requests, *requests[::-1]]:
+        model = normalise_model(features.model)
+        assert model == features.model.rsplit("/", 1)[-1].strip().lower()
+        assert categorical_keys(features, model) == _plain_categorical_keys(features, model)
+
+
+def test_model_memo_stays_correct_past_its_size() -> None:
+    names = [f"org/Model-{i}-X" for i in range(10_000)]
+    for name in [*names, *names[:100]]:
+        assert normalise_model(name) == name.split("/")[1].lower()

@@ -25,6 +25,7 @@ from predictors.features import (
     TAIL_CHARS,
     LengthFeatureRow,
     _code_point_key,
+    _is_wide_space,
     _scanned_row,
     _str_key,
     categorical_keys,
@@ -67,6 +68,14 @@ def test_key_scan_equals_the_tokens_keys_on_every_character() -> None:
 @given(st.text(alphabet=st.sampled_from(_ALPHABET), max_size=HEAD_CHARS + 2 * TAIL_CHARS + 40))
 def test_key_scan_equals_the_tokens_keys_on_any_text(text: str) -> None:
     _scan_equals_tokens(text)
+
+
+def test_wide_space_set_is_str_isspace() -> None:
+    """The scan's whitespace test above ASCII is ``str.isspace`` on every code point (a Python whose
+    Unicode adds a whitespace character fails here)."""
+    assert [c for c in range(128, 0x110000) if _is_wide_space(c)] == [
+        c for c in range(128, 0x110000) if chr(c).isspace()
+    ]
 
 
 def test_long_and_capped_slices() -> None:
