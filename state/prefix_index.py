@@ -18,12 +18,10 @@ the backends holding it, and each (model, backend) *partition* keeps an
   last-to-first, so a prompt's *first* chunks are its most recent entries and
   eviction trims prefixes from the tail, as a radix tree evicts leaves.
 - **Match** (``match``): because presence is monotone along a prompt (a
-  backend holding chunk k holds chunks < k), the holder masks along a prompt
-  are nested, and every backend's longest match ends where the mask changes.
-  One bisection over the prompt finds every change (equal masks at both ends
-  of a range: no change inside), each chunk looked up at most once: O(L · log n)
-  hash lookups for L distinct match lengths, independent of the number of
-  backends. Capped at ``max_match_chunks`` chunks.
+  backend holding chunk k holds chunks < k), the longest match of every
+  backend is found by binary search over the prompt, once per distinct match
+  length: O(L · log n) hash lookups for L distinct lengths, independent of
+  the number of backends. Capped at ``max_match_chunks`` chunks.
 - **Bound** (``max_entries`` (backend, chunk) pairs in total, never
   exceeded): before adding an entry, evict the least-recently-routed entry of
   the partition being written when it holds at least its fair share
@@ -172,52 +170,46 @@ class PrefixIndex:
         holders: dict[_Key, int] = index.holders
         chunks: Sequence[_Key] = hashes
         result: dict[BackendId, int] = {}
-        first = holders.get(chunks[0], 0)
-        if not first:
+        if chunks[0] not in holders:
             return result
-        # Presence is monotone along a prompt, so the holder masks are nested: mask(k + 1) is a subset of
-        # mask(k). Each backend's match ends where its bit leaves the mask, i.e. at a position k where
-        # mask(k) != mask(k + 1); and where mask(lo) == mask(hi), every mask between them is the same. So
-        # one bisection over the prompt finds every such change (each chunk looked up at most once, the
-        # masks compared, never combined), deepest first: the result's order is deepest match first, then
-        # each backend's bit order, as before.
+        # The deepest chunk held by any backend: while no backend has a match length yet, "held by a
+        # remaining backend" is "in holders" (a stored mask is never 0), a lookup without int operations
+        # (with 64 backends most masks exceed 2**62, and each ``&`` of such ints allocates a new one).
         last = n - 1
-        deepest = holders.get(chunks[last], 0) if last else first
-        if deepest:
-            for backend_id in self._backends_in(deepest):
-                result[backend_id] = n * CHUNK_TOKENS
-        if deepest != first:
-            self._changes(result, holders, chunks, 0, first, last, deepest)
-        return result
-
-    def _changes(
-        self,
-        result: dict[BackendId, int],
-        holders: dict[_Key, int],
-        chunks: Sequence[_Key],
-        low: int,
-        low_mask: int,
-        high: int,
-        high_mask: int,
-    ) -> None:
-        """Assign the backends whose match ends in ``[low, high)`` (``low_mask != high_mask``), deepest first.
-
-        A bisection: the deeper half is searched first (recursively when both halves hold a change),
-        then the loop goes on with the shallower one.
-        """
+        if chunks[last] in holders:
+            deepest = last
+        else:  # invariant: chunk `low` is held, chunk `high` is not
+            low, high = 0, last
+            while high - low > 1:
+                mid = (low + high) >> 1
+                if chunks[mid] in holders:
+                    low = mid
+                else:
+                    high = mid
+            deepest = low
+        level = holders[chunks[deepest]]
+        remaining = ~level  # every backend not yet assigned a match length
         while True:
-            if high - low == 1:  # the masks differ between `low` and `low + 1`: these backends stop at `low`
-                for backend_id in self._backends_in(low_mask & ~high_mask):
-                    result[backend_id] = high * CHUNK_TOKENS
-                return
-            mid = (low + high) >> 1
-            mask = holders.get(chunks[mid], 0)
-            if mask != high_mask:
-                if mask == low_mask:
-                    low = mid  # every change is in the deeper half
-                    continue
-                self._changes(result, holders, chunks, mid, mask, high, high_mask)
-            high, high_mask = mid, mask
+            tokens = (deepest + 1) * CHUNK_TOKENS
+            for backend_id in self._backends_in(level):
+                result[backend_id] = tokens
+            end = deepest  # longest match still possible for the remaining backends
+            if end == 0 or not holders.get(chunks[0], 0) & remaining:
+                return result
+            last = end - 1
+            if holders.get(chunks[last], 0) & remaining:
+                deepest = last
+            else:  # invariant: chunk `low` held by some remaining backend, chunk `high` by none
+                low, high = 0, last
+                while high - low > 1:
+                    mid = (low + high) >> 1
+                    if holders.get(chunks[mid], 0) & remaining:
+                        low = mid
+                    else:
+                        high = mid
+                deepest = low
+            level = holders.get(chunks[deepest], 0) & remaining
+            remaining &= ~level
 
     def indexed_tokens(self, model: str) -> Mapping[BackendId, int]:
         """Tokens of prefixes held per backend for ``model`` (SGLang's "tree size"); a lazy view."""
