@@ -53,9 +53,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import decision_cost as dc
 
-from core import tokens
 from core.features import PREFIX_MAX_CHUNKS, _chat_prompt_and_stats, request_features
-from core.tokens import PREFIX_CHUNK_CHARS, prefix_chunk_hashes
+from core.tokens import PREFIX_CHUNK_CHARS, prefix_chunk_hashes, prefix_chunk_hashes_utf8
 from core.types import Endpoint, Predictions, RoutingRequest, Shed
 from predictors.facade import _new, _set_output_length, _set_per_backend
 from predictors.features import length_features
@@ -69,17 +68,6 @@ _GC_PASSES = [0]
 def _count_gc(phase: str, info: dict[str, int]) -> None:
     if phase == "start":
         _GC_PASSES[0] += 1
-
-
-def _sums(data: bytes) -> tuple[int, ...]:
-    """``prefix_chunk_hashes`` after its UTF-8 encode: the pass over the words and the tuple of ints."""
-    n_chunks = min(len(data) // PREFIX_CHUNK_CHARS, PREFIX_MAX_CHUNKS)
-    if n_chunks <= 0:
-        return ()
-    words_per_chunk = PREFIX_CHUNK_CHARS // 8
-    if tokens._COMPILED:
-        return tokens._chained_sums_loop(data, n_chunks, words_per_chunk)
-    return tokens._chained_sums_numpy(data, n_chunks, words_per_chunk)
 
 
 def run(
@@ -119,7 +107,7 @@ def run(
         if split_hash:
             data = text.encode("utf-8", "surrogatepass")
             t1e = wall()
-            hashes = _sums(data)
+            hashes = prefix_chunk_hashes_utf8(data, PREFIX_CHUNK_CHARS, PREFIX_MAX_CHUNKS)
         else:
             hashes = prefix_chunk_hashes(text, PREFIX_CHUNK_CHARS, PREFIX_MAX_CHUNKS)
         t2 = wall()
