@@ -8,7 +8,9 @@ its own (wall clock, ``perf_counter_ns``), in the order and with the arguments t
 - ``render``: the chat messages rendered to the prompt text (``core.features``' one pass);
 - ``hash``: ``prefix_chunk_hashes`` of that text (UTF-8 encode, the pass over its words, the tuple of
   Python ints: compiled a native loop and one ``struct`` unpack, pure Python numpy);
-- ``features_rest``: the rest of ``build_features`` (``RequestFeatures``, the last user text's clip);
+- ``features_rest``: the rest of ``build_features`` (``core.features.request_features``, the step
+  ``build_features`` ends with: ``RequestFeatures``, the last user text's clip; called positionally, so
+  it runs as compiled as in the data plane rather than as a keyword call from this interpreted loop);
 - ``match``: ``PrefixIndex.match`` and the lazy ``indexed_tokens`` view;
 - ``length``: the predictor's output length (``Predictor.predict_length``: the length features,
   the online feature table's lookups, the online correction);
@@ -19,7 +21,11 @@ its own (wall clock, ``perf_counter_ns``), in the order and with the arguments t
 With ``--split-length``, the output length's two parts are also timed on their own just before
 ``length``: ``length_features`` (the tokenizer and the categorical keys) and ``length_lookups`` (the
 online feature table's ``location_scale_score`` on that row); both are then cold, and ``length``,
-which recomputes them, is warm. Requests are grouped by
+which recomputes them, is warm. With ``--split-hash``, ``hash_encode`` is the hash's UTF-8 encode
+(``hash`` still covers encode, words and ints); with ``--split-costs``, ``costs_sync`` and
+``costs_table`` are ``LatencyModel.cost_table``'s two steps (``FleetColumns.sync``: the rows of the
+views that changed; ``table``: the lazy ``CostTable``); ``costs`` still covers them and the
+``Predictions``. Requests are grouped by
 the deciding thread's CPU time around all of it (as ``decision_cost.py`` judges the target): the
 middle band (p45-p55), bands around the p99 (p97-p98, p98.5-p99.5) and the slowest 1-2 %; each group
 prints the mean of every stage and of the request's size: prompt characters, hashed chunks,
@@ -28,7 +34,7 @@ is ASCII, and the collector passes during the request. Then the same stages by t
 message's length. The engine's private parts are read here on purpose: this is a profiler.
 
 Usage: ``python bench/decision_tail.py [--requests N] [--rounds R] [--target-scope] [--split-length]
-[--backends N] [--out FILE]``
+[--split-hash] [--split-costs] [--backends N] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -47,9 +53,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import decision_cost as dc
 
-from core.features import PREFIX_MAX_CHUNKS, _chat_prompt_and_stats, _clip, requested_max_tokens
-from core.tokens import PREFIX_CHUNK_CHARS, estimate_tokens, prefix_chunk_hashes
-from core.types import Endpoint, Predictions, RequestFeatures, RoutingRequest, Shed
+from core.features import PREFIX_MAX_CHUNKS, _chat_prompt_and_stats, request_features
+from core.tokens import PREFIX_CHUNK_CHARS, prefix_chunk_hashes, prefix_chunk_hashes_utf8
+from core.types import Endpoint, Predictions, RoutingRequest, Shed
 from predictors.facade import _new, _set_output_length, _set_per_backend
 from predictors.features import length_features
 from sluice.heap import restore, settle_after_startup
@@ -65,7 +71,11 @@ def _count_gc(phase: str, info: dict[str, int]) -> None:
 
 
 def run(
-    policy_name: str, bodies: list[tuple[str, dict[str, Any]]], split_length: bool
+    policy_name: str,
+    bodies: list[tuple[str, dict[str, Any]]],
+    split_length: bool,
+    split_hash: bool = False,
+    split_costs: bool = False,
 ) -> list[dict[str, float]]:
     """One pass over ``bodies``: per request, every part's wall µs, the CPU total and the sizes."""
     engine = dc.engine_for(policy_name)
@@ -93,26 +103,29 @@ def run(
         messages = body["messages"]
         text, last_user, n_user_turns = _chat_prompt_and_stats(messages)
         t1 = wall()
-        hashes = prefix_chunk_hashes(text, PREFIX_CHUNK_CHARS, PREFIX_MAX_CHUNKS)
+        t1e = t1
+        if split_hash:
+            data = text.encode("utf-8", "surrogatepass")
+            t1e = wall()
+            hashes = prefix_chunk_hashes_utf8(data, PREFIX_CHUNK_CHARS, PREFIX_MAX_CHUNKS)
+        else:
+            hashes = prefix_chunk_hashes(text, PREFIX_CHUNK_CHARS, PREFIX_MAX_CHUNKS)
         t2 = wall()
-        features = RequestFeatures(
-            request_id=f"r{i}",
-            endpoint=Endpoint.CHAT,
-            route="chat",
-            model=body["model"],
-            tenant="default",
-            priority="standard",
-            prompt_tokens=estimate_tokens(text),
-            prompt_chars=len(text),
-            prefix_hashes=hashes,
-            last_user_text=_clip(last_user),
-            n_messages=len(messages),
-            n_user_turns=n_user_turns,
-            max_tokens=requested_max_tokens(body),
-            stream=body.get("stream") is True,
-            arrival_s=clock.now_s(),
-            session_key=session,
-            client_retry_count=None,
+        features = request_features(  # build_features' own last step, compiled as there
+            f"r{i}",
+            Endpoint.CHAT,
+            body,
+            "chat",
+            "default",
+            "standard",
+            clock.now_s(),
+            session,
+            None,
+            text,
+            hashes,
+            last_user,
+            len(messages),
+            n_user_turns,
         )
         t3 = wall()
         matched = index.match(features.model, hashes, clock.now_s())
@@ -126,9 +139,17 @@ def run(
         t4a = wall()
         length = native.predict_length(features)
         t4b = wall()
-        per_backend = native._latency.cost_table(
-            snap.backends, features.model, features.prompt_tokens, matched, length.p50_tokens
-        )
+        t4c = t4d = t4b
+        if split_costs:
+            columns = native._latency._columns  # ``LatencyModel.cost_table``'s two steps, timed apart
+            columns.sync(snap.backends)
+            t4c = wall()
+            per_backend = columns.table(features.model, features.prompt_tokens, matched, length.p50_tokens)
+            t4d = wall()
+        else:
+            per_backend = native._latency.cost_table(
+                snap.backends, features.model, features.prompt_tokens, matched, length.p50_tokens
+            )
         predictions = _new(Predictions)
         _set_output_length(predictions, length)
         _set_per_backend(predictions, per_backend)
@@ -152,6 +173,9 @@ def run(
         row["total_cpu"] = (c7 - c0) / 1_000
         row["length_features"] = (t4l - t4) / 1_000
         row["length_lookups"] = (t4a - t4l) / 1_000
+        row["hash_encode"] = (t1e - t1) / 1_000
+        row["costs_sync"] = (t4c - t4b) / 1_000
+        row["costs_table"] = (t4d - t4c) / 1_000
         row["prompt_chars"] = len(text)
         row["chunks"] = len(hashes)
         row["messages"] = len(messages)
@@ -164,7 +188,8 @@ def run(
     return rows[len(bodies) // 10 :]
 
 
-KEYS = ("total_cpu", *PARTS, "length_features", "length_lookups", *SIZES)
+SPLITS = ("length_features", "length_lookups", "hash_encode", "costs_sync", "costs_table")
+KEYS = ("total_cpu", *PARTS, *SPLITS, *SIZES)
 
 
 def means(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -195,6 +220,8 @@ def main() -> int:
     parser.add_argument("--backends", type=int, default=64, choices=range(1, 65), metavar="1..64")
     parser.add_argument("--target-scope", action="store_true", help="admission off (issue 6's scope)")
     parser.add_argument("--split-length", action="store_true", help="time length_features on its own too")
+    parser.add_argument("--split-hash", action="store_true", help="time the hash's UTF-8 encode on its own")
+    parser.add_argument("--split-costs", action="store_true", help="time cost_table's two steps apart")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     dc.N_BACKENDS = args.backends
@@ -204,7 +231,7 @@ def main() -> int:
     load_at_start = os.getloadavg()
     rows: list[dict[str, float]] = []
     for _ in range(args.rounds):
-        rows += run(args.policy, bodies, args.split_length)
+        rows += run(args.policy, bodies, args.split_length, args.split_hash, args.split_costs)
     totals = sorted(r["total_cpu"] for r in rows)
     groups = {
         "p45-p55": band(rows, 0.45, 0.55),
@@ -239,6 +266,8 @@ def main() -> int:
                 "policy": args.policy,
                 "target_scope": args.target_scope,
                 "split_length": args.split_length,
+                "split_hash": args.split_hash,
+                "split_costs": args.split_costs,
                 "total_cpu_p50_us": dc.percentile(totals, 0.5),
                 "total_cpu_p99_us": dc.percentile(totals, 0.99),
             },

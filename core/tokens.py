@@ -162,9 +162,19 @@ def prefix_chunk_hashes(
     ``chunk_chars`` must be a positive multiple of 8 (chunks are read as
     64-bit words).
     """
+    return prefix_chunk_hashes_utf8(text.encode("utf-8", "surrogatepass"), chunk_chars, max_chunks)
+
+
+def prefix_chunk_hashes_utf8(
+    data: bytes, chunk_chars: int = PREFIX_CHUNK_CHARS, max_chunks: int | None = None
+) -> tuple[int, ...]:
+    """``prefix_chunk_hashes`` of a text already encoded (UTF-8, surrogates passed through) as ``data``.
+
+    Its own function so that ``bench/decision_tail.py --split-hash`` times the encode and the rest of
+    the hash apart, each as the data plane runs it.
+    """
     if chunk_chars <= 0 or chunk_chars % _WORD_BYTES:
         raise ValueError("chunk_chars must be a positive multiple of 8")
-    data = text.encode("utf-8", "surrogatepass")
     n_chunks = len(data) // chunk_chars
     if max_chunks is not None:
         n_chunks = min(n_chunks, max_chunks)

@@ -205,4 +205,30 @@ def test_property_bound_consistency_and_exact_matching(
         _check_invariants(index)
         got = index.match(model, hashes, now_s)
         _check_invariants(index)  # match may sweep expired entries
-        assert got == _brute_force_match(index, model, hashes)
+        assert list(got.items()) == _in_match_order(index, model, _brute_force_match(index, model, hashes))
+
+
+def _in_match_order(index: PrefixIndex, model: str, matches: dict[str, int]) -> list[tuple[str, int]]:
+    """``matches`` in the order ``match`` promises: the deepest match first, then the backends' slot order."""
+    if not matches:
+        return []
+    slots = {backend_id: p.slot for backend_id, p in index._models[model].partitions.items()}
+    return sorted(matches.items(), key=lambda item: (-item[1], slots[item[0]]))
+
+
+def test_match_over_many_backends_and_shared_prefixes() -> None:
+    """70 backends (masks beyond 64 bits) holding conversations that share system prompts and branch at
+    every depth, with eviction: ``match`` equals the brute-force search, in its promised order."""
+    rng = random.Random(11)
+    index = PrefixIndex(max_entries=3_000, ttl_s=1e9, max_match_chunks=40)
+    systems = [[rng.getrandbits(20) for _ in range(rng.randint(1, 6))] for _ in range(3)]
+    conversations = [
+        rng.choice(systems) + [rng.getrandbits(20) for _ in range(rng.randint(0, 40))] for _ in range(60)
+    ]
+    for step in range(2_500):
+        labels = rng.choice(conversations)[: rng.randint(1, 50)]
+        hashes = prefix_chunk_hashes("".join(f"{x:064d}" for x in labels))
+        if rng.random() < 0.7:
+            index.record_routed("m", f"b{rng.randrange(70)}", hashes, step * 0.01)
+        got = index.match("m", hashes, step * 0.01)
+        assert list(got.items()) == _in_match_order(index, "m", _brute_force_match(index, "m", hashes))

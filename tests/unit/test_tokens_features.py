@@ -16,6 +16,7 @@ from core.tokens import (
     common_prefix_length,
     estimate_tokens,
     prefix_chunk_hashes,
+    prefix_chunk_hashes_utf8,
     render_chat_prompt,
 )
 from core.types import Endpoint
@@ -84,7 +85,17 @@ def test_hashes_follow_the_definition(text: str, chunk_chars: int, max_chunks: i
     """Whichever implementation this build runs (compiled: the loop; pure Python: numpy)."""
     expected = _reference_hashes(text, chunk_chars, max_chunks)
     assert prefix_chunk_hashes(text, chunk_chars, max_chunks) == expected
+    encoded = text.encode("utf-8", "surrogatepass")
+    assert prefix_chunk_hashes_utf8(encoded, chunk_chars, max_chunks) == expected
     assert all(type(h) is int and 0 <= h <= _U64 for h in expected)
+
+
+@pytest.mark.parametrize("chunk_chars", [0, -8, 12])
+def test_chunk_sizes_that_are_not_whole_words_are_rejected(chunk_chars: int) -> None:
+    with pytest.raises(ValueError, match="multiple of 8"):
+        prefix_chunk_hashes("x" * 100, chunk_chars)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        prefix_chunk_hashes_utf8(b"x" * 100, chunk_chars)
 
 
 @pytest.mark.skipif(
