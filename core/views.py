@@ -171,14 +171,13 @@ class FleetSnapshot:
     backends: tuple[BackendView, ...]
     taken_at_s: float
     version: int = 0
-    # The backends' ids in order, when the state that builds snapshots knows them without reading
-    # the views: ``state.fleet`` passes one tuple shared by every snapshot while its membership is
-    # unchanged. A decision's explanation (``policies.pipeline.RemovedBy``) keeps these ids instead
-    # of the views, so the decision log (1,024 decisions) does not keep every snapshot's views alive
-    # and free them, cold, ~1,000 decisions later. None: not known (read the views). A constructor
-    # argument but not a dataclass init field: ``replace(backends=...)`` drops it, as it describes
-    # the old backends.
-    backend_ids: tuple[BackendId, ...] | None = field(default=None, init=False, compare=False, repr=False)
+    # The backends' ids in the same order, when the state that builds snapshots knows them without
+    # reading the views: ``state.fleet`` passes one tuple shared by every snapshot while the fleet's
+    # membership is unchanged. A decision's explanation (``policies.pipeline.RemovedBy``) keeps these
+    # ids instead of the views, so the decision log (1,024 decisions) does not keep every snapshot's
+    # views alive and free them, cold, ~1,000 decisions later. ``None``: not known (read the views).
+    # Whoever passes it promises it matches ``backends`` (``replace(backends=...)`` must pass None).
+    backend_ids: tuple[BackendId, ...] | None = field(default=None, compare=False, repr=False)
     # ``serving`` per model, filled on first use: admission and the routing pipeline both ask for it on
     # the same snapshot for every request, and the snapshot never changes.
     _serving_by_model: dict[str, tuple[BackendView, ...]] = field(
@@ -192,9 +191,7 @@ class FleetSnapshot:
         version: int = 0,
         backend_ids: tuple[BackendId, ...] | None = None,
     ) -> None:
-        """Store the fields and an empty ``serving`` cache (see ``BackendView.__init__`` for why).
-
-        ``backend_ids`` (above) is the builder's promise about ``backends``."""
+        """Store the fields and an empty ``serving`` cache (see ``BackendView.__init__`` for why)."""
         self.backends = backends  # type: ignore[misc]  # frozen from the outside only
         self.taken_at_s = taken_at_s  # type: ignore[misc]
         self.version = version  # type: ignore[misc]
@@ -390,30 +387,6 @@ class RoutingDecision:
 
 if not _COMPILED:  # built per request: core.fast_init says why
     fast_frozen_init(BackendView)
-    # ``core.fast_init`` would give the init fields only; this is its init with ``backend_ids`` too,
-    # one slot setter per field as it does (the compiled ``__init__``'s signature).
-    _snapshot_slots = vars(FleetSnapshot)
-    _set_backends = _snapshot_slots["backends"].__set__
-    _set_taken_at_s = _snapshot_slots["taken_at_s"].__set__
-    _set_version = _snapshot_slots["version"].__set__
-    _set_backend_ids = _snapshot_slots["backend_ids"].__set__
-    _set_serving_by_model = _snapshot_slots["_serving_by_model"].__set__
-
-    def _snapshot_init(
-        self: FleetSnapshot,
-        backends: tuple[BackendView, ...],
-        taken_at_s: float,
-        version: int = 0,
-        backend_ids: tuple[BackendId, ...] | None = None,
-    ) -> None:
-        _set_backends(self, backends)
-        _set_taken_at_s(self, taken_at_s)
-        _set_version(self, version)
-        _set_backend_ids(self, backend_ids)
-        _set_serving_by_model(self, {})
-
-    _snapshot_init.__qualname__ = "FleetSnapshot.__init__"
-    _snapshot_init.__doc__ = FleetSnapshot.__init__.__doc__
-    FleetSnapshot.__init__ = _snapshot_init  # type: ignore[method-assign]
+    fast_frozen_init(FleetSnapshot)
     fast_frozen_init(RequestFeatures)
     fast_frozen_init(RoutingDecision)

@@ -102,25 +102,17 @@ def test_snapshot_serving_is_per_model_in_fleet_order_and_survives_pickling() ->
     with pytest.raises(dataclasses.FrozenInstanceError):
         snap.version = 5  # type: ignore[misc]
     init_fields = [f.name for f in dataclasses.fields(FleetSnapshot) if f.init]
-    assert init_fields == ["backends", "taken_at_s", "version"]
+    assert init_fields == ["backends", "taken_at_s", "version", "backend_ids"]
     assert "_serving_by_model" not in repr(snap)
+    # The fleet's ids, when the builder passes them: kept by pickle, copy and replace, not compared.
+    assert snap.backend_ids is None
+    named = FleetSnapshot((a, b, c, d), 12.5, 3, backend_ids=("a", "b", "c", "d"))
+    assert named == snap and "backend_ids" not in repr(named)
+    for other in (pickle.loads(pickle.dumps(named)), copy.copy(named), dataclasses.replace(named, version=9)):
+        assert other.backend_ids == ("a", "b", "c", "d")
     everyone = FleetSnapshot((a, d), taken_at_s=1.0)
     assert everyone.serving("m1") == (a, d) and everyone.serving("m1") is everyone.backends  # no copy
     assert everyone.serving("m2") == (d,)
-
-
-def test_the_fleets_ids_are_kept_by_copies_and_dropped_by_replace() -> None:
-    """``backend_ids`` describes ``backends`` (the builder's promise): pickle and copy keep it;
-    ``replace`` drops it (it may change the backends); it is neither compared nor shown."""
-    a, b = _view(backend_id="a"), _view(backend_id="b")
-    bare = FleetSnapshot((a, b), 1.0, 2)
-    assert bare.backend_ids is None
-    told = FleetSnapshot((a, b), 1.0, 2, backend_ids=("a", "b"))
-    assert told == bare and repr(told) == repr(bare)
-    for other in (pickle.loads(pickle.dumps(told)), copy.copy(told)):
-        assert other.backend_ids == ("a", "b") and other == told
-    for other in (dataclasses.replace(told), dataclasses.replace(told, backends=(b,))):
-        assert other.backend_ids is None
 
 
 def _round_trips(obj: Any) -> None:
