@@ -125,9 +125,8 @@ class FleetState:
                 view = self._build_view(state, now_s)
             views.append(view)
             valid_until_s = min(valid_until_s, state.view_valid_until_s)
-        snapshot = FleetSnapshot(
-            backends=tuple(views), taken_at_s=now_s, version=self._version, backend_ids=self._backend_ids
-        )
+        # Positional: by keyword, the interpreted build's constructor costs ~0.1 µs more.
+        snapshot = FleetSnapshot(tuple(views), now_s, self._version, self._backend_ids)
         self._snapshot = snapshot
         self._snapshot_valid_until_s = valid_until_s
         return snapshot
