@@ -49,6 +49,7 @@ ratios within one run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -150,17 +151,27 @@ def initial_views(rng: random.Random) -> list[BackendView]:
     return views
 
 
+# Whether the tree under test's snapshots carry the fleet's ids (``FleetSnapshot.backend_ids``, which
+# ``state.fleet`` passes as one tuple shared by every snapshot); an older tree (``--baseline``) has none.
+SNAPSHOT_IDS = "backend_ids" in {f.name for f in dataclasses.fields(FleetSnapshot)}
+
+
 class Fleet:
     """The fleet between requests, changed as the proxy's state changes (module docstring); untimed."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
         self.views = initial_views(rng)
+        self.ids = tuple(view.backend_id for view in self.views)  # fixed membership, as state.fleet's
         self.version = 0
         self.running: list[tuple[RequestFeatures, str]] = []
 
     def snapshot(self, now_s: float) -> FleetSnapshot:
         self.version += 1
+        if SNAPSHOT_IDS:  # as state.fleet builds them
+            return FleetSnapshot(
+                tuple(self.views), taken_at_s=now_s, version=self.version, backend_ids=self.ids
+            )
         return FleetSnapshot(tuple(self.views), taken_at_s=now_s, version=self.version)
 
     def _change(self, backend_id: str, **fields: Any) -> None:

@@ -171,23 +171,37 @@ class FleetSnapshot:
     backends: tuple[BackendView, ...]
     taken_at_s: float
     version: int = 0
+    # The backends' ids in the same order, when the state that builds snapshots knows them without
+    # reading the views: ``state.fleet`` passes one tuple shared by every snapshot while the fleet's
+    # membership is unchanged. A decision's explanation (``policies.pipeline.RemovedBy``) keeps these
+    # ids instead of the views, so the decision log (1,024 decisions) does not keep every snapshot's
+    # views alive and free them, cold, ~1,000 decisions later. ``None``: not known (read the views).
+    # Whoever passes it promises it matches ``backends`` (``replace(backends=...)`` must pass None).
+    backend_ids: tuple[BackendId, ...] | None = field(default=None, compare=False, repr=False)
     # ``serving`` per model, filled on first use: admission and the routing pipeline both ask for it on
     # the same snapshot for every request, and the snapshot never changes.
     _serving_by_model: dict[str, tuple[BackendView, ...]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def __init__(self, backends: tuple[BackendView, ...], taken_at_s: float, version: int = 0) -> None:
+    def __init__(
+        self,
+        backends: tuple[BackendView, ...],
+        taken_at_s: float,
+        version: int = 0,
+        backend_ids: tuple[BackendId, ...] | None = None,
+    ) -> None:
         """Store the fields and an empty ``serving`` cache (see ``BackendView.__init__`` for why)."""
         self.backends = backends  # type: ignore[misc]  # frozen from the outside only
         self.taken_at_s = taken_at_s  # type: ignore[misc]
         self.version = version  # type: ignore[misc]
+        self.backend_ids = backend_ids  # type: ignore[misc]
         self._serving_by_model = {}  # type: ignore[misc]
 
     def __reduce__(self) -> tuple[type[FleetSnapshot], tuple[object, ...]]:
         """Pickle and ``copy`` through the constructor (see ``BackendView.__reduce__``); the copy
         starts with an empty ``serving`` cache, which is derived from the fields."""
-        return (FleetSnapshot, (self.backends, self.taken_at_s, self.version))
+        return (FleetSnapshot, (self.backends, self.taken_at_s, self.version, self.backend_ids))
 
     def by_id(self) -> dict[BackendId, BackendView]:
         return {b.backend_id: b for b in self.backends}

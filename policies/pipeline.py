@@ -114,6 +114,9 @@ class Pipeline:
         ctx = RouteContext(request, snapshot, now_s, rng)
         removed = RemovedBy()
         filters, keeps_order = self._filters, self._keeps_order
+        # The candidates' ids once a filter removed some (the explanation keeps ids, not views: see
+        # ``RemovedBy``); they are then also the scorers' ids below.
+        candidate_ids: list[BackendId] | None = None
         for k in range(len(filters)):  # not zip(): a generic call with keywords in compiled code
             flt = filters[k]
             kept = flt.filter(ctx, candidates)
@@ -125,7 +128,9 @@ class Pipeline:
             else:
                 kept_ids = {view.backend_id for view in kept}
                 candidates = [view for view in before if view.backend_id in kept_ids]  # never adds, in order
-            removed.note(flt.name, before, candidates)
+            before_ids = candidate_ids if candidate_ids is not None else _ids_of(before, snapshot)
+            candidate_ids = [view.backend_id for view in candidates]
+            removed.note(flt.name, before_ids, candidate_ids)
             if not candidates:
                 return RoutingDecision(
                     ranked=(),
@@ -134,7 +139,7 @@ class Pipeline:
                     reason=f"every candidate was filtered out; the last by {flt.name!r}: {flt.reason}",
                 )
 
-        ids = [view.backend_id for view in candidates]
+        ids = candidate_ids if candidate_ids is not None else [view.backend_id for view in candidates]
         total_values, scores = self._score(ctx, candidates, ids)
         n = len(ids)
         totals: dict[BackendId, float] = {}
@@ -250,9 +255,12 @@ class ScoresByName(Mapping[str, Mapping[BackendId, float]]):
 class RemovedBy(Mapping[BackendId, str]):
     """``RoutingDecision.removed``: backend -> the filter that removed it, worked out only when read.
 
-    The pipeline notes each filter's input and what it kept; the per-backend map
-    (48 entries when sampling 16 of 64 backends) is built on first read, by the
-    decision log or a test, never on the request path.
+    The pipeline notes each filter's input and what it kept, as backend ids; the per-backend map
+    (48 entries when sampling 16 of 64 backends) is built on first read, by the decision log or a
+    test, never on the request path. Ids, not views: the decision log keeps a decision for 1,024
+    decisions, and views kept that long (the whole fleet's tuple for the first filter) would keep
+    every snapshot's views alive and be freed, cold, inside a later decision. The fleet's ids come
+    from ``FleetSnapshot.backend_ids``, one tuple shared by every snapshot of an unchanged fleet.
     """
 
     __slots__ = ("_map", "_steps")
@@ -263,7 +271,8 @@ class RemovedBy(Mapping[BackendId, str]):
         self._steps: list[object] = []
         self._map: dict[BackendId, str] | None = None
 
-    def note(self, filter_name: str, before: Sequence[BackendView], kept: Sequence[BackendView]) -> None:
+    def note(self, filter_name: str, before: Sequence[BackendId], kept: Sequence[BackendId]) -> None:
+        """``filter_name`` turned ``before`` into ``kept`` (backend ids, in candidate order)."""
         steps = self._steps
         steps.append(filter_name)
         steps.append(before)
@@ -277,12 +286,11 @@ class RemovedBy(Mapping[BackendId, str]):
             steps = self._steps
             for at in range(0, len(steps), 3):
                 name = cast("str", steps[at])
-                before = cast("Sequence[BackendView]", steps[at + 1])
-                kept = cast("Sequence[BackendView]", steps[at + 2])
-                kept_ids = {view.backend_id for view in kept}
-                for view in before:
-                    if view.backend_id not in kept_ids:
-                        built[view.backend_id] = name
+                before = cast("Sequence[BackendId]", steps[at + 1])
+                kept_ids = set(cast("Sequence[BackendId]", steps[at + 2]))
+                for backend_id in before:
+                    if backend_id not in kept_ids:
+                        built[backend_id] = name
         return built
 
     def __getitem__(self, backend_id: BackendId) -> str:
@@ -299,6 +307,14 @@ class RemovedBy(Mapping[BackendId, str]):
 
     def __repr__(self) -> str:
         return repr(self._built())
+
+
+def _ids_of(views: Sequence[BackendView], snapshot: FleetSnapshot) -> Sequence[BackendId]:
+    """The ids of ``views``: the snapshot's shared tuple when they are its whole fleet (no view read)."""
+    fleet_ids = snapshot.backend_ids
+    if fleet_ids is not None and views is snapshot.backends and len(fleet_ids) == len(views):
+        return fleet_ids
+    return [view.backend_id for view in views]
 
 
 def _by_score(ids: list[BackendId], totals: dict[BackendId, float], rng: random.Random) -> list[BackendId]:

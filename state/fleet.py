@@ -86,6 +86,8 @@ class FleetState:
             )
             for b in config.backends
         }
+        # One tuple of ids for every snapshot (membership is fixed): ``FleetSnapshot.backend_ids``.
+        self._backend_ids = tuple(self._backends)
         self._capacity_listeners: list[Callable[[], None]] = []
         self._hit_rates = PrefixHitRateTracker()
         self._version = 0
@@ -97,7 +99,7 @@ class FleetState:
 
     @property
     def backend_ids(self) -> tuple[BackendId, ...]:
-        return tuple(self._backends)
+        return self._backend_ids
 
     @property
     def total_in_flight(self) -> int:
@@ -123,7 +125,8 @@ class FleetState:
                 view = self._build_view(state, now_s)
             views.append(view)
             valid_until_s = min(valid_until_s, state.view_valid_until_s)
-        snapshot = FleetSnapshot(backends=tuple(views), taken_at_s=now_s, version=self._version)
+        # Positional: by keyword, the interpreted build's constructor costs ~0.1 µs more.
+        snapshot = FleetSnapshot(tuple(views), now_s, self._version, self._backend_ids)
         self._snapshot = snapshot
         self._snapshot_valid_until_s = valid_until_s
         return snapshot

@@ -65,3 +65,53 @@ def test_the_log_does_not_keep_the_requests_features() -> None:
     shown = (record["at_s"], record["request_id"], record["route"], record["model"], record["tenant"])
     assert shown == (3.0, "r9", "chat", feats.model, feats.tenant)
     assert record["prompt_tokens"] == feats.prompt_tokens
+
+
+def _reachable(roots: list[object], depth: int = 8) -> list[object]:
+    """Objects reachable from ``roots`` through containers and instances (not types, modules or
+    functions, which reach everything)."""
+    import gc
+    import types
+
+    skip = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+    seen: dict[int, object] = {}
+    layer = roots
+    for _ in range(depth):
+        nxt: list[object] = []
+        for obj in layer:
+            if id(obj) in seen or isinstance(obj, skip):
+                continue
+            seen[id(obj)] = obj
+            nxt.extend(gc.get_referents(obj))
+        layer = nxt
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("named", [True, False], ids=["fleet ids given", "no fleet ids"])
+def test_the_log_keeps_no_backend_view_and_explains_the_same(named: bool) -> None:
+    """A logged decision of the sampling pipeline names the removed backends by id: it keeps no
+    ``BackendView`` (nor the fleet's tuple of them) alive for the 1,024 decisions it stays in the log,
+    which would free them, cold, inside a later decision. The explanation is the same either way."""
+    import random
+
+    from core.clock import ManualClock
+    from core.config import load_config_text
+    from core.types import BackendView, FleetSnapshot
+    from decision.engine import DecisionEngine
+    from tests.unit.policy_builders import MODEL, view
+
+    ids = tuple(f"gpu-{i:02d}" for i in range(24))
+    backends = "".join(f"  - {{name: {b}, url: 'http://127.0.0.1:9', models: [{MODEL}]}}\n" for b in ids)
+    text = f"backends:\n{backends}routes:\n  - name: chat\n    policy: {{name: sluice_predictive}}\n"
+    engine = DecisionEngine.from_config(load_config_text(text), ManualClock(), random.Random(1))
+    views = tuple(view(b) for b in ids)
+    snap = FleetSnapshot(views, 1.0, backend_ids=ids if named else None)
+    decision = engine.route(features(request_id="r1", route="chat"), snap)
+    assert decision.removed and len(decision.removed) + len(decision.ranked) == len(ids)
+    assert set(decision.removed) | set(decision.ranked) == set(ids)
+    assert set(decision.removed.values()) == {"subset"}
+    reached = _reachable(list(engine.decisions._entries))
+    assert not [obj for obj in reached if isinstance(obj, BackendView)]
+    assert views not in reached
+    (record,) = engine.decisions.recent()
+    assert record["removed"] == dict(decision.removed)

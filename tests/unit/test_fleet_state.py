@@ -224,6 +224,19 @@ def test_snapshot_is_cached_until_something_changes() -> None:
     assert fleet.snapshot().by_id()["a"].in_flight_requests == 0
 
 
+def test_every_snapshot_names_its_backends_with_one_shared_tuple_of_ids() -> None:
+    """``FleetSnapshot.backend_ids`` is the views' ids in order, and the same tuple for every snapshot
+    (a decision's explanation keeps it instead of the views: ``policies.pipeline.RemovedBy``)."""
+    fleet, _ = make_fleet()
+    ready(fleet, "a", "b")
+    s1 = fleet.snapshot()
+    assert s1.backend_ids == tuple(v.backend_id for v in s1.backends) == ("a", "b")
+    with fleet.acquire("b", 1):
+        s2 = fleet.snapshot()
+    assert s2 is not s1 and s2.backend_ids is s1.backend_ids
+    assert fleet.backend_ids is s1.backend_ids
+
+
 def test_first_bytes_are_counted_with_the_ttft_from_dispatch_at_the_first_byte() -> None:
     fleet, clock = make_fleet()
     ready(fleet, "a")

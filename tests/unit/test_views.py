@@ -102,8 +102,14 @@ def test_snapshot_serving_is_per_model_in_fleet_order_and_survives_pickling() ->
     with pytest.raises(dataclasses.FrozenInstanceError):
         snap.version = 5  # type: ignore[misc]
     init_fields = [f.name for f in dataclasses.fields(FleetSnapshot) if f.init]
-    assert init_fields == ["backends", "taken_at_s", "version"]
+    assert init_fields == ["backends", "taken_at_s", "version", "backend_ids"]
     assert "_serving_by_model" not in repr(snap)
+    # The fleet's ids, when the builder passes them: kept by pickle, copy and replace, not compared.
+    assert snap.backend_ids is None
+    named = FleetSnapshot((a, b, c, d), 12.5, 3, backend_ids=("a", "b", "c", "d"))
+    assert named == snap and "backend_ids" not in repr(named)
+    for other in (pickle.loads(pickle.dumps(named)), copy.copy(named), dataclasses.replace(named, version=9)):
+        assert other.backend_ids == ("a", "b", "c", "d")
     everyone = FleetSnapshot((a, d), taken_at_s=1.0)
     assert everyone.serving("m1") == (a, d) and everyone.serving("m1") is everyone.backends  # no copy
     assert everyone.serving("m2") == (d,)
