@@ -9,9 +9,10 @@ the decision, and computing the 64 rows' floats (numpy columns until engine4)
 still ~13 µs of ~150. The table holds the request-independent terms of every
 backend's row (``predictors.cost_columns``) and the request's own inputs; a
 backend's floats are computed from them on each read (a few float
-operations), ``ttft_tpot`` (the hot path of filters and scorers) hands them
-out as plain floats, and a ``BackendCostEstimate`` is built only when one is
-read through the ``Mapping`` interface (then memoised).
+operations), ``ttft_tpot_list`` (the SLO filter's and cost scorer's read of the
+sampled candidates) and ``ttft_tpot`` hand them out as plain floats, and a
+``BackendCostEstimate`` is built only when one is read through the ``Mapping``
+interface (then memoised).
 
 Values are exactly those of the per-backend formula (the same float
 operations in the same order as ``LatencyModel.estimate_all``)::
@@ -24,7 +25,9 @@ operations in the same order as ``LatencyModel.estimate_all``)::
 ``e2e_ms = ttft_ms + decode_steps·tpot_ms`` and ``cached_prompt_tokens =
 min(matched, prompt)`` are derived on access. The rows are never changed
 under a table: ``FleetColumns`` copies its row list before changing a row a
-table reads.
+table reads. A row is a tuple of six floats: one flat ``vec[float]`` of six
+doubles per row was measured and not kept (no gain shown at the p99, pure
+Python ~4.5 µs slower per request: docs/policies.md, "Branch cost_rows").
 """
 
 from __future__ import annotations
