@@ -27,7 +27,7 @@ min(matched, prompt)`` are derived on access. The rows are never changed
 under a table: ``FleetColumns`` copies its row list before changing a row a
 table reads. A row is a tuple of six floats: one flat ``vec[float]`` of six
 doubles per row was measured and not kept (no gain shown at the p99, pure
-Python ~4.5 µs slower per request: docs/policies.md, "Branch cost_rows").
+Python ~4.5 µs slower per request: docs/decision_cost_history.md, branch cost_rows).
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ numpy); pure Python runs one vectorised numpy pass (one multiply, one
 shift-xor, one running sum), as a Python loop over the words would cost
 ~240 µs. In the decision loop, where each request's text and numpy's large
 dispatch code are cold, the loop measured ~3x cheaper than the numpy pass
-(median 15 → 5 µs; docs/policies.md, "Decision cost", branch hash_fast). Both
+(median 15 → 5 µs; docs/decision_cost_history.md, branch hash_fast). Both
 give the same hashes bit for bit (``tests/unit/test_tokens_features.py``: the
 definition, the two paths against each other, and hashes recorded from the
 numpy-only version).

@@ -86,7 +86,7 @@ class LengthFeatureRow:
     made from the request's text the first time they are read (``split_text``, the same tokens the
     key scan saw), which the request path never does. Why: making a ``str`` per token and hashing
     it (SipHash) was most of the length features' cost on a long message, and the strings were
-    read only after the decision, by the refit (docs/policies.md, "Decision cost", branch
+    read only after the decision, by the refit (docs/decision_cost_history.md, branch
     length_fast).
 
     ``LengthFeatureRow(head, tail, categorical)`` makes a row from token lists (keys computed from
@@ -226,7 +226,8 @@ def normalise_model(model: str) -> str:
     ``"meta-llama/Meta-Llama-3-8B-Instruct"`` -> ``"meta-llama-3-8b-instruct"``. Memoised in a
     plain dict, not ``lru_cache``: a hit of ``lru_cache`` also moves its entry to the front of
     its linked list (writes to three list nodes), cold cache lines the request path paid for twice
-    per request (``length_features`` and ``predict_length``; docs/policies.md, branch length_cold).
+    per request (``length_features`` and ``predict_length``; docs/decision_cost_history.md, branch
+    length_cold).
     """
     name = _MODEL_NAMES.get(model)
     if name is None:
@@ -354,7 +355,7 @@ def _scan_keys(
     order at the end (``_rotate``). Appending to the caller's ``keys`` (made with room for both
     slices) makes a row's keys one allocation, where a vec per slice, the tail's growth past its
     cap, the slice of its last keys and the head's growth to take them were up to five: cold
-    allocator lines in the decision's p99 band (docs/policies.md, branch length_cold).
+    allocator lines in the decision's p99 band (docs/decision_cost_history.md, branch length_cold).
     """
     base: i64 = len(keys)
     n_keys: i64 = 0
@@ -479,7 +480,7 @@ def _capped_tokens(piece: str, cap: int, *, from_end: bool) -> list[str]:
     Why not the regex: the tokenizer was the length prediction's largest part on a long message
     (the regex engine's ~95 ns per token: ~6 us warm for the two slices of a long message, about
     twice that cold in the decision loop), and the length prediction is what the decision cost's
-    p99 requests pay most for (docs/policies.md, "Decision cost", the tail profile). The rule is
+    p99 requests pay most for (docs/decision_cost_history.md, branch decide_tail). The rule is
     the pattern's: a run of ``[a-z0-9']`` is one token; any other character that is not whitespace
     is a token of its own. Whitespace is what ``\\s`` matches in a str pattern, i.e.
     ``str.isspace`` (both are ``Py_UNICODE_ISSPACE``): in ASCII tab to carriage return, the four
@@ -581,7 +582,7 @@ def categorical_keys(features: RequestFeatures, model: str) -> tuple[str, ...]:
     bins packed into one int. Why not ``lru_cache`` on ``_format_keys`` (as before): its hit builds
     a ten-item key tuple, hashes it, compares it item by item with the stored one and relinks the
     entry at the front of its list, ~2 us on a cold cache against ~0.5 warm, in the decision's p99
-    band (docs/policies.md, branch length_cold); an int key is hashed and compared in place.
+    band (docs/decision_cost_history.md, branch length_cold); an int key is hashed and compared in place.
     """
     text = features.last_user_text
     other = earlier_message_chars(features)

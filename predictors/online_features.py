@@ -41,7 +41,7 @@ additions per token, not a second pass. The text part of that table is two
 flat open-addressing tables (``_HashTable``: tokens, adjacent pairs) of 64-bit
 key hashes with the weights in one contiguous float array, so a token's
 lookup reads two cache lines (its key, its weights) where a dict of objects
-chased five or more dependent pointers (docs/policies.md, "Decision cost").
+chased five or more dependent pointers (docs/decision_cost_history.md, branch online_table).
 ``tests/unit/test_online_features.py`` checks the offline part equals
 ``OutputLengthModel.location_scale`` exactly.
 An update touches the same <= ~110 weights once. That is "refinement" in
@@ -124,8 +124,8 @@ class _HashTable:
     its entry, the stored key string (for the compare) and the value object, then that object's
     fields: four dependent cache misses per token once the table (~10^4 tokens, ~3x10^4 pairs: several
     MB as objects) no longer fits in the CPU cache, which is where the decision's p99 went
-    (docs/policies.md, "Where the p99 goes"). Here a lookup reads the key array, and when found the
-    weights of the same slot: two loads, and the key's address depends only on the token, so the CPU
+    (docs/decision_cost_history.md, "Where the p99 goes"). Here a lookup reads the key array, and when
+    found the weights of the same slot: two loads, and the key's address depends only on the token, so the CPU
     overlaps the lookups of successive tokens. ``vec`` (``librt.vecs``) arrays are unboxed when
     compiled (a C array index) and a C type with item access when not.
 
