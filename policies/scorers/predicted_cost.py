@@ -89,8 +89,8 @@ class PredictedCostScorer:
     def score_values(self, ctx: RouteContext, candidates: Sequence[BackendView]) -> list[float]:
         """``score`` in candidate order (``Scorer.score_values``): ``min_c / c(b)`` per candidate.
 
-        One pass makes the costs (``_cost`` written out: a Python call per candidate when interpreted)
-        and finds the cheapest, a second divides in place (the list is this call's own)."""
+        One pass makes the costs (the one formula, ``_cost``) and finds the cheapest, a second divides
+        in place (the list is this call's own)."""
         fractions, decode_steps, inv_ttft, inv_e2e, floor = self._terms(ctx)
         pairs = ctx.ttft_tpot_all(candidates)  # one per candidate, in order
         n = len(pairs)
@@ -98,13 +98,7 @@ class PredictedCostScorer:
         best = 0.0
         for i in range(n):  # min() folded in (a generic call from compiled code): the same value
             ttft_ms, tpot_ms = pairs[i]
-            if fractions:
-                by_ttft, by_e2e = ttft_ms * inv_ttft, (ttft_ms + decode_steps * tpot_ms) * inv_e2e
-                cost = by_e2e if by_e2e > by_ttft else by_ttft  # max(by_ttft, by_e2e)
-                cost = cost if cost > floor else floor
-            else:
-                cost = ttft_ms + decode_steps * tpot_ms
-                cost = cost if cost > _MIN_COST_MS else _MIN_COST_MS
+            cost = _cost(fractions, ttft_ms, tpot_ms, decode_steps, inv_ttft, inv_e2e, floor)
             if i == 0 or cost < best:
                 best = cost
             out.append(cost)
